@@ -1,0 +1,36 @@
+// The one shared export path: Submit() -> Batcher -> a queue per destination
+// -> a sender per destination (retry, backoff), every span counted.
+//
+// For every destination, at any time:
+//   accepted = exported + dropped(by reason) + queued/in flight
+// and after Shutdown() nothing is in flight.
+#pragma once
+
+#include <chrono>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "exporter/export_config.h"
+#include "exporter/self_metrics.h"
+#include "exporter/span.h"
+
+namespace kspan {
+
+class ExportPipeline {
+ public:
+  virtual ~ExportPipeline() = default;
+
+  static absl::StatusOr<std::unique_ptr<ExportPipeline>> Create(const ExportConfig& config,
+                                                                MetricsRegistry& metrics);
+
+  // Never blocks on the network. Returns false when the span was dropped
+  // because the batcher's queue is full; the drop is counted.
+  virtual bool Submit(Span span) noexcept = 0;
+
+  // Exports what is queued, waiting at most `deadline`, then stops the
+  // senders. Whatever could not be delivered is counted as dropped
+  // (reason "shutdown"). Idempotent.
+  virtual void Shutdown(std::chrono::milliseconds deadline) = 0;
+};
+
+}  // namespace kspan

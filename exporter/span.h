@@ -1,0 +1,117 @@
+// The span model shared by every stage after capture.
+//
+// It lives with the exporter (not with the capture code) so the whole export
+// path builds and is tested with no kernel at all: userspace/ produces these,
+// exporter/ consumes them, and nothing here knows about BPF.
+//
+// Enum values equal the OTLP wire values so the transform is a cast.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace kspan {
+
+using TraceId = std::array<std::uint8_t, 16>;
+using SpanId = std::array<std::uint8_t, 8>;
+
+// W3C trace context: an all-zero trace or span id is invalid.
+bool IsValid(const TraceId& id) noexcept;
+bool IsValid(const SpanId& id) noexcept;
+
+// Lower-case hex, as W3C traceparent and OTLP/JSON write ids.
+std::string ToHex(const TraceId& id);
+std::string ToHex(const SpanId& id);
+
+enum class SpanKind : int {
+  kUnspecified = 0,
+  kInternal = 1,
+  kServer = 2,
+  kClient = 3,
+  kProducer = 4,
+  kConsumer = 5,
+};
+
+enum class StatusCode : int {
+  kUnset = 0,
+  kOk = 1,
+  kError = 2,
+};
+
+using AttributeValue = std::variant<std::string, bool, std::int64_t, double>;
+
+struct Attribute {
+  std::string key;
+  AttributeValue value;
+
+  friend bool operator==(const Attribute&, const Attribute&) = default;
+};
+
+using Attributes = std::vector<Attribute>;
+
+// Returns the attribute's value, or nullptr when absent.
+const AttributeValue* FindAttribute(const Attributes& attrs, std::string_view key) noexcept;
+
+struct SpanEvent {
+  std::string name;
+  std::uint64_t time_unix_nano = 0;
+  Attributes attributes;
+};
+
+// A link to another span (app spans received over OTLP may carry them).
+struct SpanLink {
+  TraceId trace_id{};
+  SpanId span_id{};
+  std::string trace_state;
+  Attributes attributes;
+  std::uint32_t flags = 0;  // as OTLP Span.Link.flags
+};
+
+// Immutable once built and shared by every span of one observed process, so
+// the batcher can group spans by resource pointer.
+struct Resource {
+  Attributes attributes;
+};
+
+struct InstrumentationScope {
+  std::string name;
+  std::string version;
+};
+
+// The scope kspan's own kernel spans are reported under.
+std::shared_ptr<const InstrumentationScope> KernelScope();
+
+struct Span {
+  TraceId trace_id{};
+  SpanId span_id{};
+  SpanId parent_span_id{};  // all zero: a root span
+  std::string trace_state;
+  // OTLP Span.flags: W3C trace flags in bits 0-7, parent is-remote in bits
+  // 8-9. Copied as received for app spans; 0 is valid for kernel spans.
+  std::uint32_t flags = 0;
+
+  std::string name;
+  SpanKind kind = SpanKind::kInternal;
+  std::uint64_t start_unix_nano = 0;
+  std::uint64_t end_unix_nano = 0;
+
+  Attributes attributes;
+  std::vector<SpanEvent> events;
+  std::vector<SpanLink> links;
+
+  StatusCode status_code = StatusCode::kUnset;
+  std::string status_message;
+
+  std::shared_ptr<const Resource> resource;
+  std::shared_ptr<const InstrumentationScope> scope;
+
+  // Approximate in-memory size, used to bound queues by bytes.
+  std::size_t ApproximateBytes() const noexcept;
+};
+
+}  // namespace kspan
