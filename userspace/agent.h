@@ -1,0 +1,59 @@
+// The agent: wires capture -> ring reader -> decoder -> span assembly ->
+// export pipeline, plus the admin endpoint, in the order start-up checks
+// need, and tears it down in reverse so nothing captured is lost on exit.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+
+#include "absl/status/status.h"
+#include "exporter/export_pipeline.h"
+#include "exporter/self_metrics.h"
+#include "userspace/admin_server.h"
+#include "userspace/clock_sync.h"
+#include "userspace/config.h"
+#include "userspace/event_decoder.h"
+#include "userspace/pin_directory.h"
+#include "userspace/process_resources.h"
+#include "userspace/ring_reader.h"
+#include "userspace/span_assembler.h"
+#include "userspace/tcp_capture.h"
+
+namespace kspan {
+
+class Agent {
+ public:
+  explicit Agent(AgentConfig config);
+  ~Agent();
+
+  absl::Status Start();
+  // Periodic work from the main loop: clock gauges, totals in the log.
+  void Tick();
+  // Detach, drain the rings, flush export within `deadline`, remove pins.
+  void Stop(std::chrono::milliseconds deadline);
+
+  MetricsRegistry& metrics() { return metrics_; }
+  int admin_port() const { return admin_ ? admin_->port() : 0; }
+
+ private:
+  void RegisterCaptureMetrics();
+  void LogTotals();
+
+  AgentConfig config_;
+  MetricsRegistry metrics_;
+  std::unique_ptr<AdminServer> admin_;
+  std::optional<PinDirectory> pins_;
+  std::unique_ptr<ExportPipeline> pipeline_;
+  std::unique_ptr<ClockSync> clock_;
+  std::unique_ptr<ProcessResources> resources_;
+  std::unique_ptr<SpanAssembler> assembler_;
+  std::unique_ptr<EventDecoder> decoder_;
+  std::unique_ptr<TcpCapture> tcp_;
+  std::unique_ptr<RingReader> reader_;
+  std::chrono::steady_clock::time_point last_totals_log_;
+  std::uint64_t last_logged_spans_ = 0;
+  bool stopped_ = false;
+};
+
+}  // namespace kspan

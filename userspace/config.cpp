@@ -1,0 +1,389 @@
+#include "userspace/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "exporter/otlp_options.h"
+
+namespace kspan {
+namespace {
+
+// Walks the YAML tree, turning every problem into "<origin>:<line>: <key>: <why>".
+class ConfigReader {
+ public:
+  explicit ConfigReader(std::string origin) : origin_(std::move(origin)) {}
+
+  absl::Status Error(const YAML::Node& node, const std::string& key, const std::string& why) const {
+    std::string where = origin_;
+    if (node.IsDefined() && node.Mark().line >= 0) {
+      absl::StrAppend(&where, ":", node.Mark().line + 1);
+    }
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", key, ": ", why));
+  }
+
+  // Every key of `map` must be in `known`.
+  absl::Status CheckKeys(const YAML::Node& map, const std::string& prefix,
+                         const std::set<std::string>& known) const {
+    if (!map.IsMap()) return Error(map, prefix.empty() ? "(top level)" : prefix, "must be a mapping");
+    for (const auto& kv : map) {
+      const std::string key = kv.first.as<std::string>();
+      if (!known.contains(key)) {
+        return Error(kv.first, Join(prefix, key),
+                     absl::StrCat("unknown key (known: ", absl::StrJoin(known, ", "), ")"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  static std::string Join(const std::string& prefix, const std::string& key) {
+    return prefix.empty() ? key : absl::StrCat(prefix, ".", key);
+  }
+
+  absl::Status String(const YAML::Node& n, const std::string& key, std::string* out) const {
+    if (!n) return absl::OkStatus();
+    if (!n.IsScalar()) return Error(n, key, "must be a string");
+    *out = n.as<std::string>();
+    return absl::OkStatus();
+  }
+
+  absl::Status Bool(const YAML::Node& n, const std::string& key, bool* out) const {
+    if (!n) return absl::OkStatus();
+    bool v = false;
+    if (!n.IsScalar() || !YAML::convert<bool>::decode(n, v)) {
+      return Error(n, key, "must be true or false");
+    }
+    *out = v;
+    return absl::OkStatus();
+  }
+
+  absl::Status Count(const YAML::Node& n, const std::string& key, std::size_t min,
+                     std::size_t* out) const {
+    if (!n) return absl::OkStatus();
+    std::uint64_t v = 0;
+    if (!n.IsScalar() || !absl::SimpleAtoi(n.as<std::string>(), &v)) {
+      return Error(n, key, "must be a whole number");
+    }
+    if (v < min) return Error(n, key, absl::StrCat("must be at least ", min));
+    *out = static_cast<std::size_t>(v);
+    return absl::OkStatus();
+  }
+
+  // 4194304, "4MiB", "64KiB", "1GiB".
+  absl::Status Bytes(const YAML::Node& n, const std::string& key, std::size_t* out) const {
+    if (!n) return absl::OkStatus();
+    if (!n.IsScalar()) return Error(n, key, "must be a size such as 4MiB");
+    std::string s = n.as<std::string>();
+    std::uint64_t mult = 1;
+    for (auto [suffix, m] : {std::pair{"KiB", 1ull << 10}, {"MiB", 1ull << 20}, {"GiB", 1ull << 30}}) {
+      if (absl::EndsWith(s, suffix)) {
+        s.resize(s.size() - 3);
+        mult = m;
+        break;
+      }
+    }
+    std::uint64_t v = 0;
+    if (!absl::SimpleAtoi(s, &v)) return Error(n, key, "must be a size such as 4MiB or 65536");
+    *out = static_cast<std::size_t>(v * mult);
+    return absl::OkStatus();
+  }
+
+  // "100ms", "5s", "1m"; a bare number is milliseconds.
+  absl::Status Duration(const YAML::Node& n, const std::string& key,
+                        std::chrono::milliseconds* out) const {
+    if (!n) return absl::OkStatus();
+    if (!n.IsScalar()) return Error(n, key, "must be a duration such as 500ms or 5s");
+    std::string s = n.as<std::string>();
+    std::uint64_t ms = 0;
+    if (absl::SimpleAtoi(s, &ms)) {
+      *out = std::chrono::milliseconds(ms);
+      return absl::OkStatus();
+    }
+    absl::Duration d;
+    if (!absl::ParseDuration(s, &d) || d < absl::ZeroDuration()) {
+      return Error(n, key, "must be a duration such as 500ms or 5s");
+    }
+    *out = std::chrono::milliseconds(absl::ToInt64Milliseconds(d));
+    return absl::OkStatus();
+  }
+
+ private:
+  std::string origin_;
+};
+
+#define KSPAN_RETURN_IF_ERROR(expr)     \
+  do {                                  \
+    if (auto _s = (expr); !_s.ok()) return _s; \
+  } while (0)
+
+absl::Status ReadDestination(const ConfigReader& r, const YAML::Node& n, const std::string& key,
+                             DestinationConfig* d) {
+  KSPAN_RETURN_IF_ERROR(r.CheckKeys(
+      n, key,
+      {"name", "type", "endpoint", "insecure", "headers", "timeout", "compression",
+       "certificate", "path", "max_file_bytes", "stderr", "retry", "max_queued_batches"}));
+  KSPAN_RETURN_IF_ERROR(r.String(n["name"], key + ".name", &d->name));
+  std::string type;
+  KSPAN_RETURN_IF_ERROR(r.String(n["type"], key + ".type", &type));
+  if (type == "otlp_grpc") {
+    d->type = DestinationType::kOtlpGrpc;
+  } else if (type == "file") {
+    d->type = DestinationType::kFile;
+  } else if (type == "console") {
+    d->type = DestinationType::kConsole;
+  } else {
+    return r.Error(n["type"].IsDefined() ? n["type"] : n, key + ".type",
+                   type.empty() ? "is required (otlp_grpc, file or console)"
+                                : absl::StrCat("unknown type '", type,
+                                               "' (otlp_grpc, file or console)"));
+  }
+  auto& g = d->otlp_grpc;
+  KSPAN_RETURN_IF_ERROR(r.String(n["endpoint"], key + ".endpoint", &g.endpoint));
+  KSPAN_RETURN_IF_ERROR(r.Bool(n["insecure"], key + ".insecure", &g.insecure));
+  KSPAN_RETURN_IF_ERROR(r.Duration(n["timeout"], key + ".timeout", &g.timeout));
+  KSPAN_RETURN_IF_ERROR(r.String(n["compression"], key + ".compression", &g.compression));
+  if (g.compression != "none" && g.compression != "gzip") {
+    return r.Error(n["compression"], key + ".compression", "must be none or gzip");
+  }
+  KSPAN_RETURN_IF_ERROR(r.String(n["certificate"], key + ".certificate", &g.certificate_file));
+  if (const auto& h = n["headers"]; h) {
+    if (!h.IsMap()) return r.Error(h, key + ".headers", "must be a mapping of name: value");
+    for (const auto& kv : h) {
+      g.headers.emplace_back(absl::AsciiStrToLower(kv.first.as<std::string>()),
+                             kv.second.as<std::string>());
+    }
+  }
+  KSPAN_RETURN_IF_ERROR(r.String(n["path"], key + ".path", &d->file.path));
+  KSPAN_RETURN_IF_ERROR(r.Bytes(n["max_file_bytes"], key + ".max_file_bytes", &d->file.max_bytes));
+  KSPAN_RETURN_IF_ERROR(r.Bool(n["stderr"], key + ".stderr", &d->console.to_stderr));
+  KSPAN_RETURN_IF_ERROR(
+      r.Count(n["max_queued_batches"], key + ".max_queued_batches", 1, &d->max_queued_batches));
+  if (const auto& rt = n["retry"]; rt) {
+    const std::string rk = key + ".retry";
+    KSPAN_RETURN_IF_ERROR(
+        r.CheckKeys(rt, rk, {"initial_backoff", "max_backoff", "multiplier", "max_elapsed"}));
+    KSPAN_RETURN_IF_ERROR(r.Duration(rt["initial_backoff"], rk + ".initial_backoff",
+                                     &d->retry.initial_backoff));
+    KSPAN_RETURN_IF_ERROR(r.Duration(rt["max_backoff"], rk + ".max_backoff", &d->retry.max_backoff));
+    KSPAN_RETURN_IF_ERROR(r.Duration(rt["max_elapsed"], rk + ".max_elapsed", &d->retry.max_elapsed));
+    if (const auto& m = rt["multiplier"]; m) {
+      double v = 0;
+      if (!m.IsScalar() || !absl::SimpleAtod(m.as<std::string>(), &v) || v < 1.0) {
+        return r.Error(m, rk + ".multiplier", "must be a number >= 1");
+      }
+      d->retry.multiplier = v;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadFile(const ConfigReader& r, const YAML::Node& root, AgentConfig* c) {
+  if (!root || root.IsNull()) return absl::OkStatus();  // empty file: all defaults
+  KSPAN_RETURN_IF_ERROR(r.CheckKeys(
+      root, "", {"log_level", "state_dir", "admin", "bpf", "capture", "batch", "destinations"}));
+  KSPAN_RETURN_IF_ERROR(r.String(root["log_level"], "log_level", &c->log_level));
+  KSPAN_RETURN_IF_ERROR(r.String(root["state_dir"], "state_dir", &c->state_dir));
+  if (const auto& a = root["admin"]; a) {
+    KSPAN_RETURN_IF_ERROR(r.CheckKeys(a, "admin", {"listen"}));
+    KSPAN_RETURN_IF_ERROR(r.String(a["listen"], "admin.listen", &c->admin_listen));
+  }
+  if (const auto& b = root["bpf"]; b) {
+    KSPAN_RETURN_IF_ERROR(r.CheckKeys(b, "bpf", {"pin_path", "btf"}));
+    KSPAN_RETURN_IF_ERROR(r.String(b["pin_path"], "bpf.pin_path", &c->bpf.pin_path));
+    KSPAN_RETURN_IF_ERROR(r.String(b["btf"], "bpf.btf", &c->bpf.btf));
+  }
+  if (const auto& cap = root["capture"]; cap) {
+    KSPAN_RETURN_IF_ERROR(r.CheckKeys(
+        cap, "capture", {"tcp_connect", "ring_buffer_bytes", "wakeup_bytes", "poll_interval"}));
+    KSPAN_RETURN_IF_ERROR(r.Bool(cap["tcp_connect"], "capture.tcp_connect", &c->capture.tcp_connect));
+    KSPAN_RETURN_IF_ERROR(r.Bytes(cap["ring_buffer_bytes"], "capture.ring_buffer_bytes",
+                                  &c->capture.ring_buffer_bytes));
+    KSPAN_RETURN_IF_ERROR(
+        r.Bytes(cap["wakeup_bytes"], "capture.wakeup_bytes", &c->capture.wakeup_bytes));
+    KSPAN_RETURN_IF_ERROR(
+        r.Duration(cap["poll_interval"], "capture.poll_interval", &c->capture.poll_interval));
+  }
+  if (const auto& b = root["batch"]; b) {
+    KSPAN_RETURN_IF_ERROR(
+        r.CheckKeys(b, "batch", {"max_queue_size", "max_export_batch_size", "schedule_delay"}));
+    auto& bo = c->exporter.batch;
+    KSPAN_RETURN_IF_ERROR(r.Count(b["max_queue_size"], "batch.max_queue_size", 1, &bo.max_queue_size));
+    KSPAN_RETURN_IF_ERROR(r.Count(b["max_export_batch_size"], "batch.max_export_batch_size", 1,
+                                  &bo.max_export_batch_size));
+    KSPAN_RETURN_IF_ERROR(
+        r.Duration(b["schedule_delay"], "batch.schedule_delay", &bo.schedule_delay));
+  }
+  if (const auto& ds = root["destinations"]; ds) {
+    if (!ds.IsSequence()) return r.Error(ds, "destinations", "must be a list");
+    for (std::size_t i = 0; i < ds.size(); ++i) {
+      DestinationConfig d;
+      KSPAN_RETURN_IF_ERROR(ReadDestination(r, ds[i], absl::StrCat("destinations[", i, "]"), &d));
+      c->exporter.destinations.push_back(std::move(d));
+    }
+  }
+  return absl::OkStatus();
+}
+
+DestinationConfig* FindDestination(AgentConfig* c, const std::string& name) {
+  for (auto& d : c->exporter.destinations) {
+    if (d.name == name) return &d;
+  }
+  return nullptr;
+}
+
+// The destination the OTEL_EXPORTER_OTLP_* variables and --otlp-endpoint
+// configure: the one named "otlp", created when an endpoint is given.
+DestinationConfig* OtlpDestination(AgentConfig* c, bool create) {
+  if (auto* d = FindDestination(c, "otlp")) return d;
+  if (!create) return nullptr;
+  DestinationConfig d;
+  d.name = "otlp";
+  d.type = DestinationType::kOtlpGrpc;
+  c->exporter.destinations.push_back(std::move(d));
+  return &c->exporter.destinations.back();
+}
+
+absl::Status ApplyEnvironment(const GetEnv& getenv, AgentConfig* c) {
+  auto set = [&](const char* var, std::string* out) {
+    if (const char* v = getenv(var); v != nullptr && *v != '\0') *out = v;
+  };
+  set("KSPAN_LOG_LEVEL", &c->log_level);
+  set("KSPAN_STATE_DIR", &c->state_dir);
+  set("KSPAN_ADMIN_LISTEN", &c->admin_listen);
+  set("KSPAN_BTF", &c->bpf.btf);
+  set("KSPAN_PIN_PATH", &c->bpf.pin_path);
+
+  auto has = [&](const char* var) {
+    const char* v = getenv(var);
+    return v != nullptr && *v != '\0';
+  };
+  const bool endpoint_set =
+      has("OTEL_EXPORTER_OTLP_ENDPOINT") || has("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+  if (auto* d = OtlpDestination(c, endpoint_set)) {
+    auto options = OtlpGrpcOptionsFromEnv(getenv, d->otlp_grpc);
+    if (!options.ok()) return options.status();
+    d->otlp_grpc = std::move(*options);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ApplyFlags(const FlagOverrides& f, AgentConfig* c) {
+  if (f.log_level) c->log_level = *f.log_level;
+  if (f.state_dir) c->state_dir = *f.state_dir;
+  if (f.admin_listen) c->admin_listen = *f.admin_listen;
+  if (f.btf) c->bpf.btf = *f.btf;
+  if (f.otlp_endpoint) {
+    if (f.otlp_endpoint->empty()) return absl::InvalidArgumentError("--otlp-endpoint: is empty");
+    OtlpDestination(c, true)->otlp_grpc.endpoint = *f.otlp_endpoint;
+  }
+  return absl::OkStatus();
+}
+
+void FillDefaults(const FlagOverrides& f, AgentConfig* c) {
+  auto& ds = c->exporter.destinations;
+  if (ds.empty()) {
+    c->embedded_default = true;
+    DestinationConfig file;
+    file.name = "local";
+    file.type = DestinationType::kFile;
+    ds.push_back(std::move(file));
+    if (!f.console.has_value() || *f.console) {
+      DestinationConfig console;
+      console.name = "console";
+      console.type = DestinationType::kConsole;
+      ds.push_back(std::move(console));
+    }
+  } else if (f.console.value_or(false) && FindDestination(c, "console") == nullptr) {
+    DestinationConfig console;
+    console.name = "console";
+    console.type = DestinationType::kConsole;
+    ds.push_back(std::move(console));
+  }
+  if (f.console.has_value() && !*f.console) {
+    std::erase_if(ds, [](const DestinationConfig& d) { return d.type == DestinationType::kConsole; });
+  }
+  int unnamed = 0;
+  for (auto& d : ds) {
+    if (d.name.empty()) d.name = absl::StrCat("destination", unnamed++);
+    if (d.type == DestinationType::kFile && d.file.path.empty()) {
+      d.file.path = c->state_dir + "/spans/" + d.name + ".jsonl";
+    }
+  }
+}
+
+absl::Status Validate(const std::string& origin, const AgentConfig& c) {
+  static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "off"};
+  if (!kLevels.contains(c.log_level)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        origin, ": log_level: '", c.log_level, "' is not one of trace, debug, info, warn, error, off"));
+  }
+  if (c.state_dir.empty()) return absl::InvalidArgumentError(origin + ": state_dir: is empty");
+  if (c.capture.ring_buffer_bytes < 4096 || c.capture.ring_buffer_bytes > (1ull << 30)) {
+    return absl::InvalidArgumentError(
+        origin + ": capture.ring_buffer_bytes: must be between 4KiB and 1GiB");
+  }
+  if (c.capture.wakeup_bytes >= c.capture.ring_buffer_bytes) {
+    return absl::InvalidArgumentError(
+        origin + ": capture.wakeup_bytes: must be smaller than capture.ring_buffer_bytes");
+  }
+  if (c.capture.poll_interval.count() < 1 || c.capture.poll_interval.count() > 10000) {
+    return absl::InvalidArgumentError(origin + ": capture.poll_interval: must be 1ms to 10s");
+  }
+  std::set<std::string> names;
+  for (const auto& d : c.exporter.destinations) {
+    if (!names.insert(d.name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(origin, ": destinations: name '", d.name, "' is used twice"));
+    }
+    if (d.type == DestinationType::kOtlpGrpc && d.otlp_grpc.endpoint.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(origin, ": destinations '", d.name, "': endpoint is required"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<AgentConfig> ParseConfig(const std::string& yaml, const std::string& origin,
+                                        const FlagOverrides& flags, const GetEnv& getenv) {
+  AgentConfig c;
+  ConfigReader reader(origin);
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ":", e.mark.line + 1, ": not valid YAML: ", e.msg));
+  }
+  try {
+    KSPAN_RETURN_IF_ERROR(ReadFile(reader, root, &c));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(origin, ":", e.mark.line + 1, ": ", e.msg));
+  }
+  KSPAN_RETURN_IF_ERROR(ApplyEnvironment(getenv, &c));
+  KSPAN_RETURN_IF_ERROR(ApplyFlags(flags, &c));
+  FillDefaults(flags, &c);
+  KSPAN_RETURN_IF_ERROR(Validate(origin, c));
+  return c;
+}
+
+absl::StatusOr<AgentConfig> LoadConfig(const std::string& path, const FlagOverrides& flags,
+                                       const GetEnv& getenv) {
+  if (path.empty()) return ParseConfig("", "(defaults)", flags, getenv);
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read the config file"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ParseConfig(ss.str(), path, flags, getenv);
+}
+
+}  // namespace kspan

@@ -1,0 +1,64 @@
+// The agent's configuration: YAML file, KSPAN_* and OTEL_EXPORTER_OTLP_*
+// environment variables, and flags. Precedence: flag > env > file > default.
+// Every key is known: an unknown key or a bad value refuses to start with a
+// message naming the file, the key and why.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "exporter/export_config.h"
+
+namespace kspan {
+
+struct AgentConfig {
+  std::string log_level = "info";
+  std::string state_dir = "/var/lib/kspan";
+  // host:port of /metrics, /healthz, /readyz; empty disables the server.
+  std::string admin_listen = "127.0.0.1:9464";
+
+  struct Bpf {
+    std::string pin_path = "/sys/fs/bpf/kspan";
+    std::string btf;  // external BTF file; empty = /sys/kernel/btf/vmlinux
+  } bpf;
+
+  struct Capture {
+    bool tcp_connect = true;
+    std::size_t ring_buffer_bytes = 4u << 20;
+    std::size_t wakeup_bytes = 64u << 10;
+    std::chrono::milliseconds poll_interval{100};
+  } capture;
+
+  ExportConfig exporter;
+  // True when no destination was configured anywhere and the embedded
+  // default (local file store + console) was filled in.
+  bool embedded_default = false;
+};
+
+// Values given on the command line; unset ones do not override.
+struct FlagOverrides {
+  std::optional<std::string> log_level;
+  std::optional<std::string> state_dir;
+  std::optional<std::string> admin_listen;
+  std::optional<std::string> btf;
+  std::optional<std::string> otlp_endpoint;
+  std::optional<bool> console;
+};
+
+using GetEnv = std::function<const char*(const char*)>;
+
+// Loads `path` (empty: no file), applies env then flags, fills defaults and
+// the embedded default destinations, validates. Errors read
+// "<file>: <key>: <why>" (or "<VARIABLE>: <why>", "--flag: <why>").
+absl::StatusOr<AgentConfig> LoadConfig(const std::string& path, const FlagOverrides& flags,
+                                       const GetEnv& getenv);
+
+// The same from YAML text, for `kspan validate` and tests; `origin` names it.
+absl::StatusOr<AgentConfig> ParseConfig(const std::string& yaml, const std::string& origin,
+                                        const FlagOverrides& flags, const GetEnv& getenv);
+
+}  // namespace kspan

@@ -1,0 +1,38 @@
+// Bytes from a ring -> typed kernel events. Validates type and size of every
+// record against the shared headers in bpf/; anything else is counted as a
+// decode error by reason and dropped, never parsed.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "bpf/tcp.h"
+#include "exporter/self_metrics.h"
+#include "userspace/ring_reader.h"
+
+namespace kspan {
+
+class KernelEventHandler {
+ public:
+  virtual ~KernelEventHandler() = default;
+  virtual void OnTcpConnect(const kspan_tcp_connect_event& event) noexcept = 0;
+};
+
+class EventDecoder final : public EventSink {
+ public:
+  EventDecoder(KernelEventHandler& handler, MetricsRegistry& metrics);
+
+  void OnEvent(std::span<const std::byte> record) noexcept override;
+
+  std::uint64_t decoded() const { return decoded_.Value(); }
+  std::uint64_t errors() const { return short_record_.Value() + unknown_type_.Value() + bad_size_.Value(); }
+
+ private:
+  KernelEventHandler& handler_;
+  Counter& decoded_;
+  Counter& short_record_;
+  Counter& unknown_type_;
+  Counter& bad_size_;
+};
+
+}  // namespace kspan

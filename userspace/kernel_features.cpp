@@ -1,0 +1,119 @@
+#include "userspace/kernel_features.h"
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <linux/magic.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace kspan {
+namespace {
+
+std::string KernelRelease() {
+  struct utsname u {};
+  if (uname(&u) != 0) return "unknown";
+  return u.release;
+}
+
+int LibbpfToSpdlog(enum libbpf_print_level level, const char* fmt, va_list args) {
+  char buf[1024];
+  int n = std::vsnprintf(buf, sizeof(buf), fmt, args);
+  if (n <= 0) return n;
+  std::string_view line(buf, std::min<std::size_t>(static_cast<std::size_t>(n), sizeof(buf) - 1));
+  while (!line.empty() && line.back() == '\n') line.remove_suffix(1);
+  // libbpf's warnings are expected during feature probing (a refused
+  // variant is not an error for kspan), so they stay at debug too. Its
+  // lines carry their own "libbpf: " prefix.
+  if (level == LIBBPF_DEBUG) {
+    spdlog::trace("{}", line);
+  } else {
+    spdlog::debug("{}", line);
+  }
+  return n;
+}
+
+}  // namespace
+
+void RouteLibbpfLogs() { libbpf_set_print(LibbpfToSpdlog); }
+
+absl::Status CheckBtf(const KernelRequirements& req) {
+  const bool external = !req.btf_override.empty();
+  const std::string& path = external ? req.btf_override : req.sysfs_btf;
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) {
+    if (external) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("BTF file ", path, " given with --btf: ", std::strerror(errno)));
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        "kernel BTF not found: ", path, " is missing, so this kernel (", KernelRelease(),
+        ") was built without CONFIG_DEBUG_INFO_BTF. kspan needs BTF to relocate its "
+        "programs. Use a kernel with BTF (most distributions since 2020 have it), or pass "
+        "--btf FILE with BTF for exactly this kernel (e.g. from the BTFHub archive or "
+        "`pahole --btf_encode_detached` on its vmlinux)."));
+  }
+  struct btf* btf = btf__parse(path.c_str(), nullptr);
+  if (btf == nullptr) {
+    int err = errno;
+    return absl::FailedPreconditionError(absl::StrCat(
+        external ? "BTF file " : "kernel BTF ", path, " cannot be parsed: ", std::strerror(err),
+        external ? "" : ". Pass --btf FILE with BTF for this kernel."));
+  }
+  btf__free(btf);
+  return absl::OkStatus();
+}
+
+absl::Status CheckRingBuffer() {
+  int fd = bpf_map_create(BPF_MAP_TYPE_RINGBUF, "kspan_probe", 0, 0, 4096, nullptr);
+  if (fd >= 0) {
+    close(fd);
+    return absl::OkStatus();
+  }
+  int err = errno;
+  if (err == EPERM || err == EACCES) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "not allowed to create BPF maps (", std::strerror(err),
+        "): run kspan as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE"));
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "BPF ring buffers are not available on this kernel (", KernelRelease(), ": ",
+      std::strerror(err), "). kspan needs Linux 5.8 or later; 5.10+ is supported."));
+}
+
+absl::Status CheckKernel(const KernelRequirements& req) {
+  if (auto s = CheckBtf(req); !s.ok()) return s;
+  return CheckRingBuffer();
+}
+
+absl::Status EnsureBpffs(const KernelRequirements& req) {
+  struct statfs fs {};
+  if (statfs(req.bpffs.c_str(), &fs) == 0 && fs.f_type == BPF_FS_MAGIC) {
+    return absl::OkStatus();
+  }
+  if (mkdir(req.bpffs.c_str(), 0700) != 0 && errno != EEXIST) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create ", req.bpffs, ": ", std::strerror(errno)));
+  }
+  if (mount("bpf", req.bpffs.c_str(), "bpf", 0, nullptr) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "bpffs is not mounted at ", req.bpffs, " and mounting it failed (",
+        std::strerror(errno), "): mount -t bpf bpf ", req.bpffs));
+  }
+  spdlog::info("mounted bpffs at {}", req.bpffs);
+  return absl::OkStatus();
+}
+
+}  // namespace kspan

@@ -1,0 +1,39 @@
+// Start-up checks of what kspan needs from the kernel, each failure turned
+// into one message that says what is missing and what to do, instead of a
+// libbpf dump at load time.
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace kspan {
+
+struct KernelRequirements {
+  // Where the kernel's own BTF lives. The default is the running kernel's.
+  std::string sysfs_btf = "/sys/kernel/btf/vmlinux";
+  // An external BTF file (`--btf`), for kernels built without
+  // CONFIG_DEBUG_INFO_BTF. Empty: use sysfs_btf.
+  std::string btf_override;
+  std::string bpffs = "/sys/fs/bpf";
+};
+
+// The BTF file libbpf should relocate against, or an error naming what is
+// missing. Cheap: stat() and one parse of the BTF header.
+absl::Status CheckBtf(const KernelRequirements& req);
+
+// BPF ring buffers (Linux 5.8+), probed by creating one.
+absl::Status CheckRingBuffer();
+
+// Every check, in the order a user would fix them.
+absl::Status CheckKernel(const KernelRequirements& req);
+
+// Mounts bpffs at req.bpffs when it is not mounted yet (as systemd does at
+// boot on most distributions). Returns an error naming the mount point.
+absl::Status EnsureBpffs(const KernelRequirements& req);
+
+// Routes libbpf's own messages into spdlog at debug level: the user sees
+// kspan's summary of a failure, and `--log-level debug` shows libbpf's detail.
+void RouteLibbpfLogs();
+
+}  // namespace kspan

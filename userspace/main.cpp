@@ -1,0 +1,137 @@
+// kspan: host-level span capture agent.
+//
+//   kspan run [-c kspan.yaml] [flags]   the agent
+//   kspan validate kspan.yaml           check a config and exit
+//   kspan version
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+
+#include "CLI/CLI.hpp"
+#include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/spdlog.h"
+#include "userspace/agent.h"
+#include "userspace/config.h"
+#include "userspace/kernel_features.h"
+
+namespace {
+
+const char* RealGetEnv(const char* name) { return std::getenv(name); }
+
+void SetUpLogging(const std::string& level) {
+  // Logs go to stderr so stdout carries only the console destination's lines.
+  auto logger = spdlog::stderr_color_mt("kspan");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_level(spdlog::level::from_str(level));
+}
+
+int Run(const std::string& config_path, const kspan::FlagOverrides& flags) {
+  auto config = kspan::LoadConfig(config_path, flags, RealGetEnv);
+  if (!config.ok()) {
+    std::fprintf(stderr, "kspan: %s\n", std::string(config.status().message()).c_str());
+    return 2;
+  }
+  SetUpLogging(config->log_level);
+  kspan::RouteLibbpfLogs();
+
+  // Signals are taken synchronously by the main thread; every thread the
+  // agent starts inherits this mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  if (config->embedded_default) {
+    std::string where;
+    for (const auto& d : config->exporter.destinations) {
+      if (d.type == kspan::DestinationType::kFile) where = d.file.path;
+    }
+    spdlog::info(
+        "no destination configured: spans go to {} (OTLP/JSON) and to this terminal. "
+        "Set OTEL_EXPORTER_OTLP_ENDPOINT or destinations in kspan.yaml to send them elsewhere.",
+        where);
+  }
+
+  kspan::Agent agent(*config);
+  if (auto s = agent.Start(); !s.ok()) {
+    spdlog::error("{}", std::string(s.message()));
+    agent.Stop(std::chrono::seconds(2));
+    return 1;
+  }
+  spdlog::info("kspan {} running (pid {})", KSPAN_VERSION, getpid());
+
+  const struct timespec tick = {1, 0};
+  while (true) {
+    int sig = sigtimedwait(&signals, nullptr, &tick);
+    if (sig == SIGINT || sig == SIGTERM) {
+      spdlog::info("{} received: flushing and exiting", sig == SIGINT ? "SIGINT" : "SIGTERM");
+      break;
+    }
+    agent.Tick();
+  }
+  agent.Stop(std::chrono::seconds(10));
+  spdlog::info("kspan stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"kspan: kernel spans joined to your traces, exported over OTLP"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("kspan ") + KSPAN_VERSION);
+
+  std::string config_path;
+  kspan::FlagOverrides flags;
+  std::string log_level, state_dir, admin_listen, btf, otlp_endpoint;
+  bool no_console = false;
+  bool console = false;
+
+  auto* run = app.add_subcommand("run", "Capture kernel spans and export them");
+  run->add_option("-c,--config", config_path, "YAML config file")->check(CLI::ExistingFile);
+  run->add_option("--log-level", log_level, "trace, debug, info, warn, error, off");
+  run->add_option("--state-dir", state_dir, "Directory for the local span store");
+  run->add_option("--admin-listen", admin_listen, "host:port of /metrics, /healthz, /readyz");
+  run->add_option("--btf", btf, "External BTF file, for kernels built without BTF");
+  run->add_option("--otlp-endpoint", otlp_endpoint,
+                  "OTLP/gRPC endpoint, e.g. http://127.0.0.1:4317 (sets destination 'otlp')");
+  run->add_flag("--console", console, "Also print one line per span to stdout");
+  run->add_flag("--no-console", no_console, "Do not print spans to stdout");
+
+  std::string validate_path;
+  auto* validate = app.add_subcommand("validate", "Check a config file and exit");
+  validate->add_option("config", validate_path, "YAML config file")->required();
+
+  app.add_subcommand("version", "Print the version");
+
+  CLI11_PARSE(app, argc, argv);
+
+  auto opt = [](const std::string& v) {
+    return v.empty() ? std::optional<std::string>() : std::optional<std::string>(v);
+  };
+  flags.log_level = opt(log_level);
+  flags.state_dir = opt(state_dir);
+  flags.admin_listen = run->count("--admin-listen") ? std::optional(admin_listen) : std::nullopt;
+  flags.btf = opt(btf);
+  flags.otlp_endpoint = run->count("--otlp-endpoint") ? std::optional(otlp_endpoint) : std::nullopt;
+  if (console) flags.console = true;
+  if (no_console) flags.console = false;
+
+  if (*run) return Run(config_path, flags);
+  if (*validate) {
+    auto config = kspan::LoadConfig(validate_path, {}, RealGetEnv);
+    if (!config.ok()) {
+      std::fprintf(stderr, "kspan: %s\n", std::string(config.status().message()).c_str());
+      return 2;
+    }
+    std::printf("%s: OK (%zu destination(s))\n", validate_path.c_str(),
+                config->exporter.destinations.size());
+    return 0;
+  }
+  std::printf("kspan %s\n", KSPAN_VERSION);
+  return 0;
+}
