@@ -1,0 +1,275 @@
+// End to end: the real kspan binary, a real OTLP/gRPC receiver, real TCP
+// connections made by this test process. The receiver must get exactly the
+// connect spans this process caused, with the right fields.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "tests/privileged/privileged.h"
+#include "tests/support/otlp_test_server.h"
+
+namespace kspan {
+namespace {
+
+using ::kspan::testing::ClosedPort;
+using ::kspan::testing::ConnectLoopback;
+using ::kspan::testing::ConnectResult;
+using ::kspan::testing::Listener;
+using ::kspan::testing::OtlpTestServer;
+using ::kspan::testing::ReceivedSpan;
+
+std::string KspanBinary() {
+  const char* env = std::getenv("KSPAN_BINARY");
+  return env != nullptr && *env != '\0' ? env : KSPAN_BINARY_DEFAULT;
+}
+
+int FreeLoopbackPort() {
+  Listener l(AF_INET);
+  return l.port();  // released on return; the agent binds it right after
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// One `kspan run` child with its output in a temporary directory.
+class AgentProcess {
+ public:
+  explicit AgentProcess(std::vector<std::string> extra_args) {
+    char tmpl[] = "/tmp/kspan-e2e-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    admin_port_ = FreeLoopbackPort();
+    std::vector<std::string> args = {KspanBinary(), "run",
+                                      "--state-dir", dir_ + "/state",
+                                      "--admin-listen", "127.0.0.1:" + std::to_string(admin_port_),
+                                      "--log-level", "debug"};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    pid_ = fork();
+    if (pid_ == 0) {
+      std::string log = dir_ + "/agent.log";
+      FILE* f = std::fopen(log.c_str(), "w");
+      dup2(fileno(f), 1);
+      dup2(fileno(f), 2);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      std::fprintf(stderr, "exec %s: %s\n", argv[0], std::strerror(errno));
+      _exit(127);
+    }
+  }
+
+  ~AgentProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  bool WaitReady(std::chrono::seconds timeout) {
+    httplib::Client client("127.0.0.1", admin_port_);
+    client.set_connection_timeout(std::chrono::seconds(1));
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (auto res = client.Get("/readyz"); res && res->status == 200) return true;
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return false;  // exited during start-up
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+
+  std::string Metrics() {
+    httplib::Client client("127.0.0.1", admin_port_);
+    auto res = client.Get("/metrics");
+    return res ? res->body : "";
+  }
+
+  // SIGTERM, then the exit status (or -1 when it did not exit in time).
+  int Terminate(std::chrono::seconds timeout) {
+    if (pid_ <= 0) return -1;
+    kill(pid_, SIGTERM);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return -1;
+  }
+
+  std::string log() const { return ReadFile(dir_ + "/agent.log"); }
+  int admin_port() const { return admin_port_; }
+
+ private:
+  std::string dir_;
+  int admin_port_ = 0;
+  pid_t pid_ = -1;
+};
+
+// Value of an un-labelled or labelled sample in Prometheus text; -1 if absent.
+double MetricValue(const std::string& text, const std::string& series) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+  }
+  return -1;
+}
+
+std::int64_t IntAttr(const ReceivedSpan& s, std::string_view key) {
+  const auto* v = s.Attribute(key);
+  return v ? v->int_value() : -1;
+}
+std::string StrAttr(const ReceivedSpan& s, std::string_view key) {
+  const auto* v = s.Attribute(key);
+  return v ? v->string_value() : "<absent>";
+}
+
+// This process's connect spans, less its own HTTP calls to the agent's
+// admin port (readiness polls, scrapes): those are real connects too.
+std::vector<ReceivedSpan> SpansOfThisProcess(const std::vector<ReceivedSpan>& all,
+                                             int admin_port) {
+  std::vector<ReceivedSpan> mine;
+  for (const auto& s : all) {
+    const auto* pid = s.ResourceAttribute("process.pid");
+    if (pid == nullptr || pid->int_value() != getpid()) continue;
+    if (IntAttr(s, "network.peer.port") == admin_port) continue;
+    mine.push_back(s);
+  }
+  return mine;
+}
+
+TEST(AgentEndToEnd, ConnectSpansReachAnOtlpReceiver) {
+  KSPAN_REQUIRE_BPF();
+  OtlpTestServer receiver;
+  AgentProcess agent({"--otlp-endpoint", receiver.endpoint(), "--no-console"});
+  ASSERT_TRUE(agent.WaitReady(std::chrono::seconds(60))) << agent.log();
+
+  Listener v4(AF_INET), v6(AF_INET6);
+  ClosedPort closed(AF_INET);
+  struct Expectation {
+    ConnectResult r;
+    int family;
+    int port;
+    bool refused;
+  };
+  std::vector<Expectation> expected = {
+      {ConnectLoopback(AF_INET, v4.port()), AF_INET, v4.port(), false},
+      {ConnectLoopback(AF_INET6, v6.port()), AF_INET6, v6.port(), false},
+      {ConnectLoopback(AF_INET, closed.port()), AF_INET, closed.port(), true},
+  };
+  ASSERT_EQ(expected[0].r.err, 0);
+  ASSERT_EQ(expected[1].r.err, 0);
+  ASSERT_EQ(expected[2].r.err, ECONNREFUSED);
+
+  ASSERT_TRUE(receiver.WaitForSpans(
+      [&](const auto& spans) { return SpansOfThisProcess(spans, agent.admin_port()).size() >= 3; },
+      std::chrono::seconds(30)))
+      << "received " << receiver.spans().size() << " spans\n" << agent.log();
+
+  const std::string metrics = agent.Metrics();
+  EXPECT_EQ(agent.Terminate(std::chrono::seconds(20)), 0) << agent.log();
+  struct stat st {};
+  EXPECT_NE(stat("/sys/fs/bpf/kspan", &st), 0) << "pin directory left behind";
+
+  auto mine = SpansOfThisProcess(receiver.spans(), agent.admin_port());
+  ASSERT_EQ(mine.size(), 3u) << "exactly the three connects of this process";
+  const int tid = ::kspan::testing::CurrentTid();
+  for (const auto& want : expected) {
+    SCOPED_TRACE("port " + std::to_string(want.port));
+    auto it = std::find_if(mine.begin(), mine.end(), [&](const ReceivedSpan& s) {
+      return IntAttr(s, "network.peer.port") == want.port;
+    });
+    ASSERT_NE(it, mine.end());
+    const ReceivedSpan& s = *it;
+    EXPECT_EQ(s.span.name(), "tcp connect");
+    EXPECT_EQ(s.span.kind(), opentelemetry::proto::trace::v1::Span::SPAN_KIND_CLIENT);
+    EXPECT_EQ(s.trace_id_hex().size(), 32u);
+    EXPECT_NE(s.trace_id_hex(), std::string(32, '0'));
+    EXPECT_EQ(s.span_id_hex().size(), 16u);
+    EXPECT_EQ(s.parent_span_id_hex(), "");
+    EXPECT_EQ(StrAttr(s, "network.peer.address"), want.family == AF_INET6 ? "::1" : "127.0.0.1");
+    EXPECT_EQ(StrAttr(s, "network.type"), want.family == AF_INET6 ? "ipv6" : "ipv4");
+    EXPECT_EQ(StrAttr(s, "network.transport"), "tcp");
+    EXPECT_EQ(IntAttr(s, "network.local.port"), want.r.local_port);
+    EXPECT_EQ(IntAttr(s, "process.pid"), getpid());
+    EXPECT_EQ(IntAttr(s, "thread.id"), tid);
+    EXPECT_EQ(s.ResourceAttribute("service.name")->string_value(), "kspan_privileged_tests");
+    EXPECT_FALSE(s.ResourceAttribute("host.name")->string_value().empty());
+    if (want.refused) {
+      EXPECT_EQ(s.span.status().code(), opentelemetry::proto::trace::v1::Status::STATUS_CODE_ERROR);
+      EXPECT_EQ(StrAttr(s, "error.type"), "ECONNREFUSED");
+      EXPECT_NE(s.span.status().message().find("refused"), std::string::npos);
+    } else {
+      EXPECT_EQ(s.span.status().code(), opentelemetry::proto::trace::v1::Status::STATUS_CODE_UNSET);
+      EXPECT_EQ(s.Attribute("error.type"), nullptr);
+    }
+    // Converted to Unix time, the kernel's interval lies inside the one the
+    // test measured around connect() (1 ms allowance for the clock offset).
+    constexpr std::uint64_t kSlack = 1'000'000;
+    EXPECT_GE(s.span.start_time_unix_nano() + kSlack, want.r.real_before);
+    EXPECT_LE(s.span.end_time_unix_nano(), want.r.real_after + kSlack);
+    EXPECT_LE(s.span.start_time_unix_nano(), s.span.end_time_unix_nano());
+    EXPECT_LE(s.span.end_time_unix_nano() - s.span.start_time_unix_nano(),
+              want.r.mono_after - want.r.mono_before);
+  }
+
+  // The agent counted what it sent.
+  EXPECT_GE(MetricValue(metrics, "kspan_bpf_events_total{program=\"kspan_tcp_state\"}"), 3);
+  EXPECT_EQ(MetricValue(metrics,
+                        "kspan_bpf_dropped_total{program=\"kspan_tcp_state\",reason=\"ring_full\"}"),
+            0);
+}
+
+TEST(AgentEndToEnd, UnreachableBackendDoesNotStopCapture) {
+  KSPAN_REQUIRE_BPF();
+  ClosedPort nowhere(AF_INET);
+  AgentProcess agent({"--otlp-endpoint", "http://127.0.0.1:" + std::to_string(nowhere.port()),
+                      "--no-console"});
+  ASSERT_TRUE(agent.WaitReady(std::chrono::seconds(60))) << agent.log();
+
+  Listener server(AF_INET);
+  constexpr int kConnects = 20;
+  for (int i = 0; i < kConnects; ++i) {
+    ConnectResult r = ConnectLoopback(AF_INET, server.port());
+    ASSERT_EQ(r.err, 0);
+    close(accept(server.fd(), nullptr, nullptr));  // keep the accept queue short
+    close(r.fd);
+  }
+  // Capture keeps going while export fails: spans are assembled and queued.
+  double assembled = -1;
+  for (int i = 0; i < 100 && assembled < kConnects; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    assembled = MetricValue(agent.Metrics(), "kspan_spans_assembled_total{family=\"tcp_connect\"}");
+  }
+  EXPECT_GE(assembled, kConnects) << agent.log();
+
+  // Shutdown gives up on the backend within its deadline, counting the loss.
+  EXPECT_EQ(agent.Terminate(std::chrono::seconds(30)), 0) << agent.log();
+  const std::string log = agent.log();
+  EXPECT_NE(log.find("dropped"), std::string::npos) << log;
+}
+
+}  // namespace
+}  // namespace kspan

@@ -1,0 +1,81 @@
+// Helpers for tests that load real BPF programs on the running kernel.
+//
+// Outside CI a test that lacks privilege or kernel support is skipped with
+// the reason; with KSPAN_REQUIRE_BPF=1 (set by .ci/run and the vm-tests) the
+// same condition fails the test, so CI can never pass by skipping.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace kspan::testing {
+
+// Empty when this process can load BPF programs here; else why not.
+std::string WhyBpfUnavailable();
+
+bool BpfRequired();
+
+#define KSPAN_REQUIRE_BPF()                                                     \
+  do {                                                                          \
+    const std::string why_ = ::kspan::testing::WhyBpfUnavailable();            \
+    if (!why_.empty()) {                                                        \
+      if (::kspan::testing::BpfRequired()) {                                    \
+        FAIL() << "KSPAN_REQUIRE_BPF=1 and BPF is unavailable: " << why_;      \
+      }                                                                         \
+      GTEST_SKIP() << why_;                                                     \
+    }                                                                           \
+  } while (0)
+
+// Prints the line the vm-tests harness collects: KSPAN-VARIANT family=variant
+void ReportVariant(const std::string& family, const std::string& variant);
+
+// A listening TCP socket on a loopback address with an ephemeral port.
+class Listener {
+ public:
+  explicit Listener(int family, int backlog = 16);
+  ~Listener();
+  int port() const { return port_; }
+  int fd() const { return fd_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
+// A port on the loopback address that is bound but not listening, so a
+// connect() to it is answered with RST (ECONNREFUSED) and nobody else can
+// start listening on it during the test.
+class ClosedPort {
+ public:
+  explicit ClosedPort(int family);
+  ~ClosedPort();
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
+struct ConnectResult {
+  int fd = -1;
+  int err = 0;                  // errno of connect(), 0 on success
+  std::uint64_t mono_before = 0;  // CLOCK_MONOTONIC around the call
+  std::uint64_t mono_after = 0;
+  std::uint64_t real_before = 0;  // CLOCK_REALTIME around the call
+  std::uint64_t real_after = 0;
+  int local_port = 0;
+};
+
+// Blocking connect to the loopback address of `family`. `syn_retries` > 0
+// sets TCP_SYNCNT, so an unanswered handshake times out in seconds.
+ConnectResult ConnectLoopback(int family, int port, int syn_retries = 0);
+
+std::uint64_t RealtimeNowNs();
+int CurrentTid();
+
+}  // namespace kspan::testing

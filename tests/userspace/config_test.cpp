@@ -1,0 +1,193 @@
+#include "userspace/config.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace kspan {
+namespace {
+
+struct FakeEnv {
+  std::map<std::string, std::string> vars;
+  GetEnv fn() const {
+    return [this](const char* name) -> const char* {
+      auto it = vars.find(name);
+      return it == vars.end() ? nullptr : it->second.c_str();
+    };
+  }
+};
+
+absl::StatusOr<AgentConfig> Parse(const std::string& yaml, const FakeEnv& env = {},
+                                  const FlagOverrides& flags = {}) {
+  return ParseConfig(yaml, "kspan.yaml", flags, env.fn());
+}
+
+const DestinationConfig* Find(const AgentConfig& c, const std::string& name) {
+  for (const auto& d : c.exporter.destinations) {
+    if (d.name == name) return &d;
+  }
+  return nullptr;
+}
+
+TEST(Config, NothingConfiguredMeansTheEmbeddedDefault) {
+  auto c = Parse("");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->embedded_default);
+  ASSERT_EQ(c->exporter.destinations.size(), 2u);
+  const auto* local = Find(*c, "local");
+  ASSERT_NE(local, nullptr);
+  EXPECT_EQ(local->type, DestinationType::kFile);
+  EXPECT_EQ(local->file.path, "/var/lib/kspan/spans/local.jsonl");
+  ASSERT_NE(Find(*c, "console"), nullptr);
+  EXPECT_EQ(c->admin_listen, "127.0.0.1:9464");
+}
+
+TEST(Config, UnknownKeysAreRefusedWithFileLineAndKey) {
+  auto c = Parse("capture:\n  tcp_connect: true\n  ring_size: 10\n");
+  ASSERT_FALSE(c.ok());
+  const std::string msg(c.status().message());
+  EXPECT_NE(msg.find("kspan.yaml:3: capture.ring_size: unknown key"), std::string::npos) << msg;
+
+  c = Parse("destinations:\n  - type: otlp_grpc\n    endpont: x\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(std::string(c.status().message()).find("destinations[0].endpont: unknown key"),
+            std::string::npos)
+      << c.status();
+
+  c = Parse("bogus: 1\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(std::string(c.status().message()).find("bogus: unknown key"), std::string::npos);
+}
+
+TEST(Config, BadValuesNameTheKey) {
+  for (const auto& [yaml, expect] : std::vector<std::pair<std::string, std::string>>{
+           {"capture:\n  tcp_connect: maybe\n", "capture.tcp_connect: must be true or false"},
+           {"batch:\n  schedule_delay: soon\n", "batch.schedule_delay: must be a duration"},
+           {"batch:\n  max_queue_size: 0\n", "batch.max_queue_size: must be at least 1"},
+           {"capture:\n  ring_buffer_bytes: 1KiB\n", "capture.ring_buffer_bytes: must be between"},
+           {"log_level: loud\n", "log_level: 'loud'"},
+           {"destinations:\n  - type: kafka\n", "destinations[0].type: unknown type 'kafka'"},
+           {"destinations:\n  - {name: a, type: console}\n  - {name: a, type: console}\n",
+            "name 'a' is used twice"},
+           {"destinations: [\n", "not valid YAML"},
+       }) {
+    auto c = Parse(yaml);
+    ASSERT_FALSE(c.ok()) << yaml;
+    EXPECT_NE(std::string(c.status().message()).find(expect), std::string::npos)
+        << c.status() << " for " << yaml;
+  }
+}
+
+TEST(Config, FileValuesAreRead) {
+  auto c = Parse(R"(
+log_level: debug
+state_dir: /srv/kspan
+admin: {listen: "127.0.0.1:0"}
+capture:
+  ring_buffer_bytes: 8MiB
+  wakeup_bytes: 4KiB
+  poll_interval: 50ms
+batch:
+  max_queue_size: 100
+  max_export_batch_size: 10
+  schedule_delay: 2s
+destinations:
+  - name: tempo
+    type: otlp_grpc
+    endpoint: https://tempo.example:4317
+    compression: gzip
+    timeout: 3s
+    headers: {Authorization: "Bearer x"}
+    retry: {initial_backoff: 100ms, max_backoff: 2s, max_elapsed: 0}
+  - name: archive
+    type: file
+)");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->embedded_default);
+  EXPECT_EQ(c->log_level, "debug");
+  EXPECT_EQ(c->capture.ring_buffer_bytes, 8u << 20);
+  EXPECT_EQ(c->capture.wakeup_bytes, 4u << 10);
+  EXPECT_EQ(c->capture.poll_interval, std::chrono::milliseconds(50));
+  EXPECT_EQ(c->exporter.batch.max_queue_size, 100u);
+  EXPECT_EQ(c->exporter.batch.schedule_delay, std::chrono::seconds(2));
+  const auto* tempo = Find(*c, "tempo");
+  ASSERT_NE(tempo, nullptr);
+  EXPECT_EQ(tempo->otlp_grpc.endpoint, "https://tempo.example:4317");
+  EXPECT_EQ(tempo->otlp_grpc.compression, "gzip");
+  EXPECT_EQ(tempo->otlp_grpc.timeout, std::chrono::seconds(3));
+  ASSERT_EQ(tempo->otlp_grpc.headers.size(), 1u);
+  EXPECT_EQ(tempo->otlp_grpc.headers[0].first, "authorization");
+  EXPECT_EQ(tempo->retry.max_elapsed, std::chrono::milliseconds(0));
+  EXPECT_EQ(Find(*c, "archive")->file.path, "/srv/kspan/spans/archive.jsonl");
+}
+
+TEST(Config, PrecedenceIsFlagThenEnvThenFileThenDefault) {
+  const std::string file = "state_dir: /from/file\nlog_level: warn\n";
+  FakeEnv env;
+  auto c = Parse(file, env);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->state_dir, "/from/file");
+
+  env.vars["KSPAN_STATE_DIR"] = "/from/env";
+  c = Parse(file, env);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->state_dir, "/from/env");
+  EXPECT_EQ(c->log_level, "warn");
+
+  FlagOverrides flags;
+  flags.state_dir = "/from/flag";
+  c = Parse(file, env, flags);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->state_dir, "/from/flag");
+}
+
+TEST(Config, OtlpEndpointFromEnvironmentReplacesTheEmbeddedDefault) {
+  FakeEnv env;
+  env.vars["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://collector:4317";
+  auto c = Parse("", env);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->embedded_default);
+  ASSERT_EQ(c->exporter.destinations.size(), 1u);
+  EXPECT_EQ(c->exporter.destinations[0].name, "otlp");
+  EXPECT_EQ(c->exporter.destinations[0].type, DestinationType::kOtlpGrpc);
+  EXPECT_EQ(c->exporter.destinations[0].otlp_grpc.endpoint, "http://collector:4317");
+
+  // The signal-specific variable wins, and the flag wins over both.
+  env.vars["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = "http://traces:4317";
+  c = Parse("", env);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->exporter.destinations[0].otlp_grpc.endpoint, "http://traces:4317");
+  FlagOverrides flags;
+  flags.otlp_endpoint = "http://flag:4317";
+  c = Parse("", env, flags);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->exporter.destinations[0].otlp_grpc.endpoint, "http://flag:4317");
+}
+
+TEST(Config, InvalidOtlpEnvironmentNamesTheVariable) {
+  FakeEnv env;
+  env.vars["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://collector:4317";
+  env.vars["OTEL_EXPORTER_OTLP_TIMEOUT"] = "soon";
+  auto c = Parse("", env);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(std::string(c.status().message()).find("OTEL_EXPORTER_OTLP_TIMEOUT"),
+            std::string::npos)
+      << c.status();
+}
+
+TEST(Config, ConsoleFlagAddsOrRemovesTheConsole) {
+  FlagOverrides flags;
+  flags.console = false;
+  auto c = Parse("", {}, flags);
+  ASSERT_TRUE(c.ok());
+  ASSERT_EQ(c->exporter.destinations.size(), 1u);
+  EXPECT_EQ(c->exporter.destinations[0].type, DestinationType::kFile);
+
+  flags.console = true;
+  c = Parse("destinations:\n  - {name: b, type: otlp_grpc, endpoint: 'localhost:4317'}\n", {}, flags);
+  ASSERT_TRUE(c.ok());
+  EXPECT_NE(Find(*c, "console"), nullptr);
+}
+
+}  // namespace
+}  // namespace kspan
