@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Prepares a Debian 12 host to build, run and test kspan: installs the
+# packages it needs, mounts bpffs and tracefs, configures and builds.
+# Idempotent; sourced by scripts/run.sh and scripts/test.sh.
+set -euo pipefail
+
+KSPAN_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+KSPAN_BUILD=${KSPAN_BUILD:-$KSPAN_ROOT/build}
+
+# Build and runtime dependencies, all from Debian 12.
+KSPAN_PACKAGES=(
+  cmake ninja-build g++ pkg-config clang bpftool libbpf-dev libelf-dev zlib1g-dev
+  protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev libabsl-dev
+  libspdlog-dev libyaml-cpp-dev libcli11-dev libcpp-httplib-dev nlohmann-json3-dev
+  libcurl4-openssl-dev libzstd-dev libssl-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  curl iproute2
+)
+
+kspan_log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
+
+kspan_require_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "kspan: run this as root (it installs packages and loads BPF programs): sudo $0" >&2
+    exit 1
+  fi
+}
+
+kspan_install_packages() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -eq 0 ] && [ "${CI:-}" != "true" ]; then
+    return 0
+  fi
+  kspan_log "installing packages: ${missing[*]:-(refreshing package lists)}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+kspan_mount_kernel_fs() {
+  if ! mountpoint -q /sys/fs/bpf; then
+    kspan_log "mounting bpffs at /sys/fs/bpf"
+    mount -t bpf bpf /sys/fs/bpf
+  fi
+  if [ ! -d /sys/kernel/tracing/events ]; then
+    kspan_log "mounting tracefs at /sys/kernel/tracing"
+    mount -t tracefs tracefs /sys/kernel/tracing
+  fi
+}
+
+kspan_build() {
+  kspan_log "building kspan in $KSPAN_BUILD"
+  cmake -S "$KSPAN_ROOT" -B "$KSPAN_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DKSPAN_WERROR="${KSPAN_WERROR:-OFF}" >/dev/null
+  cmake --build "$KSPAN_BUILD" -j "$(nproc)"
+}
+
+kspan_setup() {
+  kspan_require_root
+  kspan_install_packages "${KSPAN_PACKAGES[@]}" "$@"
+  kspan_mount_kernel_fs
+  kspan_build
+}
