@@ -1,0 +1,173 @@
+#include "exporter/otlp_grpc_sender.h"
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "exporter/otlp_transform.h"
+#include "exporter/retry.h"
+#include "google/protobuf/arena.h"
+#include "google/protobuf/util/time_util.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
+#include "spdlog/spdlog.h"
+
+namespace kspan {
+namespace {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read certificate file ", path));
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// The server's RetryInfo, if it put one in grpc-status-details-bin (the OTLP
+// throttling signal; it also makes RESOURCE_EXHAUSTED retryable).
+std::optional<std::chrono::milliseconds> RetryDelay(const grpc::Status& status) {
+  if (status.error_details().empty()) return std::nullopt;
+  google::rpc::Status details;
+  if (!details.ParseFromString(status.error_details())) return std::nullopt;
+  for (const auto& any : details.details()) {
+    google::rpc::RetryInfo info;
+    if (any.Is<google::rpc::RetryInfo>() && any.UnpackTo(&info)) {
+      const auto ms = google::protobuf::util::TimeUtil::DurationToMilliseconds(info.retry_delay());
+      return std::chrono::milliseconds(std::max<std::int64_t>(ms, 0));
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+absl::StatusOr<GrpcTarget> ParseGrpcEndpoint(const std::string& endpoint, bool insecure) {
+  // absl::string_view: Debian's abseil is built without std::string_view.
+  absl::string_view e = endpoint;
+  if (e.empty()) return absl::InvalidArgumentError("OTLP endpoint is empty");
+  GrpcTarget t;
+  auto strip_path = [](absl::string_view hostport) {
+    // gRPC has no path; a trailing "/" (common in URLs) is dropped.
+    return std::string(hostport.substr(0, hostport.find('/')));
+  };
+  if (absl::StartsWithIgnoreCase(e, "http://")) {
+    t.target = strip_path(e.substr(7));
+    t.tls = false;
+  } else if (absl::StartsWithIgnoreCase(e, "https://")) {
+    t.target = strip_path(e.substr(8));
+    t.tls = true;
+  } else if (const auto pos = e.find("://");
+             pos != absl::string_view::npos && pos > 0 &&
+             e.substr(0, pos).find_first_of(":/") == absl::string_view::npos &&
+             !absl::StartsWith(e, "dns:") && !absl::StartsWith(e, "unix:") &&
+             !absl::StartsWith(e, "ipv4:") && !absl::StartsWith(e, "ipv6:")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("OTLP endpoint '", endpoint, "': scheme must be http or https"));
+  } else {
+    t.target = endpoint;
+    t.tls = !insecure;
+  }
+  if (t.target.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("OTLP endpoint '", endpoint, "' has no host"));
+  }
+  return t;
+}
+
+absl::StatusOr<std::unique_ptr<OtlpGrpcSender>> OtlpGrpcSender::Create(
+    const OtlpGrpcOptions& options) {
+  auto target = ParseGrpcEndpoint(options.endpoint, options.insecure);
+  if (!target.ok()) return target.status();
+
+  grpc::ChannelArguments args;
+  args.SetUserAgentPrefix(absl::StrCat("kspan/", KSPAN_VERSION));
+  if (options.compression == "gzip") {
+    args.SetCompressionAlgorithm(GRPC_COMPRESS_GZIP);
+  } else if (options.compression != "none" && !options.compression.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("OTLP compression '", options.compression, "': expected gzip or none"));
+  }
+
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  if (target->tls) {
+    grpc::SslCredentialsOptions ssl;
+    if (!options.certificate_file.empty()) {
+      auto pem = ReadFile(options.certificate_file);
+      if (!pem.ok()) return pem.status();
+      ssl.pem_root_certs = *std::move(pem);
+    }
+    credentials = grpc::SslCredentials(ssl);
+  } else {
+    credentials = grpc::InsecureChannelCredentials();
+  }
+  auto channel = grpc::CreateCustomChannel(target->target, credentials, args);
+  spdlog::info("OTLP/gRPC exporter: {} ({}{})", target->target, target->tls ? "TLS" : "plaintext",
+               options.compression == "gzip" ? ", gzip" : "");
+  return std::make_unique<OtlpGrpcSender>(
+      options, opentelemetry::proto::collector::trace::v1::TraceService::NewStub(channel));
+}
+
+OtlpGrpcSender::OtlpGrpcSender(const OtlpGrpcOptions& options, std::unique_ptr<Stub> stub)
+    : options_(options), stub_(std::move(stub)) {
+  // gRPC rejects metadata keys with upper-case letters; HTTP header names
+  // are case-insensitive, so lower-casing keeps their meaning.
+  for (auto& [key, value] : options_.headers) absl::AsciiStrToLower(&key);
+}
+
+ExportResult OtlpGrpcSender::Send(const SpanBatch& batch, Clock::time_point deadline) {
+  // The request lives on an arena: one allocation pattern per batch instead
+  // of one per attribute.
+  google::protobuf::Arena arena;
+  auto* request =
+      google::protobuf::Arena::CreateMessage<otlp::ExportTraceServiceRequest>(&arena);
+  auto* response =
+      google::protobuf::Arena::CreateMessage<otlp::ExportTraceServiceResponse>(&arena);
+  AppendToExportRequest(batch.spans, *request);
+
+  grpc::ClientContext context;
+  const auto now = Clock::now();
+  const auto timeout_at = options_.timeout.count() > 0 ? now + options_.timeout : deadline;
+  const auto until = std::min(deadline, timeout_at);
+  if (until != Clock::time_point::max()) {
+    // ClientContext takes a system_clock deadline.
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::duration_cast<std::chrono::system_clock::duration>(until - now));
+  }
+  for (const auto& [key, value] : options_.headers) context.AddMetadata(key, value);
+
+  {
+    std::lock_guard lock(mu_);
+    in_flight_ = &context;
+  }
+  const grpc::Status status = stub_->Export(&context, *request, response);
+  {
+    std::lock_guard lock(mu_);
+    in_flight_ = nullptr;
+  }
+
+  if (status.ok()) {
+    ExportResult result = ExportResult::Success();
+    if (response->has_partial_success()) {
+      result.rejected_spans = response->partial_success().rejected_spans();
+      result.message = response->partial_success().error_message();
+    }
+    return result;
+  }
+  const auto retry_after = RetryDelay(status);
+  std::string code(GrpcCodeName(status.error_code()));
+  if (IsRetryableGrpcCode(status.error_code(), retry_after.has_value())) {
+    ExportResult result = ExportResult::Retryable(std::move(code), status.error_message());
+    result.retry_after = retry_after;
+    return result;
+  }
+  return ExportResult::Permanent(std::move(code), status.error_message());
+}
+
+void OtlpGrpcSender::Cancel() noexcept {
+  std::lock_guard lock(mu_);
+  if (in_flight_ != nullptr) in_flight_->TryCancel();
+}
+
+}  // namespace kspan

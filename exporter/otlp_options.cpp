@@ -1,0 +1,173 @@
+#include "exporter/otlp_options.h"
+
+#include <cstdlib>
+#include <optional>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace kspan {
+namespace {
+
+struct EnvValue {
+  std::string name;  // the variable it came from, for error messages
+  std::string value;
+};
+
+// Signal-specific first, then the generic variable; empty counts as unset.
+std::optional<EnvValue> Lookup(const EnvLookup& env, absl::string_view suffix) {
+  for (const std::string& name : {absl::StrCat("OTEL_EXPORTER_OTLP_TRACES_", suffix),
+                                 absl::StrCat("OTEL_EXPORTER_OTLP_", suffix)}) {
+    const char* v = env(name.c_str());
+    if (v == nullptr) continue;
+    std::string value(absl::StripAsciiWhitespace(v));
+    if (!value.empty()) return EnvValue{name, std::move(value)};
+  }
+  return std::nullopt;
+}
+
+absl::Status Invalid(const EnvValue& v, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(v.name, "='", v.value, "': ", why));
+}
+
+int HexDigit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Percent-decoding (RFC 3986), hand-written: absl has none, and libcurl's
+// curl_easy_unescape would add a dependency and accept invalid escapes.
+absl::StatusOr<std::string> PercentDecode(absl::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out += in[i];
+      continue;
+    }
+    if (i + 2 >= in.size()) {
+      return absl::InvalidArgumentError("truncated percent escape");
+    }
+    const int hi = HexDigit(in[i + 1]);
+    const int lo = HexDigit(in[i + 2]);
+    if (hi < 0 || lo < 0) return absl::InvalidArgumentError("invalid percent escape");
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+
+}  // namespace
+
+EnvLookup ProcessEnv() {
+  return [](const char* name) -> const char* { return std::getenv(name); };
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseOtlpHeaders(
+    std::string_view text) {
+  std::vector<std::pair<std::string, std::string>> headers;
+  int position = 0;
+  // absl::string_view: Debian's abseil is built without std::string_view.
+  for (absl::string_view item : absl::StrSplit(absl::string_view(text.data(), text.size()), ',')) {
+    ++position;
+    item = absl::StripAsciiWhitespace(item);
+    if (item.empty()) continue;  // tolerate "a=b," and ",,"
+    const auto eq = item.find('=');
+    // Errors give the item's position, never its text: it may be a secret.
+    if (eq == absl::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("item ", position, " has no '='"));
+    }
+    auto key = PercentDecode(absl::StripAsciiWhitespace(item.substr(0, eq)));
+    auto value = PercentDecode(absl::StripAsciiWhitespace(item.substr(eq + 1)));
+    if (!key.ok() || !value.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("item ", position, ": ", (key.ok() ? value : key).status().message()));
+    }
+    if (key->empty()) return absl::InvalidArgumentError(absl::StrCat("item ", position, " has an empty name"));
+    headers.emplace_back(*std::move(key), *std::move(value));
+  }
+  return headers;
+}
+
+absl::StatusOr<OtlpGrpcOptions> OtlpGrpcOptionsFromEnv(const EnvLookup& env,
+                                                       OtlpGrpcOptions options) {
+  if (auto v = Lookup(env, "PROTOCOL")) {
+    const std::string protocol = absl::AsciiStrToLower(v->value);
+    if (protocol == "http/protobuf" || protocol == "http/json") {
+      return absl::UnimplementedError(
+          absl::StrCat(v->name, "='", v->value,
+                       "': kspan does not support OTLP/HTTP export yet; use grpc"));
+    }
+    if (protocol != "grpc") return Invalid(*v, "expected grpc, http/protobuf or http/json");
+  }
+
+  if (auto v = Lookup(env, "ENDPOINT")) {
+    const bool has_scheme = v->value.find("://") != std::string::npos;
+    if (has_scheme && !absl::StartsWithIgnoreCase(v->value, "http://") &&
+        !absl::StartsWithIgnoreCase(v->value, "https://")) {
+      return Invalid(*v, "the scheme must be http or https");
+    }
+    absl::string_view rest = v->value;
+    if (has_scheme) rest.remove_prefix(rest.find("://") + 3);
+    if (rest.empty() || rest.front() == '/' || rest.front() == ':') {
+      return Invalid(*v, "no host");
+    }
+    options.endpoint = v->value;
+  }
+
+  if (auto v = Lookup(env, "INSECURE")) {
+    const std::string b = absl::AsciiStrToLower(v->value);
+    if (b == "true") {
+      options.insecure = true;
+    } else if (b == "false") {
+      options.insecure = false;
+    } else {
+      return Invalid(*v, "expected true or false");
+    }
+  }
+
+  if (auto v = Lookup(env, "HEADERS")) {
+    auto headers = ParseOtlpHeaders(v->value);
+    // The value may hold credentials: name the variable, not its content.
+    if (!headers.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(v->name, ": ", headers.status().message()));
+    }
+    // Variables win over configured headers of the same name; others stay.
+    for (auto& [key, value] : *headers) {
+      bool replaced = false;
+      for (auto& existing : options.headers) {
+        if (absl::EqualsIgnoreCase(existing.first, key)) {
+          existing.second = value;
+          replaced = true;
+        }
+      }
+      if (!replaced) options.headers.emplace_back(key, value);
+    }
+  }
+
+  if (auto v = Lookup(env, "TIMEOUT")) {
+    std::int64_t ms = 0;
+    if (!absl::SimpleAtoi(v->value, &ms) || ms < 0) {
+      return Invalid(*v, "expected a non-negative number of milliseconds");
+    }
+    options.timeout = std::chrono::milliseconds(ms);
+  }
+
+  if (auto v = Lookup(env, "COMPRESSION")) {
+    const std::string c = absl::AsciiStrToLower(v->value);
+    if (c != "gzip" && c != "none") return Invalid(*v, "expected gzip or none");
+    options.compression = c;
+  }
+
+  if (auto v = Lookup(env, "CERTIFICATE")) options.certificate_file = v->value;
+
+  return options;
+}
+
+}  // namespace kspan

@@ -1,0 +1,41 @@
+// OtlpGrpcOptions from the OTEL_EXPORTER_OTLP_* environment variables of the
+// OTLP exporter specification. For each option the signal-specific
+// OTEL_EXPORTER_OTLP_TRACES_<X> wins over OTEL_EXPORTER_OTLP_<X>; an unset or
+// empty variable leaves the given default alone.
+//
+//   _ENDPOINT     http(s)://host:port or host:port
+//   _INSECURE     true|false (only for an endpoint without scheme)
+//   _HEADERS      k1=v1,k2=v2 (W3C baggage style, values percent-decoded)
+//   _TIMEOUT      milliseconds
+//   _COMPRESSION  gzip|none
+//   _CERTIFICATE  CA bundle file for TLS
+//   _PROTOCOL     grpc (http/protobuf and http/json: not supported yet)
+#pragma once
+
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "exporter/export_config.h"
+
+namespace kspan {
+
+// getenv-like: nullptr when unset. Injected so tests never touch the
+// process environment.
+using EnvLookup = std::function<const char*(const char* name)>;
+
+// Reads the real environment.
+EnvLookup ProcessEnv();
+
+// Errors name the variable and say what is wrong with its value.
+absl::StatusOr<OtlpGrpcOptions> OtlpGrpcOptionsFromEnv(const EnvLookup& env,
+                                                       OtlpGrpcOptions defaults = {});
+
+// "k1=v1,k2=v2" -> pairs; values (and keys) percent-decoded, whitespace
+// around items trimmed.
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseOtlpHeaders(
+    std::string_view text);
+
+}  // namespace kspan

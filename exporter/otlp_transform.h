@@ -1,0 +1,31 @@
+// Span model -> OTLP wire messages (the "transform" of opentelemetry-cpp's
+// exporters/otlp split). Spans are grouped by resource, then by scope, by
+// pointer identity: the capture side shares one Resource per process.
+#pragma once
+
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "exporter/span.h"
+#include "opentelemetry/proto/collector/trace/v1/trace_service.pb.h"
+
+namespace kspan {
+
+namespace otlp {
+using ExportTraceServiceRequest = opentelemetry::proto::collector::trace::v1::ExportTraceServiceRequest;
+using ExportTraceServiceResponse = opentelemetry::proto::collector::trace::v1::ExportTraceServiceResponse;
+}  // namespace otlp
+
+// Appends the spans to `request` (which may live on an arena). Resource and
+// scope groups keep the order in which they first appear.
+void AppendToExportRequest(std::span<const Span> spans, otlp::ExportTraceServiceRequest& request);
+
+otlp::ExportTraceServiceRequest ToExportRequest(std::span<const Span> spans);
+
+// proto3 strings must be valid UTF-8 and receivers (the Go collector, for
+// one) reject a whole request otherwise, while captured names and payload
+// excerpts can hold any bytes: invalid sequences become U+FFFD.
+std::string SanitizeUtf8(std::string_view in);
+
+}  // namespace kspan

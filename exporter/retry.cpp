@@ -1,0 +1,61 @@
+#include "exporter/retry.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace kspan {
+
+bool IsRetryableGrpcCode(grpc::StatusCode code, bool server_sent_retry_info) noexcept {
+  switch (code) {
+    case grpc::StatusCode::CANCELLED:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+    case grpc::StatusCode::ABORTED:
+    case grpc::StatusCode::OUT_OF_RANGE:
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DATA_LOSS:
+      return true;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return server_sent_retry_info;
+    default:
+      return false;
+  }
+}
+
+std::string_view GrpcCodeName(grpc::StatusCode code) noexcept {
+  switch (code) {
+    case grpc::StatusCode::OK: return "OK";
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED: return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL: return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
+    default: return "UNKNOWN_CODE";
+  }
+}
+
+Backoff::Backoff(const RetryOptions& options) : options_(options) {}
+
+std::chrono::milliseconds Backoff::Next() {
+  const double initial = static_cast<double>(std::max<std::int64_t>(options_.initial_backoff.count(), 0));
+  const double cap = static_cast<double>(std::max<std::int64_t>(options_.max_backoff.count(), 0));
+  const double multiplier = std::max(options_.multiplier, 1.0);
+  // Cap the exponent so pow() cannot overflow after many attempts.
+  const double base =
+      std::min(cap, initial * std::pow(multiplier, std::min(attempts_, 64)));
+  ++attempts_;
+  const double jittered = base * absl::Uniform(rng_, 0.8, 1.2);
+  return std::chrono::milliseconds(static_cast<std::int64_t>(std::llround(std::min(jittered, cap))));
+}
+
+}  // namespace kspan

@@ -1,0 +1,41 @@
+// Retry policy of the OTLP specification: which failures may be retried, and
+// the exponential backoff with jitter between attempts.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string_view>
+
+#include "absl/random/random.h"
+#include "exporter/export_config.h"
+#include "grpcpp/support/status_code_enum.h"
+
+namespace kspan {
+
+// The OTLP/gRPC retry table: CANCELLED, DEADLINE_EXCEEDED, ABORTED,
+// OUT_OF_RANGE, UNAVAILABLE and DATA_LOSS are retryable; RESOURCE_EXHAUSTED
+// only when the server sent RetryInfo (it can recover); all others never.
+bool IsRetryableGrpcCode(grpc::StatusCode code, bool server_sent_retry_info) noexcept;
+
+// "UNAVAILABLE" etc., for logs and results.
+std::string_view GrpcCodeName(grpc::StatusCode code) noexcept;
+
+// Delays between attempts at one batch: initial_backoff * multiplier^n,
+// capped at max_backoff, each randomized by +-20% so that many agents
+// recovering from the same outage do not retry in lockstep.
+class Backoff {
+ public:
+  explicit Backoff(const RetryOptions& options);
+
+  // The delay before the next attempt; grows on every call.
+  std::chrono::milliseconds Next();
+  void Reset() noexcept { attempts_ = 0; }
+  int attempts() const noexcept { return attempts_; }
+
+ private:
+  RetryOptions options_;
+  int attempts_ = 0;
+  absl::BitGen rng_;
+};
+
+}  // namespace kspan

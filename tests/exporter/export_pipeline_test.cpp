@@ -1,0 +1,131 @@
+#include "exporter/export_pipeline.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "exporter/export_metrics.h"
+#include "nlohmann/json.hpp"
+#include "tests/exporter/test_spans.h"
+#include "tests/support/otlp_test_server.h"
+
+namespace kspan {
+namespace {
+
+using std::chrono::milliseconds;
+using testing::MakeSpan;
+
+DestinationConfig GrpcDestination(const std::string& name, const std::string& endpoint) {
+  DestinationConfig d;
+  d.name = name;
+  d.type = DestinationType::kOtlpGrpc;
+  d.otlp_grpc.endpoint = endpoint;
+  d.retry = {.initial_backoff = milliseconds(10), .max_backoff = milliseconds(50),
+             .multiplier = 2.0, .max_elapsed = milliseconds(5000)};
+  return d;
+}
+
+TEST(ExportPipelineTest, CreateRejectsBadConfigs) {
+  MetricsRegistry metrics;
+  ExportConfig none;
+  EXPECT_FALSE(ExportPipeline::Create(none, metrics).ok());
+
+  ExportConfig twice;
+  twice.destinations = {GrpcDestination("a", "http://127.0.0.1:1"),
+                        GrpcDestination("a", "http://127.0.0.1:2")};
+  auto dup = ExportPipeline::Create(twice, metrics);
+  ASSERT_FALSE(dup.ok());
+  EXPECT_NE(dup.status().message().find("'a'"), std::string::npos);
+
+  ExportConfig bad_endpoint;
+  bad_endpoint.destinations = {GrpcDestination("c", "ftp://x:1")};
+  auto bad = ExportPipeline::Create(bad_endpoint, metrics);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("destination 'c'"), std::string::npos);
+
+  ExportConfig zero_batch;
+  zero_batch.batch.max_export_batch_size = 0;
+  zero_batch.destinations = {GrpcDestination("d", "http://127.0.0.1:1")};
+  EXPECT_FALSE(ExportPipeline::Create(zero_batch, metrics).ok());
+}
+
+TEST(ExportPipelineTest, FansOutEveryBatchToEveryDestination) {
+  namespace fs = std::filesystem;
+  const fs::path file = fs::temp_directory_path() /
+                        ("kspan-pipeline-" + std::to_string(::getpid())) / "spans.jsonl";
+  fs::remove_all(file.parent_path());
+  testing::OtlpTestServer server;
+  MetricsRegistry metrics;
+  ExportConfig config;
+  config.batch = {.max_export_batch_size = 8, .schedule_delay = milliseconds(20),
+                  .max_queue_size = 1000};
+  config.destinations.push_back(GrpcDestination("collector", server.endpoint()));
+  DestinationConfig store;
+  store.name = "local";
+  store.type = DestinationType::kFile;
+  store.file.path = file.string();
+  config.destinations.push_back(store);
+
+  auto pipeline = ExportPipeline::Create(config, metrics);
+  ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+  for (int i = 0; i < 30; ++i) ASSERT_TRUE((*pipeline)->Submit(MakeSpan(i)));
+  (*pipeline)->Shutdown(milliseconds(5000));
+  (*pipeline)->Shutdown(milliseconds(5000));  // idempotent
+
+  EXPECT_EQ(server.spans().size(), 30u);
+  std::size_t in_file = 0;
+  std::ifstream in(file);
+  for (std::string line; std::getline(in, line);) {
+    const auto doc = nlohmann::json::parse(line);
+    for (const auto& rs : doc.at("resourceSpans")) {
+      for (const auto& ss : rs.at("scopeSpans")) in_file += ss.at("spans").size();
+    }
+  }
+  EXPECT_EQ(in_file, 30u);
+  for (const char* d : {"collector", "local"}) {
+    const auto a = ReadAccounting(metrics, d);
+    EXPECT_EQ(a.exported, 30u) << d;
+    EXPECT_TRUE(a.Balanced()) << d;
+  }
+  const std::string text = metrics.RenderPrometheus();
+  EXPECT_NE(text.find("kspan_exporter_spans_exported_total{destination=\"local\"} 30"),
+            std::string::npos);
+  EXPECT_NE(text.find("kspan_exporter_spans_submitted_total 30"), std::string::npos);
+  EXPECT_NE(text.find("kspan_exporter_destination_queue_batches{destination=\"collector\"} 0"),
+            std::string::npos);
+  EXPECT_FALSE((*pipeline)->Submit(MakeSpan(99)));  // after shutdown
+  EXPECT_TRUE(ReadAccounting(metrics, "collector").Balanced());
+  fs::remove_all(file.parent_path());
+}
+
+TEST(ExportPipelineTest, OneDeadDestinationDoesNotHoldBackAnother) {
+  testing::OtlpTestServer live;
+  int dead_port = 0;
+  {
+    testing::OtlpTestServer gone;
+    dead_port = gone.port();
+  }
+  MetricsRegistry metrics;
+  ExportConfig config;
+  config.batch = {.max_export_batch_size = 5, .schedule_delay = milliseconds(10),
+                  .max_queue_size = 1000};
+  config.destinations = {GrpcDestination("live", live.endpoint()),
+                         GrpcDestination("dead", "http://127.0.0.1:" + std::to_string(dead_port))};
+  config.destinations[1].max_queued_batches = 2;
+  auto pipeline = ExportPipeline::Create(config, metrics);
+  ASSERT_TRUE(pipeline.ok());
+  for (int i = 0; i < 100; ++i) (*pipeline)->Submit(MakeSpan(i));
+  EXPECT_TRUE(live.WaitForSpanCount(100, milliseconds(10'000)));
+  (*pipeline)->Shutdown(milliseconds(100));
+  const auto live_a = ReadAccounting(metrics, "live");
+  const auto dead_a = ReadAccounting(metrics, "dead");
+  EXPECT_EQ(live_a.exported, 100u);
+  EXPECT_EQ(dead_a.exported, 0u);
+  EXPECT_GT(dead_a.dropped.at("destination_queue_full"), 0u);
+  EXPECT_TRUE(live_a.Balanced());
+  EXPECT_TRUE(dead_a.Balanced());
+}
+
+}  // namespace
+}  // namespace kspan
