@@ -104,11 +104,12 @@ void Agent::LogTotals() {
   last_logged_spans_ = spans;
   spdlog::info(
       "totals: kernel events {} (lost: ring full {}, start table full {}), decoded {}, "
-      "decode errors {}, spans {}, exported {}, dropped {}",
+      "decode errors {}, spans {}, exported {} (sum over destinations), dropped {}",
       stats[KSPAN_TCP_STAT_CONNECT_EMITTED], stats[KSPAN_TCP_STAT_RING_FULL],
       stats[KSPAN_TCP_STAT_START_TABLE_FULL], decoder_->decoded(), decoder_->errors(), spans,
       metrics_.CounterTotal("kspan_exporter_spans_exported_total"),
-      metrics_.CounterTotal("kspan_exporter_spans_dropped_total"));
+      metrics_.CounterTotal("kspan_exporter_batcher_dropped_spans_total") +
+          metrics_.CounterTotal("kspan_exporter_spans_dropped_total"));
 }
 
 void Agent::Tick() {
