@@ -5,8 +5,8 @@
 # (e.g. -L unit for the unprivileged tests only).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-source "$KSPAN_ROOT/vm-tests/packages.sh"
-kspan_setup "${KSPAN_VM_PACKAGES[@]}"
+# shellcheck disable=SC2046  # the vm-tests package list is word-split on purpose
+kspan_setup $("$KSPAN_ROOT/vm-tests/run-matrix.sh" --packages)
 
 # In CI a privileged test that cannot run fails instead of skipping.
 if [ "${CI:-}" = "true" ]; then export KSPAN_REQUIRE_BPF=1; fi

@@ -2,6 +2,8 @@
 
 #include <httplib.h>
 
+#include <chrono>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
@@ -51,6 +53,9 @@ absl::Status AdminServer::Start(const std::string& listen) {
         absl::StrCat("admin.listen: cannot listen on ", listen, " (address in use?)"));
   }
   thread_ = std::thread([this] { server_->listen_after_bind(); });
+  // stop() before the thread entered its accept loop would be lost and the
+  // join in Stop() would hang, so Start() returns only once it is serving.
+  while (!server_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   spdlog::info("admin endpoint on http://{}:{}/metrics", host, port_);
   return absl::OkStatus();
 }

@@ -13,14 +13,14 @@ Agent::Agent(AgentConfig config) : config_(std::move(config)) {}
 Agent::~Agent() { Stop(std::chrono::seconds(5)); }
 
 absl::Status Agent::Start() {
+  KernelRequirements req;
+  req.btf_override = config_.bpf.btf;
+  if (auto s = CheckKernel(req); !s.ok()) return s;
+
   if (!config_.admin_listen.empty()) {
     admin_ = std::make_unique<AdminServer>(metrics_);
     if (auto s = admin_->Start(config_.admin_listen); !s.ok()) return s;
   }
-
-  KernelRequirements req;
-  req.btf_override = config_.bpf.btf;
-  if (auto s = CheckKernel(req); !s.ok()) return s;
   if (auto s = EnsureBpffs(req); !s.ok()) return s;
   auto pins = PinDirectory::Create(config_.bpf.pin_path);
   if (!pins.ok()) return pins.status();

@@ -45,6 +45,13 @@ int Run(const std::string& config_path, const kspan::FlagOverrides& flags) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  kspan::Agent agent(*config);
+  if (auto s = agent.Start(); !s.ok()) {
+    spdlog::error("{}", std::string(s.message()));
+    agent.Stop(std::chrono::seconds(2));
+    return 1;
+  }
+  spdlog::info("kspan {} running (pid {})", KSPAN_VERSION, getpid());
   if (config->embedded_default) {
     std::string where;
     for (const auto& d : config->exporter.destinations) {
@@ -55,14 +62,6 @@ int Run(const std::string& config_path, const kspan::FlagOverrides& flags) {
         "Set OTEL_EXPORTER_OTLP_ENDPOINT or destinations in kspan.yaml to send them elsewhere.",
         where);
   }
-
-  kspan::Agent agent(*config);
-  if (auto s = agent.Start(); !s.ok()) {
-    spdlog::error("{}", std::string(s.message()));
-    agent.Stop(std::chrono::seconds(2));
-    return 1;
-  }
-  spdlog::info("kspan {} running (pid {})", KSPAN_VERSION, getpid());
 
   const struct timespec tick = {1, 0};
   while (true) {
