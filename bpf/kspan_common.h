@@ -15,7 +15,12 @@
 
 /* The first field of every ring-buffer record: which struct follows. */
 enum kspan_event_type {
-	KSPAN_EVENT_TCP_CONNECT = 1,
+	KSPAN_EVENT_TCP_CONNECT = 1,    /* bpf/tcp.h */
+	KSPAN_EVENT_TCP_ACCEPT = 2,     /* bpf/tcp.h */
+	KSPAN_EVENT_TCP_CONN = 3,       /* bpf/tcp.h: connection lifetime */
+	KSPAN_EVENT_TCP_CONN_EVENT = 4, /* bpf/tcp.h: retransmit, reset */
+	KSPAN_EVENT_SYSCALL = 10,       /* bpf/syscalls.h */
+	KSPAN_EVENT_DNS = 20,           /* bpf/dns.h */
 };
 
 #endif /* KSPAN_BPF_COMMON_H */

@@ -7,12 +7,12 @@
  * in softirq, so the owner is remembered at SYN_SENT).
  */
 #include "bpf/kspan_core.bpf.h"
+#include "bpf/filter.bpf.h"
 #include "bpf/tcp.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
 /* Set by the loader between open and load. */
-const volatile __u32 ignore_tgid = 0;   /* kspan's own process: never traced */
 const volatile __u64 wakeup_bytes = 0;  /* see kspan_wakeup_flag() */
 
 struct connect_start {
@@ -42,6 +42,7 @@ struct {
 	__uint(max_entries, KSPAN_TCP_STAT_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kspan_tcp_stats SEC(".maps");
 
 SEC("tracepoint/sock/inet_sock_set_state")
@@ -63,7 +64,7 @@ int kspan_tcp_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	if (newstate == TCP_SYN_SENT) {
 		__u64 pid_tgid = bpf_get_current_pid_tgid();
 		__u32 tgid = pid_tgid >> 32;
-		if (tgid == ignore_tgid)
+		if (kspan_pid_denied(tgid))
 			return 0;
 		struct connect_start start = {
 			.start_ns = bpf_ktime_get_ns(),

@@ -39,7 +39,7 @@ absl::Status Agent::Start() {
 
   if (config_.capture.tcp_connect) {
     CaptureOptions opts;
-    opts.ignore_tgid = static_cast<std::uint32_t>(getpid());
+    opts.self_tgid = static_cast<std::uint32_t>(getpid());
     opts.ring_buffer_bytes = config_.capture.ring_buffer_bytes;
     opts.wakeup_bytes = config_.capture.wakeup_bytes;
     opts.btf_path = config_.bpf.btf;

@@ -29,20 +29,23 @@ absl::Status Failed(const std::string& stage, const std::string& object, int err
 TcpCapture::TcpCapture(CaptureOptions options) : options_(std::move(options)) {}
 
 TcpCapture::~TcpCapture() {
-  if (!stats_pin_.empty()) unlink(stats_pin_.c_str());
   tcp_bpf::destroy(skel_);  // detaches links, closes maps; null-safe
 }
 
 absl::Status TcpCapture::Open() {
+  if (options_.pin_dir.empty()) {
+    return absl::InvalidArgumentError("tcp capture: a pin directory is required");
+  }
   LIBBPF_OPTS(bpf_object_open_opts, opts);
   if (!options_.btf_path.empty()) opts.btf_custom_path = options_.btf_path.c_str();
+  opts.pin_root_path = options_.pin_dir.c_str();
   skel_ = tcp_bpf::open(&opts);
   if (skel_ == nullptr) return Failed("open", "tcp_bpf object", errno);
   return absl::OkStatus();
 }
 
 absl::Status TcpCapture::Configure() {
-  skel_->rodata->ignore_tgid = options_.ignore_tgid;
+  skel_->rodata->kspan_self_tgid = options_.self_tgid;
   skel_->rodata->wakeup_bytes = options_.wakeup_bytes;
   // The ring must be a power-of-two multiple of the page size.
   std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
@@ -58,14 +61,9 @@ absl::Status TcpCapture::Configure() {
 }
 
 absl::Status TcpCapture::Load() {
+  // Maps declared with pinning by name (filters, stats) are created and
+  // pinned here, or reused when another family pinned them first.
   if (int err = tcp_bpf::load(skel_)) return Failed("load", "program kspan_tcp_state", err);
-  if (!options_.pin_dir.empty()) {
-    std::string pin = options_.pin_dir + "/tcp_stats";
-    if (int err = bpf_map__pin(skel_->maps.kspan_tcp_stats, pin.c_str())) {
-      return Failed("pin", pin, err);
-    }
-    stats_pin_ = pin;
-  }
   return absl::OkStatus();
 }
 

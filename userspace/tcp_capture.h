@@ -17,13 +17,14 @@ namespace kspan {
 
 struct CaptureOptions {
   // Process whose events are never recorded (kspan itself); 0 = none.
-  std::uint32_t ignore_tgid = 0;
+  std::uint32_t self_tgid = 0;
   std::size_t ring_buffer_bytes = 4u << 20;
   // Wake the consumer once this many bytes wait (0 = kernel default).
   std::uint64_t wakeup_bytes = 64u << 10;
   // External BTF for kernels without /sys/kernel/btf/vmlinux; empty = kernel's.
   std::string btf_path;
-  // bpffs directory to pin the stats map into; empty = no pins.
+  // bpffs directory where the shared filter maps and the stats maps are
+  // pinned by name (libbpf pin_root_path). Required: it must exist.
   std::string pin_dir;
 };
 
@@ -56,7 +57,6 @@ class TcpCapture {
   CaptureOptions options_;
   tcp_bpf* skel_ = nullptr;
   std::string variant_;
-  std::string stats_pin_;
 };
 
 }  // namespace kspan

@@ -81,6 +81,8 @@ bool BpfRequired() {
   return v != nullptr && std::strcmp(v, "1") == 0;
 }
 
+std::string TestPinDir() { return "/sys/fs/bpf/kspan-test-" + std::to_string(getpid()); }
+
 void ReportVariant(const std::string& family, const std::string& variant) {
   std::printf("KSPAN-VARIANT %s=%s\n", family.c_str(), variant.c_str());
   std::fflush(stdout);

@@ -31,6 +31,10 @@ bool BpfRequired();
     }                                                                           \
   } while (0)
 
+// A bpffs pin directory private to this test process, so privileged tests
+// never collide with a running agent's /sys/fs/bpf/kspan.
+std::string TestPinDir();
+
 // Prints the line the vm-tests harness collects: KSPAN-VARIANT family=variant
 void ReportVariant(const std::string& family, const std::string& variant);
 

@@ -12,7 +12,9 @@
 #include <vector>
 
 #include "tests/privileged/privileged.h"
+#include "userspace/capture_filter.h"
 #include "userspace/event_decoder.h"
+#include "userspace/pin_directory.h"
 #include "userspace/ring_reader.h"
 #include "userspace/span_assembler.h"
 #include "userspace/tcp_capture.h"
@@ -67,11 +69,15 @@ class Collector : public KernelEventHandler {
 
 class TcpConnectCapture : public ::testing::Test {
  protected:
-  void StartCapture(std::uint32_t ignore_tgid) {
+  void StartCapture(std::uint32_t self_tgid) {
+    auto pins = PinDirectory::Create(::kspan::testing::TestPinDir());
+    ASSERT_TRUE(pins.ok()) << pins.status();
+    pins_.emplace(std::move(*pins));
     CaptureOptions opts;
-    opts.ignore_tgid = ignore_tgid;
+    opts.self_tgid = self_tgid;
     opts.ring_buffer_bytes = 256 << 10;
     opts.wakeup_bytes = 0;
+    opts.pin_dir = pins_->path();
     capture_ = std::make_unique<TcpCapture>(opts);
     ASSERT_TRUE(capture_->Start().ok());
     ::kspan::testing::ReportVariant("tcp_state", capture_->variant());
@@ -82,6 +88,8 @@ class TcpConnectCapture : public ::testing::Test {
   void TearDown() override {
     if (capture_) capture_->Detach();
     reader_.Stop();
+    capture_.reset();
+    pins_.reset();
   }
 
   static std::string Addr(const kspan_tcp_connect_event& e, const std::uint8_t* a) {
@@ -109,7 +117,39 @@ class TcpConnectCapture : public ::testing::Test {
   Collector collector_;
   EventDecoder decoder_{collector_, metrics_};
   RingReader reader_;
+  std::optional<PinDirectory> pins_;
   std::unique_ptr<TcpCapture> capture_;
+};
+
+// A child process that connects to `port` on 127.0.0.1 when told to.
+class ConnectingChild {
+ public:
+  explicit ConnectingChild(int port) {
+    if (pipe(go_) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      char c;
+      close(go_[1]);
+      if (read(go_[0], &c, 1) != 1) _exit(2);
+      ConnectResult r = ConnectLoopback(AF_INET, port);
+      _exit(r.err == 0 ? 0 : 1);
+    }
+    close(go_[0]);
+  }
+  std::uint32_t pid() const { return static_cast<std::uint32_t>(pid_); }
+  // Lets the child connect and returns whether it succeeded.
+  bool ConnectAndWait() {
+    char c = 'g';
+    if (write(go_[1], &c, 1) != 1) return false;
+    close(go_[1]);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+
+ private:
+  int go_[2] = {-1, -1};
+  pid_t pid_ = -1;
 };
 
 TEST_F(TcpConnectCapture, EstablishedIpv4AndIpv6) {
@@ -172,27 +212,41 @@ TEST_F(TcpConnectCapture, UnansweredHandshakeCarriesEtimedout) {
   close(r.fd);
 }
 
-TEST_F(TcpConnectCapture, IgnoredProcessProducesNothing) {
+TEST_F(TcpConnectCapture, KspanItselfIsNeverTraced) {
   KSPAN_REQUIRE_BPF();
-  StartCapture(static_cast<std::uint32_t>(getpid()));
-  Listener server(AF_INET);
-  // This process is filtered out in the kernel...
+  StartCapture(static_cast<std::uint32_t>(getpid()));  // as if this process were kspan
+  Listener server(AF_INET, 64);
   ConnectResult own = ConnectLoopback(AF_INET, server.port());
   ASSERT_EQ(own.err, 0);
-  // ...a child is not, which proves capture is live while we look.
-  pid_t child = fork();
-  if (child == 0) {
-    ConnectResult r = ConnectLoopback(AF_INET, server.port());
-    _exit(r.err == 0 ? 0 : 1);
-  }
-  int status = 0;
-  waitpid(child, &status, 0);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  auto child_event = collector_.WaitFor(static_cast<std::uint32_t>(child), server.port(),
-                                        std::chrono::seconds(5));
-  ASSERT_TRUE(child_event.has_value()) << "capture saw nothing at all";
+  // A child is traced, which proves capture is live while we look.
+  ConnectingChild child(server.port());
+  ASSERT_TRUE(child.ConnectAndWait());
+  ASSERT_TRUE(collector_.WaitFor(child.pid(), server.port(), std::chrono::seconds(5)).has_value())
+      << "capture saw nothing at all";
   EXPECT_EQ(collector_.CountFrom(static_cast<std::uint32_t>(getpid())), 0u);
   close(own.fd);
+}
+
+TEST_F(TcpConnectCapture, DenyListedProcessProducesNothing) {
+  KSPAN_REQUIRE_BPF();
+  StartCapture(0);
+  auto filter = CaptureFilter::Open(pins_->path());
+  ASSERT_TRUE(filter.ok()) << filter.status();
+  Listener server(AF_INET, 64);
+  ConnectingChild denied(server.port());
+  ConnectingChild allowed(server.port());
+  ASSERT_TRUE(filter->DenyPid(denied.pid()).ok());
+  ASSERT_TRUE(denied.ConnectAndWait());
+  ASSERT_TRUE(allowed.ConnectAndWait());
+  ASSERT_TRUE(collector_.WaitFor(allowed.pid(), server.port(), std::chrono::seconds(5)).has_value());
+  EXPECT_EQ(collector_.CountFrom(denied.pid()), 0u);
+
+  // Removing it from the deny-list takes effect without reloading.
+  ASSERT_TRUE(filter->RemoveDeniedPid(denied.pid()).ok());
+  ConnectResult r = ConnectLoopback(AF_INET, server.port());  // this process, not denied
+  ASSERT_EQ(r.err, 0);
+  EXPECT_TRUE(collector_.WaitFor(getpid(), server.port(), std::chrono::seconds(5)).has_value());
+  close(r.fd);
 }
 
 }  // namespace

@@ -1,0 +1,91 @@
+/* The process filter every program family evaluates first, cheapest check
+ * first, before any timestamp, map update or ring record. Kernel side only.
+ *
+ * The maps are pinned by name: every BPF object of the agent is opened with
+ * pin_root_path=/sys/fs/bpf/kspan, so all families share one set of filter
+ * maps and bpftool sees them at /sys/fs/bpf/kspan/<map name>.
+ */
+#ifndef KSPAN_FILTER_BPF_H
+#define KSPAN_FILTER_BPF_H
+
+#include "bpf/filter.h"
+
+/* kspan's own tgid, set by the loader: never traced. */
+const volatile __u32 kspan_self_tgid = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kspan_filter_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kspan_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KSPAN_FILTER_MAX_PIDS);
+	__type(key, __u32);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kspan_pid_deny SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KSPAN_FILTER_MAX_PIDS);
+	__type(key, __u32);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kspan_pid_allow SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KSPAN_FILTER_MAX_CGROUPS);
+	__type(key, __u64);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kspan_cg_allow SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, KSPAN_FILTER_MAX_COMMS);
+	__type(key, struct kspan_comm_key);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kspan_comm_pfx SEC(".maps");
+
+/* Deny-listed or kspan itself: record nothing at all, not even TCP. */
+static __always_inline bool kspan_pid_denied(__u32 tgid)
+{
+	if (tgid == kspan_self_tgid)
+		return true;
+	return bpf_map_lookup_elem(&kspan_pid_deny, &tgid) != NULL;
+}
+
+/* The trace level of the current task, allow-lists in cost order:
+ * tgid hash, cgroup id hash, comm LPM trie; empty lists are skipped. */
+static __always_inline enum kspan_trace_level kspan_trace_level(__u32 tgid)
+{
+	if (kspan_pid_denied(tgid))
+		return KSPAN_TRACE_NONE;
+	__u32 zero = 0;
+	struct kspan_filter_config *cfg = bpf_map_lookup_elem(&kspan_cfg, &zero);
+	if (!cfg)
+		return KSPAN_TRACE_NONE;
+	if (cfg->pid_allow_count && bpf_map_lookup_elem(&kspan_pid_allow, &tgid))
+		return KSPAN_TRACE_FULL;
+	if (cfg->cgroup_allow_count) {
+		__u64 cgid = bpf_get_current_cgroup_id();
+		if (bpf_map_lookup_elem(&kspan_cg_allow, &cgid))
+			return KSPAN_TRACE_FULL;
+	}
+	if (cfg->comm_prefix_count) {
+		struct kspan_comm_key key = {.prefixlen = 8 * KSPAN_COMM_LEN};
+		bpf_get_current_comm(key.comm, sizeof(key.comm));
+		if (bpf_map_lookup_elem(&kspan_comm_pfx, &key))
+			return KSPAN_TRACE_FULL;
+	}
+	return cfg->slow_threshold_ns ? KSPAN_TRACE_SLOW_ONLY : KSPAN_TRACE_NONE;
+}
+
+#endif /* KSPAN_FILTER_BPF_H */

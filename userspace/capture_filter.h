@@ -1,0 +1,60 @@
+// The in-kernel process filter (bpf/filter.bpf.h), seen from userspace:
+// which processes are traced fully, which are denied, and the host-wide
+// slow-syscall threshold for every other process. Changes take effect at
+// once, without reloading programs; bpftool can change the same pinned maps.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "bpf/filter.h"
+
+namespace kspan {
+
+class CaptureFilter {
+ public:
+  // Opens the filter maps pinned under `pin_dir` (created by the first BPF
+  // object loaded with pin_root_path = pin_dir).
+  static absl::StatusOr<CaptureFilter> Open(const std::string& pin_dir);
+
+  CaptureFilter(CaptureFilter&& other) noexcept;
+  CaptureFilter& operator=(CaptureFilter&& other) noexcept;
+  CaptureFilter(const CaptureFilter&) = delete;
+  CaptureFilter& operator=(const CaptureFilter&) = delete;
+  ~CaptureFilter();
+
+  absl::Status AllowPid(std::uint32_t tgid);
+  absl::Status RemoveAllowedPid(std::uint32_t tgid);
+  absl::Status DenyPid(std::uint32_t tgid);
+  absl::Status RemoveDeniedPid(std::uint32_t tgid);
+  // `cgroup` is a cgroup v2 directory (e.g. /sys/fs/cgroup/system.slice/x);
+  // its inode number is the id bpf_get_current_cgroup_id() returns.
+  absl::Status AllowCgroup(const std::string& cgroup);
+  absl::Status AllowCgroupId(std::uint64_t id);
+  // Processes whose comm starts with `prefix` (at most 15 bytes).
+  absl::Status AllowCommPrefix(const std::string& prefix);
+  // Processes not selected above record only syscalls slower than this;
+  // zero records nothing for them.
+  absl::Status SetSlowThreshold(std::chrono::nanoseconds threshold);
+
+  struct kspan_filter_config ReadConfig() const;
+
+  // cgroup v2 id of a cgroup directory (its inode number).
+  static absl::StatusOr<std::uint64_t> CgroupId(const std::string& path);
+
+ private:
+  CaptureFilter() = default;
+  absl::Status UpdateCounts(int d_pid, int d_cgroup, int d_comm);
+  void Close() noexcept;
+
+  int cfg_fd_ = -1;
+  int pid_allow_fd_ = -1;
+  int pid_deny_fd_ = -1;
+  int cg_allow_fd_ = -1;
+  int comm_fd_ = -1;
+};
+
+}  // namespace kspan
