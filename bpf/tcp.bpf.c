@@ -1,12 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
 /* TCP program family.
  *
- * kspan_tcp_state, on the stable sock:inet_sock_set_state tracepoint, turns
- * each outgoing TCP connection attempt into one record: SYN_SENT (in the
- * connecting thread, so pid/tid are right) until ESTABLISHED or CLOSE (often
- * in softirq, so the owner is remembered at SYN_SENT).
+ * - connect: SYN_SENT (in the connecting thread, so pid/tid are right) until
+ *   ESTABLISHED or CLOSE (often in softirq, so the owner is remembered).
+ * - accept: child socket ESTABLISHED (queued on the listener) until accept()
+ *   returns it; the accepting thread becomes the connection's owner.
+ * - connection lifetime: ESTABLISHED until CLOSE with tcp_sock counters and
+ *   which side closed first; retransmissions and resets as notes.
+ *
+ * The state-change handler exists in three variants, chosen by the loader:
+ * tp_btf (typed arguments, cheapest), raw_tp, and the classic tracepoint
+ * sock:inet_sock_set_state (works everywhere). The same holds for the notes.
  */
 #include "bpf/kspan_core.bpf.h"
+#include "bpf/fd.bpf.h"
 #include "bpf/filter.bpf.h"
 #include "bpf/tcp.h"
 
@@ -32,6 +39,26 @@ struct {
 	__type(value, struct connect_start);
 } kspan_connects SEC(".maps");
 
+struct conn_state {
+	__u64 start_ns;
+	__u32 pid; /* 0 until an incoming connection is accepted */
+	__u32 tid;
+	__u32 handshake_rtt_us;
+	__u8 direction;
+	__u8 closed_by;
+	__u16 pad;
+	char comm[KSPAN_COMM_LEN];
+};
+
+/* Established connections kspan follows, keyed by socket address; removed at
+ * CLOSE, which every established socket reaches. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct conn_state);
+} kspan_conns SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 * 1024 * 1024); /* resized by the loader */
@@ -45,21 +72,102 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kspan_tcp_stats SEC(".maps");
 
-SEC("tracepoint/sock/inet_sock_set_state")
-int kspan_tcp_state(struct trace_event_raw_inet_sock_set_state *ctx)
+static __always_inline void read_endpoints(struct sock *sk, struct kspan_tcp_endpoints *ep)
 {
-	if (ctx->protocol != IPPROTO_TCP)
-		return 0;
+	ep->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	/* inet_sport, not skc_num: tcp_set_state(TCP_CLOSE) releases the
+	 * port (skc_num = 0) before the tracepoint fires. */
+	ep->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	ep->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	ep->pad0 = 0;
+	__builtin_memset(ep->saddr, 0, sizeof(ep->saddr));
+	__builtin_memset(ep->daddr, 0, sizeof(ep->daddr));
+	if (ep->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&ep->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&ep->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		BPF_CORE_READ_INTO((__u32 *)ep->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)ep->daddr, sk, __sk_common.skc_daddr);
+	}
+}
 
-	/* Read scalar fields once, up front: the verifier refuses loads through
-	 * a ctx pointer the compiler has offset, which CO-RE-relocated
-	 * accesses later in the function can produce. */
-	int oldstate = ctx->oldstate;
-	int newstate = ctx->newstate;
-	__u64 sk = (__u64)ctx->skaddr;
-	__u16 family = ctx->family;
-	__u16 sport = ctx->sport;
-	__u16 dport = ctx->dport;
+static __always_inline void *reserve(__u32 size)
+{
+	void *e = bpf_ringbuf_reserve(&kspan_tcp_ring, size, 0);
+	if (!e)
+		kspan_count(&kspan_tcp_stats, KSPAN_TCP_STAT_RING_FULL);
+	return e;
+}
+
+static __always_inline void submit(void *e, __u32 stat)
+{
+	bpf_ringbuf_submit(e, kspan_wakeup_flag(&kspan_tcp_ring, wakeup_bytes));
+	kspan_count(&kspan_tcp_stats, stat);
+}
+
+static __always_inline void emit_connect(struct sock *sk, struct connect_start *start,
+					 int newstate)
+{
+	struct kspan_tcp_connect_event *e = reserve(sizeof(*e));
+	if (!e)
+		return;
+	struct kspan_tcp_endpoints ep;
+	read_endpoints(sk, &ep);
+	e->type = KSPAN_EVENT_TCP_CONNECT;
+	e->pid = start->pid;
+	e->tid = start->tid;
+	e->start_ns = start->start_ns;
+	e->end_ns = bpf_ktime_get_ns();
+	__builtin_memcpy(e->comm, start->comm, sizeof(e->comm));
+	e->family = ep.family;
+	e->sport = ep.sport;
+	e->dport = ep.dport;
+	__builtin_memcpy(e->saddr, ep.saddr, sizeof(e->saddr));
+	__builtin_memcpy(e->daddr, ep.daddr, sizeof(e->daddr));
+	e->established = newstate == TCP_ESTABLISHED;
+	e->pad0 = 0;
+	/* tcp_reset()/tcp_write_err() set sk_err before moving to CLOSE:
+	 * ECONNREFUSED for a RST, ETIMEDOUT after the SYN retries; 0 when the
+	 * application closed the socket first. */
+	e->error = e->established ? 0 : BPF_CORE_READ(sk, sk_err);
+	submit(e, KSPAN_TCP_STAT_CONNECT_EMITTED);
+}
+
+static __always_inline void emit_conn(struct sock *sk, struct conn_state *c)
+{
+	struct kspan_tcp_conn_event *e = reserve(sizeof(*e));
+	if (!e)
+		return;
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	e->type = KSPAN_EVENT_TCP_CONN;
+	e->pid = c->pid;
+	e->tid = c->tid;
+	e->direction = c->direction;
+	e->closed_by = c->closed_by;
+	e->pad0 = 0;
+	e->sock_id = (__u64)sk;
+	e->start_ns = c->start_ns;
+	e->end_ns = bpf_ktime_get_ns();
+	e->bytes_sent = BPF_CORE_READ(tp, bytes_sent);
+	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
+	e->segs_out = BPF_CORE_READ(tp, segs_out);
+	e->segs_in = BPF_CORE_READ(tp, segs_in);
+	e->total_retrans = BPF_CORE_READ(tp, total_retrans);
+	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	read_endpoints(sk, &e->ep);
+	__builtin_memcpy(e->comm, c->comm, sizeof(e->comm));
+	submit(e, KSPAN_TCP_STAT_CONN_EMITTED);
+}
+
+static __always_inline void track_conn(__u64 key, struct conn_state *c)
+{
+	if (bpf_map_update_elem(&kspan_conns, &key, c, BPF_ANY))
+		kspan_count(&kspan_tcp_stats, KSPAN_TCP_STAT_CONN_TABLE_FULL);
+}
+
+static __always_inline int on_state(struct sock *sk, int oldstate, int newstate)
+{
+	__u64 key = (__u64)sk;
 
 	if (newstate == TCP_SYN_SENT) {
 		__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -72,53 +180,233 @@ int kspan_tcp_state(struct trace_event_raw_inet_sock_set_state *ctx)
 			.tid = (__u32)pid_tgid,
 		};
 		bpf_get_current_comm(&start.comm, sizeof(start.comm));
-		if (bpf_map_update_elem(&kspan_connects, &sk, &start, BPF_ANY))
+		if (bpf_map_update_elem(&kspan_connects, &key, &start, BPF_ANY))
 			kspan_count(&kspan_tcp_stats, KSPAN_TCP_STAT_START_TABLE_FULL);
 		return 0;
 	}
-	if (oldstate != TCP_SYN_SENT)
-		return 0;
 
-	struct connect_start *start = bpf_map_lookup_elem(&kspan_connects, &sk);
-	if (!start)
-		return 0; /* began before kspan attached, or not traced */
-
-	struct kspan_tcp_connect_event *e =
-		bpf_ringbuf_reserve(&kspan_tcp_ring, sizeof(*e), 0);
-	if (!e) {
-		kspan_count(&kspan_tcp_stats, KSPAN_TCP_STAT_RING_FULL);
-		bpf_map_delete_elem(&kspan_connects, &sk);
+	if (oldstate == TCP_SYN_SENT) {
+		struct connect_start *start = bpf_map_lookup_elem(&kspan_connects, &key);
+		if (!start)
+			return 0; /* began before kspan attached, or not traced */
+		emit_connect(sk, start, newstate);
+		if (newstate == TCP_ESTABLISHED) {
+			struct conn_state c = {
+				.start_ns = bpf_ktime_get_ns(),
+				.pid = start->pid,
+				.tid = start->tid,
+				.direction = KSPAN_TCP_DIR_OUT,
+			};
+			__builtin_memcpy(c.comm, start->comm, sizeof(c.comm));
+			track_conn(key, &c);
+		}
+		bpf_map_delete_elem(&kspan_connects, &key);
 		return 0;
 	}
-	e->type = KSPAN_EVENT_TCP_CONNECT;
-	e->pid = start->pid;
-	e->tid = start->tid;
-	e->start_ns = start->start_ns;
-	e->end_ns = bpf_ktime_get_ns();
-	__builtin_memcpy(e->comm, start->comm, sizeof(e->comm));
-	e->family = family;
-	e->sport = sport;
-	e->dport = dport;
-	e->established = newstate == TCP_ESTABLISHED;
-	e->pad0 = 0;
-	e->error = 0;
-	if (!e->established) {
-		/* tcp_reset()/tcp_write_err() set sk_err before moving to CLOSE:
-		 * ECONNREFUSED for a RST, ETIMEDOUT after the SYN retries; 0 when
-		 * the application closed the socket first. */
-		e->error = BPF_CORE_READ((struct sock *)ctx->skaddr, sk_err);
+
+	if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED) {
+		/* A passive open completed in softirq: the owner is whoever
+		 * accepts it (kspan_tcp_acc*). */
+		struct conn_state c = {
+			.start_ns = bpf_ktime_get_ns(),
+			.direction = KSPAN_TCP_DIR_IN,
+			.handshake_rtt_us = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3,
+		};
+		track_conn(key, &c);
+		return 0;
 	}
-	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
-	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
-	if (family == AF_INET6) {
-		bpf_probe_read_kernel(e->saddr, 16, ctx->saddr_v6);
-		bpf_probe_read_kernel(e->daddr, 16, ctx->daddr_v6);
-	} else {
-		bpf_probe_read_kernel(e->saddr, 4, ctx->saddr);
-		bpf_probe_read_kernel(e->daddr, 4, ctx->daddr);
+
+	struct conn_state *c = bpf_map_lookup_elem(&kspan_conns, &key);
+	if (!c)
+		return 0;
+	if (oldstate == TCP_ESTABLISHED) {
+		if (newstate == TCP_FIN_WAIT1)
+			c->closed_by = KSPAN_TCP_CLOSED_LOCAL;
+		else if (newstate == TCP_CLOSE_WAIT)
+			c->closed_by = KSPAN_TCP_CLOSED_PEER;
+		else if (newstate == TCP_CLOSE)
+			c->closed_by = KSPAN_TCP_CLOSED_RESET;
 	}
-	bpf_ringbuf_submit(e, kspan_wakeup_flag(&kspan_tcp_ring, wakeup_bytes));
-	kspan_count(&kspan_tcp_stats, KSPAN_TCP_STAT_CONNECT_EMITTED);
-	bpf_map_delete_elem(&kspan_connects, &sk);
+	if (newstate == TCP_CLOSE) {
+		/* An incoming connection nobody accepted has no owner: its
+		 * lifetime is still reported (pid 0), as the host saw it. */
+		emit_conn(sk, c);
+		bpf_map_delete_elem(&kspan_conns, &key);
+	}
 	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(kspan_tcp_btf, struct sock *sk, int oldstate, int newstate)
+{
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	return on_state(sk, oldstate, newstate);
+}
+
+SEC("raw_tp/inet_sock_set_state")
+int BPF_PROG(kspan_tcp_raw, struct sock *sk, int oldstate, int newstate)
+{
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	return on_state(sk, oldstate, newstate);
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int kspan_tcp_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	/* Read the fields once, up front: the verifier refuses loads through a
+	 * ctx pointer the compiler has offset. */
+	int protocol = ctx->protocol;
+	int oldstate = ctx->oldstate;
+	int newstate = ctx->newstate;
+	struct sock *sk = (struct sock *)ctx->skaddr;
+	if (protocol != IPPROTO_TCP)
+		return 0;
+	return on_state(sk, oldstate, newstate);
+}
+
+/* accept()/accept4() returned fd `ret`: the accepting thread owns the
+ * connection; report how long it waited in the accept queue. */
+static __always_inline int on_accept(long ret)
+{
+	if (ret < 0)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	struct sock *sk = kspan_file_sock(kspan_fd_file(ret));
+	if (!sk)
+		return 0;
+	__u64 key = (__u64)sk;
+	struct conn_state *c = bpf_map_lookup_elem(&kspan_conns, &key);
+	if (!c || c->direction != KSPAN_TCP_DIR_IN || c->pid != 0)
+		return 0;
+	if (kspan_pid_denied(tgid)) {
+		bpf_map_delete_elem(&kspan_conns, &key);
+		return 0;
+	}
+	c->pid = tgid;
+	c->tid = (__u32)pid_tgid;
+	bpf_get_current_comm(&c->comm, sizeof(c->comm));
+
+	struct kspan_tcp_accept_event *e = reserve(sizeof(*e));
+	if (!e)
+		return 0;
+	e->type = KSPAN_EVENT_TCP_ACCEPT;
+	e->pid = c->pid;
+	e->tid = c->tid;
+	e->handshake_rtt_us = c->handshake_rtt_us;
+	e->queued_ns = c->start_ns;
+	e->accepted_ns = bpf_ktime_get_ns();
+	read_endpoints(sk, &e->ep);
+	__builtin_memcpy(e->comm, c->comm, sizeof(e->comm));
+	submit(e, KSPAN_TCP_STAT_ACCEPT_EMITTED);
+	return 0;
+}
+
+/* Layout of syscalls:sys_exit_* records (tracefs ABI, fixed since 2.6). */
+struct kspan_sys_exit_args {
+	__u64 common;
+	long syscall_nr;
+	long ret;
+};
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int kspan_tcp_acc4(struct kspan_sys_exit_args *ctx)
+{
+	return on_accept(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int kspan_tcp_acc(struct kspan_sys_exit_args *ctx)
+{
+	return on_accept(ctx->ret);
+}
+
+static __always_inline int on_note(struct sock *sk, __u32 kind)
+{
+	__u64 key = (__u64)sk;
+	struct conn_state *c = bpf_map_lookup_elem(&kspan_conns, &key);
+	if (!c)
+		return 0;
+	struct kspan_tcp_note *n = reserve(sizeof(*n));
+	if (!n)
+		return 0;
+	n->type = KSPAN_EVENT_TCP_CONN_EVENT;
+	n->kind = kind;
+	n->sock_id = key;
+	n->ts_ns = bpf_ktime_get_ns();
+	n->state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	n->pad0 = 0;
+	submit(n, KSPAN_TCP_STAT_NOTE_EMITTED);
+	return 0;
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(kspan_rtx_btf, struct sock *sk)
+{
+	return on_note(sk, KSPAN_TCP_NOTE_RETRANSMIT);
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(kspan_rst_tx_btf, struct sock *sk)
+{
+	return sk ? on_note(sk, KSPAN_TCP_NOTE_RESET_SENT) : 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(kspan_rst_rx_btf, struct sock *sk)
+{
+	return on_note(sk, KSPAN_TCP_NOTE_RESET_RECEIVED);
+}
+
+SEC("raw_tp/tcp_retransmit_skb")
+int BPF_PROG(kspan_rtx_raw, struct sock *sk)
+{
+	return on_note(sk, KSPAN_TCP_NOTE_RETRANSMIT);
+}
+
+SEC("raw_tp/tcp_send_reset")
+int BPF_PROG(kspan_rst_tx_raw, struct sock *sk)
+{
+	return sk ? on_note(sk, KSPAN_TCP_NOTE_RESET_SENT) : 0;
+}
+
+SEC("raw_tp/tcp_receive_reset")
+int BPF_PROG(kspan_rst_rx_raw, struct sock *sk)
+{
+	return on_note(sk, KSPAN_TCP_NOTE_RESET_RECEIVED);
+}
+
+/* Classic tcp:* records: skaddr follows skbaddr in tcp_retransmit_skb and
+ * tcp_send_reset, and leads tcp_receive_reset, on every kernel since 4.16
+ * (the layout is tracefs ABI that perf and bpftrace read too). */
+struct kspan_tcp_skb_args {
+	__u64 common;
+	const void *skbaddr;
+	const void *skaddr;
+};
+
+struct kspan_tcp_sk_args {
+	__u64 common;
+	const void *skaddr;
+};
+
+SEC("tracepoint/tcp/tcp_retransmit_skb")
+int kspan_rtx(struct kspan_tcp_skb_args *ctx)
+{
+	return on_note((struct sock *)ctx->skaddr, KSPAN_TCP_NOTE_RETRANSMIT);
+}
+
+SEC("tracepoint/tcp/tcp_send_reset")
+int kspan_rst_tx(struct kspan_tcp_skb_args *ctx)
+{
+	struct sock *sk = (struct sock *)ctx->skaddr;
+	return sk ? on_note(sk, KSPAN_TCP_NOTE_RESET_SENT) : 0;
+}
+
+SEC("tracepoint/tcp/tcp_receive_reset")
+int kspan_rst_rx(struct kspan_tcp_sk_args *ctx)
+{
+	return on_note((struct sock *)ctx->skaddr, KSPAN_TCP_NOTE_RESET_RECEIVED);
 }

@@ -99,6 +99,8 @@ void Batcher::Run() {
     queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
     if (!queue_.empty()) oldest_ = std::chrono::steady_clock::now();
     lock.unlock();
+    // Sized once here, outside the lock, for every destination's byte bound.
+    for (const auto& s : batch->spans) batch->approx_bytes += s.ApproximateBytes();
     batches_.Add();
     spdlog::debug("batcher: cut a batch of {} spans", n);
     sink_(std::move(batch));

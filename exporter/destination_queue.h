@@ -1,7 +1,14 @@
-// One destination's side of the fan-out: a bounded queue of batches and the
-// sender thread that delivers them, retrying per the OTLP specification.
+// One destination's side of the fan-out: a bounded queue of batches (memory,
+// optionally backed by a crash-safe disk queue) and N sender threads that
+// deliver them, retrying per the OTLP specification behind a circuit
+// breaker, with a dead-letter store for what can never be delivered.
 // A slow or unreachable destination only fills its own queue (then drops,
-// counted); it never blocks the batcher, other destinations or capture.
+// counted, low-value kernel spans first); it never blocks the batcher, other
+// destinations or capture.
+//
+// Accounting, per destination, at any time:
+//   accepted + recovered = exported + dropped(reason) + dead_lettered
+//                          + kept_on_disk + queued (incl. in flight)
 #pragma once
 
 #include <chrono>
@@ -13,7 +20,10 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include "exporter/dead_letter_store.h"
+#include "exporter/disk_queue.h"
 #include "exporter/export_config.h"
 #include "exporter/export_metrics.h"
 #include "exporter/retry.h"
@@ -29,60 +39,133 @@ class DestinationQueue {
   struct Options {
     std::string name;
     RetryOptions retry;
+    // Memory bounds (0 = that bound is off, except batches).
     std::size_t max_queued_batches = 64;
+    std::size_t max_queued_spans = 0;
+    std::size_t max_queued_bytes = 0;
+    DiskQueueOptions disk;           // used when enabled
+    DeadLetterOptions dead_letter{.enabled = false};  // used when enabled with a path
+    CircuitBreakerOptions circuit_breaker{.enabled = false};
     // How often lost spans are logged (summed), at most.
     std::chrono::milliseconds drop_log_interval{10000};
+    // After the disk refused a write: how long until it is tried again.
+    std::chrono::milliseconds disk_retry_interval{5000};
   };
 
+  enum class CircuitState { kClosed = 0, kOpen = 1, kHalfOpen = 2 };
+
   DestinationQueue(Options options, std::unique_ptr<SpanSender> sender, MetricsRegistry& metrics);
-  ~DestinationQueue();  // BeginShutdown(now) + Join(now) if not done yet
+  // One sender per request in flight (each with its own connection).
+  DestinationQueue(Options options, std::vector<std::unique_ptr<SpanSender>> senders,
+                   MetricsRegistry& metrics);
+  ~DestinationQueue();  // Join() if not done yet
 
   DestinationQueue(const DestinationQueue&) = delete;
   DestinationQueue& operator=(const DestinationQueue&) = delete;
 
-  // Never blocks. When the queue is full (or shut down) the batch's spans
-  // are counted as dropped and false is returned.
+  // Never blocks (the disk write happens on a writer thread). When the
+  // memory bounds are reached, low-priority spans are dropped first (counted);
+  // false when any span of this batch was dropped.
   bool Enqueue(SharedSpanBatch batch) noexcept;
 
-  // Stops accepting batches; the sender keeps delivering what is queued
+  // Stops accepting batches; the senders keep delivering what is queued
   // until `deadline`. Non-blocking, so all destinations drain in parallel.
   void BeginShutdown(Clock::time_point deadline);
   // Waits for the queue to drain, at most until the deadline given to
-  // BeginShutdown; then cancels the send in flight and counts every span not
-  // delivered as dropped (reason "shutdown"). Idempotent.
+  // BeginShutdown; then cancels sends in flight. What is not delivered stays
+  // in the disk queue (counted as kept_on_disk) or, memory only, is counted
+  // as dropped (reason "shutdown"). Idempotent.
   void Join();
 
   const std::string& name() const { return options_.name; }
   std::size_t queued_batches() const;
   std::size_t queued_spans() const;
+  std::size_t queued_bytes() const;  // in memory
+  bool disk_enabled() const { return disk_ != nullptr; }
+  CircuitState circuit_state() const;
+  // Waits until every batch accepted so far is persisted (disk mode), for
+  // tests and benchmarks; true at once without a disk queue.
+  bool WaitPersisted(std::chrono::milliseconds timeout) const;
 
  private:
-  void Run();
-  void Deliver(const SpanBatch& batch);
+  struct Entry {
+    SharedSpanBatch batch;  // null: only on disk (read back when sent)
+    std::size_t spans = 0;
+    std::size_t bytes = 0;       // approximate in-memory size
+    std::int64_t disk_id = 0;    // 0: memory only
+    std::size_t disk_bytes = 0;  // serialized size on disk
+    std::int64_t attempts_before = 0;
+  };
+  enum class Fate { kDone, kKeep };
+
+  void Start();
+  void Recover();
+  void RunWorker(std::size_t index);
+  void RunWriter();
+  Fate Deliver(std::size_t index, Entry& entry);
+  Fate ShutdownFate(const Entry& entry);
+  void GiveUp(const Entry& entry, std::string_view reason, const ExportResult& result);
+  bool AwaitBreaker(std::size_t index);
+  void RecordAttempt(const ExportResult& result);
+  void SetCircuitLocked(CircuitState s);
+
   bool HardStoppedLocked(Clock::time_point now) const;
+  bool FitsLocked(std::size_t spans, std::size_t bytes) const;
+  bool MemoryFullLocked() const;
+  // Makes room for `e` by priority; false when `e` itself was dropped.
+  bool MakeRoomLocked(Entry& e);
+  void AddLocked(std::deque<Entry>& q, Entry e);
+  void ReleaseMemoryLocked(Entry& e);
   void Drop(std::string_view reason, std::uint64_t spans, std::string_view detail = {});
 
   const Options options_;
-  std::unique_ptr<SpanSender> sender_;
+  std::vector<std::unique_ptr<SpanSender>> senders_;
   MetricsRegistry& registry_;
   DestinationMetrics metrics_;
   DropLog drop_log_;
   DropLog rejected_log_;  // partial-success messages, rate-limited apart
-  Backoff backoff_;        // worker thread only
-  bool failing_ = false;   // worker thread only
+  std::vector<Backoff> backoffs_;  // one per worker
+  std::unique_ptr<DiskQueue> disk_;
+  std::unique_ptr<DeadLetterStore> dlq_;
+
+  Counter& persisted_spans_;
+  Counter& disk_rejected_full_;
+  Counter& disk_rejected_error_;
+  Counter& recovered_batches_;
+  Counter& recovered_spans_;
+  Counter& resent_batches_;
+  Counter& dlq_evicted_;
+  Counter& probes_;
 
   mutable std::mutex mu_;
-  std::condition_variable cv_;       // work arrived, stop requested
-  std::condition_variable done_cv_;  // worker finished
-  std::deque<SharedSpanBatch> queue_;
-  std::size_t queued_spans_ = 0;
+  std::condition_variable cv_;        // work arrived, stop requested, breaker changed
+  mutable std::condition_variable done_cv_;   // a worker finished; a write committed
+  std::deque<Entry> staging_;  // disk mode: waiting for the writer
+  std::deque<Entry> ready_;    // waiting for a sender
+  std::size_t writing_ = 0;    // entries the writer holds
+  std::size_t mem_batches_ = 0, mem_spans_ = 0, mem_bytes_ = 0;  // staging_ + ready_ in memory
+  std::size_t queued_spans_ = 0;    // everything not yet decided, in flight included
+  std::size_t queued_batches_ = 0;  // likewise
+  std::size_t in_flight_ = 0;
   bool stopping_ = false;
   bool hard_stop_ = false;
-  bool finished_ = false;
+  bool writer_stop_ = false;
+  std::size_t workers_running_ = 0;
   Clock::time_point deadline_ = Clock::time_point::max();
+  bool disk_writable_ = true;
+  Clock::time_point disk_retry_at_{};
+  // Circuit breaker.
+  CircuitState circuit_ = CircuitState::kClosed;
+  int consecutive_failures_ = 0;
+  Clock::time_point open_until_{};
+  bool probe_in_flight_ = false;
+  bool failing_ = false;
+  Clock::time_point last_dead_letter_log_{};
 
   std::mutex join_mu_;
-  std::thread worker_;
+  bool joined_ = false;
+  std::thread writer_;
+  std::vector<std::thread> workers_;
 };
 
 }  // namespace kspan

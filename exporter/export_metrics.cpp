@@ -10,8 +10,10 @@ namespace {
 constexpr std::array kDestinationDropReasons = {
     drop_reason::kDestinationQueueFull, drop_reason::kPermanentError,
     drop_reason::kRetryExhausted,       drop_reason::kRejectedByBackend,
-    drop_reason::kShutdown,
+    drop_reason::kShutdown,           drop_reason::kDiskCorrupt,
 };
+constexpr std::array kDeadLetterReasons = {drop_reason::kPermanentError,
+                                           drop_reason::kRetryExhausted};
 constexpr std::array kBatcherDropReasons = {drop_reason::kQueueFull, drop_reason::kShutdown};
 constexpr std::array kBatchOutcomes = {
     batch_outcome::kSuccess,
@@ -39,6 +41,12 @@ DestinationAccounting ReadAccounting(const MetricsRegistry& metrics,
     a.dropped[std::string(reason)] = metrics.CounterValue(
         metric::kSpansDropped, {{"destination", dest}, {"reason", std::string(reason)}});
   }
+  for (auto reason : kDeadLetterReasons) {
+    a.dead_lettered += metrics.CounterValue(
+        metric::kDeadLettered, {{"destination", dest}, {"reason", std::string(reason)}});
+  }
+  a.kept_on_disk = metrics.CounterValue(metric::kKeptOnDisk, {{"destination", dest}});
+  a.recovered = metrics.CounterValue(metric::kDiskRecoveredSpans, {{"destination", dest}});
   return a;
 }
 
@@ -95,7 +103,26 @@ DestinationMetrics::DestinationMetrics(MetricsRegistry& registry, std::string de
                                    {{"destination", destination_}})),
       last_export_seconds_(registry.GetGauge(metric::kLastExportSeconds,
                                              "Duration of the latest send attempt.",
-                                             {{"destination", destination_}})) {
+                                             {{"destination", destination_}})),
+      kept_on_disk_(registry.GetCounter(
+          metric::kKeptOnDisk, "Spans left in the disk queue at shutdown (sent after restart).",
+          {{"destination", destination_}})),
+      evicted_low_(registry.GetCounter(
+          metric::kQueueEvicted,
+          "Spans a full queue dropped, by priority (low = kernel spans without error).",
+          {{"destination", destination_}, {"priority", "low"}})),
+      evicted_high_(registry.GetCounter(
+          metric::kQueueEvicted,
+          "Spans a full queue dropped, by priority (low = kernel spans without error).",
+          {{"destination", destination_}, {"priority", "high"}})) {
+  for (auto reason : kDeadLetterReasons) {
+    dead_lettered_[std::string(reason)] = &registry.GetCounter(
+        metric::kDeadLettered, "Spans stored in the dead-letter store, by reason.",
+        {{"destination", destination_}, {"reason", std::string(reason)}});
+  }
+  registry.GetCounter(metric::kDiskRecoveredSpans,
+                      "Spans read back from the disk queue at start-up.",
+                      {{"destination", destination_}});
   // Registered up front so every series is visible (at 0) from the start.
   for (auto reason : kDestinationDropReasons) {
     dropped_[std::string(reason)] = &registry.GetCounter(
@@ -118,6 +145,10 @@ DestinationMetrics::DestinationMetrics(MetricsRegistry& registry, std::string de
 
 void DestinationMetrics::Dropped(std::string_view reason, std::uint64_t spans) noexcept {
   if (auto it = dropped_.find(reason); it != dropped_.end()) it->second->Add(spans);
+}
+
+void DestinationMetrics::DeadLettered(std::string_view reason, std::uint64_t spans) noexcept {
+  if (auto it = dead_lettered_.find(reason); it != dead_lettered_.end()) it->second->Add(spans);
 }
 
 void DestinationMetrics::BatchAttempt(std::string_view outcome) noexcept {

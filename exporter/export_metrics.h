@@ -31,6 +31,24 @@ inline constexpr std::string_view kRetries = "kspan_exporter_retries_total";
 inline constexpr std::string_view kQueueBatches = "kspan_exporter_destination_queue_batches";
 inline constexpr std::string_view kQueueSpans = "kspan_exporter_destination_queue_spans";
 inline constexpr std::string_view kLastExportSeconds = "kspan_exporter_last_export_duration_seconds";
+inline constexpr std::string_view kQueueBytes = "kspan_exporter_destination_queue_bytes";
+inline constexpr std::string_view kQueueEvicted = "kspan_exporter_queue_priority_drops_total";
+inline constexpr std::string_view kDeadLettered = "kspan_exporter_spans_dead_lettered_total";
+inline constexpr std::string_view kKeptOnDisk = "kspan_exporter_spans_kept_on_disk_total";
+inline constexpr std::string_view kDiskRecoveredSpans = "kspan_exporter_disk_queue_recovered_spans_total";
+inline constexpr std::string_view kDiskRecoveredBatches = "kspan_exporter_disk_queue_recovered_batches_total";
+inline constexpr std::string_view kDiskResentBatches = "kspan_exporter_disk_queue_resent_batches_total";
+inline constexpr std::string_view kDiskPersistedSpans = "kspan_exporter_disk_queue_persisted_spans_total";
+inline constexpr std::string_view kDiskRejected = "kspan_exporter_disk_queue_rejected_batches_total";
+inline constexpr std::string_view kDiskBytes = "kspan_exporter_disk_queue_bytes";
+inline constexpr std::string_view kDiskBatches = "kspan_exporter_disk_queue_batches";
+inline constexpr std::string_view kDiskWritable = "kspan_exporter_disk_queue_writable";
+inline constexpr std::string_view kDlqBytes = "kspan_exporter_dlq_bytes";
+inline constexpr std::string_view kDlqEvicted = "kspan_exporter_dlq_evicted_batches_total";
+inline constexpr std::string_view kCircuitState = "kspan_exporter_circuit_state";
+inline constexpr std::string_view kCircuitTransitions = "kspan_exporter_circuit_transitions_total";
+inline constexpr std::string_view kCircuitProbes = "kspan_exporter_circuit_probes_total";
+inline constexpr std::string_view kInFlight = "kspan_exporter_requests_in_flight";
 }  // namespace metric
 
 // Values of the `reason` label.
@@ -41,6 +59,8 @@ inline constexpr std::string_view kPermanentError = "permanent_error";
 inline constexpr std::string_view kRetryExhausted = "retry_exhausted";
 inline constexpr std::string_view kRejectedByBackend = "rejected_by_backend";
 inline constexpr std::string_view kShutdown = "shutdown";  // batcher and destinations
+// A persisted batch that could not be read back (corrupt disk queue row).
+inline constexpr std::string_view kDiskCorrupt = "disk_corrupt";
 }  // namespace drop_reason
 
 // Values of the `outcome` label of kspan_exporter_batches_total (one per
@@ -58,9 +78,16 @@ struct DestinationAccounting {
   std::uint64_t batcher_dropped = 0;  // whole pipeline, before fan-out
   std::uint64_t exported = 0;
   std::map<std::string, std::uint64_t, std::less<>> dropped;  // by reason
+  std::uint64_t dead_lettered = 0;  // kept in the dead-letter store
+  std::uint64_t kept_on_disk = 0;   // left in the disk queue at shutdown
+  std::uint64_t recovered = 0;      // read back from the disk queue at start
   std::uint64_t dropped_total() const;
-  // submitted == batcher_dropped + exported + dropped_total()
-  bool Balanced() const { return submitted == batcher_dropped + exported + dropped_total(); }
+  // submitted + recovered
+  //   == batcher_dropped + exported + dropped_total() + dead_lettered + kept_on_disk
+  bool Balanced() const {
+    return submitted + recovered ==
+           batcher_dropped + exported + dropped_total() + dead_lettered + kept_on_disk;
+  }
 };
 DestinationAccounting ReadAccounting(const MetricsRegistry& metrics, std::string_view destination);
 
@@ -98,6 +125,11 @@ class DestinationMetrics {
   void Dropped(std::string_view reason, std::uint64_t spans) noexcept;
   void BatchAttempt(std::string_view outcome) noexcept;
   void Retry() noexcept { retries_.Add(); }
+  void DeadLettered(std::string_view reason, std::uint64_t spans) noexcept;
+  void KeptOnDisk(std::uint64_t spans) noexcept { kept_on_disk_.Add(spans); }
+  void PriorityDrop(bool high_priority, std::uint64_t spans) noexcept {
+    (high_priority ? evicted_high_ : evicted_low_).Add(spans);
+  }
   void ExportDuration(std::chrono::steady_clock::duration d) noexcept;
 
  private:
@@ -105,6 +137,10 @@ class DestinationMetrics {
   Counter& exported_;
   Counter& retries_;
   Gauge& last_export_seconds_;
+  Counter& kept_on_disk_;
+  Counter& evicted_low_;
+  Counter& evicted_high_;
+  std::map<std::string, Counter*, std::less<>> dead_lettered_;  // fixed after construction
   std::map<std::string, Counter*, std::less<>> dropped_;   // fixed after construction
   std::map<std::string, Counter*, std::less<>> batches_;   // fixed after construction
 };

@@ -9,6 +9,10 @@
 #include "exporter/destination_queue.h"
 #include "exporter/file_store_sender.h"
 #include "exporter/otlp_grpc_sender.h"
+#include "exporter/otlp_http_sender.h"
+#include "exporter/zipkin_sender.h"
+#include "absl/strings/match.h"
+#include <algorithm>
 #include "spdlog/spdlog.h"
 
 namespace kspan {
@@ -17,29 +21,54 @@ namespace {
 std::string_view TypeName(DestinationType type) {
   switch (type) {
     case DestinationType::kOtlpGrpc: return "otlp_grpc";
+    case DestinationType::kOtlpHttp: return "otlp_http";
+    case DestinationType::kZipkin: return "zipkin";
     case DestinationType::kConsole: return "console";
     case DestinationType::kFile: return "file";
   }
   return "unknown";
 }
 
-absl::StatusOr<std::unique_ptr<SpanSender>> MakeSender(const DestinationConfig& d) {
+template <typename T>
+absl::StatusOr<std::unique_ptr<SpanSender>> Upcast(absl::StatusOr<std::unique_ptr<T>> s) {
+  if (!s.ok()) return s.status();
+  return std::unique_ptr<SpanSender>(*std::move(s));
+}
+
+}  // namespace
+
+bool UsesOtlpHttp(const DestinationConfig& d) {
+  return d.type == DestinationType::kOtlpHttp ||
+         (d.type == DestinationType::kOtlpGrpc && absl::StartsWith(d.otlp_grpc.protocol, "http/"));
+}
+
+bool IsNetworkDestination(const DestinationConfig& d) {
+  return d.type == DestinationType::kOtlpGrpc || d.type == DestinationType::kOtlpHttp ||
+         d.type == DestinationType::kZipkin;
+}
+
+absl::StatusOr<std::unique_ptr<SpanSender>> MakeSpanSender(const DestinationConfig& d,
+                                                          const EnvLookup& env) {
+  if (UsesOtlpHttp(d)) {
+    OtlpGrpcOptions o = d.otlp_grpc;
+    if (!absl::StartsWith(o.protocol, "http/")) o.protocol = "http/protobuf";
+    return Upcast(OtlpHttpSender::Create(o, env));
+  }
   switch (d.type) {
-    case DestinationType::kOtlpGrpc: {
-      auto s = OtlpGrpcSender::Create(d.otlp_grpc);
-      if (!s.ok()) return s.status();
-      return std::unique_ptr<SpanSender>(*std::move(s));
-    }
+    case DestinationType::kOtlpGrpc:
+    case DestinationType::kOtlpHttp:
+      return Upcast(OtlpGrpcSender::Create(d.otlp_grpc, env));
+    case DestinationType::kZipkin:
+      return Upcast(ZipkinSender::Create(d.otlp_grpc, env));
     case DestinationType::kConsole:
       return std::unique_ptr<SpanSender>(std::make_unique<ConsoleSender>(d.console));
-    case DestinationType::kFile: {
-      auto s = FileStoreSender::Create(d.file);
-      if (!s.ok()) return s.status();
-      return std::unique_ptr<SpanSender>(*std::move(s));
-    }
+    case DestinationType::kFile:
+      return Upcast(FileStoreSender::Create(d.file));
   }
   return absl::InvalidArgumentError("unknown destination type");
 }
+
+namespace {
 
 class ExportPipelineImpl final : public ExportPipeline {
  public:
@@ -105,17 +134,34 @@ absl::StatusOr<std::unique_ptr<ExportPipeline>> ExportPipeline::Create(const Exp
       return absl::InvalidArgumentError(
           absl::StrCat("export: destination '", name, "': max_queued_batches must be at least 1"));
     }
-    auto sender = MakeSender(d);
-    if (!sender.ok()) {
-      return absl::Status(sender.status().code(), absl::StrCat("export: destination '", name,
-                                                               "': ", sender.status().message()));
+    // Local destinations write one batch at a time, in order.
+    const bool network = IsNetworkDestination(d);
+    const std::size_t in_flight = network ? std::clamp<std::size_t>(d.max_in_flight, 1, 64) : 1;
+    std::vector<std::unique_ptr<SpanSender>> senders;
+    for (std::size_t i = 0; i < in_flight; ++i) {
+      auto sender = MakeSpanSender(d, ProcessEnv());
+      if (!sender.ok()) {
+        return absl::Status(sender.status().code(), absl::StrCat("export: destination '", name,
+                                                                 "': ", sender.status().message()));
+      }
+      senders.push_back(*std::move(sender));
     }
     DestinationQueue::Options options;
     options.name = name;
     options.retry = d.retry;
     options.max_queued_batches = d.max_queued_batches;
+    options.max_queued_spans = d.queue.max_spans;
+    options.max_queued_bytes = d.queue.max_bytes;
+    options.disk = d.queue.disk;
+    if (options.disk.enabled && options.disk.path.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("export: destination '", name, "': queue.disk needs a path"));
+    }
+    options.dead_letter = d.dead_letter;
+    options.circuit_breaker = d.circuit_breaker;
+    options.circuit_breaker.enabled = network && d.circuit_breaker.enabled;
     destinations.push_back(
-        std::make_unique<DestinationQueue>(std::move(options), *std::move(sender), metrics));
+        std::make_unique<DestinationQueue>(std::move(options), std::move(senders), metrics));
   }
 
   auto pipeline = std::make_unique<ExportPipelineImpl>(std::move(destinations));

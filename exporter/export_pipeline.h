@@ -11,10 +11,17 @@
 
 #include "absl/status/statusor.h"
 #include "exporter/export_config.h"
+#include "exporter/otlp_options.h"
+#include "exporter/sender.h"
 #include "exporter/self_metrics.h"
 #include "exporter/span.h"
 
 namespace kspan {
+
+// The sender for one destination (one per request in flight), also used by
+// `kspan dlq replay`.
+absl::StatusOr<std::unique_ptr<SpanSender>> MakeSpanSender(const DestinationConfig& d,
+                                                          const EnvLookup& env);
 
 class ExportPipeline {
  public:

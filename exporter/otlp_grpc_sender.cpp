@@ -7,6 +7,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "exporter/auth.h"
 #include "exporter/otlp_transform.h"
 #include "exporter/retry.h"
 #include "google/protobuf/arena.h"
@@ -77,7 +78,7 @@ absl::StatusOr<GrpcTarget> ParseGrpcEndpoint(const std::string& endpoint, bool i
 }
 
 absl::StatusOr<std::unique_ptr<OtlpGrpcSender>> OtlpGrpcSender::Create(
-    const OtlpGrpcOptions& options) {
+    const OtlpGrpcOptions& options, const EnvLookup& env) {
   auto target = ParseGrpcEndpoint(options.endpoint, options.insecure);
   if (!target.ok()) return target.status();
 
@@ -98,15 +99,38 @@ absl::StatusOr<std::unique_ptr<OtlpGrpcSender>> OtlpGrpcSender::Create(
       if (!pem.ok()) return pem.status();
       ssl.pem_root_certs = *std::move(pem);
     }
+    // mTLS: the client certificate chain and its key, both or neither.
+    if (options.tls.cert_file.empty() != options.tls.key_file.empty()) {
+      return absl::InvalidArgumentError("TLS client certificate and key must be given together");
+    }
+    if (!options.tls.cert_file.empty()) {
+      auto cert = ReadFile(options.tls.cert_file);
+      if (!cert.ok()) return cert.status();
+      auto key = ReadFile(options.tls.key_file);
+      if (!key.ok()) return key.status();
+      ssl.pem_cert_chain = *std::move(cert);
+      ssl.pem_private_key = *std::move(key);
+    }
+    if (!options.tls.server_name.empty()) {
+      args.SetSslTargetNameOverride(options.tls.server_name);
+    }
+    if (options.tls.insecure_skip_verify) {
+      return absl::InvalidArgumentError(
+          "tls.insecure_skip_verify is not supported for OTLP/gRPC; give the CA with tls.ca_file");
+    }
     credentials = grpc::SslCredentials(ssl);
   } else {
     credentials = grpc::InsecureChannelCredentials();
   }
+  auto headers = HeadersWithAuth(options.headers, options.auth, env);
+  if (!headers.ok()) return headers.status();
+  OtlpGrpcOptions with_auth = options;
+  with_auth.headers = *std::move(headers);
   auto channel = grpc::CreateCustomChannel(target->target, credentials, args);
   spdlog::info("OTLP/gRPC exporter: {} ({}{})", target->target, target->tls ? "TLS" : "plaintext",
                options.compression == "gzip" ? ", gzip" : "");
   return std::make_unique<OtlpGrpcSender>(
-      options, opentelemetry::proto::collector::trace::v1::TraceService::NewStub(channel));
+      with_auth, opentelemetry::proto::collector::trace::v1::TraceService::NewStub(channel));
 }
 
 OtlpGrpcSender::OtlpGrpcSender(const OtlpGrpcOptions& options, std::unique_ptr<Stub> stub)

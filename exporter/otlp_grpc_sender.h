@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "exporter/export_config.h"
+#include "exporter/otlp_options.h"
 #include "exporter/sender.h"
 #include "grpcpp/grpcpp.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.grpc.pb.h"
@@ -29,8 +30,10 @@ class OtlpGrpcSender final : public SpanSender {
  public:
   using Stub = opentelemetry::proto::collector::trace::v1::TraceService::StubInterface;
 
-  // Fails on a bad endpoint, compression name or unreadable CA file.
-  static absl::StatusOr<std::unique_ptr<OtlpGrpcSender>> Create(const OtlpGrpcOptions& options);
+  // Fails on a bad endpoint, compression name or unreadable CA/certificate/
+  // key/secret file. `env` resolves auth secrets given by variable name.
+  static absl::StatusOr<std::unique_ptr<OtlpGrpcSender>> Create(const OtlpGrpcOptions& options,
+                                                                const EnvLookup& env = ProcessEnv());
 
   // For tests: any stub (a fake, or one on an in-process channel).
   OtlpGrpcSender(const OtlpGrpcOptions& options, std::unique_ptr<Stub> stub);

@@ -99,12 +99,10 @@ absl::StatusOr<OtlpGrpcOptions> OtlpGrpcOptionsFromEnv(const EnvLookup& env,
                                                        OtlpGrpcOptions options) {
   if (auto v = Lookup(env, "PROTOCOL")) {
     const std::string protocol = absl::AsciiStrToLower(v->value);
-    if (protocol == "http/protobuf" || protocol == "http/json") {
-      return absl::UnimplementedError(
-          absl::StrCat(v->name, "='", v->value,
-                       "': kspan does not support OTLP/HTTP export yet; use grpc"));
+    if (protocol != "grpc" && protocol != "http/protobuf" && protocol != "http/json") {
+      return Invalid(*v, "expected grpc, http/protobuf or http/json");
     }
-    if (protocol != "grpc") return Invalid(*v, "expected grpc, http/protobuf or http/json");
+    options.protocol = protocol;
   }
 
   if (auto v = Lookup(env, "ENDPOINT")) {
@@ -119,6 +117,9 @@ absl::StatusOr<OtlpGrpcOptions> OtlpGrpcOptionsFromEnv(const EnvLookup& env,
       return Invalid(*v, "no host");
     }
     options.endpoint = v->value;
+    // OTLP/HTTP: the signal-specific variable is the URL to POST to; the
+    // generic one is a base URL that gets "/v1/traces".
+    options.endpoint_is_full_url = absl::StartsWith(v->name, "OTEL_EXPORTER_OTLP_TRACES_");
   }
 
   if (auto v = Lookup(env, "INSECURE")) {
@@ -166,6 +167,8 @@ absl::StatusOr<OtlpGrpcOptions> OtlpGrpcOptionsFromEnv(const EnvLookup& env,
   }
 
   if (auto v = Lookup(env, "CERTIFICATE")) options.certificate_file = v->value;
+  if (auto v = Lookup(env, "CLIENT_CERTIFICATE")) options.tls.cert_file = v->value;
+  if (auto v = Lookup(env, "CLIENT_KEY")) options.tls.key_file = v->value;
 
   return options;
 }

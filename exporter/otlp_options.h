@@ -9,7 +9,11 @@
 //   _TIMEOUT      milliseconds
 //   _COMPRESSION  gzip|none
 //   _CERTIFICATE  CA bundle file for TLS
-//   _PROTOCOL     grpc (http/protobuf and http/json: not supported yet)
+//   _CLIENT_CERTIFICATE, _CLIENT_KEY  client certificate and key (mTLS)
+//   _PROTOCOL     grpc | http/protobuf | http/json (selects the transport)
+//
+// For OTLP/HTTP, OTEL_EXPORTER_OTLP_ENDPOINT is a base URL ("/v1/traces" is
+// appended) while OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is used as is.
 #pragma once
 
 #include <functional>

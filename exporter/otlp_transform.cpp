@@ -1,5 +1,6 @@
 #include "exporter/otlp_transform.h"
 
+#include <cstring>
 #include <utility>
 #include <variant>
 
@@ -173,6 +174,91 @@ otlp::ExportTraceServiceRequest ToExportRequest(std::span<const Span> spans) {
   otlp::ExportTraceServiceRequest request;
   AppendToExportRequest(spans, request);
   return request;
+}
+
+}  // namespace kspan
+
+namespace kspan {
+namespace {
+
+namespace common_in = opentelemetry::proto::common::v1;
+
+AttributeValue FromAnyValue(const common_in::AnyValue& v) {
+  switch (v.value_case()) {
+    case common_in::AnyValue::kBoolValue: return v.bool_value();
+    case common_in::AnyValue::kIntValue: return std::int64_t{v.int_value()};
+    case common_in::AnyValue::kDoubleValue: return v.double_value();
+    case common_in::AnyValue::kStringValue: return v.string_value();
+    default:
+      // Arrays, maps and bytes have no place in the span model; keep them
+      // readable rather than lose the attribute.
+      return v.ShortDebugString();
+  }
+}
+
+template <typename RepeatedKeyValue>
+Attributes FromKeyValues(const RepeatedKeyValue& in) {
+  Attributes out;
+  out.reserve(static_cast<std::size_t>(in.size()));
+  for (const auto& kv : in) out.push_back({kv.key(), FromAnyValue(kv.value())});
+  return out;
+}
+
+template <std::size_t N>
+void GetId(const std::string& in, std::array<std::uint8_t, N>* out) {
+  out->fill(0);
+  if (in.size() == N) std::memcpy(out->data(), in.data(), N);
+}
+
+}  // namespace
+
+std::vector<Span> FromExportRequest(const otlp::ExportTraceServiceRequest& request) {
+  std::vector<Span> out;
+  const auto kernel_scope = KernelScope();
+  for (const auto& rs : request.resource_spans()) {
+    auto resource = std::make_shared<const Resource>(
+        Resource{FromKeyValues(rs.resource().attributes())});
+    for (const auto& ss : rs.scope_spans()) {
+      const bool kernel =
+          ss.scope().name() == kernel_scope->name && ss.scope().version() == kernel_scope->version;
+      std::shared_ptr<const InstrumentationScope> scope =
+          kernel ? kernel_scope
+                 : std::make_shared<const InstrumentationScope>(
+                       InstrumentationScope{ss.scope().name(), ss.scope().version()});
+      for (const auto& in : ss.spans()) {
+        Span s;
+        GetId(in.trace_id(), &s.trace_id);
+        GetId(in.span_id(), &s.span_id);
+        GetId(in.parent_span_id(), &s.parent_span_id);
+        s.trace_state = in.trace_state();
+        s.flags = in.flags();
+        s.name = in.name();
+        s.kind = static_cast<SpanKind>(in.kind());
+        s.start_unix_nano = in.start_time_unix_nano();
+        s.end_unix_nano = in.end_time_unix_nano();
+        s.attributes = FromKeyValues(in.attributes());
+        for (const auto& e : in.events()) {
+          s.events.push_back({e.name(), e.time_unix_nano(), FromKeyValues(e.attributes())});
+        }
+        for (const auto& l : in.links()) {
+          SpanLink link;
+          GetId(l.trace_id(), &link.trace_id);
+          GetId(l.span_id(), &link.span_id);
+          link.trace_state = l.trace_state();
+          link.attributes = FromKeyValues(l.attributes());
+          link.flags = l.flags();
+          s.links.push_back(std::move(link));
+        }
+        s.status_code = static_cast<StatusCode>(in.status().code());
+        s.status_message = in.status().message();
+        s.resource = resource;
+        s.scope = scope;
+        s.source = kernel ? SpanSource::kKernel : SpanSource::kApp;
+        out.push_back(std::move(s));
+      }
+    }
+  }
+  return out;
 }
 
 }  // namespace kspan

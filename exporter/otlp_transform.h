@@ -6,6 +6,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "exporter/span.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb.h"
@@ -22,6 +23,11 @@ using ExportTraceServiceResponse = opentelemetry::proto::collector::trace::v1::E
 void AppendToExportRequest(std::span<const Span> spans, otlp::ExportTraceServiceRequest& request);
 
 otlp::ExportTraceServiceRequest ToExportRequest(std::span<const Span> spans);
+
+// The reverse, for batches read back from the disk queue and the dead-letter
+// store: one Resource per ResourceSpans; spans under kspan's own scope are
+// kernel spans, all others app spans.
+std::vector<Span> FromExportRequest(const otlp::ExportTraceServiceRequest& request);
 
 // proto3 strings must be valid UTF-8 and receivers (the Go collector, for
 // one) reject a whole request otherwise, while captured names and payload

@@ -2,6 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
+
+#include <curl/curl.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 
 namespace kspan {
 
@@ -19,6 +25,28 @@ bool IsRetryableGrpcCode(grpc::StatusCode code, bool server_sent_retry_info) noe
     default:
       return false;
   }
+}
+
+bool IsRetryableHttpStatus(long status) noexcept {
+  return status == 429 || status == 502 || status == 503 || status == 504;
+}
+
+std::optional<std::chrono::milliseconds> ParseRetryAfter(
+    std::string_view value, std::chrono::system_clock::time_point now) {
+  const std::string v(absl::StripAsciiWhitespace(absl::string_view(value.data(), value.size())));
+  if (v.empty()) return std::nullopt;
+  std::int64_t seconds = 0;
+  if (absl::SimpleAtoi(v, &seconds)) {
+    if (seconds < 0) return std::nullopt;
+    return std::chrono::milliseconds(std::min<std::int64_t>(seconds, 86400 * 365) * 1000);
+  }
+  // HTTP-date (IMF-fixdate, and the obsolete RFC 850 and asctime forms):
+  // libcurl's date parser handles all three.
+  const time_t when = curl_getdate(v.c_str(), nullptr);
+  if (when == -1) return std::nullopt;
+  const auto delta = std::chrono::system_clock::from_time_t(when) - now;
+  if (delta <= std::chrono::system_clock::duration::zero()) return std::chrono::milliseconds(0);
+  return std::chrono::ceil<std::chrono::milliseconds>(delta);
 }
 
 std::string_view GrpcCodeName(grpc::StatusCode code) noexcept {

@@ -17,6 +17,17 @@ namespace kspan {
 // only when the server sent RetryInfo (it can recover); all others never.
 bool IsRetryableGrpcCode(grpc::StatusCode code, bool server_sent_retry_info) noexcept;
 
+// The OTLP/HTTP retry table: 429, 502, 503 and 504 are retryable; every
+// other 4xx and 5xx never is. (Connection failures are retryable too; the
+// sender decides those from the transport error.)
+bool IsRetryableHttpStatus(long status) noexcept;
+
+// An HTTP Retry-After value (RFC 9110): delay-seconds or an HTTP-date,
+// relative to `now`. A date in the past means "now" (0); nullopt when the
+// value is neither.
+std::optional<std::chrono::milliseconds> ParseRetryAfter(
+    std::string_view value, std::chrono::system_clock::time_point now);
+
 // "UNAVAILABLE" etc., for logs and results.
 std::string_view GrpcCodeName(grpc::StatusCode code) noexcept;
 

@@ -19,6 +19,9 @@ namespace kspan {
 // exactly the same spans (same ids).
 struct SpanBatch {
   std::vector<Span> spans;
+  // Sum of Span::ApproximateBytes(), filled in by the batcher (0 = not
+  // computed; queues compute it then).
+  std::size_t approx_bytes = 0;
 };
 using SharedSpanBatch = std::shared_ptr<const SpanBatch>;
 
@@ -37,7 +40,8 @@ struct ExportResult {
   std::string code = "OK";
   // Error or partial-success message, for logs (never contains span data).
   std::string message;
-  // The server's throttling hint (gRPC RetryInfo); replaces the backoff.
+  // The server's throttling hint (gRPC RetryInfo, HTTP Retry-After);
+  // replaces the backoff, also when longer than its cap.
   std::optional<std::chrono::milliseconds> retry_after;
 
   static ExportResult Success() { return {}; }
@@ -57,7 +61,9 @@ class SpanSender {
 
   // Delivers one batch, giving up by `deadline` at the latest (a transport
   // may also apply its own shorter per-request timeout). Called from one
-  // thread at a time.
+  // thread at a time (a destination with N requests in flight has N
+  // senders). An empty batch is a probe: an empty export request that tells
+  // whether the destination answers (circuit breaker).
   virtual ExportResult Send(const SpanBatch& batch, Clock::time_point deadline) = 0;
 
   // Aborts a Send() in flight on another thread, used when shutdown's

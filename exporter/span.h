@@ -43,6 +43,14 @@ enum class StatusCode : int {
   kError = 2,
 };
 
+// Where a span came from. Kernel spans are the default; spans received from
+// instrumented applications are app spans. When a queue is full, app spans
+// and error spans are kept before low-value kernel spans.
+enum class SpanSource : std::uint8_t {
+  kKernel = 0,
+  kApp = 1,
+};
+
 using AttributeValue = std::variant<std::string, bool, std::int64_t, double>;
 
 struct Attribute {
@@ -109,6 +117,13 @@ struct Span {
 
   std::shared_ptr<const Resource> resource;
   std::shared_ptr<const InstrumentationScope> scope;
+
+  SpanSource source = SpanSource::kKernel;
+
+  // Kept before the others when a queue must drop: app spans and errors.
+  bool HighPriority() const noexcept {
+    return source == SpanSource::kApp || status_code == StatusCode::kError;
+  }
 
   // Approximate in-memory size, used to bound queues by bytes.
   std::size_t ApproximateBytes() const noexcept;

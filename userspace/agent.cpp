@@ -75,38 +75,48 @@ void Agent::RegisterCaptureMetrics() {
   if (!tcp_) return;
   struct Slot {
     int index;
-    const char* name;
-    const char* help;
-    const char* reason;
+    bool lost;  // an event lost in the kernel, else one submitted
+    const char* label;
   };
   static constexpr Slot kSlots[] = {
-      {KSPAN_TCP_STAT_CONNECT_EMITTED, "kspan_bpf_events_total",
-       "Records BPF programs submitted to ring buffers.", nullptr},
-      {KSPAN_TCP_STAT_RING_FULL, "kspan_bpf_dropped_total",
-       "Kernel events lost before reaching userspace, by reason.", "ring_full"},
-      {KSPAN_TCP_STAT_START_TABLE_FULL, "kspan_bpf_dropped_total",
-       "Kernel events lost before reaching userspace, by reason.", "start_table_full"},
+      {KSPAN_TCP_STAT_CONNECT_EMITTED, false, "tcp_connect"},
+      {KSPAN_TCP_STAT_ACCEPT_EMITTED, false, "tcp_accept"},
+      {KSPAN_TCP_STAT_CONN_EMITTED, false, "tcp_connection"},
+      {KSPAN_TCP_STAT_NOTE_EMITTED, false, "tcp_note"},
+      {KSPAN_TCP_STAT_RING_FULL, true, "ring_full"},
+      {KSPAN_TCP_STAT_START_TABLE_FULL, true, "start_table_full"},
+      {KSPAN_TCP_STAT_CONN_TABLE_FULL, true, "conn_table_full"},
   };
   for (const auto& slot : kSlots) {
-    MetricLabels labels = {{"program", "kspan_tcp_state"}};
-    if (slot.reason) labels.emplace_back("reason", slot.reason);
     const int index = slot.index;
-    metrics_.AddCallbackCounter(
-        slot.name, slot.help, labels,
-        [this, index] { return static_cast<double>(tcp_->ReadStats()[index]); }, this);
+    auto value = [this, index] { return static_cast<double>(tcp_->ReadStats()[index]); };
+    if (slot.lost) {
+      metrics_.AddCallbackCounter("kspan_bpf_dropped_total",
+                                  "Kernel events lost before reaching userspace, by reason.",
+                                  {{"family", "tcp"}, {"reason", slot.label}}, value, this);
+    } else {
+      metrics_.AddCallbackCounter("kspan_bpf_events_total",
+                                  "Records BPF programs submitted to ring buffers, by kind.",
+                                  {{"family", "tcp"}, {"kind", slot.label}}, value, this);
+    }
   }
 }
 
 void Agent::LogTotals() {
-  const auto stats = tcp_ ? tcp_->ReadStats() : TcpStats{};
+  const auto st = tcp_ ? tcp_->ReadStats() : TcpStats{};
+  const std::uint64_t events = st[KSPAN_TCP_STAT_CONNECT_EMITTED] +
+                               st[KSPAN_TCP_STAT_ACCEPT_EMITTED] +
+                               st[KSPAN_TCP_STAT_CONN_EMITTED] + st[KSPAN_TCP_STAT_NOTE_EMITTED];
+  const std::uint64_t lost = st[KSPAN_TCP_STAT_RING_FULL] + st[KSPAN_TCP_STAT_START_TABLE_FULL] +
+                             st[KSPAN_TCP_STAT_CONN_TABLE_FULL];
   const std::uint64_t spans = metrics_.CounterTotal("kspan_spans_assembled_total");
-  if (spans == last_logged_spans_ && stats[KSPAN_TCP_STAT_RING_FULL] == 0) return;
+  if (spans == last_logged_spans_ && lost == last_logged_lost_) return;
   last_logged_spans_ = spans;
+  last_logged_lost_ = lost;
   spdlog::info(
-      "totals: kernel events {} (lost: ring full {}, start table full {}), decoded {}, "
-      "decode errors {}, spans {}, exported {} (sum over destinations), dropped {}",
-      stats[KSPAN_TCP_STAT_CONNECT_EMITTED], stats[KSPAN_TCP_STAT_RING_FULL],
-      stats[KSPAN_TCP_STAT_START_TABLE_FULL], decoder_->decoded(), decoder_->errors(), spans,
+      "totals: kernel events {} (lost in kernel {}), decoded {}, decode errors {}, spans {}, "
+      "exported {} (sum over destinations), dropped {}",
+      events, lost, decoder_->decoded(), decoder_->errors(), spans,
       metrics_.CounterTotal("kspan_exporter_spans_exported_total"),
       metrics_.CounterTotal("kspan_exporter_batcher_dropped_spans_total") +
           metrics_.CounterTotal("kspan_exporter_spans_dropped_total"));

@@ -53,6 +53,7 @@ class Agent {
   std::unique_ptr<RingReader> reader_;
   std::chrono::steady_clock::time_point last_totals_log_;
   std::uint64_t last_logged_spans_ = 0;
+  std::uint64_t last_logged_lost_ = 0;
   bool stopped_ = false;
 };
 

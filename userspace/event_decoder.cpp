@@ -1,5 +1,6 @@
 #include "userspace/event_decoder.h"
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 
@@ -15,6 +16,19 @@ static_assert(offsetof(kspan_tcp_connect_event, established) == 38);
 static_assert(offsetof(kspan_tcp_connect_event, saddr) == 40);
 static_assert(offsetof(kspan_tcp_connect_event, daddr) == 56);
 static_assert(offsetof(kspan_tcp_connect_event, comm) == 72);
+static_assert(sizeof(kspan_tcp_endpoints) == 40);
+static_assert(sizeof(kspan_tcp_accept_event) == 88);
+static_assert(offsetof(kspan_tcp_accept_event, queued_ns) == 16);
+static_assert(offsetof(kspan_tcp_accept_event, ep) == 32);
+static_assert(offsetof(kspan_tcp_accept_event, comm) == 72);
+static_assert(sizeof(kspan_tcp_conn_event) == 128);
+static_assert(offsetof(kspan_tcp_conn_event, sock_id) == 16);
+static_assert(offsetof(kspan_tcp_conn_event, bytes_sent) == 40);
+static_assert(offsetof(kspan_tcp_conn_event, srtt_us) == 68);
+static_assert(offsetof(kspan_tcp_conn_event, ep) == 72);
+static_assert(offsetof(kspan_tcp_conn_event, comm) == 112);
+static_assert(sizeof(kspan_tcp_note) == 32);
+static_assert(offsetof(kspan_tcp_note, ts_ns) == 16);
 
 namespace {
 constexpr char kErrors[] = "kspan_decoder_errors_total";
@@ -29,6 +43,19 @@ EventDecoder::EventDecoder(KernelEventHandler& handler, MetricsRegistry& metrics
       unknown_type_(metrics.GetCounter(kErrors, kErrorsHelp, {{"reason", "unknown_type"}})),
       bad_size_(metrics.GetCounter(kErrors, kErrorsHelp, {{"reason", "size_mismatch"}})) {}
 
+template <typename Record>
+bool EventDecoder::Copy(std::span<const std::byte> record, Record* out) noexcept {
+  if (record.size() != sizeof(Record)) {
+    bad_size_.Add();
+    return false;
+  }
+  // Ring records are 8-byte aligned, but copying keeps the decoder
+  // independent of that and of strict aliasing.
+  std::memcpy(out, record.data(), sizeof(Record));
+  decoded_.Add();
+  return true;
+}
+
 void EventDecoder::OnEvent(std::span<const std::byte> record) noexcept {
   std::uint32_t type = 0;
   if (record.size() < sizeof(type)) {
@@ -39,15 +66,22 @@ void EventDecoder::OnEvent(std::span<const std::byte> record) noexcept {
   switch (type) {
     case KSPAN_EVENT_TCP_CONNECT: {
       kspan_tcp_connect_event e;
-      if (record.size() != sizeof(e)) {
-        bad_size_.Add();
-        return;
-      }
-      // Ring records are 8-byte aligned, but copying keeps the decoder
-      // independent of that and of strict aliasing.
-      std::memcpy(&e, record.data(), sizeof(e));
-      decoded_.Add();
-      handler_.OnTcpConnect(e);
+      if (Copy(record, &e)) handler_.OnTcpConnect(e);
+      return;
+    }
+    case KSPAN_EVENT_TCP_ACCEPT: {
+      kspan_tcp_accept_event e;
+      if (Copy(record, &e)) handler_.OnTcpAccept(e);
+      return;
+    }
+    case KSPAN_EVENT_TCP_CONN: {
+      kspan_tcp_conn_event e;
+      if (Copy(record, &e)) handler_.OnTcpConn(e);
+      return;
+    }
+    case KSPAN_EVENT_TCP_CONN_EVENT: {
+      kspan_tcp_note e;
+      if (Copy(record, &e)) handler_.OnTcpNote(e);
       return;
     }
     default:

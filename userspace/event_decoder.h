@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string_view>
 
 #include "bpf/tcp.h"
 #include "exporter/self_metrics.h"
@@ -16,6 +17,9 @@ class KernelEventHandler {
  public:
   virtual ~KernelEventHandler() = default;
   virtual void OnTcpConnect(const kspan_tcp_connect_event& event) noexcept = 0;
+  virtual void OnTcpAccept(const kspan_tcp_accept_event&) noexcept {}
+  virtual void OnTcpConn(const kspan_tcp_conn_event&) noexcept {}
+  virtual void OnTcpNote(const kspan_tcp_note&) noexcept {}
 };
 
 class EventDecoder final : public EventSink {
@@ -23,6 +27,11 @@ class EventDecoder final : public EventSink {
   EventDecoder(KernelEventHandler& handler, MetricsRegistry& metrics);
 
   void OnEvent(std::span<const std::byte> record) noexcept override;
+
+  // Copies a fixed-size record after checking its size; false (counted)
+  // when the size is wrong.
+  template <typename Record>
+  bool Copy(std::span<const std::byte> record, Record* out) noexcept;
 
   std::uint64_t decoded() const { return decoded_.Value(); }
   std::uint64_t errors() const { return short_record_.Value() + unknown_type_.Value() + bad_size_.Value(); }

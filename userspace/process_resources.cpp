@@ -55,6 +55,16 @@ std::shared_ptr<const Resource> ProcessResources::Build(std::uint32_t pid, std::
 }
 
 std::shared_ptr<const Resource> ProcessResources::For(std::uint32_t pid, std::string_view comm) {
+  if (pid == 0) {
+    // Work no process owns (a connection nobody accepted): the host's.
+    if (!kernel_) {
+      auto r = std::make_shared<Resource>();
+      r->attributes.push_back({"service.name", std::string("kernel")});
+      r->attributes.push_back({"host.name", host_name_});
+      kernel_ = std::move(r);
+    }
+    return kernel_;
+  }
   const auto now = std::chrono::steady_clock::now();
   auto it = cache_.find(pid);
   if (it != cache_.end() && now - it->second.built < options_.ttl) {

@@ -30,7 +30,8 @@ class ProcessResources {
   explicit ProcessResources(Options options);
 
   // `comm` (from the kernel event) names the process when it has already
-  // exited and /proc no longer has it. Not thread-safe: one per producer.
+  // exited and /proc no longer has it. Pid 0 is the host itself (service.name
+  // "kernel"). Not thread-safe: one per producer.
   std::shared_ptr<const Resource> For(std::uint32_t pid, std::string_view comm);
 
   const std::string& host_name() const { return host_name_; }
@@ -47,6 +48,7 @@ class ProcessResources {
   Options options_;
   std::string host_name_;
   std::unordered_map<std::uint32_t, Entry> cache_;
+  std::shared_ptr<const Resource> kernel_;
 };
 
 }  // namespace kspan

@@ -32,65 +32,58 @@ std::string ErrnoName(int err) {
   }
 }
 
+namespace {
+constexpr char kAssembled[] = "kspan_spans_assembled_total";
+constexpr char kAssembledHelp[] = "Kernel spans built from decoded events, by family.";
+}  // namespace
+
 SpanAssembler::SpanAssembler(ClockSync& clock, ProcessResources& resources,
                              MetricsRegistry& metrics, SpanConsumer consumer)
     : clock_(clock),
-      resources_(resources),
+      ctx_{clock, resources, ids_},
       consumer_(std::move(consumer)),
-      assembled_(metrics.GetCounter("kspan_spans_assembled_total",
-                                    "Kernel spans built from decoded events.",
-                                    {{"family", "tcp_connect"}})) {}
+      connect_spans_(metrics.GetCounter(kAssembled, kAssembledHelp, {{"family", "tcp_connect"}})),
+      accept_spans_(metrics.GetCounter(kAssembled, kAssembledHelp, {{"family", "tcp_accept"}})),
+      connection_spans_(
+          metrics.GetCounter(kAssembled, kAssembledHelp, {{"family", "tcp_connection"}})),
+      assembly_failed_(metrics.GetCounter("kspan_spans_assembly_failed_total",
+                                          "Kernel events whose span could not be built.")) {
+  metrics.AddCallbackCounter(
+      "kspan_tcp_notes_discarded_total",
+      "Retransmit/reset notes discarded because too many connections or notes were pending.",
+      {}, [this] { return static_cast<double>(notes_.discarded()); }, this);
+}
 
-Span SpanAssembler::BuildTcpConnect(const kspan_tcp_connect_event& e) {
-  Span s;
-  s.trace_id = ids_.NewTraceId();
-  s.span_id = ids_.NewSpanId();
-  s.name = "tcp connect";
-  s.kind = SpanKind::kClient;
-  s.start_unix_nano = clock_.ToUnixNanos(e.start_ns);
-  s.end_unix_nano = clock_.ToUnixNanos(e.end_ns);
-  s.scope = KernelScope();
-
-  const std::string comm(e.comm, strnlen(e.comm, sizeof(e.comm)));
-  s.resource = resources_.For(e.pid, comm);
-
-  const std::string peer = FormatAddress(e.family, e.daddr);
-  s.attributes = {
-      {"network.transport", std::string("tcp")},
-      {"network.type", std::string(e.family == AF_INET6 ? "ipv6" : "ipv4")},
-      {"network.peer.address", peer},
-      {"network.peer.port", static_cast<std::int64_t>(e.dport)},
-      {"network.local.address", FormatAddress(e.family, e.saddr)},
-      {"network.local.port", static_cast<std::int64_t>(e.sport)},
-      {"server.address", peer},
-      {"server.port", static_cast<std::int64_t>(e.dport)},
-      {"process.pid", static_cast<std::int64_t>(e.pid)},
-      {"thread.id", static_cast<std::int64_t>(e.tid)},
-  };
-
-  if (!e.established) {
-    s.status_code = StatusCode::kError;
-    if (e.error != 0) {
-      const int err = static_cast<int>(e.error);
-      s.status_message = absl::StrCat("connect failed: ", std::strerror(err));
-      s.attributes.push_back({"error.type", ErrnoName(err)});
-    } else {
-      // The application closed (or gave up on) the socket during the handshake.
-      s.status_message = "connect abandoned: socket closed before the handshake completed";
-      s.attributes.push_back({"error.type", std::string("closed_before_established")});
-    }
+template <typename Build>
+void SpanAssembler::Emit(Counter& counter, Build&& build) noexcept {
+  try {
+    consumer_(build());
+    counter.Add();
+  } catch (const std::exception& ex) {
+    // Allocation failure is the only way here; counted, never silent.
+    assembly_failed_.Add();
+    spdlog::error("span assembly failed: {}", ex.what());
   }
-  return s;
 }
 
 void SpanAssembler::OnTcpConnect(const kspan_tcp_connect_event& event) noexcept {
+  Emit(connect_spans_, [&] { return BuildTcpConnectSpan(event, ctx_); });
+}
+
+void SpanAssembler::OnTcpAccept(const kspan_tcp_accept_event& event) noexcept {
+  Emit(accept_spans_, [&] { return BuildTcpAcceptSpan(event, ctx_); });
+}
+
+void SpanAssembler::OnTcpConn(const kspan_tcp_conn_event& event) noexcept {
+  Emit(connection_spans_,
+       [&] { return BuildTcpConnectionSpan(event, notes_.Take(event.sock_id), ctx_); });
+}
+
+void SpanAssembler::OnTcpNote(const kspan_tcp_note& note) noexcept {
   try {
-    consumer_(BuildTcpConnect(event));
-    assembled_.Add();
-  } catch (const std::exception& ex) {
-    // Allocation failure is the only way here; losing the span is counted by
-    // the gap between decoded and assembled.
-    spdlog::error("span assembly failed: {}", ex.what());
+    notes_.Add(note, clock_.ToUnixNanos(note.ts_ns));
+  } catch (const std::exception&) {
+    assembly_failed_.Add();
   }
 }
 

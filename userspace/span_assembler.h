@@ -11,6 +11,7 @@
 #include "userspace/event_decoder.h"
 #include "userspace/id_generator.h"
 #include "userspace/process_resources.h"
+#include "userspace/tcp_spans.h"
 
 namespace kspan {
 
@@ -22,16 +23,31 @@ class SpanAssembler final : public KernelEventHandler {
                 SpanConsumer consumer);
 
   void OnTcpConnect(const kspan_tcp_connect_event& event) noexcept override;
+  void OnTcpAccept(const kspan_tcp_accept_event& event) noexcept override;
+  void OnTcpConn(const kspan_tcp_conn_event& event) noexcept override;
+  void OnTcpNote(const kspan_tcp_note& note) noexcept override;
 
   // Exposed for tests: the span for one event, without handing it on.
-  Span BuildTcpConnect(const kspan_tcp_connect_event& event);
+  Span BuildTcpConnect(const kspan_tcp_connect_event& event) {
+    return BuildTcpConnectSpan(event, ctx_);
+  }
+
+  const TcpNoteBuffer& tcp_notes() const { return notes_; }
 
  private:
+  // Builds with `build` and hands the span on, counting it under `family`.
+  template <typename Build>
+  void Emit(Counter& counter, Build&& build) noexcept;
+
   ClockSync& clock_;
-  ProcessResources& resources_;
   IdGenerator ids_;
+  SpanBuildContext ctx_;
   SpanConsumer consumer_;
-  Counter& assembled_;
+  TcpNoteBuffer notes_;
+  Counter& connect_spans_;
+  Counter& accept_spans_;
+  Counter& connection_spans_;
+  Counter& assembly_failed_;
 };
 
 // "127.0.0.1", "::1": the textual address of a family/bytes pair.

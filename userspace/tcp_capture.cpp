@@ -6,7 +6,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
@@ -24,12 +23,63 @@ absl::Status Failed(const std::string& stage, const std::string& object, int err
   return absl::InternalError(msg);
 }
 
+// The programs of one variant: the state change and the three notes.
+struct VariantPrograms {
+  bpf_program* state;
+  bpf_program* retransmit;
+  bpf_program* reset_sent;
+  bpf_program* reset_received;
+};
+
+VariantPrograms ProgramsOf(tcp_bpf* s, TcpVariant v) {
+  auto& p = s->progs;
+  switch (v) {
+    case TcpVariant::kTpBtf:
+      return {p.kspan_tcp_btf, p.kspan_rtx_btf, p.kspan_rst_tx_btf, p.kspan_rst_rx_btf};
+    case TcpVariant::kRawTp:
+      return {p.kspan_tcp_raw, p.kspan_rtx_raw, p.kspan_rst_tx_raw, p.kspan_rst_rx_raw};
+    case TcpVariant::kTracepoint:
+      break;
+  }
+  return {p.kspan_tcp_state, p.kspan_rtx, p.kspan_rst_tx, p.kspan_rst_rx};
+}
+
+// Attaches `p` and stores the link in the skeleton's slot for it, so
+// tcp_bpf::detach()/destroy() take it down with the rest.
+bpf_link* AttachInSkeleton(tcp_bpf* s, bpf_program* p) {
+  bpf_link* link = bpf_program__attach(p);
+  if (link == nullptr) return nullptr;
+  for (int i = 0; i < s->skeleton->prog_cnt; ++i) {
+    if (*s->skeleton->progs[i].prog == p) *s->skeleton->progs[i].link = link;
+  }
+  return link;
+}
+
 }  // namespace
+
+const char* VariantName(TcpVariant v) {
+  switch (v) {
+    case TcpVariant::kTpBtf: return "tp_btf";
+    case TcpVariant::kRawTp: return "raw_tp";
+    case TcpVariant::kTracepoint: return "tracepoint";
+  }
+  return "?";
+}
+
+std::optional<TcpVariant> ParseTcpVariant(const std::string& name) {
+  for (auto v : {TcpVariant::kTpBtf, TcpVariant::kRawTp, TcpVariant::kTracepoint}) {
+    if (name == VariantName(v)) return v;
+  }
+  return std::nullopt;
+}
 
 TcpCapture::TcpCapture(CaptureOptions options) : options_(std::move(options)) {}
 
-TcpCapture::~TcpCapture() {
+TcpCapture::~TcpCapture() { Destroy(); }
+
+void TcpCapture::Destroy() {
   tcp_bpf::destroy(skel_);  // detaches links, closes maps; null-safe
+  skel_ = nullptr;
 }
 
 absl::Status TcpCapture::Open() {
@@ -44,7 +94,7 @@ absl::Status TcpCapture::Open() {
   return absl::OkStatus();
 }
 
-absl::Status TcpCapture::Configure() {
+absl::Status TcpCapture::Configure(TcpVariant variant) {
   skel_->rodata->kspan_self_tgid = options_.self_tgid;
   skel_->rodata->wakeup_bytes = options_.wakeup_bytes;
   // The ring must be a power-of-two multiple of the page size.
@@ -54,33 +104,66 @@ absl::Status TcpCapture::Configure() {
   if (int err = bpf_map__set_max_entries(skel_->maps.kspan_tcp_ring, bytes)) {
     return Failed("configure", "map kspan_tcp_ring", err);
   }
-  // Only one attach point exists for this family today; later variants
-  // (tp_btf, fentry) are chosen here by feature probes.
-  variant_ = "tracepoint";
+  for (auto v : {TcpVariant::kTpBtf, TcpVariant::kRawTp, TcpVariant::kTracepoint}) {
+    const auto progs = ProgramsOf(skel_, v);
+    for (bpf_program* p : {progs.state, progs.retransmit, progs.reset_sent, progs.reset_received}) {
+      bpf_program__set_autoload(p, v == variant);
+    }
+  }
+  chosen_ = variant;
   return absl::OkStatus();
 }
 
 absl::Status TcpCapture::Load() {
   // Maps declared with pinning by name (filters, stats) are created and
   // pinned here, or reused when another family pinned them first.
-  if (int err = tcp_bpf::load(skel_)) return Failed("load", "program kspan_tcp_state", err);
+  if (int err = tcp_bpf::load(skel_)) {
+    return Failed("load", absl::StrCat("tcp_bpf (", VariantName(chosen_), " variant)"), err);
+  }
   return absl::OkStatus();
 }
 
 absl::Status TcpCapture::Attach() {
-  skel_->links.kspan_tcp_state = bpf_program__attach(skel_->progs.kspan_tcp_state);
-  if (skel_->links.kspan_tcp_state == nullptr) {
-    return Failed("attach", "kspan_tcp_state to tracepoint sock/inet_sock_set_state", errno);
+  const auto progs = ProgramsOf(skel_, chosen_);
+  for (bpf_program* p : {progs.state, progs.retransmit, progs.reset_sent, progs.reset_received}) {
+    if (AttachInSkeleton(skel_, p) == nullptr) return Failed("attach", bpf_program__name(p), errno);
   }
-  spdlog::info("tcp capture: kspan_tcp_state attached ({} sock/inet_sock_set_state)", variant_);
+  // Accept spans ride on syscall tracepoints; without them the rest works.
+  accept_attached_ = true;
+  for (bpf_program* p : {skel_->progs.kspan_tcp_acc4, skel_->progs.kspan_tcp_acc}) {
+    if (AttachInSkeleton(skel_, p) == nullptr) {
+      accept_attached_ = false;
+      spdlog::warn("tcp capture: {} not attached ({}): no accept spans, and incoming "
+                   "connections have no owner",
+                   bpf_program__name(p), std::strerror(errno));
+    }
+  }
   return absl::OkStatus();
 }
 
-absl::Status TcpCapture::Start() {
-  if (auto s = Open(); !s.ok()) return s;
-  if (auto s = Configure(); !s.ok()) return s;
-  if (auto s = Load(); !s.ok()) return s;
-  return Attach();
+absl::Status TcpCapture::Start(std::vector<TcpVariant> ladder) {
+  absl::Status last = absl::InvalidArgumentError("tcp capture: no variant to try");
+  std::string refused;
+  for (TcpVariant v : ladder) {
+    last = Open();
+    if (last.ok()) last = Configure(v);
+    if (last.ok()) last = Load();
+    if (last.ok()) last = Attach();
+    if (last.ok()) {
+      variant_ = VariantName(v);
+      if (refused.empty()) {
+        spdlog::info("tcp capture: variant {} attached to sock:inet_sock_set_state", variant_);
+      } else {
+        spdlog::warn("tcp capture: variant {} taken ({})", variant_, refused);
+      }
+      return absl::OkStatus();
+    }
+    spdlog::debug("{}", std::string(last.message()));
+    absl::StrAppend(&refused, refused.empty() ? "" : "; ", VariantName(v), " refused: ",
+                    std::string(last.message()));
+    Destroy();
+  }
+  return last;
 }
 
 void TcpCapture::Detach() {

@@ -1,12 +1,17 @@
 // Loader of the TCP program family (bpf/tcp.bpf.c) with explicit stages:
-//   Open -> Configure -> Load -> Attach -> (ring fd polled elsewhere) -> destroy
-// Each stage returns a Status naming the object that failed and why; the
-// destructor detaches links, removes pins and frees the skeleton.
+//   Open -> Configure(variant) -> Load -> Attach -> (ring polled elsewhere)
+//   -> Detach -> destroy
+// Start() walks the variant ladder (tp_btf, raw_tp, classic tracepoint): a
+// variant the kernel refuses is destroyed and the next one tried, and one
+// line says which was taken. Each stage returns a Status naming the object
+// that failed and why; the destructor detaches links and frees the skeleton.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "bpf/tcp.h"
@@ -28,6 +33,11 @@ struct CaptureOptions {
   std::string pin_dir;
 };
 
+enum class TcpVariant { kTpBtf, kRawTp, kTracepoint };
+const char* VariantName(TcpVariant v);
+// "tp_btf", "raw_tp", "tracepoint"; nullopt for anything else.
+std::optional<TcpVariant> ParseTcpVariant(const std::string& name);
+
 using TcpStats = std::array<std::uint64_t, KSPAN_TCP_STAT_MAX>;
 
 class TcpCapture {
@@ -38,25 +48,33 @@ class TcpCapture {
   TcpCapture& operator=(const TcpCapture&) = delete;
 
   absl::Status Open();
-  absl::Status Configure();
+  absl::Status Configure(TcpVariant variant);
   absl::Status Load();
   absl::Status Attach();
-  // All four stages in order.
-  absl::Status Start();
+  // Every stage, trying `ladder` in order (default: all, cheapest first).
+  absl::Status Start(std::vector<TcpVariant> ladder = {TcpVariant::kTpBtf, TcpVariant::kRawTp,
+                                                       TcpVariant::kTracepoint});
   // Stops new records (links destroyed) while the ring stays readable, so a
   // consumer can drain it before the object is destroyed.
   void Detach();
 
   int ring_fd() const;
-  // The attach point taken for inet_sock_set_state ("tracepoint").
+  // The variant taken ("tp_btf", "raw_tp", "tracepoint"); empty before Start.
   const std::string& variant() const { return variant_; }
+  // Whether accept spans are captured (the syscalls:sys_exit_accept*
+  // tracepoints attached).
+  bool accept_attached() const { return accept_attached_; }
   // Per-CPU counters summed; zeros before Load().
   TcpStats ReadStats() const;
 
  private:
+  void Destroy();
+
   CaptureOptions options_;
   tcp_bpf* skel_ = nullptr;
+  TcpVariant chosen_ = TcpVariant::kTracepoint;
   std::string variant_;
+  bool accept_attached_ = false;
 };
 
 }  // namespace kspan

@@ -83,14 +83,31 @@ TEST(OtlpOptionsTest, EnvironmentHeadersOverrideConfiguredOnesByName) {
                             {"Authorization", "new"}, {"keep", "1"}}));
 }
 
-TEST(OtlpOptionsTest, HttpProtocolsAreNotSupportedYet) {
-  for (const char* protocol : {"http/protobuf", "http/json"}) {
+TEST(OtlpOptionsTest, ProtocolSelectsTheTransport) {
+  for (const char* protocol : {"http/protobuf", "http/json", "grpc"}) {
     auto o = OtlpGrpcOptionsFromEnv(Env({{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", protocol}}));
-    ASSERT_FALSE(o.ok());
-    EXPECT_EQ(o.status().code(), absl::StatusCode::kUnimplemented);
-    EXPECT_NE(o.status().message().find("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"), std::string::npos);
-    EXPECT_NE(o.status().message().find("does not support OTLP/HTTP"), std::string::npos);
+    ASSERT_TRUE(o.ok()) << o.status();
+    EXPECT_EQ(o->protocol, protocol);
   }
+}
+
+TEST(OtlpOptionsTest, SignalEndpointIsTheFullUrlGenericIsABase) {
+  auto o = OtlpGrpcOptionsFromEnv(Env({{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"}}));
+  ASSERT_TRUE(o.ok());
+  EXPECT_FALSE(o->endpoint_is_full_url);
+  o = OtlpGrpcOptionsFromEnv(Env({{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"},
+                                  {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:4318/x"}}));
+  ASSERT_TRUE(o.ok());
+  EXPECT_TRUE(o->endpoint_is_full_url);
+  EXPECT_EQ(o->endpoint, "http://t:4318/x");
+}
+
+TEST(OtlpOptionsTest, ClientCertificateAndKey) {
+  auto o = OtlpGrpcOptionsFromEnv(Env({{"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/c.pem"},
+                                       {"OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "/k.pem"}}));
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->tls.cert_file, "/c.pem");
+  EXPECT_EQ(o->tls.key_file, "/k.pem");
 }
 
 TEST(OtlpOptionsTest, InvalidValuesNameTheVariable) {

@@ -152,6 +152,7 @@ std::vector<ReceivedSpan> SpansOfThisProcess(const std::vector<ReceivedSpan>& al
                                              int admin_port) {
   std::vector<ReceivedSpan> mine;
   for (const auto& s : all) {
+    if (s.span.name() != "tcp connect") continue;
     const auto* pid = s.ResourceAttribute("process.pid");
     if (pid == nullptr || pid->int_value() != getpid()) continue;
     if (IntAttr(s, "network.peer.port") == admin_port) continue;
@@ -236,9 +237,9 @@ TEST(AgentEndToEnd, ConnectSpansReachAnOtlpReceiver) {
   }
 
   // The agent counted what it sent.
-  EXPECT_GE(MetricValue(metrics, "kspan_bpf_events_total{program=\"kspan_tcp_state\"}"), 3);
+  EXPECT_GE(MetricValue(metrics, "kspan_bpf_events_total{family=\"tcp\",kind=\"tcp_connect\"}"), 3);
   EXPECT_EQ(MetricValue(metrics,
-                        "kspan_bpf_dropped_total{program=\"kspan_tcp_state\",reason=\"ring_full\"}"),
+                        "kspan_bpf_dropped_total{family=\"tcp\",reason=\"ring_full\"}"),
             0);
 }
 

@@ -93,10 +93,12 @@ class OtlpTestServer::Service final : public TraceService::Service {
   bool stopping_ = false;
 };
 
-OtlpTestServer::OtlpTestServer(int port) : service_(std::make_unique<Service>()) {
+OtlpTestServer::OtlpTestServer(int port) : OtlpTestServer(port, grpc::InsecureServerCredentials()) {}
+
+OtlpTestServer::OtlpTestServer(int port, std::shared_ptr<grpc::ServerCredentials> credentials)
+    : service_(std::make_unique<Service>()) {
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(absl::StrCat("127.0.0.1:", port), grpc::InsecureServerCredentials(),
-                           &port_);
+  builder.AddListeningPort(absl::StrCat("127.0.0.1:", port), credentials, &port_);
   builder.RegisterService(service_.get());
   // The OTLP specification recommends receivers accept 64 MiB.
   builder.SetMaxReceiveMessageSize(64 << 20);

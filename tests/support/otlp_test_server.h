@@ -57,6 +57,9 @@ class OtlpTestServer {
   // Listens on 127.0.0.1:`port` (0 = ephemeral). Aborts the test binary if
   // the server cannot start (tests cannot continue anyway).
   explicit OtlpTestServer(int port = 0);
+  // With TLS (grpc::SslServerCredentials; mTLS when it requires a client
+  // certificate).
+  OtlpTestServer(int port, std::shared_ptr<grpc::ServerCredentials> credentials);
   ~OtlpTestServer();  // Shutdown()
 
   OtlpTestServer(const OtlpTestServer&) = delete;

@@ -1,0 +1,75 @@
+// The HTTP transport of the OTLP/HTTP and Zipkin senders: libcurl, one easy
+// handle per sender so its connection (and TLS session) is reused from one
+// request to the next. TLS and mTLS, server name override, compression,
+// timeouts, cancellation; the OTLP/HTTP retry table applied to the answer.
+#pragma once
+
+#include <curl/curl.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "exporter/export_config.h"
+#include "exporter/sender.h"
+
+namespace kspan {
+
+struct HttpClientOptions {
+  std::string url;  // the full URL requests are POSTed to
+  std::vector<std::pair<std::string, std::string>> headers;  // auth included
+  std::chrono::milliseconds timeout{10000};
+  std::string compression = "none";  // none | gzip | zstd
+  std::string ca_file;
+  TlsOptions tls;
+};
+
+class HttpClient {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  struct Response {
+    long status = 0;            // HTTP status; 0 when no answer came
+    CURLcode error = CURLE_OK;  // transport error
+    std::string error_message;
+    std::string body;
+    std::string content_type;
+    std::string content_encoding;
+    std::string retry_after;
+  };
+
+  // Fails on a URL that is not http(s), unknown compression, unreadable files.
+  static absl::StatusOr<std::unique_ptr<HttpClient>> Create(const HttpClientOptions& options);
+  ~HttpClient();
+
+  Response Post(std::string_view body, std::string_view content_type, Clock::time_point deadline);
+  // Aborts a Post() in flight on another thread.
+  void Cancel() noexcept { cancel_.store(true); }
+
+  const std::string& url() const { return options_.url; }
+
+ private:
+  explicit HttpClient(HttpClientOptions options) : options_(std::move(options)) {}
+  absl::Status Init();
+
+  HttpClientOptions options_;
+  CURL* curl_ = nullptr;
+  curl_slist* header_list_ = nullptr;  // fixed headers, built once
+  curl_slist* connect_to_ = nullptr;
+  std::atomic<bool> cancel_{false};
+};
+
+// The OTLP/HTTP outcome of a response: 2xx success (the caller reads partial
+// success from the body), 429/502/503/504 and connection failures retryable
+// (with Retry-After), everything else permanent. `message` is the server's
+// error message when the caller could decode one.
+ExportResult ClassifyHttpResponse(const HttpClient::Response& response, std::string message);
+
+// Global libcurl initialisation, once per process (thread-safe).
+void EnsureCurlInitialized();
+
+}  // namespace kspan

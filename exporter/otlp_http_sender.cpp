@@ -1,0 +1,102 @@
+#include "exporter/otlp_http_sender.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "exporter/auth.h"
+#include "exporter/compression.h"
+#include "exporter/otlp_json.h"
+#include "exporter/otlp_transform.h"
+#include "google/protobuf/arena.h"
+#include "google/rpc/status.pb.h"
+#include "spdlog/spdlog.h"
+
+namespace kspan {
+namespace {
+
+bool HasPath(const std::string& url) {
+  const auto scheme = url.find("://");
+  const auto slash = url.find('/', scheme == std::string::npos ? 0 : scheme + 3);
+  return slash != std::string::npos && slash + 1 < url.size();
+}
+
+}  // namespace
+
+std::string OtlpHttpTracesUrl(const OtlpGrpcOptions& o) {
+  if (o.endpoint_is_full_url || HasPath(o.endpoint)) return o.endpoint;
+  std::string base = o.endpoint;
+  if (!base.empty() && base.back() == '/') base.pop_back();
+  return base + "/v1/traces";
+}
+
+absl::StatusOr<std::unique_ptr<OtlpHttpSender>> OtlpHttpSender::Create(
+    const OtlpGrpcOptions& options, const EnvLookup& env) {
+  const bool json = options.protocol == "http/json";
+  if (!json && options.protocol != "http/protobuf") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "OTLP/HTTP protocol '", options.protocol, "': expected http/protobuf or http/json"));
+  }
+  std::string url = options.endpoint;
+  // A scheme-less endpoint: plaintext only when `insecure` says so.
+  if (url.find("://") == std::string::npos) {
+    url = absl::StrCat(options.insecure ? "http://" : "https://", url);
+  }
+  OtlpGrpcOptions with_scheme = options;
+  with_scheme.endpoint = url;
+  auto headers = HeadersWithAuth(options.headers, options.auth, env);
+  if (!headers.ok()) return headers.status();
+  HttpClientOptions h;
+  h.url = OtlpHttpTracesUrl(with_scheme);
+  h.headers = *std::move(headers);
+  h.timeout = options.timeout;
+  h.compression = options.compression.empty() ? "none" : options.compression;
+  h.ca_file = options.certificate_file;
+  h.tls = options.tls;
+  auto client = HttpClient::Create(h);
+  if (!client.ok()) return client.status();
+  spdlog::info("OTLP/HTTP exporter: {} ({}{})", h.url, json ? "json" : "protobuf",
+               h.compression == "none" ? "" : ", " + h.compression);
+  return std::unique_ptr<OtlpHttpSender>(new OtlpHttpSender(json, *std::move(client)));
+}
+
+ExportResult OtlpHttpSender::Send(const SpanBatch& batch, Clock::time_point deadline) {
+  google::protobuf::Arena arena;
+  auto* request = google::protobuf::Arena::CreateMessage<otlp::ExportTraceServiceRequest>(&arena);
+  AppendToExportRequest(batch.spans, *request);
+  const std::string body = json_ ? ToOtlpJson(*request) : request->SerializeAsString();
+  auto r = client_->Post(body, json_ ? "application/json" : "application/x-protobuf", deadline);
+
+  // Bodies answer in the request's encoding; a compressed answer is
+  // decompressed first.
+  std::string response_body = r.body;
+  if (absl::EqualsIgnoreCase(r.content_encoding, "gzip")) {
+    if (auto d = GzipDecompress(r.body); d.ok()) response_body = *std::move(d);
+  } else if (absl::EqualsIgnoreCase(r.content_encoding, "zstd")) {
+    if (auto d = ZstdDecompress(r.body); d.ok()) response_body = *std::move(d);
+  }
+  const bool json_body = (absl::AsciiStrToLower(r.content_type).find("json") != std::string::npos) ||
+                         (r.content_type.empty() && json_);
+
+  if (r.error == CURLE_OK && r.status >= 200 && r.status < 300) {
+    ExportResult result = ExportResult::Success();
+    otlp::ExportTraceServiceResponse response;
+    const bool parsed = json_body ? FromOtlpJson(response_body, response).ok()
+                                  : response.ParseFromString(response_body);
+    if (parsed && response.has_partial_success()) {
+      result.rejected_spans = response.partial_success().rejected_spans();
+      result.message = response.partial_success().error_message();
+    }
+    return result;
+  }
+  // A failed request may carry a google.rpc.Status with a message.
+  std::string message;
+  if (r.error == CURLE_OK && !response_body.empty()) {
+    google::rpc::Status status;
+    const bool parsed =
+        json_body ? FromOtlpJson(response_body, status).ok() : status.ParseFromString(response_body);
+    if (parsed) message = status.message();
+  }
+  return ClassifyHttpResponse(r, std::move(message));
+}
+
+}  // namespace kspan

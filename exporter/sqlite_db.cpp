@@ -1,0 +1,65 @@
+#include "exporter/sqlite_db.h"
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+
+namespace kspan {
+
+absl::StatusOr<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path,
+                                                         std::string_view synchronous) {
+  std::error_code ec;
+  const auto parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot create directory ", parent.string(), ": ", ec.message()));
+  }
+  sqlite3* raw = nullptr;
+  const int rc = sqlite3_open_v2(path.c_str(), &raw,
+                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                 nullptr);
+  std::unique_ptr<SqliteDb> db(new SqliteDb(path, raw));
+  if (rc != SQLITE_OK) return db->Error(rc, "open");
+  sqlite3_busy_timeout(raw, 5000);
+  // WAL: a commit is one append to the log, readers never block the writer,
+  // and a killed process leaves a log that the next open replays.
+  if (auto s = db->Exec("PRAGMA journal_mode=WAL"); !s.ok()) return s;
+  if (auto s = db->Exec(absl::StrCat("PRAGMA synchronous=", std::string(synchronous))); !s.ok()) {
+    return s;
+  }
+  return db;
+}
+
+SqliteDb::~SqliteDb() { sqlite3_close_v2(db_); }
+
+absl::Status SqliteDb::Exec(std::string_view sql) {
+  char* err = nullptr;
+  const int rc = sqlite3_exec(db_, std::string(sql).c_str(), nullptr, nullptr, &err);
+  sqlite3_free(err);
+  if (rc != SQLITE_OK) return Error(rc, sql.substr(0, 40));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<SqliteStatement>> SqliteDb::Prepare(std::string_view sql) {
+  sqlite3_stmt* stmt = nullptr;
+  const int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
+  if (rc != SQLITE_OK) return Error(rc, "prepare");
+  return std::make_unique<SqliteStatement>(db_, stmt);
+}
+
+absl::Status SqliteDb::Error(int rc, std::string_view what) const {
+  const std::string msg = absl::StrCat(path_, ": ", std::string(what), ": ", sqlite3_errstr(rc));
+  switch (rc & 0xff) {
+    case SQLITE_FULL: return absl::ResourceExhaustedError(msg);
+    case SQLITE_IOERR:
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PERM:
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: return absl::UnavailableError(msg);
+    default: return absl::InternalError(msg);
+  }
+}
+
+}  // namespace kspan
