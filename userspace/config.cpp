@@ -124,35 +124,149 @@ class ConfigReader {
     if (auto _s = (expr); !_s.ok()) return _s; \
   } while (0)
 
+// The export keys added with OTLP/HTTP, Zipkin, TLS, auth, the disk queue,
+// the circuit breaker and the dead-letter store.
+absl::Status ReadExportExtras(const ConfigReader& r, const YAML::Node& n, const std::string& key,
+                              DestinationConfig* d) {
+  auto& g = d->otlp_grpc;
+  if (const auto& p = n["protocol"]; p) {
+    KSPAN_RETURN_IF_ERROR(r.String(p, key + ".protocol", &g.protocol));
+    const bool ok = d->type == DestinationType::kOtlpHttp
+                        ? (g.protocol == "http/protobuf" || g.protocol == "http/json")
+                        : d->type == DestinationType::kOtlpGrpc && g.protocol == "grpc";
+    if (!ok) {
+      return r.Error(p, key + ".protocol",
+                     d->type == DestinationType::kOtlpHttp
+                         ? "must be http/protobuf or http/json"
+                         : "only for otlp_http (http/protobuf or http/json) and otlp_grpc (grpc)");
+    }
+  }
+  if (const auto& t = n["tls"]; t) {
+    const std::string tk = key + ".tls";
+    KSPAN_RETURN_IF_ERROR(r.CheckKeys(
+        t, tk, {"ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify"}));
+    KSPAN_RETURN_IF_ERROR(r.String(t["ca_file"], tk + ".ca_file", &g.certificate_file));
+    KSPAN_RETURN_IF_ERROR(r.String(t["cert_file"], tk + ".cert_file", &g.tls.cert_file));
+    KSPAN_RETURN_IF_ERROR(r.String(t["key_file"], tk + ".key_file", &g.tls.key_file));
+    KSPAN_RETURN_IF_ERROR(r.String(t["server_name"], tk + ".server_name", &g.tls.server_name));
+    KSPAN_RETURN_IF_ERROR(r.Bool(t["insecure_skip_verify"], tk + ".insecure_skip_verify",
+                                 &g.tls.insecure_skip_verify));
+    if (g.tls.cert_file.empty() != g.tls.key_file.empty()) {
+      return r.Error(t, tk, "cert_file and key_file must be given together");
+    }
+    if (g.tls.insecure_skip_verify && d->type == DestinationType::kOtlpGrpc) {
+      return r.Error(t["insecure_skip_verify"], tk + ".insecure_skip_verify",
+                     "is not supported for otlp_grpc; give the CA with ca_file");
+    }
+  }
+  if (const auto& a = n["auth"]; a) {
+    const std::string ak = key + ".auth";
+    KSPAN_RETURN_IF_ERROR(r.CheckKeys(a, ak,
+                                      {"bearer_token_file", "bearer_token_env", "basic_username",
+                                       "basic_password_file", "basic_password_env"}));
+    auto& au = g.auth;
+    KSPAN_RETURN_IF_ERROR(r.String(a["bearer_token_file"], ak + ".bearer_token_file", &au.bearer_token_file));
+    KSPAN_RETURN_IF_ERROR(r.String(a["bearer_token_env"], ak + ".bearer_token_env", &au.bearer_token_env));
+    KSPAN_RETURN_IF_ERROR(r.String(a["basic_username"], ak + ".basic_username", &au.basic_username));
+    KSPAN_RETURN_IF_ERROR(r.String(a["basic_password_file"], ak + ".basic_password_file", &au.basic_password_file));
+    KSPAN_RETURN_IF_ERROR(r.String(a["basic_password_env"], ak + ".basic_password_env", &au.basic_password_env));
+    const bool bearer = !au.bearer_token_file.empty() || !au.bearer_token_env.empty();
+    const bool basic = !au.basic_username.empty();
+    if (bearer && basic) return r.Error(a, ak, "choose a bearer token or basic auth, not both");
+    if (basic && au.basic_password_file.empty() && au.basic_password_env.empty()) {
+      return r.Error(a, ak, "basic_username needs basic_password_file or basic_password_env");
+    }
+  }
+  if (const auto& q = n["queue"]; q) {
+    const std::string qk = key + ".queue";
+    KSPAN_RETURN_IF_ERROR(r.CheckKeys(q, qk, {"max_batches", "max_spans", "max_bytes", "disk"}));
+    KSPAN_RETURN_IF_ERROR(r.Count(q["max_batches"], qk + ".max_batches", 1, &d->max_queued_batches));
+    KSPAN_RETURN_IF_ERROR(r.Count(q["max_spans"], qk + ".max_spans", 0, &d->queue.max_spans));
+    KSPAN_RETURN_IF_ERROR(r.Bytes(q["max_bytes"], qk + ".max_bytes", &d->queue.max_bytes));
+    if (const auto& dk = q["disk"]; dk) {
+      const std::string k = qk + ".disk";
+      KSPAN_RETURN_IF_ERROR(r.CheckKeys(dk, k, {"enabled", "path", "max_bytes", "fsync"}));
+      auto& disk = d->queue.disk;
+      disk.enabled = true;  // a disk section turns it on unless it says otherwise
+      KSPAN_RETURN_IF_ERROR(r.Bool(dk["enabled"], k + ".enabled", &disk.enabled));
+      KSPAN_RETURN_IF_ERROR(r.String(dk["path"], k + ".path", &disk.path));
+      KSPAN_RETURN_IF_ERROR(r.Bytes(dk["max_bytes"], k + ".max_bytes", &disk.max_bytes));
+      std::string fsync = "normal";
+      KSPAN_RETURN_IF_ERROR(r.String(dk["fsync"], k + ".fsync", &fsync));
+      if (fsync == "full") {
+        disk.fsync = FsyncPolicy::kFull;
+      } else if (fsync == "normal") {
+        disk.fsync = FsyncPolicy::kNormal;
+      } else if (fsync == "off") {
+        disk.fsync = FsyncPolicy::kOff;
+      } else {
+        return r.Error(dk["fsync"], k + ".fsync", "must be full, normal or off");
+      }
+    }
+  }
+  KSPAN_RETURN_IF_ERROR(r.Count(n["max_in_flight"], key + ".max_in_flight", 1, &d->max_in_flight));
+  if (d->max_in_flight > 64) return r.Error(n["max_in_flight"], key + ".max_in_flight", "must be 1 to 64");
+  if (const auto& cb = n["circuit_breaker"]; cb) {
+    const std::string ck = key + ".circuit_breaker";
+    KSPAN_RETURN_IF_ERROR(r.CheckKeys(cb, ck, {"enabled", "failure_threshold", "open_duration"}));
+    auto& c = d->circuit_breaker;
+    KSPAN_RETURN_IF_ERROR(r.Bool(cb["enabled"], ck + ".enabled", &c.enabled));
+    std::size_t threshold = static_cast<std::size_t>(c.failure_threshold);
+    KSPAN_RETURN_IF_ERROR(r.Count(cb["failure_threshold"], ck + ".failure_threshold", 1, &threshold));
+    c.failure_threshold = static_cast<int>(threshold > 1000000 ? 1000000 : threshold);
+    KSPAN_RETURN_IF_ERROR(r.Duration(cb["open_duration"], ck + ".open_duration", &c.open_duration));
+  }
+  if (const auto& dl = n["dead_letter"]; dl) {
+    const std::string k = key + ".dead_letter";
+    KSPAN_RETURN_IF_ERROR(r.CheckKeys(dl, k, {"enabled", "path", "max_bytes"}));
+    KSPAN_RETURN_IF_ERROR(r.Bool(dl["enabled"], k + ".enabled", &d->dead_letter.enabled));
+    KSPAN_RETURN_IF_ERROR(r.String(dl["path"], k + ".path", &d->dead_letter.path));
+    KSPAN_RETURN_IF_ERROR(r.Bytes(dl["max_bytes"], k + ".max_bytes", &d->dead_letter.max_bytes));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ReadDestination(const ConfigReader& r, const YAML::Node& n, const std::string& key,
                              DestinationConfig* d) {
   KSPAN_RETURN_IF_ERROR(r.CheckKeys(
       n, key,
       {"name", "type", "endpoint", "insecure", "headers", "timeout", "compression",
-       "certificate", "path", "max_file_bytes", "stderr", "retry", "max_queued_batches"}));
+       "certificate", "path", "max_file_bytes", "stderr", "retry", "max_queued_batches",
+       "protocol", "tls", "auth", "queue", "max_in_flight", "circuit_breaker", "dead_letter"}));
   KSPAN_RETURN_IF_ERROR(r.String(n["name"], key + ".name", &d->name));
   std::string type;
   KSPAN_RETURN_IF_ERROR(r.String(n["type"], key + ".type", &type));
   if (type == "otlp_grpc") {
     d->type = DestinationType::kOtlpGrpc;
+  } else if (type == "otlp_http") {
+    d->type = DestinationType::kOtlpHttp;
+    d->otlp_grpc.protocol = "http/protobuf";
+    d->otlp_grpc.endpoint = "http://localhost:4318";
+  } else if (type == "zipkin") {
+    d->type = DestinationType::kZipkin;
+    d->otlp_grpc.endpoint = "http://localhost:9411/api/v2/spans";
   } else if (type == "file") {
     d->type = DestinationType::kFile;
   } else if (type == "console") {
     d->type = DestinationType::kConsole;
   } else {
     return r.Error(n["type"].IsDefined() ? n["type"] : n, key + ".type",
-                   type.empty() ? "is required (otlp_grpc, file or console)"
+                   type.empty() ? "is required (otlp_grpc, otlp_http, zipkin, file or console)"
                                 : absl::StrCat("unknown type '", type,
-                                               "' (otlp_grpc, file or console)"));
+                                               "' (otlp_grpc, otlp_http, zipkin, file or console)"));
   }
   auto& g = d->otlp_grpc;
   KSPAN_RETURN_IF_ERROR(r.String(n["endpoint"], key + ".endpoint", &g.endpoint));
   KSPAN_RETURN_IF_ERROR(r.Bool(n["insecure"], key + ".insecure", &g.insecure));
   KSPAN_RETURN_IF_ERROR(r.Duration(n["timeout"], key + ".timeout", &g.timeout));
   KSPAN_RETURN_IF_ERROR(r.String(n["compression"], key + ".compression", &g.compression));
-  if (g.compression != "none" && g.compression != "gzip") {
-    return r.Error(n["compression"], key + ".compression", "must be none or gzip");
+  if (g.compression != "none" && g.compression != "gzip" &&
+      !(g.compression == "zstd" && d->type != DestinationType::kOtlpGrpc)) {
+    return r.Error(n["compression"], key + ".compression",
+                   d->type == DestinationType::kOtlpGrpc ? "must be none or gzip"
+                                                         : "must be none, gzip or zstd");
   }
+  KSPAN_RETURN_IF_ERROR(ReadExportExtras(r, n, key, d));
   KSPAN_RETURN_IF_ERROR(r.String(n["certificate"], key + ".certificate", &g.certificate_file));
   if (const auto& h = n["headers"]; h) {
     if (!h.IsMap()) return r.Error(h, key + ".headers", "must be a mapping of name: value");
@@ -316,6 +430,17 @@ void FillDefaults(const FlagOverrides& f, AgentConfig* c) {
     if (d.type == DestinationType::kFile && d.file.path.empty()) {
       d.file.path = c->state_dir + "/spans/" + d.name + ".jsonl";
     }
+    // OTEL_EXPORTER_OTLP_PROTOCOL=http/* turns the env destination into OTLP/HTTP.
+    if (d.type == DestinationType::kOtlpGrpc && absl::StartsWith(d.otlp_grpc.protocol, "http/")) {
+      d.type = DestinationType::kOtlpHttp;
+    }
+    if (d.queue.disk.enabled && d.queue.disk.path.empty()) {
+      d.queue.disk.path = c->state_dir + "/queue/" + d.name + ".db";
+    }
+    // Network destinations keep what they give up on (dead letters) by default.
+    if (IsNetworkDestination(d) && d.dead_letter.enabled && d.dead_letter.path.empty()) {
+      d.dead_letter.path = c->state_dir + "/dlq/" + d.name + ".db";
+    }
   }
 }
 
@@ -343,9 +468,13 @@ absl::Status Validate(const std::string& origin, const AgentConfig& c) {
       return absl::InvalidArgumentError(
           absl::StrCat(origin, ": destinations: name '", d.name, "' is used twice"));
     }
-    if (d.type == DestinationType::kOtlpGrpc && d.otlp_grpc.endpoint.empty()) {
+    if (IsNetworkDestination(d) && d.otlp_grpc.endpoint.empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat(origin, ": destinations '", d.name, "': endpoint is required"));
+    }
+    if (d.type == DestinationType::kOtlpGrpc && d.otlp_grpc.compression == "zstd") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          origin, ": destinations '", d.name, "': compression zstd is for HTTP destinations only"));
     }
   }
   return absl::OkStatus();

@@ -2,6 +2,7 @@
 //
 //   kspan run [-c kspan.yaml] [flags]   the agent
 //   kspan validate kspan.yaml           check a config and exit
+//   kspan dlq list|replay [-c kspan.yaml] [--destination D]   the dead-letter store
 //   kspan version
 #include <signal.h>
 
@@ -12,6 +13,7 @@
 #include "CLI/CLI.hpp"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
+#include "exporter/dlq_commands.h"
 #include "userspace/agent.h"
 #include "userspace/config.h"
 #include "userspace/kernel_features.h"
@@ -105,6 +107,19 @@ int main(int argc, char** argv) {
   auto* validate = app.add_subcommand("validate", "Check a config file and exit");
   validate->add_option("config", validate_path, "YAML config file")->required();
 
+  // `kspan dlq`: reads the same config file, variables and --state-dir as
+  // `kspan run`, so it finds the same stores and sends to the same endpoints.
+  std::string dlq_config, dlq_destination, dlq_state_dir;
+  auto* dlq = app.add_subcommand("dlq", "List or replay the dead-letter store");
+  dlq->require_subcommand(1);
+  auto* dlq_list = dlq->add_subcommand("list", "List dead letters");
+  auto* dlq_replay = dlq->add_subcommand("replay", "Send dead letters to their destination again");
+  for (auto* sub : {dlq_list, dlq_replay}) {
+    sub->add_option("-c,--config", dlq_config, "YAML config file")->check(CLI::ExistingFile);
+    sub->add_option("--state-dir", dlq_state_dir, "state_dir of the agent");
+  }
+  dlq_replay->add_option("--destination", dlq_destination, "Only this destination");
+
   app.add_subcommand("version", "Print the version");
 
   CLI11_PARSE(app, argc, argv);
@@ -121,6 +136,30 @@ int main(int argc, char** argv) {
   if (no_console) flags.console = false;
 
   if (*run) return Run(config_path, flags);
+  if (*dlq) {
+    kspan::FlagOverrides dlq_flags;
+    dlq_flags.state_dir = opt(dlq_state_dir);
+    auto config = kspan::LoadConfig(dlq_config, dlq_flags, RealGetEnv);
+    if (!config.ok()) {
+      std::fprintf(stderr, "kspan: %s\n", std::string(config.status().message()).c_str());
+      return 2;
+    }
+    spdlog::set_level(spdlog::level::warn);
+    if (*dlq_list) {
+      auto s = kspan::DlqList(config->exporter, stdout);
+      if (!s.ok()) {
+        std::fprintf(stderr, "kspan: %s\n", std::string(s.message()).c_str());
+        return 1;
+      }
+      return 0;
+    }
+    auto summary = kspan::DlqReplay(config->exporter, dlq_destination, stdout, kspan::ProcessEnv());
+    if (!summary.ok()) {
+      std::fprintf(stderr, "kspan: %s\n", std::string(summary.status().message()).c_str());
+      return 1;
+    }
+    return summary->batches_failed == 0 ? 0 : 3;
+  }
   if (*validate) {
     auto config = kspan::LoadConfig(validate_path, {}, RealGetEnv);
     if (!config.ok()) {

@@ -190,4 +190,86 @@ TEST(Config, ConsoleFlagAddsOrRemovesTheConsole) {
 }
 
 }  // namespace
+TEST(Config, ExportDestinationsHttpZipkinTlsAuthQueueBreakerDeadLetter) {
+  auto c = Parse(R"(
+state_dir: /tmp/st
+destinations:
+  - name: http
+    type: otlp_http
+    endpoint: https://collector:4318
+    protocol: http/json
+    compression: zstd
+    max_in_flight: 4
+    tls: {ca_file: /ca.pem, cert_file: /c.pem, key_file: /k.pem, server_name: otlp.test}
+    auth: {bearer_token_file: /token}
+    queue:
+      max_batches: 10
+      max_spans: 5000
+      max_bytes: 64MiB
+      disk: {max_bytes: 1GiB, fsync: full}
+    circuit_breaker: {failure_threshold: 3, open_duration: 2s}
+    dead_letter: {max_bytes: 8MiB}
+  - name: zipkin
+    type: zipkin
+    endpoint: http://zipkin:9411
+    auth: {basic_username: u, basic_password_env: ZIPKIN_PASSWORD}
+    dead_letter: {enabled: false}
+)");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const auto* h = Find(*c, "http");
+  ASSERT_NE(h, nullptr);
+  EXPECT_EQ(h->type, DestinationType::kOtlpHttp);
+  EXPECT_EQ(h->otlp_grpc.protocol, "http/json");
+  EXPECT_EQ(h->otlp_grpc.compression, "zstd");
+  EXPECT_EQ(h->max_in_flight, 4u);
+  EXPECT_EQ(h->otlp_grpc.certificate_file, "/ca.pem");
+  EXPECT_EQ(h->otlp_grpc.tls.cert_file, "/c.pem");
+  EXPECT_EQ(h->otlp_grpc.tls.server_name, "otlp.test");
+  EXPECT_EQ(h->otlp_grpc.auth.bearer_token_file, "/token");
+  EXPECT_EQ(h->max_queued_batches, 10u);
+  EXPECT_EQ(h->queue.max_spans, 5000u);
+  EXPECT_EQ(h->queue.max_bytes, 64u << 20);
+  EXPECT_TRUE(h->queue.disk.enabled);
+  EXPECT_EQ(h->queue.disk.path, "/tmp/st/queue/http.db");
+  EXPECT_EQ(h->queue.disk.fsync, FsyncPolicy::kFull);
+  EXPECT_EQ(h->circuit_breaker.failure_threshold, 3);
+  EXPECT_EQ(h->circuit_breaker.open_duration, std::chrono::seconds(2));
+  EXPECT_EQ(h->dead_letter.path, "/tmp/st/dlq/http.db");
+  EXPECT_EQ(h->dead_letter.max_bytes, 8u << 20);
+  const auto* z = Find(*c, "zipkin");
+  ASSERT_NE(z, nullptr);
+  EXPECT_EQ(z->type, DestinationType::kZipkin);
+  EXPECT_EQ(z->otlp_grpc.auth.basic_username, "u");
+  EXPECT_TRUE(z->dead_letter.path.empty());
+}
+
+TEST(Config, ExportKeysRefuseUnknownAndBadValues) {
+  auto c = Parse("destinations:\n  - {type: otlp_http, tls: {ca: x}}\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("tls.ca: unknown key"), std::string::npos) << c.status();
+  c = Parse("destinations:\n  - {type: otlp_http, queue: {disk: {fsync: sometimes}}}\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("queue.disk.fsync"), std::string::npos);
+  c = Parse("destinations:\n  - {type: otlp_grpc, endpoint: 'x:1', compression: zstd}\n");
+  ASSERT_FALSE(c.ok());
+  c = Parse("destinations:\n  - {type: otlp_http, protocol: grpc}\n");
+  ASSERT_FALSE(c.ok());
+  c = Parse("destinations:\n  - {type: otlp_http, auth: {bearer_token_env: T, basic_username: u}}\n");
+  ASSERT_FALSE(c.ok());
+  c = Parse("destinations:\n  - {type: otlp_http, tls: {cert_file: /c.pem}}\n");
+  ASSERT_FALSE(c.ok());
+}
+
+TEST(Config, OtlpProtocolVariableSelectsHttp) {
+  FakeEnv env{{{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"},
+               {"OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"}}};
+  auto c = Parse("", env);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const auto* d = Find(*c, "otlp");
+  ASSERT_NE(d, nullptr);
+  EXPECT_EQ(d->type, DestinationType::kOtlpHttp);
+  EXPECT_EQ(d->otlp_grpc.protocol, "http/json");
+  EXPECT_FALSE(d->otlp_grpc.endpoint_is_full_url);
+}
+
 }  // namespace kspan
