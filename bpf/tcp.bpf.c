@@ -19,6 +19,8 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+#define KSPAN_RCV_SHUTDOWN 1 /* include/net/sock.h */
+
 /* Set by the loader between open and load. */
 const volatile __u64 wakeup_bytes = 0;  /* see kspan_wakeup_flag() */
 
@@ -149,7 +151,14 @@ static __always_inline void emit_conn(struct sock *sk, struct conn_state *c)
 	e->start_ns = c->start_ns;
 	e->end_ns = bpf_ktime_get_ns();
 	e->bytes_sent = BPF_CORE_READ(tp, bytes_sent);
-	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
+	/* bytes_received follows rcv_nxt, which the peer's FIN advances by
+	 * one; report payload only. tcp_fin() sets RCV_SHUTDOWN before the
+	 * close, tcp_done() only after this tracepoint. (Bitfield-safe read:
+	 * sk_shutdown is a bitfield on some kernels.) */
+	__u64 received = BPF_CORE_READ(tp, bytes_received);
+	if ((BPF_CORE_READ_BITFIELD_PROBED(sk, sk_shutdown) & KSPAN_RCV_SHUTDOWN) && received > 0)
+		received--;
+	e->bytes_received = received;
 	e->segs_out = BPF_CORE_READ(tp, segs_out);
 	e->segs_in = BPF_CORE_READ(tp, segs_in);
 	e->total_retrans = BPF_CORE_READ(tp, total_retrans);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "tests/privileged/privileged.h"
+#include "tests/privileged/tcp_fixture.h"
 #include "userspace/capture_filter.h"
 #include "userspace/event_decoder.h"
 #include "userspace/pin_directory.h"
@@ -27,69 +28,19 @@ using ::kspan::testing::ConnectLoopback;
 using ::kspan::testing::ConnectResult;
 using ::kspan::testing::Listener;
 
-class Collector : public KernelEventHandler {
- public:
-  void OnTcpConnect(const kspan_tcp_connect_event& e) noexcept override {
-    std::lock_guard lock(mu_);
-    events_.push_back(e);
-    cv_.notify_all();
-  }
+using ::kspan::testing::TcpCaptureTest;
 
-  // The record of this process's connect to `dport` (and from `sport`, when
-  // non-zero), waiting up to `timeout`.
+class TcpConnectCapture : public TcpCaptureTest {
+ protected:
+  // This process's connect record to `dport` (from `sport` when non-zero).
   std::optional<kspan_tcp_connect_event> WaitFor(std::uint32_t pid, int dport,
                                                  std::chrono::milliseconds timeout,
                                                  int sport = 0) {
-    std::unique_lock lock(mu_);
-    std::optional<kspan_tcp_connect_event> found;
-    cv_.wait_for(lock, timeout, [&] {
-      for (const auto& e : events_) {
-        if (e.pid == pid && e.dport == dport && (sport == 0 || e.sport == sport)) {
-          found = e;
-          return true;
-        }
-      }
-      return false;
-    });
-    return found;
-  }
-
-  std::size_t CountFrom(std::uint32_t pid) {
-    std::lock_guard lock(mu_);
-    std::size_t n = 0;
-    for (const auto& e : events_) n += e.pid == pid;
-    return n;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<kspan_tcp_connect_event> events_;
-};
-
-class TcpConnectCapture : public ::testing::Test {
- protected:
-  void StartCapture(std::uint32_t self_tgid) {
-    auto pins = PinDirectory::Create(::kspan::testing::TestPinDir());
-    ASSERT_TRUE(pins.ok()) << pins.status();
-    pins_.emplace(std::move(*pins));
-    CaptureOptions opts;
-    opts.self_tgid = self_tgid;
-    opts.ring_buffer_bytes = 256 << 10;
-    opts.wakeup_bytes = 0;
-    opts.pin_dir = pins_->path();
-    capture_ = std::make_unique<TcpCapture>(opts);
-    ASSERT_TRUE(capture_->Start().ok());
-    ::kspan::testing::ReportVariant("tcp_state", capture_->variant());
-    ASSERT_TRUE(reader_.Add(capture_->ring_fd(), "kspan_tcp_ring", &decoder_).ok());
-    ASSERT_TRUE(reader_.Start(std::chrono::milliseconds(10)).ok());
-  }
-
-  void TearDown() override {
-    if (capture_) capture_->Detach();
-    reader_.Stop();
-    capture_.reset();
-    pins_.reset();
+    return collector_.WaitConnect(
+        [&](const kspan_tcp_connect_event& e) {
+          return e.pid == pid && e.dport == dport && (sport == 0 || e.sport == sport);
+        },
+        timeout);
   }
 
   static std::string Addr(const kspan_tcp_connect_event& e, const std::uint8_t* a) {
@@ -112,13 +63,6 @@ class TcpConnectCapture : public ::testing::Test {
     EXPECT_LE(e.start_ns, e.end_ns);
     EXPECT_EQ(std::string(e.comm, strnlen(e.comm, sizeof(e.comm))), "kspan_privilege");
   }
-
-  MetricsRegistry metrics_;
-  Collector collector_;
-  EventDecoder decoder_{collector_, metrics_};
-  RingReader reader_;
-  std::optional<PinDirectory> pins_;
-  std::unique_ptr<TcpCapture> capture_;
 };
 
 // A child process that connects to `port` on 127.0.0.1 when told to.
@@ -152,7 +96,7 @@ class ConnectingChild {
   pid_t pid_ = -1;
 };
 
-TEST_F(TcpConnectCapture, EstablishedIpv4AndIpv6) {
+TEST_P(TcpConnectCapture, EstablishedIpv4AndIpv6) {
   KSPAN_REQUIRE_BPF();
   StartCapture(0);
   for (int family : {AF_INET, AF_INET6}) {
@@ -161,7 +105,7 @@ TEST_F(TcpConnectCapture, EstablishedIpv4AndIpv6) {
     ASSERT_GT(server.port(), 0);
     ConnectResult r = ConnectLoopback(family, server.port());
     ASSERT_EQ(r.err, 0) << std::strerror(r.err);
-    auto e = collector_.WaitFor(getpid(), server.port(), std::chrono::seconds(5));
+    auto e = WaitFor(getpid(), server.port(), std::chrono::seconds(5));
     ASSERT_TRUE(e.has_value()) << "no connect record for port " << server.port();
     ExpectCommon(*e, r, family);
     EXPECT_EQ(e->established, 1);
@@ -173,7 +117,7 @@ TEST_F(TcpConnectCapture, EstablishedIpv4AndIpv6) {
   EXPECT_EQ(stats[KSPAN_TCP_STAT_RING_FULL], 0u);
 }
 
-TEST_F(TcpConnectCapture, RefusedConnectCarriesEconnrefused) {
+TEST_P(TcpConnectCapture, RefusedConnectCarriesEconnrefused) {
   KSPAN_REQUIRE_BPF();
   StartCapture(0);
   for (int family : {AF_INET, AF_INET6}) {
@@ -181,7 +125,7 @@ TEST_F(TcpConnectCapture, RefusedConnectCarriesEconnrefused) {
     ClosedPort closed(family);
     ConnectResult r = ConnectLoopback(family, closed.port());
     ASSERT_EQ(r.err, ECONNREFUSED);
-    auto e = collector_.WaitFor(getpid(), closed.port(), std::chrono::seconds(5));
+    auto e = WaitFor(getpid(), closed.port(), std::chrono::seconds(5));
     ASSERT_TRUE(e.has_value());
     ExpectCommon(*e, r, family);
     EXPECT_EQ(e->established, 0);
@@ -190,7 +134,7 @@ TEST_F(TcpConnectCapture, RefusedConnectCarriesEconnrefused) {
   }
 }
 
-TEST_F(TcpConnectCapture, UnansweredHandshakeCarriesEtimedout) {
+TEST_P(TcpConnectCapture, UnansweredHandshakeCarriesEtimedout) {
   KSPAN_REQUIRE_BPF();
   StartCapture(0);
   // Backlog 0 admits one connection; with it unaccepted, the accept queue is
@@ -201,7 +145,7 @@ TEST_F(TcpConnectCapture, UnansweredHandshakeCarriesEtimedout) {
   ASSERT_EQ(first.err, 0);
   ConnectResult r = ConnectLoopback(AF_INET, server.port(), /*syn_retries=*/1);
   ASSERT_EQ(r.err, ETIMEDOUT) << std::strerror(r.err);
-  auto e = collector_.WaitFor(getpid(), server.port(), std::chrono::seconds(5), r.local_port);
+  auto e = WaitFor(getpid(), server.port(), std::chrono::seconds(5), r.local_port);
   ASSERT_TRUE(e.has_value()) << "no record for the timed-out connect";
   ExpectCommon(*e, r, AF_INET);
   EXPECT_EQ(e->established, 0);
@@ -212,7 +156,7 @@ TEST_F(TcpConnectCapture, UnansweredHandshakeCarriesEtimedout) {
   close(r.fd);
 }
 
-TEST_F(TcpConnectCapture, KspanItselfIsNeverTraced) {
+TEST_P(TcpConnectCapture, KspanItselfIsNeverTraced) {
   KSPAN_REQUIRE_BPF();
   StartCapture(static_cast<std::uint32_t>(getpid()));  // as if this process were kspan
   Listener server(AF_INET, 64);
@@ -221,13 +165,13 @@ TEST_F(TcpConnectCapture, KspanItselfIsNeverTraced) {
   // A child is traced, which proves capture is live while we look.
   ConnectingChild child(server.port());
   ASSERT_TRUE(child.ConnectAndWait());
-  ASSERT_TRUE(collector_.WaitFor(child.pid(), server.port(), std::chrono::seconds(5)).has_value())
+  ASSERT_TRUE(WaitFor(child.pid(), server.port(), std::chrono::seconds(5)).has_value())
       << "capture saw nothing at all";
-  EXPECT_EQ(collector_.CountFrom(static_cast<std::uint32_t>(getpid())), 0u);
+  EXPECT_EQ(collector_.ConnectsFrom(static_cast<std::uint32_t>(getpid())), 0u);
   close(own.fd);
 }
 
-TEST_F(TcpConnectCapture, DenyListedProcessProducesNothing) {
+TEST_P(TcpConnectCapture, DenyListedProcessProducesNothing) {
   KSPAN_REQUIRE_BPF();
   StartCapture(0);
   auto filter = CaptureFilter::Open(pins_->path());
@@ -238,16 +182,18 @@ TEST_F(TcpConnectCapture, DenyListedProcessProducesNothing) {
   ASSERT_TRUE(filter->DenyPid(denied.pid()).ok());
   ASSERT_TRUE(denied.ConnectAndWait());
   ASSERT_TRUE(allowed.ConnectAndWait());
-  ASSERT_TRUE(collector_.WaitFor(allowed.pid(), server.port(), std::chrono::seconds(5)).has_value());
-  EXPECT_EQ(collector_.CountFrom(denied.pid()), 0u);
+  ASSERT_TRUE(WaitFor(allowed.pid(), server.port(), std::chrono::seconds(5)).has_value());
+  EXPECT_EQ(collector_.ConnectsFrom(denied.pid()), 0u);
 
   // Removing it from the deny-list takes effect without reloading.
   ASSERT_TRUE(filter->RemoveDeniedPid(denied.pid()).ok());
   ConnectResult r = ConnectLoopback(AF_INET, server.port());  // this process, not denied
   ASSERT_EQ(r.err, 0);
-  EXPECT_TRUE(collector_.WaitFor(getpid(), server.port(), std::chrono::seconds(5)).has_value());
+  EXPECT_TRUE(WaitFor(getpid(), server.port(), std::chrono::seconds(5)).has_value());
   close(r.fd);
 }
+
+KSPAN_INSTANTIATE_TCP_VARIANTS(TcpConnectCapture);
 
 }  // namespace
 }  // namespace kspan

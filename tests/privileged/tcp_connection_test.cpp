@@ -1,0 +1,170 @@
+// Accept spans and connection lifetimes on the running kernel, per variant:
+// real connections over loopback, every field of the records asserted.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "tests/privileged/privileged.h"
+#include "tests/privileged/tcp_fixture.h"
+#include "userspace/clock_sync.h"
+#include "userspace/span_assembler.h"
+
+namespace kspan {
+namespace {
+
+using ::kspan::testing::ConnectLoopback;
+using ::kspan::testing::ConnectResult;
+using ::kspan::testing::Listener;
+using ::kspan::testing::TcpCaptureTest;
+
+std::uint64_t MonoNow() { return MonotonicNowNs(); }
+
+void WriteAll(int fd, std::size_t n) {
+  std::string buf(n, 'x');
+  ASSERT_EQ(write(fd, buf.data(), buf.size()), static_cast<ssize_t>(n));
+}
+
+void ReadExactly(int fd, std::size_t n) {
+  std::string buf(n, '\0');
+  std::size_t got = 0;
+  while (got < n) {
+    ssize_t r = read(fd, buf.data() + got, n - got);
+    ASSERT_GT(r, 0);
+    got += static_cast<std::size_t>(r);
+  }
+}
+
+class TcpConnectionCapture : public TcpCaptureTest {
+ protected:
+  // Loopback does not lose segments: with no retransmission the byte
+  // counters are exact.
+  static void ExpectCounters(const kspan_tcp_conn_event& e, std::uint64_t sent,
+                             std::uint64_t received) {
+    EXPECT_EQ(e.total_retrans, 0u);
+    EXPECT_EQ(e.bytes_sent, sent);
+    EXPECT_EQ(e.bytes_received, received);
+    EXPECT_GE(e.segs_out, 2u);
+    EXPECT_GE(e.segs_in, 2u);
+    EXPECT_LT(e.srtt_us, 1'000'000u);
+    EXPECT_LE(e.start_ns, e.end_ns);
+    EXPECT_EQ(std::string(e.comm, strnlen(e.comm, sizeof(e.comm))), "kspan_privilege");
+  }
+};
+
+TEST_P(TcpConnectionCapture, AcceptAndLifetimeOfBothSides) {
+  KSPAN_REQUIRE_BPF();
+  StartCapture(0);
+  ASSERT_TRUE(capture_->accept_attached());
+  Listener server(AF_INET);
+  ConnectResult client = ConnectLoopback(AF_INET, server.port());
+  ASSERT_EQ(client.err, 0);
+
+  const std::uint64_t before_accept = MonoNow();
+  int conn = accept(server.fd(), nullptr, nullptr);
+  const std::uint64_t after_accept = MonoNow();
+  ASSERT_GE(conn, 0);
+
+  // Accept: this thread, the listener's port locally, the client's as peer.
+  const auto pid = static_cast<std::uint32_t>(getpid());
+  auto acc = collector_.WaitAccept(
+      [&](const kspan_tcp_accept_event& e) { return e.pid == pid && e.ep.dport == client.local_port; },
+      std::chrono::seconds(5));
+  ASSERT_TRUE(acc.has_value());
+  EXPECT_EQ(acc->tid, static_cast<std::uint32_t>(::kspan::testing::CurrentTid()));
+  EXPECT_EQ(acc->ep.family, AF_INET);
+  EXPECT_EQ(acc->ep.sport, server.port());
+  EXPECT_EQ(FormatAddress(acc->ep.family, acc->ep.saddr), "127.0.0.1");
+  EXPECT_EQ(FormatAddress(acc->ep.family, acc->ep.daddr), "127.0.0.1");
+  // Queued during connect(), taken inside accept().
+  EXPECT_GE(acc->queued_ns, client.mono_before);
+  EXPECT_LE(acc->queued_ns, client.mono_after);
+  EXPECT_GE(acc->accepted_ns, before_accept);
+  EXPECT_LE(acc->accepted_ns, after_accept);
+  EXPECT_LT(acc->handshake_rtt_us, 1'000'000u);
+
+  // Traffic both ways, then the client closes first.
+  WriteAll(client.fd, 1000);
+  ReadExactly(conn, 1000);
+  WriteAll(conn, 500);
+  ReadExactly(client.fd, 500);
+  close(client.fd);
+  char c;
+  ASSERT_EQ(read(conn, &c, 1), 0);  // the client's FIN
+  close(conn);
+
+  auto out = collector_.WaitConn(
+      [&](const kspan_tcp_conn_event& e) {
+        return e.direction == KSPAN_TCP_DIR_OUT && e.ep.sport == client.local_port;
+      },
+      std::chrono::seconds(5));
+  ASSERT_TRUE(out.has_value()) << "no lifetime record for the client side";
+  EXPECT_EQ(out->pid, pid);
+  EXPECT_EQ(out->ep.dport, server.port());
+  EXPECT_EQ(out->closed_by, KSPAN_TCP_CLOSED_LOCAL);
+  ExpectCounters(*out, /*sent=*/1000, /*received=*/500);
+  EXPECT_GE(out->start_ns, client.mono_before);  // established inside connect()
+  EXPECT_LE(out->start_ns, client.mono_after);
+
+  auto in = collector_.WaitConn(
+      [&](const kspan_tcp_conn_event& e) {
+        return e.direction == KSPAN_TCP_DIR_IN && e.ep.dport == client.local_port;
+      },
+      std::chrono::seconds(5));
+  ASSERT_TRUE(in.has_value()) << "no lifetime record for the server side";
+  EXPECT_EQ(in->pid, pid);  // the accepting process owns it
+  EXPECT_EQ(in->ep.sport, server.port());
+  EXPECT_EQ(in->closed_by, KSPAN_TCP_CLOSED_PEER);
+  ExpectCounters(*in, /*sent=*/500, /*received=*/1000);
+  EXPECT_EQ(in->start_ns, acc->queued_ns);
+}
+
+TEST_P(TcpConnectionCapture, ResetIsReportedOnTheConnection) {
+  KSPAN_REQUIRE_BPF();
+  StartCapture(0);
+  Listener server(AF_INET);
+  ConnectResult client = ConnectLoopback(AF_INET, server.port());
+  ASSERT_EQ(client.err, 0);
+  int conn = accept(server.fd(), nullptr, nullptr);
+  ASSERT_GE(conn, 0);
+  // Zero linger: close() aborts the connection with a RST.
+  struct linger abort_on_close = {1, 0};
+  ASSERT_EQ(setsockopt(conn, SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof(abort_on_close)), 0);
+  close(conn);
+  char c;
+  EXPECT_EQ(read(client.fd, &c, 1), -1);
+  EXPECT_EQ(errno, ECONNRESET);
+  close(client.fd);
+
+  auto in = collector_.WaitConn(
+      [&](const kspan_tcp_conn_event& e) {
+        return e.direction == KSPAN_TCP_DIR_IN && e.ep.dport == client.local_port;
+      },
+      std::chrono::seconds(5));
+  ASSERT_TRUE(in.has_value());
+  EXPECT_EQ(in->closed_by, KSPAN_TCP_CLOSED_RESET);
+
+  auto out = collector_.WaitConn(
+      [&](const kspan_tcp_conn_event& e) {
+        return e.direction == KSPAN_TCP_DIR_OUT && e.ep.sport == client.local_port;
+      },
+      std::chrono::seconds(5));
+  ASSERT_TRUE(out.has_value());
+  EXPECT_EQ(out->closed_by, KSPAN_TCP_CLOSED_RESET);
+  // The client received the reset while the connection was tracked.
+  const auto notes = collector_.NotesOf(out->sock_id);
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_EQ(notes[0].kind, static_cast<std::uint32_t>(KSPAN_TCP_NOTE_RESET_RECEIVED));
+  EXPECT_EQ(notes[0].state, 1u /* TCP_ESTABLISHED */);
+  EXPECT_GE(notes[0].ts_ns, out->start_ns);
+  EXPECT_LE(notes[0].ts_ns, out->end_ns);
+}
+
+KSPAN_INSTANTIATE_TCP_VARIANTS(TcpConnectionCapture);
+
+}  // namespace
+}  // namespace kspan
