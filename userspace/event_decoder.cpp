@@ -29,6 +29,19 @@ static_assert(offsetof(kspan_tcp_conn_event, ep) == 72);
 static_assert(offsetof(kspan_tcp_conn_event, comm) == 112);
 static_assert(sizeof(kspan_tcp_note) == 32);
 static_assert(offsetof(kspan_tcp_note, ts_ns) == 16);
+static_assert(sizeof(kspan_syscall_event) == 136);
+static_assert(offsetof(kspan_syscall_event, nr) == 12);
+static_assert(offsetof(kspan_syscall_event, start_ns) == 16);
+static_assert(offsetof(kspan_syscall_event, ret) == 32);
+static_assert(offsetof(kspan_syscall_event, args) == 40);
+static_assert(offsetof(kspan_syscall_event, fd) == 72);
+static_assert(offsetof(kspan_syscall_event, sport) == 80);
+static_assert(offsetof(kspan_syscall_event, path_len) == 84);
+static_assert(offsetof(kspan_syscall_event, saddr) == 88);
+static_assert(offsetof(kspan_syscall_event, daddr) == 104);
+static_assert(offsetof(kspan_syscall_event, comm) == 120);
+static_assert(sizeof(kspan_syscall_path_event) == 136 + KSPAN_SYSCALL_PATH_MAX);
+static_assert(sizeof(kspan_syscall_config) == 16);
 
 namespace {
 constexpr char kErrors[] = "kspan_decoder_errors_total";
@@ -82,6 +95,25 @@ void EventDecoder::OnEvent(std::span<const std::byte> record) noexcept {
     case KSPAN_EVENT_TCP_CONN_EVENT: {
       kspan_tcp_note e;
       if (Copy(record, &e)) handler_.OnTcpNote(e);
+      return;
+    }
+    case KSPAN_EVENT_SYSCALL: {
+      // Two sizes: without a path, or followed by a KSPAN_SYSCALL_PATH_MAX tail.
+      kspan_syscall_event e;
+      const bool has_tail = record.size() == sizeof(kspan_syscall_path_event);
+      if (record.size() != sizeof(e) && !has_tail) {
+        bad_size_.Add();
+        return;
+      }
+      std::memcpy(&e, record.data(), sizeof(e));
+      std::string_view path;
+      if (has_tail) {
+        const char* tail = reinterpret_cast<const char*>(record.data()) + sizeof(e);
+        path = std::string_view(tail, strnlen(tail, std::min<std::size_t>(
+                                                        e.path_len, KSPAN_SYSCALL_PATH_MAX)));
+      }
+      decoded_.Add();
+      handler_.OnSyscall(e, path);
       return;
     }
     default:

@@ -7,6 +7,7 @@
 #include <span>
 #include <string_view>
 
+#include "bpf/syscalls.h"
 #include "bpf/tcp.h"
 #include "exporter/self_metrics.h"
 #include "userspace/ring_reader.h"
@@ -17,6 +18,8 @@ class KernelEventHandler {
  public:
   virtual ~KernelEventHandler() = default;
   virtual void OnTcpConnect(const kspan_tcp_connect_event& event) noexcept = 0;
+  // `path` is the record's path tail (bpf/syscalls.h), empty when it has none.
+  virtual void OnSyscall(const kspan_syscall_event&, std::string_view /*path*/) noexcept {}
   virtual void OnTcpAccept(const kspan_tcp_accept_event&) noexcept {}
   virtual void OnTcpConn(const kspan_tcp_conn_event&) noexcept {}
   virtual void OnTcpNote(const kspan_tcp_note&) noexcept {}

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
+#include "userspace/syscall_spans.h"
 
 namespace kspan {
 
@@ -46,6 +47,7 @@ SpanAssembler::SpanAssembler(ClockSync& clock, ProcessResources& resources,
       accept_spans_(metrics.GetCounter(kAssembled, kAssembledHelp, {{"family", "tcp_accept"}})),
       connection_spans_(
           metrics.GetCounter(kAssembled, kAssembledHelp, {{"family", "tcp_connection"}})),
+      syscall_spans_(metrics.GetCounter(kAssembled, kAssembledHelp, {{"family", "syscall"}})),
       assembly_failed_(metrics.GetCounter("kspan_spans_assembly_failed_total",
                                           "Kernel events whose span could not be built.")) {
   metrics.AddCallbackCounter(
@@ -77,6 +79,10 @@ void SpanAssembler::OnTcpAccept(const kspan_tcp_accept_event& event) noexcept {
 void SpanAssembler::OnTcpConn(const kspan_tcp_conn_event& event) noexcept {
   Emit(connection_spans_,
        [&] { return BuildTcpConnectionSpan(event, notes_.Take(event.sock_id), ctx_); });
+}
+
+void SpanAssembler::OnSyscall(const kspan_syscall_event& event, std::string_view path) noexcept {
+  Emit(syscall_spans_, [&] { return BuildSyscallSpan(event, path, clock_, ctx_.resources, ids_); });
 }
 
 void SpanAssembler::OnTcpNote(const kspan_tcp_note& note) noexcept {

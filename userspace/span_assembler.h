@@ -26,6 +26,7 @@ class SpanAssembler final : public KernelEventHandler {
   void OnTcpAccept(const kspan_tcp_accept_event& event) noexcept override;
   void OnTcpConn(const kspan_tcp_conn_event& event) noexcept override;
   void OnTcpNote(const kspan_tcp_note& note) noexcept override;
+  void OnSyscall(const kspan_syscall_event& event, std::string_view path) noexcept override;
 
   // Exposed for tests: the span for one event, without handing it on.
   Span BuildTcpConnect(const kspan_tcp_connect_event& event) {
@@ -47,6 +48,7 @@ class SpanAssembler final : public KernelEventHandler {
   Counter& connect_spans_;
   Counter& accept_spans_;
   Counter& connection_spans_;
+  Counter& syscall_spans_;
   Counter& assembly_failed_;
 };
 

@@ -1,0 +1,546 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Syscall program family: one record per configured syscall, sys_enter to
+ * sys_exit, for the processes the shared filter (bpf/filter.bpf.h) selects.
+ *
+ * Three interchangeable attach variants of the same two hooks, chosen by the
+ * loader (userspace/syscall_capture) with bpf_program__set_autoload():
+ *   tp_btf      kspan_sys_e_btf / kspan_sys_x_btf   (BTF-typed raw tracepoint)
+ *   raw_tp      kspan_sys_e_raw / kspan_sys_x_raw   (raw tracepoint, probe reads)
+ *   tracepoint  kspan_sys_e_tp  / kspan_sys_x_tp    (classic raw_syscalls:sys_*)
+ *
+ * Cost order for a process that is not traced (every syscall on the host
+ * runs these programs): the syscall number indexes an array (inlined by the
+ * verifier) and returns unless configured; the process's trace level comes
+ * from a per-tgid array cache tagged with the filter generation, so the hash
+ * lookups of kspan_trace_level() run once per process and filter change.
+ */
+#include "bpf/kspan_core.bpf.h"
+#include "bpf/filter.bpf.h"
+#include "bpf/syscalls.h"
+
+#include <bpf/bpf_endian.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Set by the loader between open and load. */
+const volatile __u64 wakeup_bytes = 0; /* see kspan_wakeup_flag() */
+
+/* Macros have no BTF: the UAPI values, fixed across kernels. */
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define S_IFREG 0100000
+#define S_IFDIR 0040000
+#define S_IFIFO 0010000
+#define TS_COMPAT 0x0002 /* x86 thread_info.status: an ia32 syscall is running */
+#define FUTEX_CMD_MASK 0x7f
+#define FUTEX_WAIT 0
+#define FUTEX_LOCK_PI 6
+#define FUTEX_WAIT_BITSET 9
+#define FUTEX_WAIT_REQUEUE_PI 11
+#define FUTEX_LOCK_PI2 13
+
+/* Per-syscall configuration, indexed by x86_64 syscall number. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, KSPAN_SYSCALL_NR_MAX);
+	__type(key, __u32);
+	__type(value, struct kspan_syscall_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kspan_sys_cfg SEC(".maps");
+
+/* Trace level per tgid: bits 0-1 the level, bit 2 valid, bits 3-31 the
+ * filter generation it was computed for. Sized to pid_max by the loader;
+ * reset when a process execs (comm changes) or a thread exits. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 32768); /* resized by the loader */
+	__type(key, __u32);
+	__type(value, __u32);
+} kspan_sys_lvl SEC(".maps");
+
+struct in_flight {
+	__u64 start_ns;
+	__u64 args[4];
+	__u64 file; /* struct file * resolved at enter (close) */
+	__u16 nr;
+	__u8 level;
+	__u8 pad[5];
+};
+
+/* Syscalls between enter and exit, by thread id. Every traced enter has an
+ * exit (sys_exit runs even when a signal interrupts the syscall), so entries
+ * do not leak; a full table is counted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384); /* resized by the loader */
+	__type(key, __u32);
+	__type(value, struct in_flight);
+} kspan_sys_infl SEC(".maps");
+
+struct path_key {
+	__u32 tgid;
+	__u32 fd;
+};
+
+struct path_entry {
+	__u64 file; /* the struct file * the path belongs to: a reused fd does not match */
+	char path[KSPAN_SYSCALL_PATH_MAX];
+};
+
+/* Paths of files opened by fully traced processes, remembered at openat. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384); /* resized by the loader */
+	__type(key, struct path_key);
+	__type(value, struct path_entry);
+} kspan_sys_paths SEC(".maps");
+
+/* Scratch space for a path entry (too large for the 512-byte stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct path_entry);
+} kspan_sys_scr SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024); /* resized by the loader */
+} kspan_sys_ring SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KSPAN_SYS_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kspan_sys_stats SEC(".maps");
+
+/* The config of syscall `nr` when it is enabled, else NULL. */
+static __always_inline struct kspan_syscall_config *sys_config(long nr)
+{
+	if ((unsigned long)nr >= KSPAN_SYSCALL_NR_MAX)
+		return NULL;
+	__u32 key = (__u32)nr;
+	struct kspan_syscall_config *c = bpf_map_lookup_elem(&kspan_sys_cfg, &key);
+	if (!c || !c->enabled)
+		return NULL;
+	return c;
+}
+
+/* The trace level of process `tgid`, from the cache when it was computed for
+ * the current filter generation. `fc` receives the filter config. */
+static __always_inline int sys_level(__u32 tgid, struct kspan_filter_config **fc)
+{
+	__u32 zero = 0;
+	struct kspan_filter_config *cfg = bpf_map_lookup_elem(&kspan_cfg, &zero);
+	if (!cfg)
+		return KSPAN_TRACE_NONE;
+	*fc = cfg;
+	__u32 tag = (cfg->generation << 3) | 4;
+	__u32 *slot = bpf_map_lookup_elem(&kspan_sys_lvl, &tgid);
+	if (slot) {
+		__u32 v = *slot;
+		if ((v & ~3u) == tag)
+			return v & 3;
+	}
+	int level = kspan_trace_level(tgid);
+	if (slot)
+		*slot = tag | (__u32)level;
+	return level;
+}
+
+static __always_inline bool task_is_compat(void)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	return BPF_CORE_READ(task, thread_info.status) & TS_COMPAT;
+}
+
+/* task->files->fdt->fd[fd], bounds-checked against max_fds; NULL if none. */
+static __always_inline struct file *fd_file(__u32 fd)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt)
+		return NULL;
+	unsigned int max_fds = BPF_CORE_READ(fdt, max_fds);
+	if (fd >= max_fds)
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+static __always_inline __u8 file_kind(struct file *f)
+{
+	if (!f)
+		return KSPAN_FD_NONE;
+	__u16 mode = BPF_CORE_READ(f, f_inode, i_mode);
+	switch (mode & S_IFMT) {
+	case S_IFSOCK:
+		return KSPAN_FD_SOCKET;
+	case S_IFREG:
+	case S_IFDIR:
+		return KSPAN_FD_FILE;
+	case S_IFIFO:
+		return KSPAN_FD_PIPE;
+	default:
+		return KSPAN_FD_OTHER;
+	}
+}
+
+/* Family, type, protocol, local and peer address of a socket file. */
+static __always_inline void fill_socket(struct kspan_syscall_event *e, struct file *f)
+{
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	if (!sock)
+		return;
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->family = (__u8)family;
+	e->sock_type = (__u8)BPF_CORE_READ(sock, type);
+	e->protocol = (__u8)BPF_CORE_READ(sk, sk_protocol);
+	if (family == AF_INET) {
+		bpf_core_read(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_daddr);
+	} else if (family == AF_INET6) {
+		bpf_core_read(e->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(e->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	} else {
+		return;
+	}
+	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+}
+
+/* Every field but the path tail. */
+static __always_inline void fill_event(struct kspan_syscall_event *e, const struct in_flight *fl,
+				       __u64 pid_tgid, __u64 now, long ret,
+				       const struct kspan_syscall_config *c, __u32 fd,
+				       struct file *f, __u8 kind)
+{
+	e->type = KSPAN_EVENT_SYSCALL;
+	e->pid = pid_tgid >> 32;
+	e->tid = (__u32)pid_tgid;
+	e->nr = fl->nr;
+	e->syscall_class = c->syscall_class;
+	e->trace_level = fl->level;
+	e->start_ns = fl->start_ns;
+	e->end_ns = now;
+	e->ret = (__u64)ret;
+	e->args[0] = fl->args[0];
+	e->args[1] = fl->args[1];
+	e->args[2] = fl->args[2];
+	e->args[3] = fl->args[3];
+	e->fd = fd;
+	e->fd_kind = kind;
+	e->family = 0;
+	e->sock_type = 0;
+	e->protocol = 0;
+	e->sport = 0;
+	e->dport = 0;
+	e->path_len = 0;
+	e->path_source = KSPAN_PATH_NONE;
+	e->pad0 = 0;
+	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	if (kind == KSPAN_FD_SOCKET)
+		fill_socket(e, f);
+}
+
+static __always_inline void submit(void *e)
+{
+	bpf_ringbuf_submit(e, kspan_wakeup_flag(&kspan_sys_ring, wakeup_bytes));
+	kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_EMITTED);
+}
+
+static __always_inline bool futex_waits(__u64 op)
+{
+	switch (op & FUTEX_CMD_MASK) {
+	case FUTEX_WAIT:
+	case FUTEX_WAIT_BITSET:
+	case FUTEX_WAIT_REQUEUE_PI:
+	case FUTEX_LOCK_PI:
+	case FUTEX_LOCK_PI2:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Everything after the cheap checks of sys_enter: the process is traced. */
+static __always_inline int enter_traced(const struct kspan_syscall_config *c, long nr,
+					__u64 pid_tgid, int level, __u64 a0, __u64 a1,
+					__u64 a2, __u64 a3)
+{
+	__u8 flags = c->flags;
+	if ((flags & KSPAN_SYSCALL_F_FUTEX_WAIT) && !futex_waits(a1))
+		return 0;
+	if (task_is_compat())
+		return 0; /* an ia32 syscall: numbers differ, the config does not apply */
+	struct in_flight fl = {
+		.args = {a0, a1, a2, a3},
+		.nr = (__u16)nr,
+		.level = (__u8)level,
+	};
+	if (flags & KSPAN_SYSCALL_F_FD_AT_ENTER)
+		fl.file = (__u64)fd_file((__u32)a0);
+	__u32 tid = (__u32)pid_tgid;
+	fl.start_ns = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&kspan_sys_infl, &tid, &fl, BPF_ANY))
+		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_ENTER_NO_SLOT);
+	return 0;
+}
+
+/* The path of file `f` (fd `fd`) into `path`: remembered at openat when the
+ * entry belongs to this very file, else the dentry name. */
+static __always_inline void fill_path(struct kspan_syscall_path_event *e, __u32 tgid, __u32 fd,
+				      struct file *f)
+{
+	struct path_key key = {.tgid = tgid, .fd = fd};
+	struct path_entry *pe = bpf_map_lookup_elem(&kspan_sys_paths, &key);
+	long n;
+	if (pe && pe->file == (__u64)f) {
+		n = bpf_probe_read_kernel_str(e->path, sizeof(e->path), pe->path);
+		e->ev.path_source = KSPAN_PATH_OPENAT;
+	} else {
+		const unsigned char *name = BPF_CORE_READ(f, f_path.dentry, d_name.name);
+		n = bpf_probe_read_kernel_str(e->path, sizeof(e->path), name);
+		e->ev.path_source = KSPAN_PATH_DENTRY;
+	}
+	if (n > 0) {
+		e->ev.path_len = (__u16)(n - 1);
+	} else {
+		e->path[0] = 0;
+		e->ev.path_source = KSPAN_PATH_NONE;
+	}
+}
+
+/* openat: the name the process passed, remembered for the new fd when the
+ * process is fully traced and the call succeeded. */
+static __always_inline void fill_openat_path(struct kspan_syscall_path_event *e,
+					     const struct in_flight *fl, __u32 tgid, long ret,
+					     struct file *f)
+{
+	long n = bpf_probe_read_user_str(e->path, sizeof(e->path), (const void *)fl->args[1]);
+	if (n <= 0) {
+		e->path[0] = 0;
+		return;
+	}
+	e->ev.path_len = (__u16)(n - 1);
+	e->ev.path_source = KSPAN_PATH_OPENAT;
+	if (ret < 0 || fl->level != KSPAN_TRACE_FULL || !f)
+		return;
+	__u32 zero = 0;
+	struct path_entry *scratch = bpf_map_lookup_elem(&kspan_sys_scr, &zero);
+	if (!scratch)
+		return;
+	scratch->file = (__u64)f;
+	bpf_probe_read_kernel(scratch->path, sizeof(scratch->path), e->path);
+	struct path_key key = {.tgid = tgid, .fd = (__u32)ret};
+	if (bpf_map_update_elem(&kspan_sys_paths, &key, scratch, BPF_ANY))
+		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_PATH_TABLE_FULL);
+}
+
+static __always_inline void exit_traced(const struct kspan_syscall_config *c,
+					const struct in_flight *flp, __u64 pid_tgid, __u64 now,
+					long ret, const struct kspan_filter_config *fc);
+
+static __always_inline int sys_exit_common(long nr, long ret)
+{
+	struct kspan_syscall_config *c = sys_config(nr);
+	if (!c)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	struct kspan_filter_config *fc = NULL;
+	if (sys_level(tgid, &fc) == KSPAN_TRACE_NONE || !fc)
+		return 0;
+	__u32 tid = (__u32)pid_tgid;
+	struct in_flight *slot = bpf_map_lookup_elem(&kspan_sys_infl, &tid);
+	if (!slot) {
+		/* Began before capture started, was not recorded for lack of a
+		 * slot (counted at enter), or the process became traced
+		 * meanwhile; ia32 syscalls are never recorded. */
+		if (!task_is_compat())
+			kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_EXIT_NO_ENTER);
+		return 0;
+	}
+	__u64 now = bpf_ktime_get_ns();
+	struct in_flight fl = *slot;
+	bpf_map_delete_elem(&kspan_sys_infl, &tid);
+	if (fl.nr != (__u16)nr) {
+		/* The exit of another syscall than the one entered: its own
+		 * exit was lost. */
+		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_EXIT_NO_ENTER);
+		return 0;
+	}
+	exit_traced(c, &fl, pid_tgid, now, ret, fc);
+	/* close: the remembered path dies with the fd, recorded or not. */
+	if ((c->flags & KSPAN_SYSCALL_F_FD_AT_ENTER) && ret == 0) {
+		struct path_key key = {.tgid = tgid, .fd = (__u32)fl.args[0]};
+		bpf_map_delete_elem(&kspan_sys_paths, &key);
+	}
+	return 0;
+}
+
+/* A paired syscall: the record, if slow enough. */
+static __always_inline void exit_traced(const struct kspan_syscall_config *c,
+					const struct in_flight *flp, __u64 pid_tgid, __u64 now,
+					long ret, const struct kspan_filter_config *fc)
+{
+	__u32 tgid = pid_tgid >> 32;
+	__u8 flags = c->flags;
+	__u64 min_ns = c->min_duration_ns;
+	if (flp->level != KSPAN_TRACE_FULL && fc->slow_threshold_ns > min_ns)
+		min_ns = fc->slow_threshold_ns;
+	if (now - flp->start_ns < min_ns) {
+		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_BELOW_THRESHOLD);
+		return;
+	}
+
+	__u32 fd = KSPAN_SYSCALL_NO_FD;
+	struct file *f = NULL;
+	if (flags & KSPAN_SYSCALL_F_FD_RET) {
+		if (ret >= 0) {
+			fd = (__u32)ret;
+			f = fd_file(fd);
+		}
+	} else if (flags & KSPAN_SYSCALL_F_FD_AT_ENTER) {
+		fd = (__u32)flp->args[0];
+		f = (struct file *)flp->file;
+	} else if (flags & KSPAN_SYSCALL_F_FD_ARG0) {
+		fd = (__u32)flp->args[0];
+		f = fd_file(fd);
+	}
+	__u8 kind = file_kind(f);
+
+	if (kind == KSPAN_FD_FILE || (flags & KSPAN_SYSCALL_F_PATH_ARG1)) {
+		struct kspan_syscall_path_event *e =
+			bpf_ringbuf_reserve(&kspan_sys_ring, sizeof(*e), 0);
+		if (!e) {
+			kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_RING_FULL);
+			return;
+		}
+		fill_event(&e->ev, flp, pid_tgid, now, ret, c, fd, f, kind);
+		if (flags & KSPAN_SYSCALL_F_PATH_ARG1)
+			fill_openat_path(e, flp, tgid, ret, f);
+		else
+			fill_path(e, tgid, fd, f);
+		submit(e);
+		return;
+	}
+	struct kspan_syscall_event *e = bpf_ringbuf_reserve(&kspan_sys_ring, sizeof(*e), 0);
+	if (!e) {
+		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_RING_FULL);
+		return;
+	}
+	fill_event(e, flp, pid_tgid, now, ret, c, fd, f, kind);
+	submit(e);
+	return;
+}
+
+/* ---- variant tp_btf: raw_syscalls with BTF-typed arguments ---- */
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(kspan_sys_e_btf, struct pt_regs *regs, long id)
+{
+	struct kspan_syscall_config *c = sys_config(id);
+	if (!c)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct kspan_filter_config *fc = NULL;
+	int level = sys_level(pid_tgid >> 32, &fc);
+	if (level == KSPAN_TRACE_NONE)
+		return 0;
+	return enter_traced(c, id, pid_tgid, level, regs->di, regs->si, regs->dx, regs->r10);
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(kspan_sys_x_btf, struct pt_regs *regs, long ret)
+{
+	return sys_exit_common(regs->orig_ax, ret);
+}
+
+/* ---- variant raw_tp: raw_syscalls, arguments through probe reads ---- */
+
+SEC("raw_tp/sys_enter")
+int kspan_sys_e_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	long id = (long)ctx->args[1];
+	struct kspan_syscall_config *c = sys_config(id);
+	if (!c)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct kspan_filter_config *fc = NULL;
+	int level = sys_level(pid_tgid >> 32, &fc);
+	if (level == KSPAN_TRACE_NONE)
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	return enter_traced(c, id, pid_tgid, level, BPF_CORE_READ(regs, di),
+			    BPF_CORE_READ(regs, si), BPF_CORE_READ(regs, dx),
+			    BPF_CORE_READ(regs, r10));
+}
+
+SEC("raw_tp/sys_exit")
+int kspan_sys_x_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	long ret = (long)ctx->args[1];
+	return sys_exit_common(BPF_CORE_READ(regs, orig_ax), ret);
+}
+
+/* ---- variant tracepoint: the classic raw_syscalls:sys_enter/sys_exit ---- */
+
+SEC("tracepoint/raw_syscalls/sys_enter")
+int kspan_sys_e_tp(struct trace_event_raw_sys_enter *ctx)
+{
+	long id = ctx->id;
+	struct kspan_syscall_config *c = sys_config(id);
+	if (!c)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct kspan_filter_config *fc = NULL;
+	int level = sys_level(pid_tgid >> 32, &fc);
+	if (level == KSPAN_TRACE_NONE)
+		return 0;
+	__u64 a0 = ctx->args[0], a1 = ctx->args[1], a2 = ctx->args[2], a3 = ctx->args[3];
+	return enter_traced(c, id, pid_tgid, level, a0, a1, a2, a3);
+}
+
+SEC("tracepoint/raw_syscalls/sys_exit")
+int kspan_sys_x_tp(struct trace_event_raw_sys_exit *ctx)
+{
+	long id = ctx->id;
+	long ret = ctx->ret;
+	return sys_exit_common(id, ret);
+}
+
+/* ---- level cache invalidation, on every variant ---- */
+
+static __always_inline int forget_level(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 *slot = bpf_map_lookup_elem(&kspan_sys_lvl, &tgid);
+	if (slot)
+		*slot = 0;
+	return 0;
+}
+
+/* exec changes comm (and is where containers' processes enter their cgroup). */
+SEC("tracepoint/sched/sched_process_exec")
+int kspan_sys_exec(void *ctx)
+{
+	return forget_level();
+}
+
+/* A tgid freed now may be reused by another process. */
+SEC("tracepoint/sched/sched_process_exit")
+int kspan_sys_gone(void *ctx)
+{
+	return forget_level();
+}

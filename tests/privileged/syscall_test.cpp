@@ -1,0 +1,607 @@
+// The syscall programs on the running kernel, every attach variant: enable
+// capture for this process, make the real syscall, assert each record field
+// and the span built from it; processes outside the filter produce nothing.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <linux/futex.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "tests/privileged/privileged.h"
+#include "userspace/capture_filter.h"
+#include "userspace/clock_sync.h"
+#include "userspace/event_decoder.h"
+#include "userspace/pin_directory.h"
+#include "userspace/ring_reader.h"
+#include "userspace/syscall_capture.h"
+#include "userspace/syscall_spans.h"
+
+namespace kspan {
+namespace {
+
+using namespace std::chrono_literals;
+using ::kspan::testing::CurrentTid;
+
+struct Record {
+  kspan_syscall_event e;
+  std::string path;
+  bool has_tail;
+};
+
+class SyscallCollector : public KernelEventHandler {
+ public:
+  void OnTcpConnect(const kspan_tcp_connect_event&) noexcept override {}
+  void OnSyscall(const kspan_syscall_event& e, std::string_view path) noexcept override {
+    std::lock_guard lock(mu_);
+    records_.push_back({e, std::string(path), false});
+    cv_.notify_all();
+  }
+
+  std::optional<Record> WaitFor(const std::function<bool(const Record&)>& match,
+                                std::chrono::milliseconds timeout = 5s) {
+    std::unique_lock lock(mu_);
+    std::optional<Record> found;
+    cv_.wait_for(lock, timeout, [&] {
+      for (const auto& r : records_) {
+        if (match(r)) {
+          found = r;
+          return true;
+        }
+      }
+      return false;
+    });
+    return found;
+  }
+
+  std::size_t Count(const std::function<bool(const Record&)>& match) {
+    std::lock_guard lock(mu_);
+    return CountLocked(match);
+  }
+
+  // Waits until at least `n` records match; returns whether they did.
+  bool WaitForCount(const std::function<bool(const Record&)>& match, std::size_t n,
+                    std::chrono::milliseconds timeout = 5s) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return CountLocked(match) >= n; });
+  }
+
+ private:
+  std::size_t CountLocked(const std::function<bool(const Record&)>& match) {
+    std::size_t n = 0;
+    for (const auto& r : records_) n += match(r);
+    return n;
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Record> records_;
+};
+
+std::uint64_t MonoNow() { return MonotonicNowNs(); }
+
+std::int64_t Ret(const kspan_syscall_event& e) { return static_cast<std::int64_t>(e.ret); }
+
+std::string Addr(const kspan_syscall_event& e, const std::uint8_t* a) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  inet_ntop(e.family, a, buf, sizeof(buf));
+  return buf;
+}
+
+const AttributeValue* Attr(const Span& s, std::string_view key) {
+  return FindAttribute(s.attributes, key);
+}
+
+template <typename T>
+T AttrAs(const Span& s, std::string_view key) {
+  const AttributeValue* v = Attr(s, key);
+  EXPECT_NE(v, nullptr) << "missing attribute " << key;
+  if (v == nullptr || !std::holds_alternative<T>(*v)) return T{};
+  return std::get<T>(*v);
+}
+
+void SleepFor(std::chrono::nanoseconds d) {
+  struct timespec ts {
+    static_cast<time_t>(d.count() / 1'000'000'000), static_cast<long>(d.count() % 1'000'000'000)
+  };
+  nanosleep(&ts, nullptr);
+}
+
+// A child process that, when told to, runs `body` and exits.
+class Child {
+ public:
+  explicit Child(std::function<void()> body) {
+    if (pipe(go_) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      char c;
+      close(go_[1]);
+      if (read(go_[0], &c, 1) != 1) _exit(2);
+      body();
+      _exit(0);
+    }
+    close(go_[0]);
+  }
+  std::uint32_t pid() const { return static_cast<std::uint32_t>(pid_); }
+  bool RunAndWait() {
+    char c = 'g';
+    if (write(go_[1], &c, 1) != 1) return false;
+    close(go_[1]);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+
+ private:
+  int go_[2] = {-1, -1};
+  pid_t pid_ = -1;
+};
+
+class SyscallSpans : public ::testing::TestWithParam<SyscallVariant> {
+ protected:
+  // Starts capture in the forced variant, this process fully traced, every
+  // class recorded from 0 ns except waits (20 ms: the ring reader's own
+  // epoll_wait timeouts stay out).
+  void StartCapture() {
+    auto pins = PinDirectory::Create(::kspan::testing::TestPinDir());
+    ASSERT_TRUE(pins.ok()) << pins.status();
+    pins_.emplace(std::move(*pins));
+    SyscallCaptureOptions opts;
+    opts.ring_buffer_bytes = 1 << 20;
+    opts.wakeup_bytes = 0;
+    opts.pin_dir = pins_->path();
+    opts.force_variant = GetParam();
+    opts.class_min = {0ns, 0ns, 0ns, 20ms};
+    capture_ = std::make_unique<SyscallCapture>(opts);
+    absl::Status started = capture_->Start();
+    if (!started.ok()) {
+      // All three variants are tracepoints of raw_syscalls: every supported
+      // kernel (5.10+ with BTF) must take each of them.
+      if (::kspan::testing::BpfRequired()) FAIL() << started;
+      GTEST_SKIP() << "variant refused by this kernel: " << started;
+    }
+    ASSERT_EQ(capture_->variant(), SyscallVariantName(GetParam()));
+    ::kspan::testing::ReportVariant("syscalls.forced", capture_->variant());
+    auto filter = CaptureFilter::Open(pins_->path());
+    ASSERT_TRUE(filter.ok()) << filter.status();
+    filter_.emplace(std::move(*filter));
+    ASSERT_TRUE(filter_->SetSlowThreshold(0ns).ok());
+    ASSERT_TRUE(filter_->AllowPid(static_cast<std::uint32_t>(getpid())).ok());
+    ASSERT_TRUE(reader_.Add(capture_->ring_fd(), "kspan_sys_ring", &decoder_).ok());
+    ASSERT_TRUE(reader_.Start(10ms).ok());
+  }
+
+  void TearDown() override {
+    if (capture_) capture_->Detach();
+    reader_.Stop();
+    if (capture_) {
+      const SyscallStats st = capture_->ReadStats();
+      EXPECT_EQ(st[KSPAN_SYS_STAT_RING_FULL], 0u);
+      EXPECT_EQ(st[KSPAN_SYS_STAT_ENTER_NO_SLOT], 0u);
+    }
+    filter_.reset();
+    capture_.reset();
+    pins_.reset();
+  }
+
+  Span SpanOf(const Record& r) {
+    return BuildSyscallSpan(r.e, r.path, clock_, resources_, ids_);
+  }
+
+  // Fields every record of this thread carries.
+  static void ExpectCommon(const kspan_syscall_event& e, long nr, std::uint64_t before,
+                           std::uint64_t after) {
+    EXPECT_EQ(e.type, static_cast<std::uint32_t>(KSPAN_EVENT_SYSCALL));
+    EXPECT_EQ(e.pid, static_cast<std::uint32_t>(getpid()));
+    EXPECT_EQ(e.tid, static_cast<std::uint32_t>(CurrentTid()));
+    EXPECT_EQ(e.nr, nr);
+    EXPECT_EQ(e.trace_level, KSPAN_TRACE_FULL);
+    // The kernel's interval lies inside the one measured around the call.
+    EXPECT_GE(e.start_ns, before);
+    EXPECT_LE(e.end_ns, after);
+    EXPECT_LE(e.start_ns, e.end_ns);
+    EXPECT_EQ(std::string(e.comm, strnlen(e.comm, sizeof(e.comm))), "kspan_privilege");
+  }
+
+  // Records of this thread for syscall `nr` (on `fd`, when given) that
+  // started at or after `since` (an fd number is reused).
+  static auto Mine(long nr, int fd = -2, std::uint64_t since = 0) {
+    const auto tid = static_cast<std::uint32_t>(CurrentTid());
+    return [=](const Record& r) {
+      return r.e.tid == tid && r.e.nr == nr &&
+             (fd == -2 || r.e.fd == static_cast<std::uint32_t>(fd)) && r.e.start_ns >= since;
+    };
+  }
+
+  MetricsRegistry metrics_;
+  SyscallCollector collector_;
+  EventDecoder decoder_{collector_, metrics_};
+  RingReader reader_;
+  std::optional<PinDirectory> pins_;
+  std::optional<CaptureFilter> filter_;
+  std::unique_ptr<SyscallCapture> capture_;
+  ClockSync clock_;
+  ProcessResources resources_;
+  IdGenerator ids_;
+};
+
+TEST_P(SyscallSpans, RegularFileOpenWriteFsyncClose) {
+  KSPAN_REQUIRE_BPF();
+  StartCapture();
+  if (IsSkipped() || HasFatalFailure()) return;
+  char path[] = "/tmp/kspan-syscall-XXXXXX";
+  int tmp = mkstemp(path);
+  ASSERT_GE(tmp, 0);
+  close(tmp);
+
+  std::uint64_t b0 = MonoNow();
+  int fd = static_cast<int>(syscall(SYS_openat, AT_FDCWD, path, O_WRONLY | O_CLOEXEC));
+  std::uint64_t a0 = MonoNow();
+  ASSERT_GE(fd, 0);
+  std::uint64_t b1 = MonoNow();
+  ASSERT_EQ(write(fd, "hello", 5), 5);
+  std::uint64_t a1 = MonoNow();
+  std::uint64_t b2 = MonoNow();
+  ASSERT_EQ(fsync(fd), 0);
+  std::uint64_t a2 = MonoNow();
+  std::uint64_t b3 = MonoNow();
+  ASSERT_EQ(close(fd), 0);
+  std::uint64_t a3 = MonoNow();
+
+  auto op = collector_.WaitFor(Mine(SYS_openat, fd, b0));
+  ASSERT_TRUE(op.has_value()) << "no openat record";
+  ExpectCommon(op->e, SYS_openat, b0, a0);
+  EXPECT_EQ(Ret(op->e), fd);
+  EXPECT_EQ(op->e.fd_kind, KSPAN_FD_FILE);
+  EXPECT_EQ(op->e.path_source, KSPAN_PATH_OPENAT);
+  EXPECT_EQ(op->path, path);
+  EXPECT_EQ(op->e.syscall_class, KSPAN_SYSCALL_CLASS_FILE_IO);
+  EXPECT_EQ(AttrAs<std::string>(SpanOf(*op), "file.path"), path);
+
+  auto wr = collector_.WaitFor(Mine(SYS_write, fd, b1));
+  ASSERT_TRUE(wr.has_value()) << "no write record";
+  ExpectCommon(wr->e, SYS_write, b1, a1);
+  EXPECT_EQ(Ret(wr->e), 5);
+  EXPECT_EQ(wr->e.args[2], 5u);
+  EXPECT_EQ(wr->e.fd_kind, KSPAN_FD_FILE);
+  EXPECT_EQ(wr->e.path_source, KSPAN_PATH_OPENAT);
+  EXPECT_EQ(wr->path, path);
+  EXPECT_EQ(wr->e.family, 0);
+  Span s = SpanOf(*wr);
+  EXPECT_EQ(s.name, "syscall write");
+  EXPECT_EQ(s.kind, SpanKind::kInternal);
+  EXPECT_EQ(s.status_code, StatusCode::kUnset);
+  EXPECT_EQ(AttrAs<std::string>(s, "file.path"), path);
+  EXPECT_EQ(AttrAs<std::string>(s, "kspan.fd.kind"), "file");
+  EXPECT_EQ(AttrAs<std::int64_t>(s, "kspan.syscall.fd"), fd);
+  EXPECT_EQ(AttrAs<std::int64_t>(s, "kspan.syscall.bytes"), 5);
+  EXPECT_EQ(AttrAs<std::int64_t>(s, "process.pid"), getpid());
+  EXPECT_EQ(AttrAs<std::int64_t>(s, "thread.id"), CurrentTid());
+
+  auto sync = collector_.WaitFor(Mine(SYS_fsync, fd, b2));
+  ASSERT_TRUE(sync.has_value()) << "no fsync record";
+  ExpectCommon(sync->e, SYS_fsync, b2, a2);
+  EXPECT_EQ(Ret(sync->e), 0);
+  EXPECT_EQ(sync->e.fd_kind, KSPAN_FD_FILE);
+  EXPECT_EQ(sync->path, path);
+
+  auto cl = collector_.WaitFor(Mine(SYS_close, fd, b3));
+  ASSERT_TRUE(cl.has_value()) << "no close record";
+  ExpectCommon(cl->e, SYS_close, b3, a3);
+  EXPECT_EQ(Ret(cl->e), 0);
+  EXPECT_EQ(cl->e.fd_kind, KSPAN_FD_FILE);  // resolved at enter: the fd is gone at exit
+  EXPECT_EQ(cl->path, path);
+
+  // The fd number reused for another file carries that file's path.
+  char path2[] = "/tmp/kspan-syscall-XXXXXX";
+  int fd2 = mkstemp(path2);
+  ASSERT_GE(fd2, 0);
+  char buf[8];
+  ASSERT_EQ(read(fd2, buf, 1), 0);
+  auto rd = collector_.WaitFor(Mine(SYS_read, fd2));
+  ASSERT_TRUE(rd.has_value());
+  EXPECT_EQ(rd->path, path2);
+  EXPECT_EQ(Ret(rd->e), 0);
+  close(fd2);
+  unlink(path2);
+  unlink(path);
+}
+
+TEST_P(SyscallSpans, DentryNameWhenOpenedBeforeCapture) {
+  KSPAN_REQUIRE_BPF();
+  char path[] = "/tmp/kspan-dentry-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(write(fd, "abc", 3), 3);
+  StartCapture();
+  if (IsSkipped() || HasFatalFailure()) return;
+  char buf[4];
+  ASSERT_EQ(pread(fd, buf, 2, 0), 2);
+  auto r = collector_.WaitFor(Mine(SYS_pread64, fd));
+  ASSERT_TRUE(r.has_value());
+  const std::string name = std::string(path).substr(5);  // without "/tmp/"
+  EXPECT_EQ(r->e.fd_kind, KSPAN_FD_FILE);
+  EXPECT_EQ(r->e.path_source, KSPAN_PATH_DENTRY);
+  EXPECT_EQ(r->path, name);
+  EXPECT_EQ(Ret(r->e), 2);
+  EXPECT_EQ(AttrAs<std::string>(SpanOf(*r), "file.name"), name);
+  EXPECT_EQ(Attr(SpanOf(*r), "file.path"), nullptr);
+  close(fd);
+  unlink(path);
+}
+
+TEST_P(SyscallSpans, TcpSocketWriteReadAddressesPortsBytes) {
+  KSPAN_REQUIRE_BPF();
+  StartCapture();
+  if (IsSkipped() || HasFatalFailure()) return;
+  ::kspan::testing::Listener server(AF_INET);
+  ASSERT_GT(server.port(), 0);
+  auto c = ::kspan::testing::ConnectLoopback(AF_INET, server.port());
+  ASSERT_EQ(c.err, 0);
+  std::uint64_t ba = MonoNow();
+  int s = accept(server.fd(), nullptr, nullptr);
+  std::uint64_t aa = MonoNow();
+  ASSERT_GE(s, 0);
+
+  std::uint64_t bw = MonoNow();
+  ASSERT_EQ(write(c.fd, "ping!", 5), 5);
+  std::uint64_t aw = MonoNow();
+  char buf[16];
+  std::uint64_t br = MonoNow();
+  ASSERT_EQ(read(s, buf, sizeof(buf)), 5);
+  std::uint64_t ar = MonoNow();
+
+  auto wr = collector_.WaitFor(Mine(SYS_write, c.fd));
+  ASSERT_TRUE(wr.has_value()) << "no write record";
+  ExpectCommon(wr->e, SYS_write, bw, aw);
+  EXPECT_EQ(wr->e.fd_kind, KSPAN_FD_SOCKET);
+  EXPECT_EQ(wr->e.family, AF_INET);
+  EXPECT_EQ(wr->e.protocol, IPPROTO_TCP);
+  EXPECT_EQ(wr->e.sock_type, SOCK_STREAM);
+  EXPECT_EQ(Addr(wr->e, wr->e.saddr), "127.0.0.1");
+  EXPECT_EQ(Addr(wr->e, wr->e.daddr), "127.0.0.1");
+  EXPECT_EQ(wr->e.sport, c.local_port);
+  EXPECT_EQ(wr->e.dport, server.port());
+  EXPECT_EQ(Ret(wr->e), 5);
+  EXPECT_TRUE(wr->path.empty());
+  Span ws = SpanOf(*wr);
+  EXPECT_EQ(ws.name, "syscall write");
+  EXPECT_EQ(AttrAs<std::string>(ws, "network.transport"), "tcp");
+  EXPECT_EQ(AttrAs<std::string>(ws, "network.type"), "ipv4");
+  EXPECT_EQ(AttrAs<std::string>(ws, "network.peer.address"), "127.0.0.1");
+  EXPECT_EQ(AttrAs<std::int64_t>(ws, "network.peer.port"), server.port());
+  EXPECT_EQ(AttrAs<std::string>(ws, "network.local.address"), "127.0.0.1");
+  EXPECT_EQ(AttrAs<std::int64_t>(ws, "network.local.port"), c.local_port);
+  EXPECT_EQ(AttrAs<std::string>(ws, "kspan.fd.kind"), "socket");
+  EXPECT_EQ(AttrAs<std::int64_t>(ws, "kspan.syscall.bytes"), 5);
+
+  auto rd = collector_.WaitFor(Mine(SYS_read, s));
+  ASSERT_TRUE(rd.has_value()) << "no read record";
+  ExpectCommon(rd->e, SYS_read, br, ar);
+  EXPECT_EQ(rd->e.fd_kind, KSPAN_FD_SOCKET);
+  EXPECT_EQ(rd->e.sport, server.port());
+  EXPECT_EQ(rd->e.dport, c.local_port);
+  EXPECT_EQ(Ret(rd->e), 5);
+  EXPECT_EQ(rd->e.args[2], sizeof(buf));
+
+  // accept: the new connection's fd and its peer.
+  auto ac = collector_.WaitFor([&](const Record& r) {  // glibc may use either
+    return Mine(SYS_accept, s)(r) || Mine(SYS_accept4, s)(r);
+  });
+  ASSERT_TRUE(ac.has_value()) << "no accept record";
+  const Record& a = *ac;
+  ExpectCommon(a.e, a.e.nr, ba, aa);
+  EXPECT_EQ(Ret(a.e), s);
+  EXPECT_EQ(a.e.fd_kind, KSPAN_FD_SOCKET);
+  EXPECT_EQ(a.e.dport, c.local_port);
+
+  auto cn = collector_.WaitFor(Mine(SYS_connect, c.fd));
+  ASSERT_TRUE(cn.has_value()) << "no connect record";
+  EXPECT_EQ(Ret(cn->e), 0);
+  EXPECT_EQ(cn->e.dport, server.port());
+  close(s);
+  close(c.fd);
+}
+
+TEST_P(SyscallSpans, FailingSyscallCarriesErrno) {
+  KSPAN_REQUIRE_BPF();
+  StartCapture();
+  if (IsSkipped() || HasFatalFailure()) return;
+  constexpr int kBadFd = 987;
+  char buf[4];
+  std::uint64_t before = MonoNow();
+  ASSERT_EQ(read(kBadFd, buf, 1), -1);
+  ASSERT_EQ(errno, EBADF);
+  std::uint64_t after = MonoNow();
+  auto r = collector_.WaitFor(Mine(SYS_read, kBadFd));
+  ASSERT_TRUE(r.has_value());
+  ExpectCommon(r->e, SYS_read, before, after);
+  EXPECT_EQ(Ret(r->e), -EBADF);
+  EXPECT_EQ(r->e.fd_kind, KSPAN_FD_NONE);
+  Span s = SpanOf(*r);
+  EXPECT_EQ(s.status_code, StatusCode::kError);
+  EXPECT_EQ(AttrAs<std::string>(s, "error.type"), "EBADF");
+  EXPECT_EQ(AttrAs<std::int64_t>(s, "kspan.syscall.fd"), kBadFd);
+  EXPECT_EQ(Attr(s, "kspan.fd.kind"), nullptr);
+  EXPECT_EQ(Attr(s, "kspan.syscall.bytes"), nullptr);
+}
+
+TEST_P(SyscallSpans, SlowNanosleepAndFutexWaitAboveThreshold) {
+  KSPAN_REQUIRE_BPF();
+  StartCapture();
+  if (IsSkipped() || HasFatalFailure()) return;
+  // Waits: 20 ms minimum. A 1 ms sleep stays out, a 60 ms one is recorded.
+  SleepFor(1ms);
+  std::uint64_t b = MonoNow();
+  SleepFor(60ms);
+  std::uint64_t a = MonoNow();
+  auto sl = collector_.WaitFor([&](const Record& r) {
+    return Mine(SYS_nanosleep)(r) || Mine(SYS_clock_nanosleep)(r);
+  });
+  ASSERT_TRUE(sl.has_value()) << "no sleep record";
+  ExpectCommon(sl->e, sl->e.nr, b, a);
+  EXPECT_GE(sl->e.end_ns - sl->e.start_ns, 60'000'000u);
+  EXPECT_EQ(sl->e.syscall_class, KSPAN_SYSCALL_CLASS_WAIT);
+  EXPECT_EQ(Ret(sl->e), 0);
+  EXPECT_EQ(collector_.Count([&](const Record& r) {
+              return (Mine(SYS_nanosleep)(r) || Mine(SYS_clock_nanosleep)(r)) &&
+                     r.e.end_ns - r.e.start_ns < 20'000'000;
+            }),
+            0u);
+
+  // futex: a timed-out FUTEX_WAIT of 60 ms is recorded; a FUTEX_WAKE never
+  // is (only waits), even with the minimum at 0.
+  alignas(4) static std::uint32_t word = 0;
+  const auto on_word = [&](const Record& r) {
+    return Mine(SYS_futex)(r) && r.e.args[0] == reinterpret_cast<std::uint64_t>(&word);
+  };
+  struct timespec ts {0, 60'000'000};
+  b = MonoNow();
+  ASSERT_EQ(syscall(SYS_futex, &word, FUTEX_WAIT_PRIVATE, 0, &ts, nullptr, 0), -1);
+  ASSERT_EQ(errno, ETIMEDOUT);
+  a = MonoNow();
+  auto fw = collector_.WaitFor(on_word);
+  ASSERT_TRUE(fw.has_value()) << "no futex record";
+  ExpectCommon(fw->e, SYS_futex, b, a);
+  EXPECT_GE(fw->e.end_ns - fw->e.start_ns, 60'000'000u);
+  EXPECT_EQ(Ret(fw->e), -ETIMEDOUT);
+  EXPECT_EQ(fw->e.args[1], static_cast<std::uint64_t>(FUTEX_WAIT_PRIVATE));
+  Span s = SpanOf(*fw);
+  EXPECT_EQ(s.name, "syscall futex");
+  EXPECT_EQ(AttrAs<std::string>(s, "kspan.futex.op"), "FUTEX_WAIT");
+  EXPECT_EQ(AttrAs<std::string>(s, "error.type"), "ETIMEDOUT");
+
+  ASSERT_TRUE(capture_->SetSyscallMinDuration("futex", 0ns).ok());
+  ASSERT_GE(syscall(SYS_futex, &word, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0), 0);
+  struct timespec short_ts {0, 1'000'000};
+  ASSERT_EQ(syscall(SYS_futex, &word, FUTEX_WAIT_PRIVATE, 0, &short_ts, nullptr, 0), -1);
+  ASSERT_TRUE(collector_.WaitFor([&](const Record& r) {
+                return on_word(r) && r.e.end_ns - r.e.start_ns < 20'000'000;
+              }).has_value())
+      << "a 1 ms futex wait was not recorded with the minimum at 0";
+  EXPECT_EQ(collector_.Count([&](const Record& r) {
+              return on_word(r) && (r.e.args[1] & FUTEX_CMD_MASK) == FUTEX_WAKE;
+            }),
+            0u);
+}
+
+TEST_P(SyscallSpans, ProcessOutsideTheFilterProducesNothing) {
+  KSPAN_REQUIRE_BPF();
+  StartCapture();
+  if (IsSkipped() || HasFatalFailure()) return;
+  Child child([] {
+    int fd = open("/dev/null", O_WRONLY);
+    for (int i = 0; i < 10; ++i) (void)!write(fd, "x", 1);
+    SleepFor(100ms);
+    close(fd);
+  });
+  ASSERT_TRUE(child.RunAndWait());
+  // Capture is live: this process's next write is seen.
+  int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  ASSERT_EQ(write(fd, "y", 1), 1);
+  ASSERT_TRUE(collector_.WaitFor(Mine(SYS_write, fd)).has_value());
+  close(fd);
+  EXPECT_EQ(collector_.Count([&](const Record& r) { return r.e.pid == child.pid(); }), 0u);
+}
+
+TEST_P(SyscallSpans, SlowOnlyProcessRecordsOnlySlowSyscalls) {
+  KSPAN_REQUIRE_BPF();
+  StartCapture();
+  if (IsSkipped() || HasFatalFailure()) return;
+  ASSERT_TRUE(filter_->SetSlowThreshold(50ms).ok());
+  Child child([] {
+    int fd = open("/dev/null", O_WRONLY);
+    for (int i = 0; i < 10; ++i) (void)!write(fd, "x", 1);
+    SleepFor(100ms);
+    close(fd);
+  });
+  ASSERT_TRUE(child.RunAndWait());
+  auto slow = collector_.WaitFor([&](const Record& r) {
+    return r.e.pid == child.pid() && (r.e.nr == SYS_nanosleep || r.e.nr == SYS_clock_nanosleep);
+  });
+  ASSERT_TRUE(slow.has_value()) << "the slow-only child's 100 ms sleep was not recorded";
+  EXPECT_EQ(slow->e.trace_level, KSPAN_TRACE_SLOW_ONLY);
+  EXPECT_GE(slow->e.end_ns - slow->e.start_ns, 100'000'000u);
+  EXPECT_EQ(AttrAs<bool>(SpanOf(*slow), "kspan.syscall.slow_only"), true);
+  EXPECT_EQ(collector_.Count([&](const Record& r) {
+              return r.e.pid == child.pid() && r.e.end_ns - r.e.start_ns < 50'000'000;
+            }),
+            0u);
+  EXPECT_EQ(collector_.Count([&](const Record& r) {
+              return r.e.pid == child.pid() && r.e.nr == SYS_write;
+            }),
+            0u);
+}
+
+TEST_P(SyscallSpans, SyscallSetAndThresholdsChangeWithoutReload) {
+  KSPAN_REQUIRE_BPF();
+  StartCapture();
+  if (IsSkipped() || HasFatalFailure()) return;
+  int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(capture_->EnableSyscall("write", false).ok());
+  ASSERT_EQ(pwrite(fd, "a", 1, 0), 1);  // a marker that is still recorded
+  ASSERT_EQ(write(fd, "a", 1), 1);
+  ASSERT_EQ(pwrite(fd, "b", 1, 0), 1);
+  ASSERT_TRUE(collector_.WaitForCount(Mine(SYS_pwrite64, fd), 2));
+  EXPECT_EQ(collector_.Count(Mine(SYS_write, fd)), 0u);
+
+  ASSERT_TRUE(capture_->EnableSyscall("write", true).ok());
+  ASSERT_EQ(write(fd, "a", 1), 1);
+  EXPECT_TRUE(collector_.WaitFor(Mine(SYS_write, fd)).has_value());
+
+  // File I/O minimum raised to 1 s: a fast write is no longer recorded.
+  ASSERT_TRUE(capture_->SetClassMinDuration(KSPAN_SYSCALL_CLASS_FILE_IO, 1s).ok());
+  const auto before = collector_.Count(Mine(SYS_write, fd));
+  ASSERT_EQ(write(fd, "a", 1), 1);
+  ASSERT_TRUE(capture_->SetClassMinDuration(KSPAN_SYSCALL_CLASS_FILE_IO, 0ns).ok());
+  ASSERT_EQ(pwrite(fd, "c", 1, 0), 1);
+  ASSERT_TRUE(collector_.WaitForCount(Mine(SYS_pwrite64, fd), 3));
+  EXPECT_EQ(collector_.Count(Mine(SYS_write, fd)), before);
+  EXPECT_EQ(capture_->SetSyscalls({"read", "nosuchcall"}).code(),
+            absl::StatusCode::kInvalidArgument);
+  const SyscallStats st = capture_->ReadStats();
+  EXPECT_GT(st[KSPAN_SYS_STAT_EMITTED], 0u);
+  EXPECT_GT(st[KSPAN_SYS_STAT_BELOW_THRESHOLD], 0u);
+  close(fd);
+}
+
+INSTANTIATE_TEST_SUITE_P(Syscall, SyscallSpans, ::testing::ValuesIn(kSyscallVariants),
+                         [](const ::testing::TestParamInfo<SyscallVariant>& p) {
+                           return std::string(SyscallVariantName(p.param));
+                         });
+
+// Without a forced variant the loader takes the first the kernel accepts.
+TEST(SyscallCaptureAuto, TakesAVariantAndReportsIt) {
+  KSPAN_REQUIRE_BPF();
+  auto pins = PinDirectory::Create(::kspan::testing::TestPinDir());
+  ASSERT_TRUE(pins.ok()) << pins.status();
+  SyscallCaptureOptions opts;
+  opts.pin_dir = pins->path();
+  opts.ring_buffer_bytes = 64 << 10;
+  SyscallCapture capture(opts);
+  ASSERT_TRUE(capture.Start().ok());
+  ::kspan::testing::ReportVariant("syscalls", capture.variant());
+  EXPECT_TRUE(ParseSyscallVariant(capture.variant()).has_value()) << capture.variant();
+  EXPECT_GE(capture.ring_fd(), 0);
+  EXPECT_EQ(capture.EnabledSyscalls().size(), 28u);
+  struct stat st {};
+  EXPECT_EQ(stat(pins->PathOf("kspan_sys_stats").c_str(), &st), 0) << "stats map not pinned";
+  EXPECT_EQ(stat(pins->PathOf("kspan_sys_cfg").c_str(), &st), 0) << "config map not pinned";
+}
+
+}  // namespace
+}  // namespace kspan

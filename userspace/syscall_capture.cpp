@@ -1,0 +1,329 @@
+#include "userspace/syscall_capture.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "spdlog/spdlog.h"
+#include "syscalls.skel.h"
+#include "userspace/syscall_spans.h"
+
+namespace kspan {
+namespace {
+
+absl::Status Failed(const std::string& stage, const std::string& object, int err) {
+  if (err < 0) err = -err;
+  std::string msg =
+      absl::StrCat("syscall capture: ", stage, " ", object, ": ", std::strerror(err));
+  if (err == EPERM || err == EACCES) {
+    absl::StrAppend(&msg, " (run as root, or with CAP_BPF and CAP_PERFMON)");
+  }
+  return absl::InternalError(msg);
+}
+
+// Level-cache entries: one per possible tgid (kernel.pid_max), at most 4 Mi.
+std::uint32_t PidMax() {
+  std::ifstream in("/proc/sys/kernel/pid_max");
+  std::uint64_t v = 0;
+  if (!(in >> v) || v == 0) v = 4u << 20;
+  return static_cast<std::uint32_t>(std::clamp<std::uint64_t>(v, 1024, 4u << 20));
+}
+
+}  // namespace
+
+std::string_view SyscallVariantName(SyscallVariant v) {
+  switch (v) {
+    case SyscallVariant::kTpBtf: return "tp_btf";
+    case SyscallVariant::kRawTp: return "raw_tp";
+    case SyscallVariant::kTracepoint: return "tracepoint";
+  }
+  return "unknown";
+}
+
+std::optional<SyscallVariant> ParseSyscallVariant(std::string_view name) {
+  for (auto v : kSyscallVariants) {
+    if (SyscallVariantName(v) == name) return v;
+  }
+  return std::nullopt;
+}
+
+absl::Status SyscallCapture::ValidateSyscallNames(const std::vector<std::string>& names) {
+  for (const auto& n : names) {
+    if (FindSyscall(n) == nullptr) {
+      std::vector<std::string> known;
+      for (const auto& s : KnownSyscalls()) known.emplace_back(s.name);
+      return absl::InvalidArgumentError(absl::StrCat("unknown syscall \"", n,
+                                                     "\"; known: ", absl::StrJoin(known, ", ")));
+    }
+  }
+  return absl::OkStatus();
+}
+
+SyscallCapture::SyscallCapture(SyscallCaptureOptions options)
+    : options_(std::move(options)),
+      attempt_(options_.force_variant.value_or(kSyscallVariants[0])),
+      class_min_(options_.class_min) {
+  if (options_.syscalls.empty()) {
+    for (const auto& s : KnownSyscalls()) table_[s.nr].enabled = s.in_default_set;
+  } else {
+    for (const auto& n : options_.syscalls) {
+      if (const SyscallInfo* s = FindSyscall(n)) table_[s->nr].enabled = true;
+    }
+  }
+}
+
+SyscallCapture::~SyscallCapture() { Destroy(); }
+
+void SyscallCapture::Destroy() {
+  syscalls_bpf::destroy(skel_);  // detaches links, closes maps; null-safe
+  skel_ = nullptr;
+}
+
+absl::Status SyscallCapture::Open() {
+  if (options_.pin_dir.empty()) {
+    return absl::InvalidArgumentError("syscall capture: a pin directory is required");
+  }
+  if (auto s = ValidateSyscallNames(options_.syscalls); !s.ok()) return s;
+  LIBBPF_OPTS(bpf_object_open_opts, opts);
+  if (!options_.btf_path.empty()) opts.btf_custom_path = options_.btf_path.c_str();
+  opts.pin_root_path = options_.pin_dir.c_str();
+  skel_ = syscalls_bpf::open(&opts);
+  if (skel_ == nullptr) return Failed("open", "syscalls_bpf object", errno);
+  return absl::OkStatus();
+}
+
+absl::Status SyscallCapture::Configure() {
+  skel_->rodata->kspan_self_tgid = options_.self_tgid;
+  skel_->rodata->wakeup_bytes = options_.wakeup_bytes;
+  // The ring must be a power-of-two multiple of the page size.
+  std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  std::size_t bytes = page;
+  while (bytes < options_.ring_buffer_bytes) bytes <<= 1;
+  struct {
+    bpf_map* map;
+    std::size_t entries;
+    const char* name;
+  } sizes[] = {
+      {skel_->maps.kspan_sys_ring, bytes, "kspan_sys_ring"},
+      {skel_->maps.kspan_sys_lvl, PidMax(), "kspan_sys_lvl"},
+      {skel_->maps.kspan_sys_infl, std::max<std::uint32_t>(options_.max_in_flight, 64),
+       "kspan_sys_infl"},
+      {skel_->maps.kspan_sys_paths, std::max<std::uint32_t>(options_.max_paths, 64),
+       "kspan_sys_paths"},
+  };
+  for (const auto& s : sizes) {
+    if (int err = bpf_map__set_max_entries(s.map, static_cast<std::uint32_t>(s.entries))) {
+      return Failed("configure", absl::StrCat("map ", s.name), err);
+    }
+  }
+  struct {
+    bpf_program* prog;
+    SyscallVariant variant;
+  } progs[] = {
+      {skel_->progs.kspan_sys_e_btf, SyscallVariant::kTpBtf},
+      {skel_->progs.kspan_sys_x_btf, SyscallVariant::kTpBtf},
+      {skel_->progs.kspan_sys_e_raw, SyscallVariant::kRawTp},
+      {skel_->progs.kspan_sys_x_raw, SyscallVariant::kRawTp},
+      {skel_->progs.kspan_sys_e_tp, SyscallVariant::kTracepoint},
+      {skel_->progs.kspan_sys_x_tp, SyscallVariant::kTracepoint},
+  };
+  for (const auto& p : progs) {
+    if (int err = bpf_program__set_autoload(p.prog, p.variant == attempt_)) {
+      return Failed("configure", bpf_program__name(p.prog), err);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SyscallCapture::Load() {
+  if (int err = syscalls_bpf::load(skel_)) {
+    return Failed("load", absl::StrCat("variant ", std::string(SyscallVariantName(attempt_))), err);
+  }
+  std::lock_guard lock(mu_);
+  return WriteAll();
+}
+
+absl::Status SyscallCapture::Attach() {
+  // Attach exit before enter: an exit without its enter is counted, an enter
+  // without its exit would hold an in-flight slot.
+  bpf_program *enter = nullptr, *exit = nullptr;
+  bpf_link **enter_link = nullptr, **exit_link = nullptr;
+  switch (attempt_) {
+    case SyscallVariant::kTpBtf:
+      enter = skel_->progs.kspan_sys_e_btf, exit = skel_->progs.kspan_sys_x_btf;
+      enter_link = &skel_->links.kspan_sys_e_btf, exit_link = &skel_->links.kspan_sys_x_btf;
+      break;
+    case SyscallVariant::kRawTp:
+      enter = skel_->progs.kspan_sys_e_raw, exit = skel_->progs.kspan_sys_x_raw;
+      enter_link = &skel_->links.kspan_sys_e_raw, exit_link = &skel_->links.kspan_sys_x_raw;
+      break;
+    case SyscallVariant::kTracepoint:
+      enter = skel_->progs.kspan_sys_e_tp, exit = skel_->progs.kspan_sys_x_tp;
+      enter_link = &skel_->links.kspan_sys_e_tp, exit_link = &skel_->links.kspan_sys_x_tp;
+      break;
+  }
+  struct {
+    bpf_program* prog;
+    bpf_link** link;
+  } order[] = {
+      {skel_->progs.kspan_sys_exec, &skel_->links.kspan_sys_exec},
+      {skel_->progs.kspan_sys_gone, &skel_->links.kspan_sys_gone},
+      {exit, exit_link},
+      {enter, enter_link},
+  };
+  for (const auto& o : order) {
+    *o.link = bpf_program__attach(o.prog);
+    if (*o.link == nullptr) {
+      return Failed("attach", absl::StrCat(bpf_program__name(o.prog), " (variant ",
+                                           std::string(SyscallVariantName(attempt_)), ")"),
+                    errno);
+    }
+  }
+  variant_ = std::string(SyscallVariantName(attempt_));
+  return absl::OkStatus();
+}
+
+absl::Status SyscallCapture::Start() {
+  std::vector<SyscallVariant> candidates;
+  if (options_.force_variant) {
+    candidates.push_back(*options_.force_variant);
+  } else {
+    candidates.assign(kSyscallVariants.begin(), kSyscallVariants.end());
+  }
+  std::vector<std::string> refused;
+  absl::Status last;
+  for (auto v : candidates) {
+    attempt_ = v;
+    last = Open();
+    if (last.ok()) last = Configure();
+    if (last.ok()) last = Load();
+    if (last.ok()) last = Attach();
+    if (last.ok()) {
+      if (refused.empty()) {
+        spdlog::info("syscall capture: variant {} (raw_syscalls sys_enter/sys_exit)", variant_);
+      } else {
+        spdlog::warn("syscall capture: variant {} (raw_syscalls sys_enter/sys_exit); refused: {}",
+                     variant_, absl::StrJoin(refused, "; "));
+      }
+      return absl::OkStatus();
+    }
+    if (last.code() == absl::StatusCode::kInvalidArgument) return last;  // not the kernel's fault
+    refused.push_back(std::string(last.message()));
+    Destroy();
+  }
+  return absl::InternalError(
+      absl::StrCat("syscall capture: no variant could be loaded: ", absl::StrJoin(refused, "; ")));
+}
+
+void SyscallCapture::Detach() {
+  if (skel_ != nullptr) syscalls_bpf::detach(skel_);
+}
+
+int SyscallCapture::ring_fd() const {
+  return skel_ ? bpf_map__fd(skel_->maps.kspan_sys_ring) : -1;
+}
+
+SyscallStats SyscallCapture::ReadStats() const {
+  SyscallStats total{};
+  if (skel_ == nullptr) return total;
+  int fd = bpf_map__fd(skel_->maps.kspan_sys_stats);
+  if (fd < 0) return total;
+  int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) return total;
+  std::vector<std::uint64_t> per_cpu(static_cast<std::size_t>(ncpu));
+  for (std::uint32_t slot = 0; slot < KSPAN_SYS_STAT_MAX; ++slot) {
+    if (bpf_map_lookup_elem(fd, &slot, per_cpu.data()) != 0) continue;
+    for (auto v : per_cpu) total[slot] += v;
+  }
+  return total;
+}
+
+absl::Status SyscallCapture::WriteEntry(std::uint32_t nr) {
+  if (skel_ == nullptr) return absl::OkStatus();  // written at Load
+  int fd = bpf_map__fd(skel_->maps.kspan_sys_cfg);
+  if (fd < 0) return absl::OkStatus();
+  kspan_syscall_config c{};
+  const SyscallInfo* info = FindSyscallByNr(nr);
+  const Entry& e = table_[nr];
+  if (info != nullptr && e.enabled) {
+    c.enabled = 1;
+    c.syscall_class = static_cast<std::uint8_t>(info->syscall_class);
+    c.flags = info->flags;
+    const auto min = e.min_override.value_or(class_min_[info->syscall_class]);
+    c.min_duration_ns = static_cast<std::uint64_t>(std::max<std::int64_t>(min.count(), 0));
+  }
+  if (bpf_map_update_elem(fd, &nr, &c, BPF_ANY) != 0) {
+    return Failed("update", absl::StrCat("kspan_sys_cfg[", nr, "]"), errno);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SyscallCapture::WriteAll() {
+  // Every slot, so a reused pin left by another configuration is overwritten.
+  for (std::uint32_t nr = 0; nr < KSPAN_SYSCALL_NR_MAX; ++nr) {
+    if (auto s = WriteEntry(nr); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SyscallCapture::SetSyscalls(const std::vector<std::string>& names) {
+  if (auto s = ValidateSyscallNames(names); !s.ok()) return s;
+  std::lock_guard lock(mu_);
+  std::array<bool, KSPAN_SYSCALL_NR_MAX> want{};
+  for (const auto& n : names) want[FindSyscall(n)->nr] = true;
+  for (const auto& s : KnownSyscalls()) {
+    if (table_[s.nr].enabled == want[s.nr]) continue;
+    table_[s.nr].enabled = want[s.nr];
+    if (auto st = WriteEntry(s.nr); !st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SyscallCapture::EnableSyscall(std::string_view name, bool enabled) {
+  const SyscallInfo* s = FindSyscall(name);
+  if (s == nullptr) return ValidateSyscallNames({std::string(name)});
+  std::lock_guard lock(mu_);
+  table_[s->nr].enabled = enabled;
+  return WriteEntry(s->nr);
+}
+
+absl::Status SyscallCapture::SetClassMinDuration(kspan_syscall_class syscall_class,
+                                                 std::chrono::nanoseconds min_duration) {
+  if (syscall_class < 0 || syscall_class >= KSPAN_SYSCALL_CLASS_MAX) {
+    return absl::InvalidArgumentError("syscall capture: no such syscall class");
+  }
+  std::lock_guard lock(mu_);
+  class_min_[syscall_class] = min_duration;
+  for (const auto& s : KnownSyscalls()) {
+    if (s.syscall_class != syscall_class) continue;
+    if (auto st = WriteEntry(s.nr); !st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SyscallCapture::SetSyscallMinDuration(
+    std::string_view name, std::optional<std::chrono::nanoseconds> min_duration) {
+  const SyscallInfo* s = FindSyscall(name);
+  if (s == nullptr) return ValidateSyscallNames({std::string(name)});
+  std::lock_guard lock(mu_);
+  table_[s->nr].min_override = min_duration;
+  return WriteEntry(s->nr);
+}
+
+std::vector<std::string> SyscallCapture::EnabledSyscalls() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> out;
+  for (const auto& s : KnownSyscalls()) {
+    if (table_[s.nr].enabled) out.emplace_back(s.name);
+  }
+  return out;
+}
+
+}  // namespace kspan

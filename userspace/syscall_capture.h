@@ -1,0 +1,131 @@
+// Loader of the syscall program family (bpf/syscalls.bpf.c) with explicit
+// stages: Open -> Configure -> Load -> Attach -> (ring polled elsewhere) ->
+// Detach -> destroy. Start() runs the stages for each attach variant in turn
+// (tp_btf, raw_tp, classic tracepoint), destroying a refused one and falling
+// back to the next, and logs one line naming the variant taken.
+//
+// Which syscalls are recorded, and how slow they must be, is kept in the
+// pinned array kspan_sys_cfg and changed at run time without reloading.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "bpf/syscalls.h"
+
+struct syscalls_bpf;
+
+namespace kspan {
+
+enum class SyscallVariant {
+  kTpBtf,       // tp_btf/sys_enter, tp_btf/sys_exit (BTF-typed raw tracepoints)
+  kRawTp,       // raw_tp/sys_enter, raw_tp/sys_exit
+  kTracepoint,  // tracepoint/raw_syscalls/sys_enter, sys_exit
+};
+
+// "tp_btf", "raw_tp", "tracepoint".
+std::string_view SyscallVariantName(SyscallVariant v);
+std::optional<SyscallVariant> ParseSyscallVariant(std::string_view name);
+// The order Start() tries them in.
+inline constexpr std::array kSyscallVariants = {SyscallVariant::kTpBtf, SyscallVariant::kRawTp,
+                                                SyscallVariant::kTracepoint};
+
+using SyscallClassMinimums = std::array<std::chrono::nanoseconds, KSPAN_SYSCALL_CLASS_MAX>;
+
+// Class minimums for fully traced processes (indexed by kspan_syscall_class):
+// file I/O and waits only when slower than 1 ms, socket I/O always.
+inline constexpr SyscallClassMinimums kDefaultSyscallClassMinimums = {
+    std::chrono::nanoseconds(0),          // other
+    std::chrono::milliseconds(1),         // file_io
+    std::chrono::nanoseconds(0),          // socket_io
+    std::chrono::milliseconds(1),         // wait
+};
+
+struct SyscallCaptureOptions {
+  // Process whose syscalls are never recorded (kspan itself); 0 = none.
+  std::uint32_t self_tgid = 0;
+  std::size_t ring_buffer_bytes = 8u << 20;
+  // Wake the consumer once this many bytes wait (0 = kernel default).
+  std::uint64_t wakeup_bytes = 64u << 10;
+  // External BTF for kernels without /sys/kernel/btf/vmlinux; empty = kernel's.
+  std::string btf_path;
+  // bpffs directory of the shared filter maps and the pinned kspan_sys_cfg
+  // and kspan_sys_stats (libbpf pin_root_path). Required: it must exist.
+  std::string pin_dir;
+  // Only this variant (tests, or an operator's choice); empty = try in order.
+  std::optional<SyscallVariant> force_variant;
+  // Syscall names to record (see KnownSyscalls()); empty = the default set.
+  std::vector<std::string> syscalls;
+  SyscallClassMinimums class_min = kDefaultSyscallClassMinimums;
+  // Syscalls in flight at once (threads inside a traced syscall).
+  std::uint32_t max_in_flight = 16384;
+  // Open files whose openat path is remembered (LRU).
+  std::uint32_t max_paths = 16384;
+};
+
+using SyscallStats = std::array<std::uint64_t, KSPAN_SYS_STAT_MAX>;
+
+class SyscallCapture {
+ public:
+  explicit SyscallCapture(SyscallCaptureOptions options);
+  ~SyscallCapture();
+  SyscallCapture(const SyscallCapture&) = delete;
+  SyscallCapture& operator=(const SyscallCapture&) = delete;
+
+  // The stages for one variant (the forced one, else the first).
+  absl::Status Open();
+  absl::Status Configure();
+  absl::Status Load();  // also writes the syscall table into kspan_sys_cfg
+  absl::Status Attach();
+  // The stages for each variant in turn until one loads and attaches.
+  absl::Status Start();
+  // Stops new records while the ring stays readable for a final drain.
+  void Detach();
+
+  int ring_fd() const;
+  // The variant taken ("tp_btf", "raw_tp", "tracepoint"); empty before Start.
+  const std::string& variant() const { return variant_; }
+  // Per-CPU counters summed; zeros before Load().
+  SyscallStats ReadStats() const;
+
+  // Run-time changes, written to kspan_sys_cfg at once (no reload). Unknown
+  // names are refused with InvalidArgument and change nothing.
+  absl::Status SetSyscalls(const std::vector<std::string>& names);
+  absl::Status EnableSyscall(std::string_view name, bool enabled);
+  absl::Status SetClassMinDuration(kspan_syscall_class syscall_class,
+                                   std::chrono::nanoseconds min_duration);
+  // Overrides the class minimum for one syscall; nullopt restores it.
+  absl::Status SetSyscallMinDuration(std::string_view name,
+                                     std::optional<std::chrono::nanoseconds> min_duration);
+  std::vector<std::string> EnabledSyscalls() const;
+
+  // Checks syscall names against KnownSyscalls() (for config validation).
+  static absl::Status ValidateSyscallNames(const std::vector<std::string>& names);
+
+ private:
+  struct Entry {
+    bool enabled = false;
+    std::optional<std::chrono::nanoseconds> min_override;
+  };
+  absl::Status WriteEntry(std::uint32_t nr);  // mu_ held
+  absl::Status WriteAll();                    // mu_ held
+  void Destroy();
+
+  SyscallCaptureOptions options_;
+  SyscallVariant attempt_;
+  syscalls_bpf* skel_ = nullptr;
+  std::string variant_;
+  mutable std::mutex mu_;
+  std::array<Entry, KSPAN_SYSCALL_NR_MAX> table_{};
+  SyscallClassMinimums class_min_;
+};
+
+}  // namespace kspan
