@@ -23,6 +23,16 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Set by the loader between open and load. */
 const volatile __u64 wakeup_bytes = 0;  /* see kspan_wakeup_flag() */
+/* 0: every process not denied (the default); 1: only selected processes
+ * (kspan_trace_level() == KSPAN_TRACE_FULL), for busy hosts. */
+const volatile __u8 selected_only = 0;
+
+static __always_inline bool tcp_traced(__u32 tgid)
+{
+	if (selected_only)
+		return kspan_trace_level(tgid) == KSPAN_TRACE_FULL;
+	return !kspan_pid_denied(tgid);
+}
 
 struct connect_start {
 	__u64 start_ns;
@@ -181,7 +191,7 @@ static __always_inline int on_state(struct sock *sk, int oldstate, int newstate)
 	if (newstate == TCP_SYN_SENT) {
 		__u64 pid_tgid = bpf_get_current_pid_tgid();
 		__u32 tgid = pid_tgid >> 32;
-		if (kspan_pid_denied(tgid))
+		if (!tcp_traced(tgid))
 			return 0;
 		struct connect_start start = {
 			.start_ns = bpf_ktime_get_ns(),
@@ -290,7 +300,7 @@ static __always_inline int on_accept(long ret)
 	struct conn_state *c = bpf_map_lookup_elem(&kspan_conns, &key);
 	if (!c || c->direction != KSPAN_TCP_DIR_IN || c->pid != 0)
 		return 0;
-	if (kspan_pid_denied(tgid)) {
+	if (!tcp_traced(tgid)) {
 		bpf_map_delete_elem(&kspan_conns, &key);
 		return 0;
 	}

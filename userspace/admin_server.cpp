@@ -34,6 +34,13 @@ absl::Status AdminServer::Start(const std::string& listen) {
   server_->Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("ok\n", "text/plain");
   });
+  server_->Get("/status", [this](const httplib::Request&, httplib::Response& res) {
+    if (!status_provider_) {
+      res.status = 404;
+      return;
+    }
+    res.set_content(status_provider_(), "application/json");
+  });
   server_->Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
     if (ready_.load()) {
       res.set_content("ready\n", "text/plain");

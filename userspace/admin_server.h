@@ -31,12 +31,17 @@ class AdminServer {
 
   // /readyz answers 200 once capture is attached and export runs.
   void SetReady(bool ready) { ready_.store(ready); }
+  // /status answers with this JSON (set before Start()).
+  void SetStatusProvider(std::function<std::string()> provider) {
+    status_provider_ = std::move(provider);
+  }
 
  private:
   MetricsRegistry& metrics_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   std::atomic<bool> ready_{false};
+  std::function<std::string()> status_provider_;
   int port_ = 0;
 };
 

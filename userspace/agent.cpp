@@ -3,6 +3,9 @@
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
+#include "exporter/export_metrics.h"
+#include "nlohmann/json.hpp"
+#include "userspace/capture_filter.h"
 #include "spdlog/spdlog.h"
 #include "userspace/kernel_features.h"
 
@@ -19,6 +22,7 @@ absl::Status Agent::Start() {
 
   if (!config_.admin_listen.empty()) {
     admin_ = std::make_unique<AdminServer>(metrics_);
+    admin_->SetStatusProvider([this] { return StatusJson(); });
     if (auto s = admin_->Start(config_.admin_listen); !s.ok()) return s;
   }
   if (auto s = EnsureBpffs(req); !s.ok()) return s;
@@ -37,21 +41,27 @@ absl::Status Agent::Start() {
   decoder_ = std::make_unique<EventDecoder>(*assembler_, metrics_);
   reader_ = std::make_unique<RingReader>();
 
-  if (config_.capture.tcp_connect) {
+  if (config_.capture.tcp.enabled) {
     CaptureOptions opts;
     opts.self_tgid = static_cast<std::uint32_t>(getpid());
     opts.ring_buffer_bytes = config_.capture.ring_buffer_bytes;
     opts.wakeup_bytes = config_.capture.wakeup_bytes;
     opts.btf_path = config_.bpf.btf;
     opts.pin_dir = pins_->path();
+    opts.tcp_selected_only = config_.capture.tcp.selected_only;
     tcp_ = std::make_unique<TcpCapture>(opts);
-    if (auto s = tcp_->Start(); !s.ok()) return s;
+    std::vector<TcpVariant> ladder = {TcpVariant::kTpBtf, TcpVariant::kRawTp,
+                                      TcpVariant::kTracepoint};
+    if (auto forced = ParseTcpVariant(config_.capture.tcp.variant)) ladder = {*forced};
+    if (auto s = tcp_->Start(ladder); !s.ok()) return s;
     if (auto s = reader_->Add(tcp_->ring_fd(), "kspan_tcp_ring", decoder_.get()); !s.ok()) {
       return s;
     }
-    spdlog::info("capture variant tcp_state={}", tcp_->variant());
   } else {
     spdlog::warn("all capture disabled in config: kspan only exports");
+  }
+  if (tcp_) {
+    if (auto s = ApplyProcessFilter(); !s.ok()) return s;
   }
   RegisterCaptureMetrics();
   if (tcp_) {
@@ -59,6 +69,34 @@ absl::Status Agent::Start() {
   }
   last_totals_log_ = std::chrono::steady_clock::now();
   if (admin_) admin_->SetReady(true);
+  return absl::OkStatus();
+}
+
+absl::Status Agent::ApplyProcessFilter() {
+  auto filter = CaptureFilter::Open(pins_->path());
+  if (!filter.ok()) return filter.status();
+  filter_.emplace(std::move(*filter));
+  const auto& p = config_.capture.processes;
+  for (auto pid : p.pids) {
+    if (auto s = filter_->AllowPid(pid); !s.ok()) return s;
+  }
+  for (auto pid : p.deny_pids) {
+    if (auto s = filter_->DenyPid(pid); !s.ok()) return s;
+  }
+  for (const auto& comm : p.comms) {
+    if (auto s = filter_->AllowCommPrefix(comm); !s.ok()) return s;
+  }
+  for (const auto& cgroup : p.cgroups) {
+    if (auto s = filter_->AllowCgroup(cgroup); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("capture.processes.cgroups: ", std::string(s.message())));
+    }
+  }
+  if (auto s = filter_->SetSlowThreshold(config_.capture.slow_threshold); !s.ok()) return s;
+  spdlog::info("process filter: {} pid(s), {} comm prefix(es), {} cgroup(s) selected; {} denied; "
+               "others: syscalls slower than {}ms",
+               p.pids.size(), p.comms.size(), p.cgroups.size(), p.deny_pids.size(),
+               config_.capture.slow_threshold.count());
   return absl::OkStatus();
 }
 
@@ -122,6 +160,56 @@ void Agent::LogTotals() {
           metrics_.CounterTotal("kspan_exporter_spans_dropped_total"));
 }
 
+std::string Agent::StatusJson() {
+  std::lock_guard lock(status_mu_);
+  nlohmann::json j;
+  j["version"] = KSPAN_VERSION;
+  j["pid"] = getpid();
+  j["uptime_seconds"] = std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::steady_clock::now() - started_)
+                            .count();
+  j["pin_path"] = pins_ ? pins_->path() : "";
+  auto& families = j["capture"] = nlohmann::json::array();
+  if (tcp_) {
+    const auto st = tcp_->ReadStats();
+    nlohmann::json f;
+    f["family"] = "tcp";
+    f["variant"] = tcp_->variant();
+    f["programs"] = tcp_->attached_programs();
+    f["events"] = {{"tcp_connect", st[KSPAN_TCP_STAT_CONNECT_EMITTED]},
+                   {"tcp_accept", st[KSPAN_TCP_STAT_ACCEPT_EMITTED]},
+                   {"tcp_connection", st[KSPAN_TCP_STAT_CONN_EMITTED]},
+                   {"tcp_note", st[KSPAN_TCP_STAT_NOTE_EMITTED]}};
+    f["lost"] = {{"ring_full", st[KSPAN_TCP_STAT_RING_FULL]},
+                 {"start_table_full", st[KSPAN_TCP_STAT_START_TABLE_FULL]},
+                 {"conn_table_full", st[KSPAN_TCP_STAT_CONN_TABLE_FULL]}};
+    if (auto ring = QueryRing(tcp_->ring_fd()); ring.ok()) {
+      f["ring"] = {{"size_bytes", ring->size_bytes}, {"used_bytes", ring->used_bytes}};
+    }
+    families.push_back(f);
+  }
+  if (filter_) {
+    const auto cfg = filter_->ReadConfig();
+    j["filter"] = {{"selected_pids", cfg.pid_allow_count},
+                   {"selected_cgroups", cfg.cgroup_allow_count},
+                   {"selected_comm_prefixes", cfg.comm_prefix_count},
+                   {"slow_threshold_ns", cfg.slow_threshold_ns}};
+  }
+  j["pipeline"] = {{"ring_records", reader_ ? reader_->records_read() : 0},
+                   {"decoded", decoder_ ? decoder_->decoded() : 0},
+                   {"decode_errors", decoder_ ? decoder_->errors() : 0},
+                   {"spans", metrics_.CounterTotal("kspan_spans_assembled_total")}};
+  auto& dests = j["destinations"] = nlohmann::json::object();
+  for (const auto& d : config_.exporter.destinations) {
+    const auto acc = ReadAccounting(metrics_, d.name);
+    dests[d.name] = {{"exported", acc.exported}, {"dropped", acc.dropped_total()}};
+  }
+  j["export"] = {{"submitted", metrics_.CounterTotal("kspan_exporter_spans_submitted_total")},
+                 {"batcher_dropped",
+                  metrics_.CounterTotal("kspan_exporter_batcher_dropped_spans_total")}};
+  return j.dump();
+}
+
 void Agent::Tick() {
   const auto now = std::chrono::steady_clock::now();
   if (now - last_totals_log_ >= std::chrono::seconds(60)) {
@@ -139,7 +227,9 @@ void Agent::Stop(std::chrono::milliseconds deadline) {
   if (pipeline_) pipeline_->Shutdown(deadline);
   if (decoder_) LogTotals();
   metrics_.RemoveCallbacks(this);
-  tcp_.reset();   // destroys the skeleton and its pin
+  std::lock_guard lock(status_mu_);
+  filter_.reset();
+  tcp_.reset();   // destroys the skeleton
   pins_.reset();  // removes /sys/fs/bpf/kspan
   if (admin_) admin_->Stop();
 }

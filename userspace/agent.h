@@ -5,12 +5,14 @@
 
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <optional>
 
 #include "absl/status/status.h"
 #include "exporter/export_pipeline.h"
 #include "exporter/self_metrics.h"
 #include "userspace/admin_server.h"
+#include "userspace/capture_filter.h"
 #include "userspace/clock_sync.h"
 #include "userspace/config.h"
 #include "userspace/event_decoder.h"
@@ -34,9 +36,12 @@ class Agent {
   void Stop(std::chrono::milliseconds deadline);
 
   MetricsRegistry& metrics() { return metrics_; }
+  // What `kspan status` shows, as JSON (served on /status).
+  std::string StatusJson();
   int admin_port() const { return admin_ ? admin_->port() : 0; }
 
  private:
+  absl::Status ApplyProcessFilter();
   void RegisterCaptureMetrics();
   void LogTotals();
 
@@ -44,6 +49,7 @@ class Agent {
   MetricsRegistry metrics_;
   std::unique_ptr<AdminServer> admin_;
   std::optional<PinDirectory> pins_;
+  std::optional<CaptureFilter> filter_;
   std::unique_ptr<ExportPipeline> pipeline_;
   std::unique_ptr<ClockSync> clock_;
   std::unique_ptr<ProcessResources> resources_;
@@ -55,6 +61,8 @@ class Agent {
   std::uint64_t last_logged_spans_ = 0;
   std::uint64_t last_logged_lost_ = 0;
   bool stopped_ = false;
+  std::mutex status_mu_;  // capture objects vs. /status during shutdown
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 
 }  // namespace kspan

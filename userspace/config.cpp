@@ -96,6 +96,32 @@ class ConfigReader {
     return absl::OkStatus();
   }
 
+  // A list of process ids.
+  absl::Status Pids(const YAML::Node& n, const std::string& key,
+                    std::vector<std::uint32_t>* out) const {
+    if (!n) return absl::OkStatus();
+    if (!n.IsSequence()) return Error(n, key, "must be a list of process ids");
+    for (const auto& item : n) {
+      std::uint32_t pid = 0;
+      if (!item.IsScalar() || !absl::SimpleAtoi(item.as<std::string>(), &pid) || pid == 0) {
+        return Error(item, key, "must be a list of process ids");
+      }
+      out->push_back(pid);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Strings(const YAML::Node& n, const std::string& key,
+                       std::vector<std::string>* out) const {
+    if (!n) return absl::OkStatus();
+    if (!n.IsSequence()) return Error(n, key, "must be a list of strings");
+    for (const auto& item : n) {
+      if (!item.IsScalar()) return Error(item, key, "must be a list of strings");
+      out->push_back(item.as<std::string>());
+    }
+    return absl::OkStatus();
+  }
+
   // "100ms", "5s", "1m"; a bare number is milliseconds.
   absl::Status Duration(const YAML::Node& n, const std::string& key,
                         std::chrono::milliseconds* out) const {
@@ -315,15 +341,48 @@ absl::Status ReadFile(const ConfigReader& r, const YAML::Node& root, AgentConfig
     KSPAN_RETURN_IF_ERROR(r.String(b["btf"], "bpf.btf", &c->bpf.btf));
   }
   if (const auto& cap = root["capture"]; cap) {
-    KSPAN_RETURN_IF_ERROR(r.CheckKeys(
-        cap, "capture", {"tcp_connect", "ring_buffer_bytes", "wakeup_bytes", "poll_interval"}));
-    KSPAN_RETURN_IF_ERROR(r.Bool(cap["tcp_connect"], "capture.tcp_connect", &c->capture.tcp_connect));
+    KSPAN_RETURN_IF_ERROR(r.CheckKeys(cap, "capture",
+                                      {"ring_buffer_bytes", "wakeup_bytes", "poll_interval", "tcp",
+                                       "processes", "slow_threshold"}));
     KSPAN_RETURN_IF_ERROR(r.Bytes(cap["ring_buffer_bytes"], "capture.ring_buffer_bytes",
                                   &c->capture.ring_buffer_bytes));
     KSPAN_RETURN_IF_ERROR(
         r.Bytes(cap["wakeup_bytes"], "capture.wakeup_bytes", &c->capture.wakeup_bytes));
     KSPAN_RETURN_IF_ERROR(
         r.Duration(cap["poll_interval"], "capture.poll_interval", &c->capture.poll_interval));
+    KSPAN_RETURN_IF_ERROR(
+        r.Duration(cap["slow_threshold"], "capture.slow_threshold", &c->capture.slow_threshold));
+    if (const auto& t = cap["tcp"]; t) {
+      KSPAN_RETURN_IF_ERROR(r.CheckKeys(t, "capture.tcp", {"enabled", "scope", "variant"}));
+      KSPAN_RETURN_IF_ERROR(r.Bool(t["enabled"], "capture.tcp.enabled", &c->capture.tcp.enabled));
+      std::string scope = "all";
+      KSPAN_RETURN_IF_ERROR(r.String(t["scope"], "capture.tcp.scope", &scope));
+      if (scope != "all" && scope != "selected") {
+        return r.Error(t["scope"], "capture.tcp.scope", "must be all or selected");
+      }
+      c->capture.tcp.selected_only = scope == "selected";
+      KSPAN_RETURN_IF_ERROR(r.String(t["variant"], "capture.tcp.variant", &c->capture.tcp.variant));
+      static const std::set<std::string> kVariants = {"auto", "tp_btf", "raw_tp", "tracepoint"};
+      if (!kVariants.contains(c->capture.tcp.variant)) {
+        return r.Error(t["variant"], "capture.tcp.variant",
+                       "must be auto, tp_btf, raw_tp or tracepoint");
+      }
+    }
+    if (const auto& p = cap["processes"]; p) {
+      auto& procs = c->capture.processes;
+      KSPAN_RETURN_IF_ERROR(
+          r.CheckKeys(p, "capture.processes", {"pids", "comms", "cgroups", "deny_pids"}));
+      KSPAN_RETURN_IF_ERROR(r.Pids(p["pids"], "capture.processes.pids", &procs.pids));
+      KSPAN_RETURN_IF_ERROR(r.Pids(p["deny_pids"], "capture.processes.deny_pids", &procs.deny_pids));
+      KSPAN_RETURN_IF_ERROR(r.Strings(p["comms"], "capture.processes.comms", &procs.comms));
+      KSPAN_RETURN_IF_ERROR(r.Strings(p["cgroups"], "capture.processes.cgroups", &procs.cgroups));
+      for (const auto& comm : procs.comms) {
+        if (comm.empty() || comm.size() > 15) {
+          return r.Error(p["comms"], "capture.processes.comms",
+                         absl::StrCat("'", comm, "': a comm prefix is 1 to 15 bytes"));
+        }
+      }
+    }
   }
   if (const auto& b = root["batch"]; b) {
     KSPAN_RETURN_IF_ERROR(
@@ -394,6 +453,16 @@ absl::Status ApplyFlags(const FlagOverrides& f, AgentConfig* c) {
   if (f.state_dir) c->state_dir = *f.state_dir;
   if (f.admin_listen) c->admin_listen = *f.admin_listen;
   if (f.btf) c->bpf.btf = *f.btf;
+  auto& procs = c->capture.processes;
+  procs.pids.insert(procs.pids.end(), f.pids.begin(), f.pids.end());
+  procs.cgroups.insert(procs.cgroups.end(), f.cgroups.begin(), f.cgroups.end());
+  for (const auto& comm : f.comms) {
+    if (comm.empty() || comm.size() > 15) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--comm: '", comm, "': a comm prefix is 1 to 15 bytes"));
+    }
+    procs.comms.push_back(comm);
+  }
   if (f.otlp_endpoint) {
     if (f.otlp_endpoint->empty()) return absl::InvalidArgumentError("--otlp-endpoint: is empty");
     OtlpDestination(c, true)->otlp_grpc.endpoint = *f.otlp_endpoint;

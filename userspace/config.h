@@ -9,6 +9,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "exporter/export_config.h"
@@ -27,10 +28,27 @@ struct AgentConfig {
   } bpf;
 
   struct Capture {
-    bool tcp_connect = true;
     std::size_t ring_buffer_bytes = 4u << 20;
     std::size_t wakeup_bytes = 64u << 10;
     std::chrono::milliseconds poll_interval{100};
+
+    struct Tcp {
+      bool enabled = true;
+      bool selected_only = false;    // scope: all | selected
+      std::string variant = "auto";  // auto | tp_btf | raw_tp | tracepoint
+    } tcp;
+
+    // Selected processes get full syscall capture (and TCP with scope
+    // "selected"); denied ones nothing at all.
+    struct Processes {
+      std::vector<std::uint32_t> pids;
+      std::vector<std::string> comms;    // comm prefixes, at most 15 bytes
+      std::vector<std::string> cgroups;  // cgroup v2 directories
+      std::vector<std::uint32_t> deny_pids;
+    } processes;
+
+    // Processes not selected record only syscalls slower than this (0: none).
+    std::chrono::milliseconds slow_threshold{10};
   } capture;
 
   ExportConfig exporter;
@@ -47,6 +65,10 @@ struct FlagOverrides {
   std::optional<std::string> btf;
   std::optional<std::string> otlp_endpoint;
   std::optional<bool> console;
+  // Added to capture.processes (repeatable flags).
+  std::vector<std::uint32_t> pids;
+  std::vector<std::string> comms;
+  std::vector<std::string> cgroups;
 };
 
 using GetEnv = std::function<const char*(const char*)>;

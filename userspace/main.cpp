@@ -17,6 +17,7 @@
 #include "userspace/agent.h"
 #include "userspace/config.h"
 #include "userspace/kernel_features.h"
+#include "userspace/status_command.h"
 
 namespace {
 
@@ -59,10 +60,14 @@ int Run(const std::string& config_path, const kspan::FlagOverrides& flags) {
     for (const auto& d : config->exporter.destinations) {
       if (d.type == kspan::DestinationType::kFile) where = d.file.path;
     }
+    bool console = false;
+    for (const auto& d : config->exporter.destinations) {
+      console = console || d.type == kspan::DestinationType::kConsole;
+    }
     spdlog::info(
-        "no destination configured: spans go to {} (OTLP/JSON) and to this terminal. "
+        "no destination configured: spans go to {} (OTLP/JSON){}. "
         "Set OTEL_EXPORTER_OTLP_ENDPOINT or destinations in kspan.yaml to send them elsewhere.",
-        where);
+        where, console ? " and to this terminal" : "");
   }
 
   const struct timespec tick = {1, 0};
@@ -100,6 +105,10 @@ int main(int argc, char** argv) {
   run->add_option("--btf", btf, "External BTF file, for kernels built without BTF");
   run->add_option("--otlp-endpoint", otlp_endpoint,
                   "OTLP/gRPC endpoint, e.g. http://127.0.0.1:4317 (sets destination 'otlp')");
+  run->add_option("--pid", flags.pids, "Trace this process fully (repeatable)");
+  run->add_option("--comm", flags.comms, "Trace processes whose name starts with this (repeatable)");
+  run->add_option("--cgroup", flags.cgroups,
+                  "Trace processes in this cgroup v2 directory (repeatable)");
   run->add_flag("--console", console, "Also print one line per span to stdout");
   run->add_flag("--no-console", no_console, "Do not print spans to stdout");
 
@@ -120,6 +129,12 @@ int main(int argc, char** argv) {
   }
   dlq_replay->add_option("--destination", dlq_destination, "Only this destination");
 
+  kspan::StatusOptions status_options;
+  auto* status = app.add_subcommand("status", "Capture and export health of the running agent");
+  status->add_option("--admin", status_options.admin, "The agent's admin.listen address");
+  status->add_option("--pin-path", status_options.pin_path, "The agent's bpf.pin_path");
+  status->add_flag("--json", status_options.json, "Print the raw JSON");
+
   app.add_subcommand("version", "Print the version");
 
   CLI11_PARSE(app, argc, argv);
@@ -136,6 +151,7 @@ int main(int argc, char** argv) {
   if (no_console) flags.console = false;
 
   if (*run) return Run(config_path, flags);
+  if (*status) return kspan::RunStatus(status_options);
   if (*dlq) {
     kspan::FlagOverrides dlq_flags;
     dlq_flags.state_dir = opt(dlq_state_dir);

@@ -1,6 +1,9 @@
 #include "userspace/ring_reader.h"
 
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -9,6 +12,32 @@
 #include "spdlog/spdlog.h"
 
 namespace kspan {
+
+absl::StatusOr<RingUsage> QueryRing(int ring_map_fd) {
+  bpf_map_info info{};
+  std::uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(ring_map_fd, &info, &len) != 0) {
+    return absl::InternalError(absl::StrCat("ring info: ", std::strerror(errno)));
+  }
+  // Page 0 holds the consumer position, page 1 the producer position (the
+  // layout libbpf's ring_buffer uses); both are readable by the map's owner.
+  const long page = sysconf(_SC_PAGESIZE);
+  void* cons = mmap(nullptr, page, PROT_READ, MAP_SHARED, ring_map_fd, 0);
+  if (cons == MAP_FAILED) return absl::InternalError(absl::StrCat("ring mmap: ", std::strerror(errno)));
+  void* prod = mmap(nullptr, page, PROT_READ, MAP_SHARED, ring_map_fd, page);
+  if (prod == MAP_FAILED) {
+    munmap(cons, page);
+    return absl::InternalError(absl::StrCat("ring mmap: ", std::strerror(errno)));
+  }
+  RingUsage u;
+  u.size_bytes = info.max_entries;
+  const auto c = __atomic_load_n(static_cast<std::uint64_t*>(cons), __ATOMIC_ACQUIRE);
+  const auto p = __atomic_load_n(static_cast<std::uint64_t*>(prod), __ATOMIC_ACQUIRE);
+  u.used_bytes = p >= c ? p - c : 0;
+  munmap(cons, page);
+  munmap(prod, page);
+  return u;
+}
 
 RingReader::~RingReader() {
   Stop();

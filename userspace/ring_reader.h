@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 struct ring_buffer;
 
@@ -26,6 +27,13 @@ class EventSink {
   // Called on the reader thread for every record, in ring order.
   virtual void OnEvent(std::span<const std::byte> record) noexcept = 0;
 };
+
+// Bytes waiting in a BPF ring buffer, read from its position pages.
+struct RingUsage {
+  std::uint64_t size_bytes = 0;
+  std::uint64_t used_bytes = 0;
+};
+absl::StatusOr<RingUsage> QueryRing(int ring_map_fd);
 
 class RingReader {
  public:

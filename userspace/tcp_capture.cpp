@@ -97,6 +97,7 @@ absl::Status TcpCapture::Open() {
 absl::Status TcpCapture::Configure(TcpVariant variant) {
   skel_->rodata->kspan_self_tgid = options_.self_tgid;
   skel_->rodata->wakeup_bytes = options_.wakeup_bytes;
+  skel_->rodata->selected_only = options_.tcp_selected_only ? 1 : 0;
   // The ring must be a power-of-two multiple of the page size.
   std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
   std::size_t bytes = page;
@@ -124,9 +125,11 @@ absl::Status TcpCapture::Load() {
 }
 
 absl::Status TcpCapture::Attach() {
+  attached_.clear();
   const auto progs = ProgramsOf(skel_, chosen_);
   for (bpf_program* p : {progs.state, progs.retransmit, progs.reset_sent, progs.reset_received}) {
     if (AttachInSkeleton(skel_, p) == nullptr) return Failed("attach", bpf_program__name(p), errno);
+    attached_.push_back(bpf_program__name(p));
   }
   // Accept spans ride on syscall tracepoints; without them the rest works.
   accept_attached_ = true;
@@ -136,7 +139,9 @@ absl::Status TcpCapture::Attach() {
       spdlog::warn("tcp capture: {} not attached ({}): no accept spans, and incoming "
                    "connections have no owner",
                    bpf_program__name(p), std::strerror(errno));
+      continue;
     }
+    attached_.push_back(bpf_program__name(p));
   }
   return absl::OkStatus();
 }

@@ -31,6 +31,9 @@ struct CaptureOptions {
   // bpffs directory where the shared filter maps and the stats maps are
   // pinned by name (libbpf pin_root_path). Required: it must exist.
   std::string pin_dir;
+  // TCP spans only for selected processes (pid/cgroup/comm allow-lists)
+  // instead of every process that is not denied.
+  bool tcp_selected_only = false;
 };
 
 enum class TcpVariant { kTpBtf, kRawTp, kTracepoint };
@@ -64,6 +67,8 @@ class TcpCapture {
   // Whether accept spans are captured (the syscalls:sys_exit_accept*
   // tracepoints attached).
   bool accept_attached() const { return accept_attached_; }
+  // Names of the programs attached, for `kspan status`.
+  const std::vector<std::string>& attached_programs() const { return attached_; }
   // Per-CPU counters summed; zeros before Load().
   TcpStats ReadStats() const;
 
@@ -75,6 +80,7 @@ class TcpCapture {
   TcpVariant chosen_ = TcpVariant::kTracepoint;
   std::string variant_;
   bool accept_attached_ = false;
+  std::vector<std::string> attached_;
 };
 
 }  // namespace kspan

@@ -43,7 +43,7 @@ TEST(Config, NothingConfiguredMeansTheEmbeddedDefault) {
 }
 
 TEST(Config, UnknownKeysAreRefusedWithFileLineAndKey) {
-  auto c = Parse("capture:\n  tcp_connect: true\n  ring_size: 10\n");
+  auto c = Parse("capture:\n  poll_interval: 10ms\n  ring_size: 10\n");
   ASSERT_FALSE(c.ok());
   const std::string msg(c.status().message());
   EXPECT_NE(msg.find("kspan.yaml:3: capture.ring_size: unknown key"), std::string::npos) << msg;
@@ -61,7 +61,12 @@ TEST(Config, UnknownKeysAreRefusedWithFileLineAndKey) {
 
 TEST(Config, BadValuesNameTheKey) {
   for (const auto& [yaml, expect] : std::vector<std::pair<std::string, std::string>>{
-           {"capture:\n  tcp_connect: maybe\n", "capture.tcp_connect: must be true or false"},
+           {"capture:\n  tcp: {enabled: maybe}\n", "capture.tcp.enabled: must be true or false"},
+           {"capture:\n  tcp: {scope: some}\n", "capture.tcp.scope: must be all or selected"},
+           {"capture:\n  tcp: {variant: kprobe}\n", "capture.tcp.variant: must be auto"},
+           {"capture:\n  processes: {pids: [abc]}\n", "capture.processes.pids: must be a list"},
+           {"capture:\n  processes: {comms: [averyveryverylongname]}\n",
+            "a comm prefix is 1 to 15 bytes"},
            {"batch:\n  schedule_delay: soon\n", "batch.schedule_delay: must be a duration"},
            {"batch:\n  max_queue_size: 0\n", "batch.max_queue_size: must be at least 1"},
            {"capture:\n  ring_buffer_bytes: 1KiB\n", "capture.ring_buffer_bytes: must be between"},

@@ -1,0 +1,113 @@
+#include "userspace/status_command.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <httplib.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "bpf/tcp.h"
+#include "nlohmann/json.hpp"
+
+namespace kspan {
+namespace {
+
+void PrintHuman(const nlohmann::json& j) {
+  std::printf("kspan %s, pid %d, up %llds, pins %s\n", j.value("version", "?").c_str(),
+              j.value("pid", 0), static_cast<long long>(j.value("uptime_seconds", 0)),
+              j.value("pin_path", "").c_str());
+  for (const auto& f : j["capture"]) {
+    std::printf("\ncapture %s: variant %s\n", f.value("family", "?").c_str(),
+                f.value("variant", "?").c_str());
+    std::printf("  programs:");
+    for (const auto& p : f["programs"]) std::printf(" %s", p.get<std::string>().c_str());
+    std::printf("\n  events:");
+    for (const auto& [k, v] : f["events"].items()) std::printf(" %s=%llu", k.c_str(), v.get<unsigned long long>());
+    std::printf("\n  lost:");
+    for (const auto& [k, v] : f["lost"].items()) std::printf(" %s=%llu", k.c_str(), v.get<unsigned long long>());
+    if (f.contains("ring")) {
+      const double size = f["ring"].value("size_bytes", 0.0);
+      const double used = f["ring"].value("used_bytes", 0.0);
+      std::printf("\n  ring: %.0f of %.0f KiB in use (%.1f%%)", used / 1024, size / 1024,
+                  size > 0 ? 100.0 * used / size : 0.0);
+    }
+    std::printf("\n");
+  }
+  if (j.contains("filter")) {
+    const auto& f = j["filter"];
+    std::printf("\nfilter: %llu pid(s), %llu cgroup(s), %llu comm prefix(es) selected; others: "
+                "syscalls slower than %.1f ms\n",
+                f.value("selected_pids", 0ull), f.value("selected_cgroups", 0ull),
+                f.value("selected_comm_prefixes", 0ull), f.value("slow_threshold_ns", 0.0) / 1e6);
+  }
+  const auto& p = j["pipeline"];
+  std::printf("\npipeline: ring records %llu, decoded %llu, decode errors %llu, spans %llu\n",
+              p.value("ring_records", 0ull), p.value("decoded", 0ull),
+              p.value("decode_errors", 0ull), p.value("spans", 0ull));
+  std::printf("export: submitted %llu, dropped before fan-out %llu\n",
+              j["export"].value("submitted", 0ull), j["export"].value("batcher_dropped", 0ull));
+  for (const auto& [name, d] : j["destinations"].items()) {
+    std::printf("  %-16s exported %llu, dropped %llu\n", name.c_str(), d.value("exported", 0ull),
+                d.value("dropped", 0ull));
+  }
+}
+
+// Without the agent's endpoint, the pinned stats map still tells what the
+// kernel side did (it outlives a hung agent, not a stopped one).
+int FromPins(const StatusOptions& o) {
+  const std::string path = o.pin_path + "/kspan_tcp_stats";
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) {
+    std::printf("no kspan agent: %s not reachable and %s not pinned\n", o.admin.c_str(),
+                path.c_str());
+    return 1;
+  }
+  const int ncpu = libbpf_num_possible_cpus();
+  std::vector<std::uint64_t> per_cpu(static_cast<std::size_t>(ncpu > 0 ? ncpu : 1));
+  static constexpr const char* kNames[KSPAN_TCP_STAT_MAX] = {
+      "connect records", "lost: ring full", "lost: start table full", "accept records",
+      "connection records", "notes", "lost: connection table full"};
+  std::printf("agent endpoint %s not reachable; kernel counters from %s:\n", o.admin.c_str(),
+              path.c_str());
+  for (std::uint32_t slot = 0; slot < KSPAN_TCP_STAT_MAX; ++slot) {
+    std::uint64_t total = 0;
+    if (bpf_map_lookup_elem(fd, &slot, per_cpu.data()) == 0) {
+      for (auto v : per_cpu) total += v;
+    }
+    std::printf("  %-28s %llu\n", kNames[slot], static_cast<unsigned long long>(total));
+  }
+  close(fd);
+  return 1;
+}
+
+}  // namespace
+
+int RunStatus(const StatusOptions& o) {
+  const auto colon = o.admin.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(o.admin.substr(colon + 1), &port)) {
+    std::fprintf(stderr, "kspan status: --admin '%s' is not host:port\n", o.admin.c_str());
+    return 2;
+  }
+  httplib::Client client(o.admin.substr(0, colon), port);
+  client.set_connection_timeout(std::chrono::seconds(2));
+  client.set_read_timeout(std::chrono::seconds(5));
+  auto res = client.Get("/status");
+  if (!res || res->status != 200) return FromPins(o);
+  if (o.json) {
+    std::printf("%s\n", res->body.c_str());
+    return 0;
+  }
+  auto j = nlohmann::json::parse(res->body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    std::fprintf(stderr, "kspan status: the agent answered something that is not JSON\n");
+    return 1;
+  }
+  PrintHuman(j);
+  return 0;
+}
+
+}  // namespace kspan
