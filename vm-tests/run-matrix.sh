@@ -30,6 +30,10 @@ REFUSAL_TIMEOUT=60
 # in; the entry stays so a kernel that does not is handled, not missed.
 GUEST_MODULES="ipv6"
 
+# Host tools the privileged suite runs itself (tests/privileged/bpftool_test
+# checks the commands docs/bpftool.md shows); copied with their libraries.
+GUEST_TOOLS="bpftool"
+
 # Paths of the binaries inside the build directory.
 TEST_BIN_REL=tests/privileged/kspan_privileged_tests
 KSPAN_BIN_REL=userspace/kspan
@@ -562,10 +566,14 @@ main() {
   done
   if ((${#runnable[@]})); then
     mkdir -p "$VM_RESULTS_DIR/.initramfs"
-    local extra=()
+    local extra=() tools=() t path
     read -r -a extra <<<"$EXTRA_FILES"
+    for t in $GUEST_TOOLS; do
+      path=$(PATH=$PATH:/usr/sbin:/sbin command -v "$t") || die "guest tool $t is not installed"
+      tools+=("$path")
+    done
     "$VM_TESTS_DIR/lib/make-initramfs.sh" base "$VM_RESULTS_DIR/.initramfs/base.cpio" \
-      "$TEST_BIN" "$KSPAN_BIN" "${extra[@]}"
+      "$TEST_BIN" "$KSPAN_BIN" "${tools[@]}" "${extra[@]}"
     log "initramfs: $(du -h "$VM_RESULTS_DIR/.initramfs/base.cpio" | cut -f1) common part"
     EFFECTIVE_ACCEL=$ACCEL
     if [[ $ACCEL == auto ]]; then

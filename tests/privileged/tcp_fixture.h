@@ -93,7 +93,9 @@ class TcpCaptureTest : public ::testing::TestWithParam<TcpVariant> {
  protected:
   // Loads exactly the parameter's variant: a kernel that refuses it fails
   // the test under KSPAN_REQUIRE_BPF (every supported kernel has all three).
-  void StartCapture(std::uint32_t self_tgid) {
+  void StartCapture(std::uint32_t self_tgid,
+                    const std::function<void(CaptureOptions&)>& tweak = {},
+                    bool start_reader = true) {
     auto pins = PinDirectory::Create(TestPinDir());
     ASSERT_TRUE(pins.ok()) << pins.status();
     pins_.emplace(std::move(*pins));
@@ -102,12 +104,13 @@ class TcpCaptureTest : public ::testing::TestWithParam<TcpVariant> {
     opts.ring_buffer_bytes = 256 << 10;
     opts.wakeup_bytes = 0;
     opts.pin_dir = pins_->path();
+    if (tweak) tweak(opts);
     capture_ = std::make_unique<TcpCapture>(opts);
     auto status = capture_->Start({GetParam()});
     ASSERT_TRUE(status.ok()) << status;
-    ReportVariant("tcp_state", capture_->variant());
+    ReportVariant("tcp_state.forced", capture_->variant());
     ASSERT_TRUE(reader_.Add(capture_->ring_fd(), "kspan_tcp_ring", &decoder_).ok());
-    ASSERT_TRUE(reader_.Start(std::chrono::milliseconds(10)).ok());
+    if (start_reader) ASSERT_TRUE(reader_.Start(std::chrono::milliseconds(10)).ok());
   }
 
   void TearDown() override {

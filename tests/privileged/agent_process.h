@@ -1,0 +1,132 @@
+// The real kspan binary as a child process of a test: started with a private
+// state directory and admin port, polled for readiness, stopped with SIGTERM.
+#pragma once
+
+#include <httplib.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/privileged/privileged.h"
+
+namespace kspan::testing {
+
+inline std::string KspanBinary() {
+  const char* env = std::getenv("KSPAN_BINARY");
+  return env != nullptr && *env != '\0' ? env : KSPAN_BINARY_DEFAULT;
+}
+
+inline int FreeLoopbackPort() {
+  Listener l(AF_INET);
+  return l.port();  // released on return; the agent binds it right after
+}
+
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// One `kspan run` child with its output in a temporary directory.
+class AgentProcess {
+ public:
+  explicit AgentProcess(std::vector<std::string> extra_args) {
+    char tmpl[] = "/tmp/kspan-e2e-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    admin_port_ = FreeLoopbackPort();
+    std::vector<std::string> args = {KspanBinary(), "run",
+                                      "--state-dir", dir_ + "/state",
+                                      "--admin-listen", "127.0.0.1:" + std::to_string(admin_port_),
+                                      "--log-level", "debug"};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    pid_ = fork();
+    if (pid_ == 0) {
+      std::string log = dir_ + "/agent.log";
+      FILE* f = std::fopen(log.c_str(), "w");
+      dup2(fileno(f), 1);
+      dup2(fileno(f), 2);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      std::fprintf(stderr, "exec %s: %s\n", argv[0], std::strerror(errno));
+      _exit(127);
+    }
+  }
+
+  ~AgentProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  bool WaitReady(std::chrono::seconds timeout) {
+    httplib::Client client("127.0.0.1", admin_port_);
+    client.set_connection_timeout(std::chrono::seconds(1));
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (auto res = client.Get("/readyz"); res && res->status == 200) return true;
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return false;  // exited during start-up
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+
+  std::string Metrics() {
+    httplib::Client client("127.0.0.1", admin_port_);
+    auto res = client.Get("/metrics");
+    return res ? res->body : "";
+  }
+
+  // SIGTERM, then the exit status (or -1 when it did not exit in time).
+  int Terminate(std::chrono::seconds timeout) {
+    if (pid_ <= 0) return -1;
+    kill(pid_, SIGTERM);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return -1;
+  }
+
+  std::string log() const { return ReadFile(dir_ + "/agent.log"); }
+  int admin_port() const { return admin_port_; }
+
+ private:
+  std::string dir_;
+  int admin_port_ = 0;
+  pid_t pid_ = -1;
+};
+
+// Value of an un-labelled or labelled sample in Prometheus text; -1 if absent.
+inline double MetricValue(const std::string& text, const std::string& series) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+  }
+  return -1;
+}
+
+}  // namespace kspan::testing
