@@ -42,7 +42,9 @@ class OtlpGrpcSender final : public SpanSender {
   void Cancel() noexcept override;
 
  private:
+  static constexpr std::size_t kArenaBlockBytes = 4u << 20;
   OtlpGrpcOptions options_;  // headers already lower-cased
+  std::unique_ptr<char[]> arena_block_{new char[kArenaBlockBytes]};
   std::unique_ptr<Stub> stub_;
 
   std::mutex mu_;
