@@ -57,14 +57,34 @@ absl::Status Agent::Start() {
     if (auto s = reader_->Add(tcp_->ring_fd(), "kspan_tcp_ring", decoder_.get()); !s.ok()) {
       return s;
     }
-  } else {
-    spdlog::warn("all capture disabled in config: kspan only exports");
   }
-  if (tcp_) {
+  if (config_.capture.syscalls.enabled) {
+    const auto& sys = config_.capture.syscalls;
+    SyscallCaptureOptions opts;
+    opts.self_tgid = static_cast<std::uint32_t>(getpid());
+    opts.ring_buffer_bytes = config_.capture.ring_buffer_bytes;
+    opts.wakeup_bytes = config_.capture.wakeup_bytes;
+    opts.btf_path = config_.bpf.btf;
+    opts.pin_dir = pins_->path();
+    opts.force_variant = ParseSyscallVariant(sys.variant);
+    opts.syscalls = sys.names;
+    opts.class_min[KSPAN_SYSCALL_CLASS_FILE_IO] = sys.file_io_min;
+    opts.class_min[KSPAN_SYSCALL_CLASS_SOCKET_IO] = sys.socket_io_min;
+    opts.class_min[KSPAN_SYSCALL_CLASS_WAIT] = sys.wait_min;
+    opts.class_min[KSPAN_SYSCALL_CLASS_OTHER] = sys.other_min;
+    syscalls_ = std::make_unique<SyscallCapture>(opts);
+    if (auto s = syscalls_->Start(); !s.ok()) return s;
+    if (auto s = reader_->Add(syscalls_->ring_fd(), "kspan_sys_ring", decoder_.get()); !s.ok()) {
+      return s;
+    }
+  }
+  if (!tcp_ && !syscalls_) {
+    spdlog::warn("all capture disabled in config: kspan only exports");
+  } else {
     if (auto s = ApplyProcessFilter(); !s.ok()) return s;
   }
   RegisterCaptureMetrics();
-  if (tcp_) {
+  if (tcp_ || syscalls_) {
     if (auto s = reader_->Start(config_.capture.poll_interval); !s.ok()) return s;
   }
   last_totals_log_ = std::chrono::steady_clock::now();
@@ -110,6 +130,54 @@ void Agent::RegisterCaptureMetrics() {
   metrics_.AddCallbackGauge("kspan_clock_skew_seconds",
                             "Change of the realtime offset at the last re-sample (skew corrected).",
                             {}, [this] { return clock_->last_skew_ns() / 1e9; }, this);
+  if (syscalls_) {
+    struct SysSlot {
+      int index;
+      bool lost;
+      const char* label;
+    };
+    static constexpr SysSlot kSysSlots[] = {
+        {KSPAN_SYS_STAT_EMITTED, false, "syscall"},
+        {KSPAN_SYS_STAT_RING_FULL, true, "ring_full"},
+        {KSPAN_SYS_STAT_ENTER_NO_SLOT, true, "in_flight_table_full"},
+    };
+    for (const auto& slot : kSysSlots) {
+      const int index = slot.index;
+      auto value = [this, index] { return static_cast<double>(syscalls_->ReadStats()[index]); };
+      if (slot.lost) {
+        metrics_.AddCallbackCounter("kspan_bpf_dropped_total",
+                                    "Kernel events lost before reaching userspace, by reason.",
+                                    {{"family", "syscalls"}, {"reason", slot.label}}, value, this);
+      } else {
+        metrics_.AddCallbackCounter("kspan_bpf_events_total",
+                                    "Records BPF programs submitted to ring buffers, by kind.",
+                                    {{"family", "syscalls"}, {"kind", slot.label}}, value, this);
+      }
+    }
+    metrics_.AddCallbackCounter(
+        "kspan_bpf_syscalls_below_threshold_total",
+        "Paired syscalls faster than their minimum duration, not recorded (by design).", {},
+        [this] {
+          return static_cast<double>(syscalls_->ReadStats()[KSPAN_SYS_STAT_BELOW_THRESHOLD]);
+        },
+        this);
+    // Exits whose enter kspan did not see: the syscall began before kspan
+    // attached (or before the process was selected). Not a loss.
+    metrics_.AddCallbackCounter(
+        "kspan_bpf_syscall_exits_unpaired_total",
+        "Syscall exits whose enter was not seen (began before capture or selection).", {},
+        [this] {
+          return static_cast<double>(syscalls_->ReadStats()[KSPAN_SYS_STAT_EXIT_NO_ENTER]);
+        },
+        this);
+    metrics_.AddCallbackCounter(
+        "kspan_bpf_syscall_paths_not_remembered_total",
+        "openat paths not remembered because the path table was full.", {},
+        [this] {
+          return static_cast<double>(syscalls_->ReadStats()[KSPAN_SYS_STAT_PATH_TABLE_FULL]);
+        },
+        this);
+  }
   if (!tcp_) return;
   struct Slot {
     int index;
@@ -142,11 +210,14 @@ void Agent::RegisterCaptureMetrics() {
 
 void Agent::LogTotals() {
   const auto st = tcp_ ? tcp_->ReadStats() : TcpStats{};
+  const auto sys = syscalls_ ? syscalls_->ReadStats() : SyscallStats{};
   const std::uint64_t events = st[KSPAN_TCP_STAT_CONNECT_EMITTED] +
                                st[KSPAN_TCP_STAT_ACCEPT_EMITTED] +
-                               st[KSPAN_TCP_STAT_CONN_EMITTED] + st[KSPAN_TCP_STAT_NOTE_EMITTED];
+                               st[KSPAN_TCP_STAT_CONN_EMITTED] + st[KSPAN_TCP_STAT_NOTE_EMITTED] +
+                               sys[KSPAN_SYS_STAT_EMITTED];
   const std::uint64_t lost = st[KSPAN_TCP_STAT_RING_FULL] + st[KSPAN_TCP_STAT_START_TABLE_FULL] +
-                             st[KSPAN_TCP_STAT_CONN_TABLE_FULL];
+                             st[KSPAN_TCP_STAT_CONN_TABLE_FULL] + sys[KSPAN_SYS_STAT_RING_FULL] +
+                             sys[KSPAN_SYS_STAT_ENTER_NO_SLOT];
   const std::uint64_t spans = metrics_.CounterTotal("kspan_spans_assembled_total");
   if (spans == last_logged_spans_ && lost == last_logged_lost_) return;
   last_logged_spans_ = spans;
@@ -188,6 +259,22 @@ std::string Agent::StatusJson() {
     }
     families.push_back(f);
   }
+  if (syscalls_) {
+    const auto st = syscalls_->ReadStats();
+    nlohmann::json f;
+    f["family"] = "syscalls";
+    f["variant"] = syscalls_->variant();
+    f["syscalls"] = syscalls_->EnabledSyscalls();
+    f["events"] = {{"syscall", st[KSPAN_SYS_STAT_EMITTED]},
+                   {"below_threshold", st[KSPAN_SYS_STAT_BELOW_THRESHOLD]},
+                   {"exit_unpaired", st[KSPAN_SYS_STAT_EXIT_NO_ENTER]}};
+    f["lost"] = {{"ring_full", st[KSPAN_SYS_STAT_RING_FULL]},
+                 {"in_flight_table_full", st[KSPAN_SYS_STAT_ENTER_NO_SLOT]}};
+    if (auto ring = QueryRing(syscalls_->ring_fd()); ring.ok()) {
+      f["ring"] = {{"size_bytes", ring->size_bytes}, {"used_bytes", ring->used_bytes}};
+    }
+    families.push_back(f);
+  }
   if (filter_) {
     const auto cfg = filter_->ReadConfig();
     j["filter"] = {{"selected_pids", cfg.pid_allow_count},
@@ -223,13 +310,15 @@ void Agent::Stop(std::chrono::milliseconds deadline) {
   stopped_ = true;
   if (admin_) admin_->SetReady(false);
   if (tcp_) tcp_->Detach();
+  if (syscalls_) syscalls_->Detach();
   if (reader_) reader_->Stop();  // drains what the kernel already submitted
   if (pipeline_) pipeline_->Shutdown(deadline);
   if (decoder_) LogTotals();
   metrics_.RemoveCallbacks(this);
   std::lock_guard lock(status_mu_);
   filter_.reset();
-  tcp_.reset();   // destroys the skeleton
+  syscalls_.reset();
+  tcp_.reset();   // destroys the skeletons
   pins_.reset();  // removes /sys/fs/bpf/kspan
   if (admin_) admin_->Stop();
 }

@@ -20,6 +20,7 @@
 #include "userspace/process_resources.h"
 #include "userspace/ring_reader.h"
 #include "userspace/span_assembler.h"
+#include "userspace/syscall_capture.h"
 #include "userspace/tcp_capture.h"
 
 namespace kspan {
@@ -56,6 +57,7 @@ class Agent {
   std::unique_ptr<SpanAssembler> assembler_;
   std::unique_ptr<EventDecoder> decoder_;
   std::unique_ptr<TcpCapture> tcp_;
+  std::unique_ptr<SyscallCapture> syscalls_;
   std::unique_ptr<RingReader> reader_;
   std::chrono::steady_clock::time_point last_totals_log_;
   std::uint64_t last_logged_spans_ = 0;

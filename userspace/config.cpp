@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "exporter/otlp_options.h"
+#include "userspace/syscall_capture.h"
 
 namespace kspan {
 namespace {
@@ -343,7 +344,7 @@ absl::Status ReadFile(const ConfigReader& r, const YAML::Node& root, AgentConfig
   if (const auto& cap = root["capture"]; cap) {
     KSPAN_RETURN_IF_ERROR(r.CheckKeys(cap, "capture",
                                       {"ring_buffer_bytes", "wakeup_bytes", "poll_interval", "tcp",
-                                       "processes", "slow_threshold"}));
+                                       "processes", "slow_threshold", "syscalls"}));
     KSPAN_RETURN_IF_ERROR(r.Bytes(cap["ring_buffer_bytes"], "capture.ring_buffer_bytes",
                                   &c->capture.ring_buffer_bytes));
     KSPAN_RETURN_IF_ERROR(
@@ -366,6 +367,29 @@ absl::Status ReadFile(const ConfigReader& r, const YAML::Node& root, AgentConfig
       if (!kVariants.contains(c->capture.tcp.variant)) {
         return r.Error(t["variant"], "capture.tcp.variant",
                        "must be auto, tp_btf, raw_tp or tracepoint");
+      }
+    }
+    if (const auto& sc = cap["syscalls"]; sc) {
+      auto& sys = c->capture.syscalls;
+      KSPAN_RETURN_IF_ERROR(
+          r.CheckKeys(sc, "capture.syscalls", {"enabled", "variant", "names", "min_duration"}));
+      KSPAN_RETURN_IF_ERROR(r.Bool(sc["enabled"], "capture.syscalls.enabled", &sys.enabled));
+      KSPAN_RETURN_IF_ERROR(r.String(sc["variant"], "capture.syscalls.variant", &sys.variant));
+      if (sys.variant != "auto" && !ParseSyscallVariant(sys.variant)) {
+        return r.Error(sc["variant"], "capture.syscalls.variant",
+                       "must be auto, tp_btf, raw_tp or tracepoint");
+      }
+      KSPAN_RETURN_IF_ERROR(r.Strings(sc["names"], "capture.syscalls.names", &sys.names));
+      if (auto s = SyscallCapture::ValidateSyscallNames(sys.names); !s.ok()) {
+        return r.Error(sc["names"], "capture.syscalls.names", std::string(s.message()));
+      }
+      if (const auto& m = sc["min_duration"]; m) {
+        const std::string mk = "capture.syscalls.min_duration";
+        KSPAN_RETURN_IF_ERROR(r.CheckKeys(m, mk, {"file_io", "socket_io", "wait", "other"}));
+        KSPAN_RETURN_IF_ERROR(r.Duration(m["file_io"], mk + ".file_io", &sys.file_io_min));
+        KSPAN_RETURN_IF_ERROR(r.Duration(m["socket_io"], mk + ".socket_io", &sys.socket_io_min));
+        KSPAN_RETURN_IF_ERROR(r.Duration(m["wait"], mk + ".wait", &sys.wait_min));
+        KSPAN_RETURN_IF_ERROR(r.Duration(m["other"], mk + ".other", &sys.other_min));
       }
     }
     if (const auto& p = cap["processes"]; p) {

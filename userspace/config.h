@@ -49,6 +49,18 @@ struct AgentConfig {
 
     // Processes not selected record only syscalls slower than this (0: none).
     std::chrono::milliseconds slow_threshold{10};
+
+    struct Syscalls {
+      bool enabled = true;
+      std::string variant = "auto";  // auto | tp_btf | raw_tp | tracepoint
+      std::vector<std::string> names;  // empty: the default set
+      // Selected processes: record a syscall of this class only when at
+      // least this slow (socket I/O of selected processes: always).
+      std::chrono::milliseconds file_io_min{1};
+      std::chrono::milliseconds socket_io_min{0};
+      std::chrono::milliseconds wait_min{1};
+      std::chrono::milliseconds other_min{0};
+    } syscalls;
   } capture;
 
   ExportConfig exporter;

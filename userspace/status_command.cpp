@@ -22,9 +22,17 @@ void PrintHuman(const nlohmann::json& j) {
   for (const auto& f : j["capture"]) {
     std::printf("\ncapture %s: variant %s\n", f.value("family", "?").c_str(),
                 f.value("variant", "?").c_str());
-    std::printf("  programs:");
-    for (const auto& p : f["programs"]) std::printf(" %s", p.get<std::string>().c_str());
-    std::printf("\n  events:");
+    if (f.contains("programs")) {
+      std::printf("  programs:");
+      for (const auto& p : f["programs"]) std::printf(" %s", p.get<std::string>().c_str());
+      std::printf("\n");
+    }
+    if (f.contains("syscalls")) {
+      std::printf("  syscalls (%zu):", f["syscalls"].size());
+      for (const auto& p : f["syscalls"]) std::printf(" %s", p.get<std::string>().c_str());
+      std::printf("\n");
+    }
+    std::printf("  events:");
     for (const auto& [k, v] : f["events"].items()) std::printf(" %s=%llu", k.c_str(), v.get<unsigned long long>());
     std::printf("\n  lost:");
     for (const auto& [k, v] : f["lost"].items()) std::printf(" %s=%llu", k.c_str(), v.get<unsigned long long>());
