@@ -177,5 +177,23 @@ TEST(AgentEndToEnd, UnreachableBackendDoesNotStopCapture) {
   EXPECT_NE(log.find("dropped"), std::string::npos) << log;
 }
 
+TEST(AgentEndToEnd, RestartAfterACrashCleansStalePins) {
+  KSPAN_REQUIRE_BPF();
+  struct stat st {};
+  {
+    AgentProcess crashed({"--no-console"});
+    ASSERT_TRUE(crashed.WaitReady(std::chrono::seconds(60))) << crashed.log();
+    crashed.Kill();
+  }
+  ASSERT_EQ(stat("/sys/fs/bpf/kspan/kspan_tcp_stats", &st), 0) << "a killed agent leaves its pins";
+
+  AgentProcess agent({"--no-console"});
+  ASSERT_TRUE(agent.WaitReady(std::chrono::seconds(60))) << agent.log();
+  EXPECT_NE(agent.log().find("stale pin(s) under /sys/fs/bpf/kspan"), std::string::npos)
+      << agent.log();
+  EXPECT_EQ(agent.Terminate(std::chrono::seconds(20)), 0) << agent.log();
+  EXPECT_NE(stat("/sys/fs/bpf/kspan", &st), 0) << "pin directory left behind after a clean exit";
+}
+
 }  // namespace
 }  // namespace kspan

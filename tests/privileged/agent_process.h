@@ -110,6 +110,14 @@ class AgentProcess {
     return -1;
   }
 
+  // SIGKILL, as a crash would: nothing is cleaned up.
+  void Kill() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+
   std::string log() const { return ReadFile(dir_ + "/agent.log"); }
   int admin_port() const { return admin_port_; }
 
