@@ -131,79 +131,57 @@ void Agent::RegisterCaptureMetrics() {
                             "Change of the realtime offset at the last re-sample (skew corrected).",
                             {}, [this] { return clock_->last_skew_ns() / 1e9; }, this);
   if (syscalls_) {
-    struct SysSlot {
-      int index;
-      bool lost;
-      const char* label;
+    static constexpr StatSlot kSysSlots[] = {
+        {KSPAN_SYS_STAT_EMITTED, StatSlot::kEvent, "syscall"},
+        {KSPAN_SYS_STAT_RING_FULL, StatSlot::kLost, "ring_full"},
+        {KSPAN_SYS_STAT_ENTER_NO_SLOT, StatSlot::kLost, "in_flight_table_full"},
+        {KSPAN_SYS_STAT_BELOW_THRESHOLD, StatSlot::kOwn, "kspan_bpf_syscalls_below_threshold_total",
+         "Paired syscalls faster than their minimum duration, not recorded (by design)."},
+        // The syscall began before capture attached or the process was
+        // selected: not a loss.
+        {KSPAN_SYS_STAT_EXIT_NO_ENTER, StatSlot::kOwn, "kspan_bpf_syscall_exits_unpaired_total",
+         "Syscall exits whose enter was not seen (began before capture or selection)."},
+        {KSPAN_SYS_STAT_PATH_TABLE_FULL, StatSlot::kOwn,
+         "kspan_bpf_syscall_paths_not_remembered_total",
+         "openat paths not remembered because the path table was full."},
     };
-    static constexpr SysSlot kSysSlots[] = {
-        {KSPAN_SYS_STAT_EMITTED, false, "syscall"},
-        {KSPAN_SYS_STAT_RING_FULL, true, "ring_full"},
-        {KSPAN_SYS_STAT_ENTER_NO_SLOT, true, "in_flight_table_full"},
+    RegisterStatSlots("syscalls", kSysSlots,
+                      [this](int i) { return syscalls_->ReadStats()[static_cast<std::size_t>(i)]; });
+  }
+  if (tcp_) {
+    static constexpr StatSlot kTcpSlots[] = {
+        {KSPAN_TCP_STAT_CONNECT_EMITTED, StatSlot::kEvent, "tcp_connect"},
+        {KSPAN_TCP_STAT_ACCEPT_EMITTED, StatSlot::kEvent, "tcp_accept"},
+        {KSPAN_TCP_STAT_CONN_EMITTED, StatSlot::kEvent, "tcp_connection"},
+        {KSPAN_TCP_STAT_NOTE_EMITTED, StatSlot::kEvent, "tcp_note"},
+        {KSPAN_TCP_STAT_RING_FULL, StatSlot::kLost, "ring_full"},
+        {KSPAN_TCP_STAT_START_TABLE_FULL, StatSlot::kLost, "start_table_full"},
+        {KSPAN_TCP_STAT_CONN_TABLE_FULL, StatSlot::kLost, "conn_table_full"},
     };
-    for (const auto& slot : kSysSlots) {
-      const int index = slot.index;
-      auto value = [this, index] { return static_cast<double>(syscalls_->ReadStats()[index]); };
-      if (slot.lost) {
-        metrics_.AddCallbackCounter("kspan_bpf_dropped_total",
-                                    "Kernel events lost before reaching userspace, by reason.",
-                                    {{"family", "syscalls"}, {"reason", slot.label}}, value, this);
-      } else {
+    RegisterStatSlots("tcp", kTcpSlots,
+                      [this](int i) { return tcp_->ReadStats()[static_cast<std::size_t>(i)]; });
+  }
+}
+
+void Agent::RegisterStatSlots(const char* family, std::span<const StatSlot> slots,
+                              std::function<std::uint64_t(int)> read) {
+  for (const auto& slot : slots) {
+    const int index = slot.index;
+    auto value = [read, index] { return static_cast<double>(read(index)); };
+    switch (slot.what) {
+      case StatSlot::kEvent:
         metrics_.AddCallbackCounter("kspan_bpf_events_total",
                                     "Records BPF programs submitted to ring buffers, by kind.",
-                                    {{"family", "syscalls"}, {"kind", slot.label}}, value, this);
-      }
-    }
-    metrics_.AddCallbackCounter(
-        "kspan_bpf_syscalls_below_threshold_total",
-        "Paired syscalls faster than their minimum duration, not recorded (by design).", {},
-        [this] {
-          return static_cast<double>(syscalls_->ReadStats()[KSPAN_SYS_STAT_BELOW_THRESHOLD]);
-        },
-        this);
-    // Exits whose enter kspan did not see: the syscall began before kspan
-    // attached (or before the process was selected). Not a loss.
-    metrics_.AddCallbackCounter(
-        "kspan_bpf_syscall_exits_unpaired_total",
-        "Syscall exits whose enter was not seen (began before capture or selection).", {},
-        [this] {
-          return static_cast<double>(syscalls_->ReadStats()[KSPAN_SYS_STAT_EXIT_NO_ENTER]);
-        },
-        this);
-    metrics_.AddCallbackCounter(
-        "kspan_bpf_syscall_paths_not_remembered_total",
-        "openat paths not remembered because the path table was full.", {},
-        [this] {
-          return static_cast<double>(syscalls_->ReadStats()[KSPAN_SYS_STAT_PATH_TABLE_FULL]);
-        },
-        this);
-  }
-  if (!tcp_) return;
-  struct Slot {
-    int index;
-    bool lost;  // an event lost in the kernel, else one submitted
-    const char* label;
-  };
-  static constexpr Slot kSlots[] = {
-      {KSPAN_TCP_STAT_CONNECT_EMITTED, false, "tcp_connect"},
-      {KSPAN_TCP_STAT_ACCEPT_EMITTED, false, "tcp_accept"},
-      {KSPAN_TCP_STAT_CONN_EMITTED, false, "tcp_connection"},
-      {KSPAN_TCP_STAT_NOTE_EMITTED, false, "tcp_note"},
-      {KSPAN_TCP_STAT_RING_FULL, true, "ring_full"},
-      {KSPAN_TCP_STAT_START_TABLE_FULL, true, "start_table_full"},
-      {KSPAN_TCP_STAT_CONN_TABLE_FULL, true, "conn_table_full"},
-  };
-  for (const auto& slot : kSlots) {
-    const int index = slot.index;
-    auto value = [this, index] { return static_cast<double>(tcp_->ReadStats()[index]); };
-    if (slot.lost) {
-      metrics_.AddCallbackCounter("kspan_bpf_dropped_total",
-                                  "Kernel events lost before reaching userspace, by reason.",
-                                  {{"family", "tcp"}, {"reason", slot.label}}, value, this);
-    } else {
-      metrics_.AddCallbackCounter("kspan_bpf_events_total",
-                                  "Records BPF programs submitted to ring buffers, by kind.",
-                                  {{"family", "tcp"}, {"kind", slot.label}}, value, this);
+                                    {{"family", family}, {"kind", slot.label}}, value, this);
+        break;
+      case StatSlot::kLost:
+        metrics_.AddCallbackCounter("kspan_bpf_dropped_total",
+                                    "Kernel events lost before reaching userspace, by reason.",
+                                    {{"family", family}, {"reason", slot.label}}, value, this);
+        break;
+      case StatSlot::kOwn:
+        metrics_.AddCallbackCounter(slot.label, slot.help, {}, value, this);
+        break;
     }
   }
 }

@@ -5,7 +5,9 @@
 
 #include <chrono>
 #include <memory>
+#include <functional>
 #include <mutex>
+#include <span>
 #include <optional>
 
 #include "absl/status/status.h"
@@ -42,8 +44,18 @@ class Agent {
   int admin_port() const { return admin_ ? admin_->port() : 0; }
 
  private:
+  // One slot of a family's per-CPU stats map, as a counter on /metrics.
+  struct StatSlot {
+    enum What { kEvent, kLost, kOwn };
+    int index;
+    What what;
+    const char* label;  // kind or reason; for kOwn the metric name
+    const char* help = "";
+  };
   absl::Status ApplyProcessFilter();
   void RegisterCaptureMetrics();
+  void RegisterStatSlots(const char* family, std::span<const StatSlot> slots,
+                         std::function<std::uint64_t(int)> read);
   void LogTotals();
 
   AgentConfig config_;
