@@ -11,10 +11,14 @@
 #include "exporter/destination_queue.h"
 #include "exporter/dlq_commands.h"
 #include "exporter/export_metrics.h"
+#include "exporter/otlp_grpc_sender.h"
 #include "exporter/otlp_http_sender.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 #include "tests/exporter/fake_sender.h"
 #include "tests/exporter/test_spans.h"
 #include "tests/support/otlp_http_test_server.h"
+#include "tests/support/otlp_test_server.h"
 
 namespace kspan {
 namespace {
@@ -249,6 +253,39 @@ TEST(QueuePolicyTest, OutageWithMemoryQueueLosesExactlyTheCountedDrops) {
   for (const auto& s : server.spans()) ids.insert(s.Attribute("span.index")->int_value());
   EXPECT_EQ(ids.size(), a.exported);
   EXPECT_EQ(ids.size() + a.dropped_total(), static_cast<std::size_t>(submitted));
+}
+
+// gRPC throttling through the queue and a real server: RetryInfo asks for
+// 1.5 s while max_backoff is 50 ms; the batch waits, then is delivered.
+TEST(QueuePolicyTest, GrpcRetryInfoIsHonouredBeyondTheBackoffCap) {
+  testing::OtlpTestServer server;
+  google::rpc::RetryInfo info;
+  info.mutable_retry_delay()->set_seconds(1);
+  info.mutable_retry_delay()->set_nanos(500'000'000);
+  google::rpc::Status details;
+  details.set_code(static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
+  details.add_details()->PackFrom(info);
+  server.PushStatus(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "slow down",
+                                 details.SerializeAsString()));
+  MetricsRegistry m;
+  OtlpGrpcOptions g;
+  g.endpoint = server.endpoint();
+  auto sender = OtlpGrpcSender::Create(g);
+  ASSERT_TRUE(sender.ok());
+  DestinationQueue::Options o;
+  o.name = "d";
+  o.retry = Fast();
+  o.retry.max_backoff = milliseconds(50);
+  DestinationQueue q(o, *std::move(sender), m);
+  const auto t0 = std::chrono::steady_clock::now();
+  q.Enqueue(Batch(0, 2));
+  ASSERT_TRUE(server.WaitForSpanCount(2, milliseconds(5000)));
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(waited, milliseconds(1450));
+  EXPECT_LT(waited, milliseconds(3000));
+  EXPECT_EQ(server.export_calls(), 2);
+  q.BeginShutdown(std::chrono::steady_clock::now() + milliseconds(1000));
+  q.Join();
 }
 
 }  // namespace
