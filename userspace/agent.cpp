@@ -78,13 +78,24 @@ absl::Status Agent::Start() {
       return s;
     }
   }
-  if (!tcp_ && !syscalls_) {
+  if (config_.capture.dns) {
+    DnsCaptureOptions opts;
+    opts.self_tgid = static_cast<std::uint32_t>(getpid());
+    opts.btf_path = config_.bpf.btf;
+    opts.pin_dir = pins_->path();
+    dns_ = std::make_unique<DnsCapture>(opts);
+    if (auto s = dns_->Start(); !s.ok()) return s;
+    if (auto s = reader_->Add(dns_->ring_fd(), "kspan_dns_ring", decoder_.get()); !s.ok()) {
+      return s;
+    }
+  }
+  if (!tcp_ && !syscalls_ && !dns_) {
     spdlog::warn("all capture disabled in config: kspan only exports");
   } else {
     if (auto s = ApplyProcessFilter(); !s.ok()) return s;
   }
   RegisterCaptureMetrics();
-  if (tcp_ || syscalls_) {
+  if (tcp_ || syscalls_ || dns_) {
     if (auto s = reader_->Start(config_.capture.poll_interval); !s.ok()) return s;
   }
   last_totals_log_ = std::chrono::steady_clock::now();
@@ -148,6 +159,15 @@ void Agent::RegisterCaptureMetrics() {
     RegisterStatSlots("syscalls", kSysSlots,
                       [this](int i) { return syscalls_->ReadStats()[static_cast<std::size_t>(i)]; });
   }
+  if (dns_) {
+    static constexpr StatSlot kDnsSlots[] = {
+        {KSPAN_DNS_STAT_QUERY_EMITTED, StatSlot::kEvent, "dns_query"},
+        {KSPAN_DNS_STAT_RESPONSE_EMITTED, StatSlot::kEvent, "dns_response"},
+        {KSPAN_DNS_STAT_RING_FULL, StatSlot::kLost, "ring_full"},
+    };
+    RegisterStatSlots("dns", kDnsSlots,
+                      [this](int i) { return dns_->ReadStats()[static_cast<std::size_t>(i)]; });
+  }
   if (tcp_) {
     static constexpr StatSlot kTcpSlots[] = {
         {KSPAN_TCP_STAT_CONNECT_EMITTED, StatSlot::kEvent, "tcp_connect"},
@@ -189,13 +209,15 @@ void Agent::RegisterStatSlots(const char* family, std::span<const StatSlot> slot
 void Agent::LogTotals() {
   const auto st = tcp_ ? tcp_->ReadStats() : TcpStats{};
   const auto sys = syscalls_ ? syscalls_->ReadStats() : SyscallStats{};
+  const auto dns = dns_ ? dns_->ReadStats() : DnsStats{};
   const std::uint64_t events = st[KSPAN_TCP_STAT_CONNECT_EMITTED] +
                                st[KSPAN_TCP_STAT_ACCEPT_EMITTED] +
                                st[KSPAN_TCP_STAT_CONN_EMITTED] + st[KSPAN_TCP_STAT_NOTE_EMITTED] +
-                               sys[KSPAN_SYS_STAT_EMITTED];
+                               sys[KSPAN_SYS_STAT_EMITTED] + dns[KSPAN_DNS_STAT_QUERY_EMITTED] +
+                               dns[KSPAN_DNS_STAT_RESPONSE_EMITTED];
   const std::uint64_t lost = st[KSPAN_TCP_STAT_RING_FULL] + st[KSPAN_TCP_STAT_START_TABLE_FULL] +
                              st[KSPAN_TCP_STAT_CONN_TABLE_FULL] + sys[KSPAN_SYS_STAT_RING_FULL] +
-                             sys[KSPAN_SYS_STAT_ENTER_NO_SLOT];
+                             sys[KSPAN_SYS_STAT_ENTER_NO_SLOT] + dns[KSPAN_DNS_STAT_RING_FULL];
   const std::uint64_t spans = metrics_.CounterTotal("kspan_spans_assembled_total");
   if (spans == last_logged_spans_ && lost == last_logged_lost_) return;
   last_logged_spans_ = spans;
@@ -253,6 +275,16 @@ std::string Agent::StatusJson() {
     }
     families.push_back(f);
   }
+  if (dns_) {
+    const auto st = dns_->ReadStats();
+    nlohmann::json f;
+    f["family"] = "dns";
+    f["variant"] = "tracepoint";
+    f["events"] = {{"dns_query", st[KSPAN_DNS_STAT_QUERY_EMITTED]},
+                   {"dns_response", st[KSPAN_DNS_STAT_RESPONSE_EMITTED]}};
+    f["lost"] = {{"ring_full", st[KSPAN_DNS_STAT_RING_FULL]}};
+    families.push_back(f);
+  }
   if (filter_) {
     const auto cfg = filter_->ReadConfig();
     j["filter"] = {{"selected_pids", cfg.pid_allow_count},
@@ -276,6 +308,7 @@ std::string Agent::StatusJson() {
 }
 
 void Agent::Tick() {
+  if (assembler_) assembler_->ExpireDns(MonotonicNowNs());
   const auto now = std::chrono::steady_clock::now();
   if (now - last_totals_log_ >= std::chrono::seconds(60)) {
     last_totals_log_ = now;
@@ -289,6 +322,7 @@ void Agent::Stop(std::chrono::milliseconds deadline) {
   if (admin_) admin_->SetReady(false);
   if (tcp_) tcp_->Detach();
   if (syscalls_) syscalls_->Detach();
+  if (dns_) dns_->Detach();
   if (reader_) reader_->Stop();  // drains what the kernel already submitted
   if (pipeline_) pipeline_->Shutdown(deadline);
   if (decoder_) LogTotals();
@@ -296,6 +330,7 @@ void Agent::Stop(std::chrono::milliseconds deadline) {
   std::lock_guard lock(status_mu_);
   filter_.reset();
   syscalls_.reset();
+  dns_.reset();
   tcp_.reset();   // destroys the skeletons
   pins_.reset();  // removes /sys/fs/bpf/kspan
   if (admin_) admin_->Stop();

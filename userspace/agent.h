@@ -22,6 +22,7 @@
 #include "userspace/process_resources.h"
 #include "userspace/ring_reader.h"
 #include "userspace/span_assembler.h"
+#include "userspace/dns_capture.h"
 #include "userspace/syscall_capture.h"
 #include "userspace/tcp_capture.h"
 
@@ -70,6 +71,7 @@ class Agent {
   std::unique_ptr<EventDecoder> decoder_;
   std::unique_ptr<TcpCapture> tcp_;
   std::unique_ptr<SyscallCapture> syscalls_;
+  std::unique_ptr<DnsCapture> dns_;
   std::unique_ptr<RingReader> reader_;
   std::chrono::steady_clock::time_point last_totals_log_;
   std::uint64_t last_logged_spans_ = 0;

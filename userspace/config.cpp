@@ -344,7 +344,8 @@ absl::Status ReadFile(const ConfigReader& r, const YAML::Node& root, AgentConfig
   if (const auto& cap = root["capture"]; cap) {
     KSPAN_RETURN_IF_ERROR(r.CheckKeys(cap, "capture",
                                       {"ring_buffer_bytes", "wakeup_bytes", "poll_interval", "tcp",
-                                       "processes", "slow_threshold", "syscalls"}));
+                                       "processes", "slow_threshold", "syscalls", "dns"}));
+    KSPAN_RETURN_IF_ERROR(r.Bool(cap["dns"], "capture.dns", &c->capture.dns));
     KSPAN_RETURN_IF_ERROR(r.Bytes(cap["ring_buffer_bytes"], "capture.ring_buffer_bytes",
                                   &c->capture.ring_buffer_bytes));
     KSPAN_RETURN_IF_ERROR(

@@ -50,6 +50,9 @@ struct AgentConfig {
     // Processes not selected record only syscalls slower than this (0: none).
     std::chrono::milliseconds slow_threshold{10};
 
+    // DNS over UDP port 53 as client spans, for every process not denied.
+    bool dns = true;
+
     struct Syscalls {
       bool enabled = true;
       std::string variant = "auto";  // auto | tp_btf | raw_tp | tracepoint

@@ -28,6 +28,10 @@ static_assert(offsetof(kspan_tcp_conn_event, srtt_us) == 68);
 static_assert(offsetof(kspan_tcp_conn_event, ep) == 72);
 static_assert(offsetof(kspan_tcp_conn_event, comm) == 112);
 static_assert(sizeof(kspan_tcp_note) == 32);
+static_assert(sizeof(kspan_dns_event) == 72 + KSPAN_DNS_PAYLOAD);
+static_assert(offsetof(kspan_dns_event, ts_ns) == 16);
+static_assert(offsetof(kspan_dns_event, server) == 40);
+static_assert(offsetof(kspan_dns_event, payload) == 72);
 static_assert(offsetof(kspan_tcp_note, ts_ns) == 16);
 static_assert(sizeof(kspan_syscall_event) == 136);
 static_assert(offsetof(kspan_syscall_event, nr) == 12);
@@ -90,6 +94,11 @@ void EventDecoder::OnEvent(std::span<const std::byte> record) noexcept {
     case KSPAN_EVENT_TCP_CONN: {
       kspan_tcp_conn_event e;
       if (Copy(record, &e)) handler_.OnTcpConn(e);
+      return;
+    }
+    case KSPAN_EVENT_DNS: {
+      kspan_dns_event e;
+      if (Copy(record, &e)) handler_.OnDns(e);
       return;
     }
     case KSPAN_EVENT_TCP_CONN_EVENT: {

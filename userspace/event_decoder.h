@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "bpf/syscalls.h"
+#include "bpf/dns.h"
 #include "bpf/tcp.h"
 #include "exporter/self_metrics.h"
 #include "userspace/ring_reader.h"
@@ -23,6 +24,7 @@ class KernelEventHandler {
   virtual void OnTcpAccept(const kspan_tcp_accept_event&) noexcept {}
   virtual void OnTcpConn(const kspan_tcp_conn_event&) noexcept {}
   virtual void OnTcpNote(const kspan_tcp_note&) noexcept {}
+  virtual void OnDns(const kspan_dns_event&) noexcept {}
 };
 
 class EventDecoder final : public EventSink {

@@ -41,6 +41,7 @@ constexpr char kAssembledHelp[] = "Kernel spans built from decoded events, by fa
 SpanAssembler::SpanAssembler(ClockSync& clock, ProcessResources& resources,
                              MetricsRegistry& metrics, SpanConsumer consumer)
     : clock_(clock),
+      metrics_(metrics),
       ctx_{clock, resources, ids_},
       consumer_(std::move(consumer)),
       connect_spans_(metrics.GetCounter(kAssembled, kAssembledHelp, {{"family", "tcp_connect"}})),
@@ -48,13 +49,25 @@ SpanAssembler::SpanAssembler(ClockSync& clock, ProcessResources& resources,
       connection_spans_(
           metrics.GetCounter(kAssembled, kAssembledHelp, {{"family", "tcp_connection"}})),
       syscall_spans_(metrics.GetCounter(kAssembled, kAssembledHelp, {{"family", "syscall"}})),
+      dns_ctx_{clock, resources, dns_ids_},
+      dns_spans_(metrics.GetCounter(kAssembled, kAssembledHelp, {{"family", "dns"}})),
       assembly_failed_(metrics.GetCounter("kspan_spans_assembly_failed_total",
                                           "Kernel events whose span could not be built.")) {
+  metrics.AddCallbackCounter(
+      "kspan_dns_messages_unusable_total",
+      "DNS messages that were not DNS (malformed) or answered no query kspan saw.", {},
+      [this] {
+        std::lock_guard lock(dns_mu_);
+        return static_cast<double>(dns_.malformed() + dns_.unmatched_responses());
+      },
+      this);
   metrics.AddCallbackCounter(
       "kspan_tcp_notes_discarded_total",
       "Retransmit/reset notes discarded because too many connections or notes were pending.",
       {}, [this] { return static_cast<double>(notes_.discarded()); }, this);
 }
+
+SpanAssembler::~SpanAssembler() { metrics_.RemoveCallbacks(this); }
 
 template <typename Build>
 void SpanAssembler::Emit(Counter& counter, Build&& build) noexcept {
@@ -83,6 +96,40 @@ void SpanAssembler::OnTcpConn(const kspan_tcp_conn_event& event) noexcept {
 
 void SpanAssembler::OnSyscall(const kspan_syscall_event& event, std::string_view path) noexcept {
   Emit(syscall_spans_, [&] { return BuildSyscallSpan(event, path, clock_, ctx_.resources, ids_); });
+}
+
+void SpanAssembler::OnDns(const kspan_dns_event& event) noexcept {
+  try {
+    std::vector<Span> spans;
+    {
+      std::lock_guard lock(dns_mu_);
+      spans = dns_.OnMessage(event, dns_ctx_);
+      auto expired = dns_.Expire(event.ts_ns, dns_ctx_);
+      std::move(expired.begin(), expired.end(), std::back_inserter(spans));
+    }
+    for (auto& s : spans) {
+      consumer_(std::move(s));
+      dns_spans_.Add();
+    }
+  } catch (const std::exception&) {
+    assembly_failed_.Add();
+  }
+}
+
+void SpanAssembler::ExpireDns(std::uint64_t now_mono_ns) noexcept {
+  try {
+    std::vector<Span> spans;
+    {
+      std::lock_guard lock(dns_mu_);
+      spans = dns_.Expire(now_mono_ns, dns_ctx_);
+    }
+    for (auto& s : spans) {
+      consumer_(std::move(s));
+      dns_spans_.Add();
+    }
+  } catch (const std::exception&) {
+    assembly_failed_.Add();
+  }
 }
 
 void SpanAssembler::OnTcpNote(const kspan_tcp_note& note) noexcept {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <mutex>
 #include <string>
 
 #include "exporter/self_metrics.h"
@@ -11,6 +12,7 @@
 #include "userspace/event_decoder.h"
 #include "userspace/id_generator.h"
 #include "userspace/process_resources.h"
+#include "userspace/dns_spans.h"
 #include "userspace/tcp_spans.h"
 
 namespace kspan {
@@ -21,11 +23,15 @@ class SpanAssembler final : public KernelEventHandler {
  public:
   SpanAssembler(ClockSync& clock, ProcessResources& resources, MetricsRegistry& metrics,
                 SpanConsumer consumer);
+  ~SpanAssembler() override;
 
   void OnTcpConnect(const kspan_tcp_connect_event& event) noexcept override;
   void OnTcpAccept(const kspan_tcp_accept_event& event) noexcept override;
   void OnTcpConn(const kspan_tcp_conn_event& event) noexcept override;
   void OnTcpNote(const kspan_tcp_note& note) noexcept override;
+  void OnDns(const kspan_dns_event& event) noexcept override;
+  // Reports DNS queries that got no response in time (any thread).
+  void ExpireDns(std::uint64_t now_mono_ns) noexcept;
   void OnSyscall(const kspan_syscall_event& event, std::string_view path) noexcept override;
 
   // Exposed for tests: the span for one event, without handing it on.
@@ -41,10 +47,18 @@ class SpanAssembler final : public KernelEventHandler {
   void Emit(Counter& counter, Build&& build) noexcept;
 
   ClockSync& clock_;
+  MetricsRegistry& metrics_;
   IdGenerator ids_;
   SpanBuildContext ctx_;
   SpanConsumer consumer_;
   TcpNoteBuffer notes_;
+  // DNS pairing runs on the ring reader and on the agent's tick: its own
+  // lock, and its own id generator (IdGenerator is single-threaded).
+  std::mutex dns_mu_;
+  IdGenerator dns_ids_;
+  SpanBuildContext dns_ctx_;
+  DnsTracker dns_;
+  Counter& dns_spans_;
   Counter& connect_spans_;
   Counter& accept_spans_;
   Counter& connection_spans_;
