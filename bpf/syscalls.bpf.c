@@ -24,6 +24,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Set by the loader between open and load. */
 const volatile __u64 wakeup_bytes = 0; /* see kspan_wakeup_flag() */
+const volatile __u32 infl_mask = 32767; /* kspan_sys_infl entries - 1 (a power of two) */
 
 /* Macros have no BTF: the UAPI values, fixed across kernels. */
 #define S_IFMT 00170000
@@ -62,20 +63,33 @@ struct in_flight {
 	__u64 start_ns;
 	__u64 args[4];
 	__u64 file; /* struct file * resolved at enter (close) */
+	__u32 tid;  /* owner of an array slot; 0: free */
 	__u16 nr;
 	__u8 level;
-	__u8 pad[5];
+	__u8 pad;
 };
 
-/* Syscalls between enter and exit, by thread id. Every traced enter has an
- * exit (sys_exit runs even when a signal interrupts the syscall), so entries
- * do not leak; a full table is counted. */
+/* Syscalls between enter and exit. The fast path is an array slot per
+ * thread, tid & infl_mask (lock-free and inlined: a hash update plus a
+ * lookup and delete cost several hundred ns per syscall); a thread whose slot
+ * another thread holds spills into the hash map below. The loader sizes the
+ * array to pid_max when it can, so slots are then never shared. Every traced
+ * enter has an exit (sys_exit runs even when a signal interrupts the
+ * syscall), and a thread's slot is freed when it exits, so nothing leaks. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 32768); /* resized by the loader */
+	__type(key, __u32);
+	__type(value, struct in_flight);
+} kspan_sys_infl SEC(".maps");
+
+/* Spill-over of kspan_sys_infl, by thread id; a full table is counted. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384); /* resized by the loader */
 	__type(key, __u32);
 	__type(value, struct in_flight);
-} kspan_sys_infl SEC(".maps");
+} kspan_sys_spill SEC(".maps");
 
 struct path_key {
 	__u32 tgid;
@@ -204,16 +218,20 @@ static __always_inline void fill_socket(struct kspan_syscall_event *e, struct fi
 	e->sock_type = (__u8)BPF_CORE_READ(sock, type);
 	e->protocol = (__u8)BPF_CORE_READ(sk, sk_protocol);
 	if (family == AF_INET) {
-		bpf_core_read(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_daddr);
+		/* skc_daddr and skc_rcv_saddr in one read (skc_addrpair). */
+		__u64 pair = BPF_CORE_READ(sk, __sk_common.skc_addrpair);
+		__builtin_memcpy(e->daddr, &pair, 4);
+		__builtin_memcpy(e->saddr, (__u8 *)&pair + 4, 4);
 	} else if (family == AF_INET6) {
 		bpf_core_read(e->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
 		bpf_core_read(e->daddr, 16, &sk->__sk_common.skc_v6_daddr);
 	} else {
 		return;
 	}
-	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	/* skc_dport (network order) and skc_num in one read (skc_portpair). */
+	__u32 ports = BPF_CORE_READ(sk, __sk_common.skc_portpair);
+	e->sport = (__u16)(ports >> 16);
+	e->dport = bpf_ntohs((__u16)ports);
 }
 
 /* Every field but the path tail. */
@@ -226,7 +244,7 @@ static __always_inline void fill_event(struct kspan_syscall_event *e, const stru
 	e->pid = pid_tgid >> 32;
 	e->tid = (__u32)pid_tgid;
 	e->nr = fl->nr;
-	e->syscall_class = c->syscall_class;
+	e->syscall_class = kind == KSPAN_FD_SOCKET ? KSPAN_SYSCALL_CLASS_SOCKET_IO : c->syscall_class;
 	e->trace_level = fl->level;
 	e->start_ns = fl->start_ns;
 	e->end_ns = now;
@@ -282,16 +300,37 @@ static __always_inline int enter_traced(const struct kspan_syscall_config *c, lo
 		return 0;
 	if (task_is_compat())
 		return 0; /* an ia32 syscall: numbers differ, the config does not apply */
+	__u64 file = 0;
+	if (flags & KSPAN_SYSCALL_F_FD_AT_ENTER)
+		file = (__u64)fd_file((__u32)a0);
+	__u32 tid = (__u32)pid_tgid;
+	__u32 idx = tid & infl_mask;
+	struct in_flight *slot = bpf_map_lookup_elem(&kspan_sys_infl, &idx);
+	if (slot && (slot->tid == 0 || slot->tid == tid)) {
+		/* Claimed before it is filled: a thread sharing the slot
+		 * spills from now on. Two threads claiming the same free slot
+		 * at the same instant is the one race left; the loser's exit
+		 * then finds no enter and is counted. */
+		slot->tid = tid;
+		slot->args[0] = a0;
+		slot->args[1] = a1;
+		slot->args[2] = a2;
+		slot->args[3] = a3;
+		slot->file = file;
+		slot->nr = (__u16)nr;
+		slot->level = (__u8)level;
+		slot->start_ns = bpf_ktime_get_ns();
+		return 0;
+	}
 	struct in_flight fl = {
 		.args = {a0, a1, a2, a3},
+		.file = file,
+		.tid = tid,
 		.nr = (__u16)nr,
 		.level = (__u8)level,
 	};
-	if (flags & KSPAN_SYSCALL_F_FD_AT_ENTER)
-		fl.file = (__u64)fd_file((__u32)a0);
-	__u32 tid = (__u32)pid_tgid;
 	fl.start_ns = bpf_ktime_get_ns();
-	if (bpf_map_update_elem(&kspan_sys_infl, &tid, &fl, BPF_ANY))
+	if (bpf_map_update_elem(&kspan_sys_spill, &tid, &fl, BPF_ANY))
 		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_ENTER_NO_SLOT);
 	return 0;
 }
@@ -361,7 +400,11 @@ static __always_inline int sys_exit_common(long nr, long ret)
 	if (sys_level(tgid, &fc) == KSPAN_TRACE_NONE || !fc)
 		return 0;
 	__u32 tid = (__u32)pid_tgid;
-	struct in_flight *slot = bpf_map_lookup_elem(&kspan_sys_infl, &tid);
+	__u32 idx = tid & infl_mask;
+	struct in_flight *slot = bpf_map_lookup_elem(&kspan_sys_infl, &idx);
+	bool in_array = slot && slot->tid == tid;
+	if (!in_array)
+		slot = bpf_map_lookup_elem(&kspan_sys_spill, &tid);
 	if (!slot) {
 		/* Began before capture started, was not recorded for lack of a
 		 * slot (counted at enter), or the process became traced
@@ -371,20 +414,22 @@ static __always_inline int sys_exit_common(long nr, long ret)
 		return 0;
 	}
 	__u64 now = bpf_ktime_get_ns();
-	struct in_flight fl = *slot;
-	bpf_map_delete_elem(&kspan_sys_infl, &tid);
-	if (fl.nr != (__u16)nr) {
+	if (slot->nr != (__u16)nr) {
 		/* The exit of another syscall than the one entered: its own
 		 * exit was lost. */
 		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_EXIT_NO_ENTER);
-		return 0;
+	} else {
+		exit_traced(c, slot, pid_tgid, now, ret, fc);
+		/* close: the remembered path dies with the fd, recorded or not. */
+		if ((c->flags & KSPAN_SYSCALL_F_FD_AT_ENTER) && ret == 0) {
+			struct path_key key = {.tgid = tgid, .fd = (__u32)slot->args[0]};
+			bpf_map_delete_elem(&kspan_sys_paths, &key);
+		}
 	}
-	exit_traced(c, &fl, pid_tgid, now, ret, fc);
-	/* close: the remembered path dies with the fd, recorded or not. */
-	if ((c->flags & KSPAN_SYSCALL_F_FD_AT_ENTER) && ret == 0) {
-		struct path_key key = {.tgid = tgid, .fd = (__u32)fl.args[0]};
-		bpf_map_delete_elem(&kspan_sys_paths, &key);
-	}
+	if (in_array)
+		slot->tid = 0;
+	else
+		bpf_map_delete_elem(&kspan_sys_spill, &tid);
 	return 0;
 }
 
@@ -396,11 +441,24 @@ static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 	__u32 tgid = pid_tgid >> 32;
 	__u8 flags = c->flags;
 	__u64 min_ns = c->min_duration_ns;
-	if (flp->level != KSPAN_TRACE_FULL && fc->slow_threshold_ns > min_ns)
-		min_ns = fc->slow_threshold_ns;
-	if (now - flp->start_ns < min_ns) {
-		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_BELOW_THRESHOLD);
-		return;
+	__u64 sock_min_ns = c->socket_min_ns;
+	if (flp->level != KSPAN_TRACE_FULL) {
+		if (fc->slow_threshold_ns > min_ns)
+			min_ns = fc->slow_threshold_ns;
+		if (fc->slow_threshold_ns > sock_min_ns)
+			sock_min_ns = fc->slow_threshold_ns;
+	}
+	__u64 duration = now - flp->start_ns;
+	bool only_if_socket = false;
+	if (duration < min_ns) {
+		/* Fast enough to skip, unless the fd is a socket with a lower minimum. */
+		if (duration < sock_min_ns ||
+		    !(flags & (KSPAN_SYSCALL_F_FD_ARG0 | KSPAN_SYSCALL_F_FD_RET |
+			       KSPAN_SYSCALL_F_FD_AT_ENTER))) {
+			kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_BELOW_THRESHOLD);
+			return;
+		}
+		only_if_socket = true;
 	}
 
 	__u32 fd = KSPAN_SYSCALL_NO_FD;
@@ -418,6 +476,10 @@ static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 		f = fd_file(fd);
 	}
 	__u8 kind = file_kind(f);
+	if (only_if_socket && kind != KSPAN_FD_SOCKET) {
+		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_BELOW_THRESHOLD);
+		return;
+	}
 
 	if (kind == KSPAN_FD_FILE || (flags & KSPAN_SYSCALL_F_PATH_ARG1)) {
 		struct kspan_syscall_path_event *e =
@@ -531,6 +593,18 @@ static __always_inline int forget_level(void)
 	return 0;
 }
 
+/* A thread that exits frees its in-flight slot (it never returns from a
+ * syscall it was in, such as a futex wait cut short by exit_group). */
+static __always_inline void forget_thread(void)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 idx = tid & infl_mask;
+	struct in_flight *slot = bpf_map_lookup_elem(&kspan_sys_infl, &idx);
+	if (slot && slot->tid == tid)
+		slot->tid = 0;
+	bpf_map_delete_elem(&kspan_sys_spill, &tid);
+}
+
 /* exec changes comm (and is where containers' processes enter their cgroup). */
 SEC("tracepoint/sched/sched_process_exec")
 int kspan_sys_exec(void *ctx)
@@ -542,5 +616,6 @@ int kspan_sys_exec(void *ctx)
 SEC("tracepoint/sched/sched_process_exit")
 int kspan_sys_gone(void *ctx)
 {
+	forget_thread();
 	return forget_level();
 }

@@ -41,6 +41,8 @@ struct kspan_syscall_config {
 	__u8 flags;            /* enum kspan_syscall_flag */
 	__u8 pad0[5];
 	__u64 min_duration_ns; /* fully traced processes: record only when at least this slow */
+	__u64 socket_min_ns;   /* the same when the fd is a socket (read/write on sockets are
+				* socket I/O; a traced process's socket I/O is always wanted) */
 };
 
 /* What an fd refers to, from the inode mode of task->files->fdt->fd[fd]. */

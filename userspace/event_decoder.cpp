@@ -45,7 +45,7 @@ static_assert(offsetof(kspan_syscall_event, saddr) == 88);
 static_assert(offsetof(kspan_syscall_event, daddr) == 104);
 static_assert(offsetof(kspan_syscall_event, comm) == 120);
 static_assert(sizeof(kspan_syscall_path_event) == 136 + KSPAN_SYSCALL_PATH_MAX);
-static_assert(sizeof(kspan_syscall_config) == 16);
+static_assert(sizeof(kspan_syscall_config) == 24);
 
 namespace {
 constexpr char kErrors[] = "kspan_decoder_errors_total";

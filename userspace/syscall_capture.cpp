@@ -36,6 +36,16 @@ std::uint32_t PidMax() {
   return static_cast<std::uint32_t>(std::clamp<std::uint64_t>(v, 1024, 4u << 20));
 }
 
+// In-flight array slots, a power of two: one per possible tid up to 256 Ki
+// (16 MiB), so threads share a slot (and spill into the hash) only on hosts
+// with a larger pid_max.
+std::uint32_t InFlightSlots() {
+  const std::uint32_t want = std::min<std::uint32_t>(PidMax(), 1u << 18);
+  std::uint32_t n = 1024;
+  while (n < want) n <<= 1;
+  return n;
+}
+
 }  // namespace
 
 std::string_view SyscallVariantName(SyscallVariant v) {
@@ -102,6 +112,7 @@ absl::Status SyscallCapture::Open() {
 absl::Status SyscallCapture::Configure() {
   skel_->rodata->kspan_self_tgid = options_.self_tgid;
   skel_->rodata->wakeup_bytes = options_.wakeup_bytes;
+  skel_->rodata->infl_mask = InFlightSlots() - 1;
   // The ring must be a power-of-two multiple of the page size.
   std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
   std::size_t bytes = page;
@@ -113,8 +124,9 @@ absl::Status SyscallCapture::Configure() {
   } sizes[] = {
       {skel_->maps.kspan_sys_ring, bytes, "kspan_sys_ring"},
       {skel_->maps.kspan_sys_lvl, PidMax(), "kspan_sys_lvl"},
-      {skel_->maps.kspan_sys_infl, std::max<std::uint32_t>(options_.max_in_flight, 64),
-       "kspan_sys_infl"},
+      {skel_->maps.kspan_sys_infl, InFlightSlots(), "kspan_sys_infl"},
+      {skel_->maps.kspan_sys_spill, std::max<std::uint32_t>(options_.max_in_flight, 64),
+       "kspan_sys_spill"},
       {skel_->maps.kspan_sys_paths, std::max<std::uint32_t>(options_.max_paths, 64),
        "kspan_sys_paths"},
   };
@@ -256,8 +268,16 @@ absl::Status SyscallCapture::WriteEntry(std::uint32_t nr) {
     c.enabled = 1;
     c.syscall_class = static_cast<std::uint8_t>(info->syscall_class);
     c.flags = info->flags;
-    const auto min = e.min_override.value_or(class_min_[info->syscall_class]);
-    c.min_duration_ns = static_cast<std::uint64_t>(std::max<std::int64_t>(min.count(), 0));
+    const auto ns = [](std::chrono::nanoseconds d) {
+      return static_cast<std::uint64_t>(std::max<std::int64_t>(d.count(), 0));
+    };
+    // A per-syscall override applies whatever the fd; else the class
+    // minimum, and the socket I/O minimum when the fd turns out a socket.
+    c.min_duration_ns = ns(e.min_override.value_or(class_min_[info->syscall_class]));
+    c.socket_min_ns = ns(e.min_override.value_or(class_min_[KSPAN_SYSCALL_CLASS_SOCKET_IO]));
+    const bool has_fd = (info->flags & (KSPAN_SYSCALL_F_FD_ARG0 | KSPAN_SYSCALL_F_FD_RET |
+                                        KSPAN_SYSCALL_F_FD_AT_ENTER)) != 0;
+    if (!has_fd) c.socket_min_ns = c.min_duration_ns;
   }
   if (bpf_map_update_elem(fd, &nr, &c, BPF_ANY) != 0) {
     return Failed("update", absl::StrCat("kspan_sys_cfg[", nr, "]"), errno);
@@ -302,7 +322,8 @@ absl::Status SyscallCapture::SetClassMinDuration(kspan_syscall_class syscall_cla
   std::lock_guard lock(mu_);
   class_min_[syscall_class] = min_duration;
   for (const auto& s : KnownSyscalls()) {
-    if (s.syscall_class != syscall_class) continue;
+    // The socket I/O minimum also applies to fd syscalls of other classes.
+    if (s.syscall_class != syscall_class && syscall_class != KSPAN_SYSCALL_CLASS_SOCKET_IO) continue;
     if (auto st = WriteEntry(s.nr); !st.ok()) return st;
   }
   return absl::OkStatus();

@@ -65,7 +65,8 @@ struct SyscallCaptureOptions {
   // Syscall names to record (see KnownSyscalls()); empty = the default set.
   std::vector<std::string> syscalls;
   SyscallClassMinimums class_min = kDefaultSyscallClassMinimums;
-  // Syscalls in flight at once (threads inside a traced syscall).
+  // Threads inside a traced syscall whose per-thread array slot (sized from
+  // pid_max, at most 256 Ki) is taken by another thread: the spill-over table.
   std::uint32_t max_in_flight = 16384;
   // Open files whose openat path is remembered (LRU).
   std::uint32_t max_paths = 16384;

@@ -277,6 +277,7 @@ TEST_P(SyscallSpans, RegularFileOpenWriteFsyncClose) {
   EXPECT_EQ(Ret(wr->e), 5);
   EXPECT_EQ(wr->e.args[2], 5u);
   EXPECT_EQ(wr->e.fd_kind, KSPAN_FD_FILE);
+  EXPECT_EQ(wr->e.syscall_class, KSPAN_SYSCALL_CLASS_FILE_IO);
   EXPECT_EQ(wr->e.path_source, KSPAN_PATH_OPENAT);
   EXPECT_EQ(wr->path, path);
   EXPECT_EQ(wr->e.family, 0);
@@ -356,6 +357,8 @@ TEST_P(SyscallSpans, TcpSocketWriteReadAddressesPortsBytes) {
   std::uint64_t aa = MonoNow();
   ASSERT_GE(s, 0);
 
+  // write on a socket is socket I/O: recorded even with file I/O at 1 s.
+  ASSERT_TRUE(capture_->SetClassMinDuration(KSPAN_SYSCALL_CLASS_FILE_IO, 1s).ok());
   std::uint64_t bw = MonoNow();
   ASSERT_EQ(write(c.fd, "ping!", 5), 5);
   std::uint64_t aw = MonoNow();
@@ -368,6 +371,7 @@ TEST_P(SyscallSpans, TcpSocketWriteReadAddressesPortsBytes) {
   ASSERT_TRUE(wr.has_value()) << "no write record";
   ExpectCommon(wr->e, SYS_write, bw, aw);
   EXPECT_EQ(wr->e.fd_kind, KSPAN_FD_SOCKET);
+  EXPECT_EQ(wr->e.syscall_class, KSPAN_SYSCALL_CLASS_SOCKET_IO);
   EXPECT_EQ(wr->e.family, AF_INET);
   EXPECT_EQ(wr->e.protocol, IPPROTO_TCP);
   EXPECT_EQ(wr->e.sock_type, SOCK_STREAM);
