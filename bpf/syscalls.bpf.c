@@ -428,16 +428,11 @@ static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 					const struct in_flight *flp, __u64 pid_tgid, __u64 now,
 					long ret, const struct kspan_filter_config *fc);
 
-static __always_inline int sys_exit_common(long nr, long ret)
+/* sys_exit once the process is known to be traced (fc set). */
+static __always_inline int sys_exit_traced(struct kspan_syscall_config *c, __u64 pid_tgid,
+					   long nr, long ret, struct kspan_filter_config *fc)
 {
-	struct kspan_syscall_config *c = sys_config(nr);
-	if (!c)
-		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
-	struct kspan_filter_config *fc = NULL;
-	if (sys_level(tgid, &fc) == KSPAN_TRACE_NONE || !fc)
-		return 0;
 	__u32 tid = (__u32)pid_tgid;
 	__u32 idx = tid & infl_mask;
 	struct in_flight *slot = bpf_map_lookup_elem(&kspan_sys_infl, &idx);
@@ -470,6 +465,18 @@ static __always_inline int sys_exit_common(long nr, long ret)
 	else
 		bpf_map_delete_elem(&kspan_sys_spill, &tid);
 	return 0;
+}
+
+static __always_inline int sys_exit_common(long nr, long ret)
+{
+	struct kspan_syscall_config *c = sys_config(nr);
+	if (!c)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct kspan_filter_config *fc = NULL;
+	if (sys_level(pid_tgid >> 32, &fc) == KSPAN_TRACE_NONE || !fc)
+		return 0;
+	return sys_exit_traced(c, pid_tgid, nr, ret, fc);
 }
 
 /* A paired syscall: the record, if slow enough. */
@@ -594,9 +601,17 @@ int kspan_sys_e_raw(struct bpf_raw_tracepoint_args *ctx)
 SEC("raw_tp/sys_exit")
 int kspan_sys_x_raw(struct bpf_raw_tracepoint_args *ctx)
 {
+	/* The syscall number costs a probe read here: the process first. */
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct kspan_filter_config *fc = NULL;
+	if (sys_level(pid_tgid >> 32, &fc) == KSPAN_TRACE_NONE || !fc)
+		return 0;
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-	long ret = (long)ctx->args[1];
-	return sys_exit_common(BPF_CORE_READ(regs, orig_ax), ret);
+	long nr = BPF_CORE_READ(regs, orig_ax);
+	struct kspan_syscall_config *c = sys_config(nr);
+	if (!c)
+		return 0;
+	return sys_exit_traced(c, pid_tgid, nr, (long)ctx->args[1], fc);
 }
 
 /* ---- variant tracepoint: the classic raw_syscalls:sys_enter/sys_exit ---- */
