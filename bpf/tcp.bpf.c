@@ -285,17 +285,12 @@ int kspan_tcp_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	return on_state(sk, oldstate, newstate);
 }
 
-/* accept()/accept4() returned fd `ret`: the accepting thread owns the
- * connection; report how long it waited in the accept queue. */
-static __always_inline int on_accept(long ret)
+/* The current thread accepted `sk`: it owns the connection; report how
+ * long the connection waited in the accept queue. */
+static __always_inline int accepted(struct sock *sk)
 {
-	if (ret < 0)
-		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
-	struct sock *sk = kspan_file_sock(kspan_fd_file(ret));
-	if (!sk)
-		return 0;
 	__u64 key = (__u64)sk;
 	struct conn_state *c = bpf_map_lookup_elem(&kspan_conns, &key);
 	if (!c || c->direction != KSPAN_TCP_DIR_IN || c->pid != 0)
@@ -321,6 +316,32 @@ static __always_inline int on_accept(long ret)
 	__builtin_memcpy(e->comm, c->comm, sizeof(e->comm));
 	submit(e, KSPAN_TCP_STAT_ACCEPT_EMITTED);
 	return 0;
+}
+
+/* Accept, fexit variant (where the kernel allows tracing programs): the
+ * accepted socket is inet_csk_accept()'s return value, no fd table walk.
+ * Its parameters changed in 6.10; the loader picks the program whose
+ * arity matches the kernel's BTF. */
+SEC("fexit/inet_csk_accept")
+int BPF_PROG(kspan_acc_fx4, struct sock *sk, int flags, int *err, bool kern, struct sock *newsk)
+{
+	return newsk ? accepted(newsk) : 0;
+}
+
+SEC("fexit/inet_csk_accept")
+int BPF_PROG(kspan_acc_fx2, struct sock *sk, void *arg, struct sock *newsk)
+{
+	return newsk ? accepted(newsk) : 0;
+}
+
+/* Accept, syscall tracepoint variant (everywhere): accept()/accept4()
+ * returned fd `ret`; find its socket through the fd table. */
+static __always_inline int on_accept(long ret)
+{
+	if (ret < 0)
+		return 0;
+	struct sock *sk = kspan_file_sock(kspan_fd_file(ret));
+	return sk ? accepted(sk) : 0;
 }
 
 /* Layout of syscalls:sys_exit_* records (tracefs ABI, fixed since 2.6). */

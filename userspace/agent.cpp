@@ -246,6 +246,7 @@ std::string Agent::StatusJson() {
     nlohmann::json f;
     f["family"] = "tcp";
     f["variant"] = tcp_->variant();
+    f["accept_variant"] = tcp_->accept_variant();
     f["programs"] = tcp_->attached_programs();
     f["events"] = {{"tcp_connect", st[KSPAN_TCP_STAT_CONNECT_EMITTED]},
                    {"tcp_accept", st[KSPAN_TCP_STAT_ACCEPT_EMITTED]},

@@ -20,8 +20,12 @@ void PrintHuman(const nlohmann::json& j) {
               j.value("pid", 0), static_cast<long long>(j.value("uptime_seconds", 0)),
               j.value("pin_path", "").c_str());
   for (const auto& f : j["capture"]) {
-    std::printf("\ncapture %s: variant %s\n", f.value("family", "?").c_str(),
+    std::printf("\ncapture %s: variant %s", f.value("family", "?").c_str(),
                 f.value("variant", "?").c_str());
+    if (f.contains("accept_variant")) {
+      std::printf(" (accept: %s)", f.value("accept_variant", "?").c_str());
+    }
+    std::printf("\n");
     if (f.contains("programs")) {
       std::printf("  programs:");
       for (const auto& p : f["programs"]) std::printf(" %s", p.get<std::string>().c_str());

@@ -1,6 +1,7 @@
 #include "userspace/tcp_capture.h"
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <unistd.h>
 
@@ -18,7 +19,8 @@ absl::Status Failed(const std::string& stage, const std::string& object, int err
   if (err < 0) err = -err;
   std::string msg = absl::StrCat("tcp capture: ", stage, " ", object, ": ", std::strerror(err));
   if (err == EPERM || err == EACCES) {
-    absl::StrAppend(&msg, " (run as root, or with CAP_BPF and CAP_PERFMON)");
+    absl::StrAppend(&msg, " (needs root, or CAP_BPF and CAP_PERFMON; a security policy or "
+                          "lockdown can also refuse a program type)");
   }
   return absl::InternalError(msg);
 }
@@ -53,6 +55,22 @@ bpf_link* AttachInSkeleton(tcp_bpf* s, bpf_program* p) {
     if (*s->skeleton->progs[i].prog == p) *s->skeleton->progs[i].link = link;
   }
   return link;
+}
+
+// Parameters of inet_csk_accept() in the kernel's BTF (4 before 6.10, 2
+// since), or 0 when it cannot be found.
+int InetCskAcceptArity(const std::string& btf_path) {
+  struct btf* btf = btf_path.empty() ? btf__load_vmlinux_btf() : btf__parse(btf_path.c_str(), nullptr);
+  if (btf == nullptr) return 0;
+  int arity = 0;
+  const int id = btf__find_by_name_kind(btf, "inet_csk_accept", BTF_KIND_FUNC);
+  if (id > 0) {
+    const struct btf_type* func = btf__type_by_id(btf, id);
+    const struct btf_type* proto = func ? btf__type_by_id(btf, func->type) : nullptr;
+    if (proto != nullptr && btf_is_func_proto(proto)) arity = btf_vlen(proto);
+  }
+  btf__free(btf);
+  return arity;
 }
 
 }  // namespace
@@ -94,7 +112,7 @@ absl::Status TcpCapture::Open() {
   return absl::OkStatus();
 }
 
-absl::Status TcpCapture::Configure(TcpVariant variant) {
+absl::Status TcpCapture::Configure(TcpVariant variant, AcceptVariant accept) {
   skel_->rodata->kspan_self_tgid = options_.self_tgid;
   skel_->rodata->wakeup_bytes = options_.wakeup_bytes;
   skel_->rodata->selected_only = options_.tcp_selected_only ? 1 : 0;
@@ -112,6 +130,16 @@ absl::Status TcpCapture::Configure(TcpVariant variant) {
     }
   }
   chosen_ = variant;
+  accept_ = accept;
+  const int arity = accept == AcceptVariant::kFexit ? InetCskAcceptArity(options_.btf_path) : 0;
+  if (accept == AcceptVariant::kFexit && arity != 2 && arity != 4) {
+    return absl::UnimplementedError(
+        absl::StrCat("tcp capture: inet_csk_accept has ", arity, " parameters in this kernel's BTF"));
+  }
+  bpf_program__set_autoload(skel_->progs.kspan_acc_fx2, accept == AcceptVariant::kFexit && arity == 2);
+  bpf_program__set_autoload(skel_->progs.kspan_acc_fx4, accept == AcceptVariant::kFexit && arity == 4);
+  bpf_program__set_autoload(skel_->progs.kspan_tcp_acc4, accept == AcceptVariant::kSyscallTracepoint);
+  bpf_program__set_autoload(skel_->progs.kspan_tcp_acc, accept == AcceptVariant::kSyscallTracepoint);
   return absl::OkStatus();
 }
 
@@ -131,8 +159,18 @@ absl::Status TcpCapture::Attach() {
     if (AttachInSkeleton(skel_, p) == nullptr) return Failed("attach", bpf_program__name(p), errno);
     attached_.push_back(bpf_program__name(p));
   }
+  if (accept_ == AcceptVariant::kFexit) {
+    bpf_program* p = bpf_program__autoload(skel_->progs.kspan_acc_fx2) ? skel_->progs.kspan_acc_fx2
+                                                                       : skel_->progs.kspan_acc_fx4;
+    if (AttachInSkeleton(skel_, p) == nullptr) return Failed("attach", bpf_program__name(p), errno);
+    attached_.push_back(bpf_program__name(p));
+    accept_attached_ = true;
+    accept_variant_ = "fexit";
+    return absl::OkStatus();
+  }
   // Accept spans ride on syscall tracepoints; without them the rest works.
   accept_attached_ = true;
+  accept_variant_ = "tracepoint";
   for (bpf_program* p : {skel_->progs.kspan_tcp_acc4, skel_->progs.kspan_tcp_acc}) {
     if (AttachInSkeleton(skel_, p) == nullptr) {
       accept_attached_ = false;
@@ -149,24 +187,33 @@ absl::Status TcpCapture::Attach() {
 absl::Status TcpCapture::Start(std::vector<TcpVariant> ladder) {
   absl::Status last = absl::InvalidArgumentError("tcp capture: no variant to try");
   std::string refused;
+  bool try_fexit = options_.accept_fexit;
   for (TcpVariant v : ladder) {
-    last = Open();
-    if (last.ok()) last = Configure(v);
-    if (last.ok()) last = Load();
-    if (last.ok()) last = Attach();
-    if (last.ok()) {
-      variant_ = VariantName(v);
-      if (refused.empty()) {
-        spdlog::info("tcp capture: variant {} attached to sock:inet_sock_set_state", variant_);
-      } else {
-        spdlog::warn("tcp capture: variant {} taken ({})", variant_, refused);
+    // Within one state-change variant: the fexit accept first, where
+    // allowed; once the kernel refuses it, it is not tried again.
+    for (AcceptVariant a : {AcceptVariant::kFexit, AcceptVariant::kSyscallTracepoint}) {
+      if (a == AcceptVariant::kFexit && !try_fexit) continue;
+      last = Open();
+      if (last.ok()) last = Configure(v, a);
+      if (last.ok()) last = Load();
+      if (last.ok()) last = Attach();
+      if (last.ok()) {
+        variant_ = VariantName(v);
+        if (refused.empty()) {
+          spdlog::info("tcp capture: variant {} (accept: {})", variant_, accept_variant_);
+        } else {
+          spdlog::warn("tcp capture: variant {} (accept: {}) taken; {}", variant_, accept_variant_,
+                       refused);
+        }
+        return absl::OkStatus();
       }
-      return absl::OkStatus();
+      spdlog::debug("{}", std::string(last.message()));
+      absl::StrAppend(&refused, refused.empty() ? "" : "; ", VariantName(v),
+                      a == AcceptVariant::kFexit ? "+fexit" : "", " refused: ",
+                      std::string(last.message()));
+      if (a == AcceptVariant::kFexit) try_fexit = false;
+      Destroy();
     }
-    spdlog::debug("{}", std::string(last.message()));
-    absl::StrAppend(&refused, refused.empty() ? "" : "; ", VariantName(v), " refused: ",
-                    std::string(last.message()));
-    Destroy();
   }
   return last;
 }

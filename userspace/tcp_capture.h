@@ -34,9 +34,14 @@ struct CaptureOptions {
   // TCP spans only for selected processes (pid/cgroup/comm allow-lists)
   // instead of every process that is not denied.
   bool tcp_selected_only = false;
+  // Try the fexit accept variant before the syscall tracepoints.
+  bool accept_fexit = true;
 };
 
 enum class TcpVariant { kTpBtf, kRawTp, kTracepoint };
+// How accepts are seen: fexit on inet_csk_accept (cheapest, where tracing
+// programs are allowed) or the syscalls:sys_exit_accept* tracepoints.
+enum class AcceptVariant { kFexit, kSyscallTracepoint };
 const char* VariantName(TcpVariant v);
 // "tp_btf", "raw_tp", "tracepoint"; nullopt for anything else.
 std::optional<TcpVariant> ParseTcpVariant(const std::string& name);
@@ -51,7 +56,8 @@ class TcpCapture {
   TcpCapture& operator=(const TcpCapture&) = delete;
 
   absl::Status Open();
-  absl::Status Configure(TcpVariant variant);
+  absl::Status Configure(TcpVariant variant,
+                         AcceptVariant accept = AcceptVariant::kSyscallTracepoint);
   absl::Status Load();
   absl::Status Attach();
   // Every stage, trying `ladder` in order (default: all, cheapest first).
@@ -64,9 +70,9 @@ class TcpCapture {
   int ring_fd() const;
   // The variant taken ("tp_btf", "raw_tp", "tracepoint"); empty before Start.
   const std::string& variant() const { return variant_; }
-  // Whether accept spans are captured (the syscalls:sys_exit_accept*
-  // tracepoints attached).
+  // Whether accept spans are captured, and how ("fexit", "tracepoint").
   bool accept_attached() const { return accept_attached_; }
+  const std::string& accept_variant() const { return accept_variant_; }
   // Names of the programs attached, for `kspan status`.
   const std::vector<std::string>& attached_programs() const { return attached_; }
   // Per-CPU counters summed; zeros before Load().
@@ -78,7 +84,9 @@ class TcpCapture {
   CaptureOptions options_;
   tcp_bpf* skel_ = nullptr;
   TcpVariant chosen_ = TcpVariant::kTracepoint;
+  AcceptVariant accept_ = AcceptVariant::kSyscallTracepoint;
   std::string variant_;
+  std::string accept_variant_;
   bool accept_attached_ = false;
   std::vector<std::string> attached_;
 };

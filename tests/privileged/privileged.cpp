@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "userspace/clock_sync.h"
+#include "userspace/kernel_features.h"
 
 namespace kspan::testing {
 namespace {
@@ -131,3 +132,9 @@ std::uint64_t RealtimeNowNs() { return Now(CLOCK_REALTIME); }
 int CurrentTid() { return static_cast<int>(syscall(SYS_gettid)); }
 
 }  // namespace kspan::testing
+
+namespace {
+// libbpf's own messages (expected while variants are probed) go to spdlog
+// at debug level, as in the agent, instead of flooding the test log.
+[[maybe_unused]] const bool kLibbpfRouted = (kspan::RouteLibbpfLogs(), true);
+}  // namespace

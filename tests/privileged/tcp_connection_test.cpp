@@ -41,6 +41,10 @@ void ReadExactly(int fd, std::size_t n) {
 
 class TcpConnectionCapture : public TcpCaptureTest {
  protected:
+  // Connect, accept, traffic both ways, client closes first: checks the
+  // accept record and both lifetime records.
+  void CheckAcceptAndLifetime();
+
   // Loopback does not lose segments: with no retransmission the byte
   // counters are exact.
   static void ExpectCounters(const kspan_tcp_conn_event& e, std::uint64_t sent,
@@ -56,9 +60,7 @@ class TcpConnectionCapture : public TcpCaptureTest {
   }
 };
 
-TEST_P(TcpConnectionCapture, AcceptAndLifetimeOfBothSides) {
-  KSPAN_REQUIRE_BPF();
-  StartCapture(0);
+void TcpConnectionCapture::CheckAcceptAndLifetime() {
   ASSERT_TRUE(capture_->accept_attached());
   Listener server(AF_INET);
   ConnectResult client = ConnectLoopback(AF_INET, server.port());
@@ -121,6 +123,19 @@ TEST_P(TcpConnectionCapture, AcceptAndLifetimeOfBothSides) {
   EXPECT_EQ(in->closed_by, KSPAN_TCP_CLOSED_PEER);
   ExpectCounters(*in, /*sent=*/500, /*received=*/1000);
   EXPECT_EQ(in->start_ns, acc->queued_ns);
+}
+
+TEST_P(TcpConnectionCapture, AcceptAndLifetimeOfBothSides) {
+  KSPAN_REQUIRE_BPF();
+  StartCapture(0);  // accept through fexit where the kernel allows it
+  CheckAcceptAndLifetime();
+}
+
+TEST_P(TcpConnectionCapture, AcceptThroughSyscallTracepoints) {
+  KSPAN_REQUIRE_BPF();
+  StartCapture(0, [](CaptureOptions& o) { o.accept_fexit = false; });
+  EXPECT_EQ(capture_->accept_variant(), "tracepoint");
+  CheckAcceptAndLifetime();
 }
 
 TEST_P(TcpConnectionCapture, ResetIsReportedOnTheConnection) {

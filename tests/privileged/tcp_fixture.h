@@ -109,8 +109,11 @@ class TcpCaptureTest : public ::testing::TestWithParam<TcpVariant> {
     auto status = capture_->Start({GetParam()});
     ASSERT_TRUE(status.ok()) << status;
     ReportVariant("tcp_state.forced", capture_->variant());
+    ReportVariant("tcp_accept", capture_->accept_variant());
     ASSERT_TRUE(reader_.Add(capture_->ring_fd(), "kspan_tcp_ring", &decoder_).ok());
-    if (start_reader) ASSERT_TRUE(reader_.Start(std::chrono::milliseconds(10)).ok());
+    if (start_reader) {
+      ASSERT_TRUE(reader_.Start(std::chrono::milliseconds(10)).ok());
+    }
   }
 
   void TearDown() override {
