@@ -44,13 +44,13 @@ SpanAssembler::SpanAssembler(ClockSync& clock, ProcessResources& resources,
       metrics_(metrics),
       ctx_{clock, resources, ids_},
       consumer_(std::move(consumer)),
+      dns_ctx_{clock, resources, dns_ids_},
+      dns_spans_(metrics.GetCounter(kAssembled, kAssembledHelp, {{"family", "dns"}})),
       connect_spans_(metrics.GetCounter(kAssembled, kAssembledHelp, {{"family", "tcp_connect"}})),
       accept_spans_(metrics.GetCounter(kAssembled, kAssembledHelp, {{"family", "tcp_accept"}})),
       connection_spans_(
           metrics.GetCounter(kAssembled, kAssembledHelp, {{"family", "tcp_connection"}})),
       syscall_spans_(metrics.GetCounter(kAssembled, kAssembledHelp, {{"family", "syscall"}})),
-      dns_ctx_{clock, resources, dns_ids_},
-      dns_spans_(metrics.GetCounter(kAssembled, kAssembledHelp, {{"family", "dns"}})),
       assembly_failed_(metrics.GetCounter("kspan_spans_assembly_failed_total",
                                           "Kernel events whose span could not be built.")) {
   metrics.AddCallbackCounter(
