@@ -10,7 +10,7 @@
 #include "exporter/auth.h"
 #include "exporter/otlp_transform.h"
 #include "exporter/retry.h"
-#include "google/protobuf/arena.h"
+#include "grpc/slice.h"
 #include "google/protobuf/util/time_util.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
@@ -18,6 +18,9 @@
 
 namespace kspan {
 namespace {
+
+// The full method name, as TraceService's generated stub calls it.
+const std::string kExportMethod = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -129,33 +132,35 @@ absl::StatusOr<std::unique_ptr<OtlpGrpcSender>> OtlpGrpcSender::Create(
   auto channel = grpc::CreateCustomChannel(target->target, credentials, args);
   spdlog::info("OTLP/gRPC exporter: {} ({}{})", target->target, target->tls ? "TLS" : "plaintext",
                options.compression == "gzip" ? ", gzip" : "");
-  return std::make_unique<OtlpGrpcSender>(
-      with_auth, opentelemetry::proto::collector::trace::v1::TraceService::NewStub(channel));
+  return std::make_unique<OtlpGrpcSender>(with_auth, std::move(channel));
 }
 
-OtlpGrpcSender::OtlpGrpcSender(const OtlpGrpcOptions& options, std::unique_ptr<Stub> stub)
-    : options_(options), stub_(std::move(stub)) {
+OtlpGrpcSender::OtlpGrpcSender(const OtlpGrpcOptions& options,
+                               std::shared_ptr<grpc::ChannelInterface> channel)
+    : options_(options), stub_(std::move(channel)) {
   // gRPC rejects metadata keys with upper-case letters; HTTP header names
   // are case-insensitive, so lower-casing keeps their meaning.
   for (auto& [key, value] : options_.headers) absl::AsciiStrToLower(&key);
 }
 
+OtlpGrpcSender::~OtlpGrpcSender() {
+  cq_.Shutdown();
+  void* tag;
+  bool ok;
+  while (cq_.Next(&tag, &ok)) {
+  }
+}
+
 ExportResult OtlpGrpcSender::Send(const SpanBatch& batch, Clock::time_point deadline) {
-  // The request lives on an arena: one allocation pattern per batch instead
-  // of one per attribute.
-  // The arena starts in a block this sender keeps from batch to batch, so a
-  // steady stream of batches allocates (almost) nothing for the messages.
-  google::protobuf::ArenaOptions arena_options;
-  arena_options.initial_block = arena_block_.get();
-  arena_options.initial_block_size = kArenaBlockBytes;
-  arena_options.start_block_size = 1 << 20;
-  arena_options.max_block_size = 8 << 20;
-  google::protobuf::Arena arena(arena_options);
-  auto* request =
-      google::protobuf::Arena::CreateMessage<otlp::ExportTraceServiceRequest>(&arena);
-  auto* response =
-      google::protobuf::Arena::CreateMessage<otlp::ExportTraceServiceResponse>(&arena);
-  AppendToExportRequest(batch.spans, *request);
+  // The request is encoded straight into one slice that gRPC takes over:
+  // no protobuf message objects, no copy of the bytes.
+  grpc::ByteBuffer request;
+  {
+    grpc_slice bytes = grpc_slice_malloc(encoder_.Plan(batch.spans));
+    encoder_.Write(GRPC_SLICE_START_PTR(bytes));
+    grpc::Slice slice(bytes, grpc::Slice::STEAL_REF);
+    request = grpc::ByteBuffer(&slice, 1);
+  }
 
   grpc::ClientContext context;
   const auto now = Clock::now();
@@ -172,19 +177,41 @@ ExportResult OtlpGrpcSender::Send(const SpanBatch& batch, Clock::time_point dead
     std::lock_guard lock(mu_);
     in_flight_ = &context;
   }
-  const grpc::Status status = stub_->Export(&context, *request, response);
+  grpc::ByteBuffer response_bytes;
+  grpc::Status status;
+  if (auto call = stub_.PrepareUnaryCall(&context, kExportMethod, request, &cq_); call != nullptr) {
+    call->StartCall();
+    call->Finish(&response_bytes, &status, &response_bytes);
+    // This sender's only call: the next event is its completion.
+    void* tag = nullptr;
+    bool ok = false;
+    if (!cq_.Next(&tag, &ok)) status = grpc::Status(grpc::StatusCode::CANCELLED, "sender shut down");
+  } else {
+    status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot start the call");
+  }
   {
     std::lock_guard lock(mu_);
     in_flight_ = nullptr;
   }
 
   if (status.ok()) {
-    ExportResult result = ExportResult::Success();
-    if (response->has_partial_success()) {
-      result.rejected_spans = response->partial_success().rejected_spans();
-      result.message = response->partial_success().error_message();
+    std::vector<grpc::Slice> slices;
+    std::string bytes;
+    otlp::ExportTraceServiceResponse response;
+    if (response_bytes.Dump(&slices).ok()) {
+      for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
     }
-    return result;
+    if (!response.ParseFromString(bytes)) {
+      // What the generated stub reports for a response it cannot parse.
+      status = grpc::Status(grpc::StatusCode::INTERNAL, "Failed to parse server response");
+    } else {
+      ExportResult result = ExportResult::Success();
+      if (response.has_partial_success()) {
+        result.rejected_spans = response.partial_success().rejected_spans();
+        result.message = response.partial_success().error_message();
+      }
+      return result;
+    }
   }
   const auto retry_after = RetryDelay(status);
   std::string code(GrpcCodeName(status.error_code()));

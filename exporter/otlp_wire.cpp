@@ -1,0 +1,424 @@
+#include "exporter/otlp_wire.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cstring>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+#include "absl/container/flat_hash_map.h"
+#include "exporter/otlp_transform.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "opentelemetry/proto/collector/trace/v1/trace_service.pb.h"
+#include "opentelemetry/proto/common/v1/common.pb.h"
+#include "opentelemetry/proto/resource/v1/resource.pb.h"
+#include "opentelemetry/proto/trace/v1/trace.pb.h"
+
+namespace kspan {
+namespace {
+
+using google::protobuf::io::CodedOutputStream;
+namespace collector = opentelemetry::proto::collector::trace::v1;
+namespace common = opentelemetry::proto::common::v1;
+namespace resource_pb = opentelemetry::proto::resource::v1;
+namespace trace = opentelemetry::proto::trace::v1;
+
+// The wire types of the protobuf encoding (protobuf.dev/programming-guides/encoding).
+enum WireType : std::uint32_t { kVarint = 0, kFixed64 = 1, kLengthDelimited = 2, kFixed32 = 5 };
+
+constexpr std::uint32_t Tag(int field, WireType type) {
+  return (static_cast<std::uint32_t>(field) << 3) | type;
+}
+
+std::size_t TagSize(int field) { return CodedOutputStream::VarintSize32(Tag(field, kVarint)); }
+
+// Size of a length-delimited field whose body is `body` bytes.
+std::size_t LengthField(int field, std::size_t body) {
+  return TagSize(field) + CodedOutputStream::VarintSize32(static_cast<std::uint32_t>(body)) + body;
+}
+
+std::uint8_t* WriteLengthHeader(int field, std::size_t body, std::uint8_t* p) {
+  p = CodedOutputStream::WriteTagToArray(Tag(field, kLengthDelimited), p);
+  return CodedOutputStream::WriteVarint32ToArray(static_cast<std::uint32_t>(body), p);
+}
+
+bool IsAscii(std::string_view s) {
+  std::size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, s.data() + i, 8);
+    if ((w & 0x8080808080808080ull) != 0) return false;
+  }
+  for (; i < s.size(); ++i) {
+    if (static_cast<unsigned char>(s[i]) & 0x80) return false;
+  }
+  return true;
+}
+
+// A string as it goes on the wire: as is when ASCII (the common case, no
+// copy), otherwise through SanitizeUtf8, which returns valid UTF-8
+// unchanged and replaces invalid sequences exactly as the transform does.
+// Not copyable: `view` may point into `fixed`.
+class WireString {
+ public:
+  explicit WireString(std::string_view s) : view_(s) {
+    if (!IsAscii(s)) {
+      fixed_ = SanitizeUtf8(s);
+      view_ = fixed_;
+    }
+  }
+  WireString(const WireString&) = delete;
+  WireString& operator=(const WireString&) = delete;
+
+  std::size_t size() const { return view_.size(); }
+  bool empty() const { return view_.empty(); }
+
+  // A string field; proto3 leaves empty strings out unless `always` (oneof).
+  std::size_t FieldSize(int field, bool always = false) const {
+    return (empty() && !always) ? 0 : LengthField(field, size());
+  }
+  std::uint8_t* WriteField(int field, std::uint8_t* p, bool always = false) const {
+    if (empty() && !always) return p;
+    p = WriteLengthHeader(field, size(), p);
+    return CodedOutputStream::WriteRawToArray(view_.data(), static_cast<int>(size()), p);
+  }
+
+ private:
+  std::string_view view_;
+  std::string fixed_;
+};
+
+template <std::size_t N>
+std::size_t IdFieldSize(int field) {
+  return LengthField(field, N);
+}
+
+template <std::size_t N>
+std::uint8_t* WriteId(int field, const std::array<std::uint8_t, N>& id, std::uint8_t* p) {
+  p = WriteLengthHeader(field, N, p);
+  return CodedOutputStream::WriteRawToArray(id.data(), static_cast<int>(N), p);
+}
+
+std::size_t Fixed64FieldSize(int field, std::uint64_t v) { return v == 0 ? 0 : TagSize(field) + 8; }
+std::uint8_t* WriteFixed64Field(int field, std::uint64_t v, std::uint8_t* p) {
+  if (v == 0) return p;
+  p = CodedOutputStream::WriteTagToArray(Tag(field, kFixed64), p);
+  return CodedOutputStream::WriteLittleEndian64ToArray(v, p);
+}
+
+std::size_t Fixed32FieldSize(int field, std::uint32_t v) { return v == 0 ? 0 : TagSize(field) + 4; }
+std::uint8_t* WriteFixed32Field(int field, std::uint32_t v, std::uint8_t* p) {
+  if (v == 0) return p;
+  p = CodedOutputStream::WriteTagToArray(Tag(field, kFixed32), p);
+  return CodedOutputStream::WriteLittleEndian32ToArray(v, p);
+}
+
+// Enums are int32 varints (negative values sign-extended to ten bytes).
+std::size_t EnumFieldSize(int field, int v) {
+  return v == 0 ? 0 : TagSize(field) + CodedOutputStream::VarintSize32SignExtended(v);
+}
+std::uint8_t* WriteEnumField(int field, int v, std::uint8_t* p) {
+  if (v == 0) return p;
+  p = CodedOutputStream::WriteTagToArray(Tag(field, kVarint), p);
+  return CodedOutputStream::WriteVarint32SignExtendedToArray(v, p);
+}
+
+// --- AnyValue / KeyValue -------------------------------------------------
+
+using AnyValuePb = common::AnyValue;
+using KeyValuePb = common::KeyValue;
+
+std::uint64_t DoubleBits(double d) {
+  std::uint64_t bits;
+  std::memcpy(&bits, &d, sizeof(bits));
+  return bits;
+}
+
+// The AnyValue body; string values are sized by the caller's WireString.
+std::size_t ScalarAnyValueSize(const AttributeValue& value) {
+  if (const auto* b = std::get_if<bool>(&value)) {
+    (void)b;
+    return TagSize(AnyValuePb::kBoolValueFieldNumber) + 1;
+  }
+  if (const auto* i = std::get_if<std::int64_t>(&value)) {
+    return TagSize(AnyValuePb::kIntValueFieldNumber) +
+           CodedOutputStream::VarintSize64(static_cast<std::uint64_t>(*i));
+  }
+  return TagSize(AnyValuePb::kDoubleValueFieldNumber) + 8;
+}
+
+std::uint8_t* WriteScalarAnyValue(const AttributeValue& value, std::uint8_t* p) {
+  if (const auto* b = std::get_if<bool>(&value)) {
+    p = CodedOutputStream::WriteTagToArray(Tag(AnyValuePb::kBoolValueFieldNumber, kVarint), p);
+    return CodedOutputStream::WriteVarint32ToArray(*b ? 1 : 0, p);
+  }
+  if (const auto* i = std::get_if<std::int64_t>(&value)) {
+    p = CodedOutputStream::WriteTagToArray(Tag(AnyValuePb::kIntValueFieldNumber, kVarint), p);
+    return CodedOutputStream::WriteVarint64ToArray(static_cast<std::uint64_t>(*i), p);
+  }
+  p = CodedOutputStream::WriteTagToArray(Tag(AnyValuePb::kDoubleValueFieldNumber, kFixed64), p);
+  return CodedOutputStream::WriteLittleEndian64ToArray(DoubleBits(std::get<double>(value)), p);
+}
+
+// KeyValue body: key (left out when empty), then value (always present:
+// the transform always sets it, and its oneof is always set).
+std::size_t KeyValueSize(const Attribute& a) {
+  const WireString key(a.key);
+  std::size_t value_body;
+  if (const auto* s = std::get_if<std::string>(&a.value)) {
+    value_body = WireString(*s).FieldSize(AnyValuePb::kStringValueFieldNumber, /*always=*/true);
+  } else {
+    value_body = ScalarAnyValueSize(a.value);
+  }
+  return key.FieldSize(KeyValuePb::kKeyFieldNumber) +
+         LengthField(KeyValuePb::kValueFieldNumber, value_body);
+}
+
+std::uint8_t* WriteKeyValue(int field, const Attribute& a, std::uint8_t* p) {
+  const WireString key(a.key);
+  if (const auto* s = std::get_if<std::string>(&a.value)) {
+    const WireString value(*s);
+    const std::size_t value_body = value.FieldSize(AnyValuePb::kStringValueFieldNumber, true);
+    const std::size_t body = key.FieldSize(KeyValuePb::kKeyFieldNumber) +
+                             LengthField(KeyValuePb::kValueFieldNumber, value_body);
+    p = WriteLengthHeader(field, body, p);
+    p = key.WriteField(KeyValuePb::kKeyFieldNumber, p);
+    p = WriteLengthHeader(KeyValuePb::kValueFieldNumber, value_body, p);
+    return value.WriteField(AnyValuePb::kStringValueFieldNumber, p, true);
+  }
+  const std::size_t value_body = ScalarAnyValueSize(a.value);
+  const std::size_t body = key.FieldSize(KeyValuePb::kKeyFieldNumber) +
+                           LengthField(KeyValuePb::kValueFieldNumber, value_body);
+  p = WriteLengthHeader(field, body, p);
+  p = key.WriteField(KeyValuePb::kKeyFieldNumber, p);
+  p = WriteLengthHeader(KeyValuePb::kValueFieldNumber, value_body, p);
+  return WriteScalarAnyValue(a.value, p);
+}
+
+std::size_t AttributesSize(int field, const Attributes& attrs) {
+  std::size_t n = 0;
+  for (const auto& a : attrs) n += LengthField(field, KeyValueSize(a));
+  return n;
+}
+
+std::uint8_t* WriteAttributes(int field, const Attributes& attrs, std::uint8_t* p) {
+  for (const auto& a : attrs) p = WriteKeyValue(field, a, p);
+  return p;
+}
+
+// --- Span and its parts --------------------------------------------------
+
+using SpanPb = trace::Span;
+using EventPb = trace::Span::Event;
+using LinkPb = trace::Span::Link;
+using StatusPb = trace::Status;
+
+std::size_t EventSize(const SpanEvent& e) {
+  return Fixed64FieldSize(EventPb::kTimeUnixNanoFieldNumber, e.time_unix_nano) +
+         WireString(e.name).FieldSize(EventPb::kNameFieldNumber) +
+         AttributesSize(EventPb::kAttributesFieldNumber, e.attributes);
+}
+
+std::uint8_t* WriteEvent(const SpanEvent& e, std::uint8_t* p) {
+  p = WriteLengthHeader(SpanPb::kEventsFieldNumber, EventSize(e), p);
+  p = WriteFixed64Field(EventPb::kTimeUnixNanoFieldNumber, e.time_unix_nano, p);
+  p = WireString(e.name).WriteField(EventPb::kNameFieldNumber, p);
+  return WriteAttributes(EventPb::kAttributesFieldNumber, e.attributes, p);
+}
+
+std::size_t LinkSize(const SpanLink& l) {
+  return IdFieldSize<16>(LinkPb::kTraceIdFieldNumber) + IdFieldSize<8>(LinkPb::kSpanIdFieldNumber) +
+         WireString(l.trace_state).FieldSize(LinkPb::kTraceStateFieldNumber) +
+         AttributesSize(LinkPb::kAttributesFieldNumber, l.attributes) +
+         Fixed32FieldSize(LinkPb::kFlagsFieldNumber, l.flags);
+}
+
+std::uint8_t* WriteLink(const SpanLink& l, std::uint8_t* p) {
+  p = WriteLengthHeader(SpanPb::kLinksFieldNumber, LinkSize(l), p);
+  p = WriteId(LinkPb::kTraceIdFieldNumber, l.trace_id, p);
+  p = WriteId(LinkPb::kSpanIdFieldNumber, l.span_id, p);
+  p = WireString(l.trace_state).WriteField(LinkPb::kTraceStateFieldNumber, p);
+  p = WriteAttributes(LinkPb::kAttributesFieldNumber, l.attributes, p);
+  return WriteFixed32Field(LinkPb::kFlagsFieldNumber, l.flags, p);
+}
+
+// Present when there is a code or a message; the message only goes out with
+// an error status (the specification allows it only there).
+bool HasStatus(const Span& s) { return s.status_code != StatusCode::kUnset || !s.status_message.empty(); }
+
+std::string_view StatusMessage(const Span& s) {
+  return s.status_code == StatusCode::kError ? std::string_view(s.status_message) : std::string_view();
+}
+
+std::size_t StatusSize(const Span& s) {
+  return WireString(StatusMessage(s)).FieldSize(StatusPb::kMessageFieldNumber) +
+         EnumFieldSize(StatusPb::kCodeFieldNumber, static_cast<int>(s.status_code));
+}
+
+// Fields in field-number order, as protobuf itself serializes them.
+std::size_t SpanSize(const Span& s) {
+  std::size_t n = IdFieldSize<16>(SpanPb::kTraceIdFieldNumber) + IdFieldSize<8>(SpanPb::kSpanIdFieldNumber);
+  n += WireString(s.trace_state).FieldSize(SpanPb::kTraceStateFieldNumber);
+  if (IsValid(s.parent_span_id)) n += IdFieldSize<8>(SpanPb::kParentSpanIdFieldNumber);
+  n += WireString(s.name).FieldSize(SpanPb::kNameFieldNumber);
+  n += EnumFieldSize(SpanPb::kKindFieldNumber, static_cast<int>(s.kind));
+  n += Fixed64FieldSize(SpanPb::kStartTimeUnixNanoFieldNumber, s.start_unix_nano);
+  n += Fixed64FieldSize(SpanPb::kEndTimeUnixNanoFieldNumber, s.end_unix_nano);
+  n += AttributesSize(SpanPb::kAttributesFieldNumber, s.attributes);
+  for (const auto& e : s.events) n += LengthField(SpanPb::kEventsFieldNumber, EventSize(e));
+  for (const auto& l : s.links) n += LengthField(SpanPb::kLinksFieldNumber, LinkSize(l));
+  if (HasStatus(s)) n += LengthField(SpanPb::kStatusFieldNumber, StatusSize(s));
+  n += Fixed32FieldSize(SpanPb::kFlagsFieldNumber, s.flags);
+  return n;
+}
+
+std::uint8_t* WriteSpanBody(const Span& s, std::uint8_t* p) {
+  p = WriteId(SpanPb::kTraceIdFieldNumber, s.trace_id, p);
+  p = WriteId(SpanPb::kSpanIdFieldNumber, s.span_id, p);
+  p = WireString(s.trace_state).WriteField(SpanPb::kTraceStateFieldNumber, p);
+  // Root spans carry no parent_span_id at all, not eight zero bytes.
+  if (IsValid(s.parent_span_id)) p = WriteId(SpanPb::kParentSpanIdFieldNumber, s.parent_span_id, p);
+  p = WireString(s.name).WriteField(SpanPb::kNameFieldNumber, p);
+  p = WriteEnumField(SpanPb::kKindFieldNumber, static_cast<int>(s.kind), p);
+  p = WriteFixed64Field(SpanPb::kStartTimeUnixNanoFieldNumber, s.start_unix_nano, p);
+  p = WriteFixed64Field(SpanPb::kEndTimeUnixNanoFieldNumber, s.end_unix_nano, p);
+  p = WriteAttributes(SpanPb::kAttributesFieldNumber, s.attributes, p);
+  for (const auto& e : s.events) p = WriteEvent(e, p);
+  for (const auto& l : s.links) p = WriteLink(l, p);
+  if (HasStatus(s)) {
+    p = WriteLengthHeader(SpanPb::kStatusFieldNumber, StatusSize(s), p);
+    p = WireString(StatusMessage(s)).WriteField(StatusPb::kMessageFieldNumber, p);
+    p = WriteEnumField(StatusPb::kCodeFieldNumber, static_cast<int>(s.status_code), p);
+  }
+  return WriteFixed32Field(SpanPb::kFlagsFieldNumber, s.flags, p);
+}
+
+// --- Resource and scope --------------------------------------------------
+
+using RequestPb = collector::ExportTraceServiceRequest;
+using ResourceSpansPb = trace::ResourceSpans;
+using ScopeSpansPb = trace::ScopeSpans;
+using ResourcePb = resource_pb::Resource;
+using ScopePb = common::InstrumentationScope;
+
+std::size_t ResourceSize(const Resource& r) {
+  return AttributesSize(ResourcePb::kAttributesFieldNumber, r.attributes);
+}
+
+std::size_t ScopeSize(const InstrumentationScope& s) {
+  return WireString(s.name).FieldSize(ScopePb::kNameFieldNumber) +
+         WireString(s.version).FieldSize(ScopePb::kVersionFieldNumber);
+}
+
+}  // namespace
+
+std::size_t ExportRequestEncoder::Plan(std::span<const Span> spans) {
+  spans_ = spans;
+  resources_.clear();
+  scopes_.clear();
+  const std::size_t n = spans.size();
+  span_group_.resize(n);
+  span_bytes_.resize(n);
+
+  // Group by resource pointer, then scope pointer, in order of first
+  // appearance. Consecutive spans usually share both: check the previous
+  // span's group before the maps.
+  using ScopeKey = std::pair<const Resource*, const InstrumentationScope*>;
+  absl::flat_hash_map<const Resource*, std::uint32_t> resource_index;
+  absl::flat_hash_map<ScopeKey, std::uint32_t> scope_index;
+  const Resource* last_resource = nullptr;
+  const InstrumentationScope* last_scope = nullptr;
+  std::uint32_t last_group = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const Span& span = spans[i];
+    const Resource* resource = span.resource.get();
+    const InstrumentationScope* scope = span.scope.get();
+    if (i == 0 || resource != last_resource || scope != last_scope) {
+      auto [rit, new_resource] =
+          resource_index.try_emplace(resource, static_cast<std::uint32_t>(resources_.size()));
+      if (new_resource) resources_.push_back({resource, 0});
+      auto [sit, new_scope] = scope_index.try_emplace(ScopeKey{resource, scope},
+                                                      static_cast<std::uint32_t>(scopes_.size()));
+      if (new_scope) scopes_.push_back({rit->second, scope, 0, 0, 0});
+      last_resource = resource;
+      last_scope = scope;
+      last_group = sit->second;
+    }
+    span_group_[i] = last_group;
+    ScopeGroup& g = scopes_[last_group];
+    ++g.span_count;
+    const std::size_t body = SpanSize(span);
+    span_bytes_[i] = static_cast<std::uint32_t>(body);
+    g.body_bytes += LengthField(ScopeSpansPb::kSpansFieldNumber, body);
+  }
+
+  // Scope groups by resource group (stable: first appearance within each),
+  // then spans by scope group (stable: batch order within each).
+  scope_order_.resize(scopes_.size());
+  for (std::uint32_t g = 0; g < scopes_.size(); ++g) scope_order_[g] = g;
+  std::stable_sort(scope_order_.begin(), scope_order_.end(), [this](std::uint32_t a, std::uint32_t b) {
+    return scopes_[a].resource_group < scopes_[b].resource_group;
+  });
+  std::uint32_t position = 0;
+  for (const std::uint32_t g : scope_order_) {
+    scopes_[g].first = position;
+    position += scopes_[g].span_count;
+  }
+  order_.resize(n);
+  cursor_.resize(scopes_.size());
+  for (std::uint32_t g = 0; g < scopes_.size(); ++g) cursor_[g] = scopes_[g].first;
+  for (std::size_t i = 0; i < n; ++i) order_[cursor_[span_group_[i]]++] = static_cast<std::uint32_t>(i);
+
+  for (auto& g : scopes_) {
+    if (g.scope != nullptr) g.body_bytes += LengthField(ScopeSpansPb::kScopeFieldNumber, ScopeSize(*g.scope));
+    resources_[g.resource_group].body_bytes += LengthField(ResourceSpansPb::kScopeSpansFieldNumber, g.body_bytes);
+  }
+  total_bytes_ = 0;
+  for (auto& r : resources_) {
+    if (r.resource != nullptr) {
+      r.body_bytes += LengthField(ResourceSpansPb::kResourceFieldNumber, ResourceSize(*r.resource));
+    }
+    total_bytes_ += LengthField(RequestPb::kResourceSpansFieldNumber, r.body_bytes);
+  }
+  return total_bytes_;
+}
+
+void ExportRequestEncoder::Write(std::uint8_t* out) const {
+  std::uint8_t* p = out;
+  std::size_t k = 0;  // position in scope_order_
+  for (std::uint32_t r = 0; r < resources_.size(); ++r) {
+    const ResourceGroup& rg = resources_[r];
+    p = WriteLengthHeader(RequestPb::kResourceSpansFieldNumber, rg.body_bytes, p);
+    if (rg.resource != nullptr) {
+      p = WriteLengthHeader(ResourceSpansPb::kResourceFieldNumber, ResourceSize(*rg.resource), p);
+      p = WriteAttributes(ResourcePb::kAttributesFieldNumber, rg.resource->attributes, p);
+    }
+    for (; k < scope_order_.size() && scopes_[scope_order_[k]].resource_group == r; ++k) {
+      const ScopeGroup& sg = scopes_[scope_order_[k]];
+      p = WriteLengthHeader(ResourceSpansPb::kScopeSpansFieldNumber, sg.body_bytes, p);
+      if (sg.scope != nullptr) {
+        p = WriteLengthHeader(ScopeSpansPb::kScopeFieldNumber, ScopeSize(*sg.scope), p);
+        p = WireString(sg.scope->name).WriteField(ScopePb::kNameFieldNumber, p);
+        p = WireString(sg.scope->version).WriteField(ScopePb::kVersionFieldNumber, p);
+      }
+      for (std::uint32_t j = sg.first; j < sg.first + sg.span_count; ++j) {
+        const std::uint32_t i = order_[j];
+        p = WriteLengthHeader(ScopeSpansPb::kSpansFieldNumber, span_bytes_[i], p);
+        p = WriteSpanBody(spans_[i], p);
+      }
+    }
+  }
+  assert(p == out + total_bytes_);
+  (void)p;
+}
+
+std::string EncodeExportRequest(std::span<const Span> spans) {
+  ExportRequestEncoder encoder;
+  std::string out(encoder.Plan(spans), '\0');
+  encoder.Write(reinterpret_cast<std::uint8_t*>(out.data()));
+  return out;
+}
+
+}  // namespace kspan
