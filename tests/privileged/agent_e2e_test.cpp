@@ -14,6 +14,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <set>
 #include <thread>
 
 #include "tests/privileged/privileged.h"
@@ -175,6 +176,73 @@ TEST(AgentEndToEnd, UnreachableBackendDoesNotStopCapture) {
   EXPECT_EQ(agent.Terminate(std::chrono::seconds(30)), 0) << agent.log();
   const std::string log = agent.log();
   EXPECT_NE(log.find("dropped"), std::string::npos) << log;
+}
+
+// kill -9 of the real agent while its backend is down, with the disk queue:
+// after a restart every span accepted (persisted) before the kill arrives.
+TEST(AgentEndToEnd, DiskQueueDeliversAcrossKill9) {
+  KSPAN_REQUIRE_BPF();
+  const int backend_port = ::kspan::testing::FreeLoopbackPort();  // nobody listens yet
+  char tmpl[] = "/tmp/kspan-kill9-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  const std::string config = dir + "/kspan.yaml";
+  std::ofstream(config) << "destinations:\n"
+                           "  - name: backend\n"
+                           "    type: otlp_grpc\n"
+                           "    endpoint: http://127.0.0.1:" << backend_port << "\n"
+                           "    queue: {disk: {enabled: true, fsync: full}}\n"
+                           "    retry: {initial_backoff: 100ms, max_backoff: 500ms, max_elapsed: 0}\n"
+                           "    circuit_breaker: {open_duration: 500ms}\n"
+                           "batch: {schedule_delay: 100ms}\n";
+  const std::string state = dir + "/state";
+  ClosedPort refused(AF_INET);
+  constexpr int kConnects = 25;
+  {
+    AgentProcess agent({"-c", config, "--no-console"}, state);
+    ASSERT_TRUE(agent.WaitReady(std::chrono::seconds(60))) << agent.log();
+    for (int i = 0; i < kConnects; ++i) {
+      ConnectResult r = ConnectLoopback(AF_INET, refused.port());
+      ASSERT_EQ(r.err, ECONNREFUSED);
+      close(r.fd);
+    }
+    // Accepted means persisted: wait until everything assembled so far
+    // (our connects included) is on disk, then crash.
+    double assembled = 0, persisted = -1;
+    for (int i = 0; i < 100; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      const std::string m = agent.Metrics();
+      assembled = MetricValue(m, "kspan_spans_assembled_total{family=\"tcp_connect\"}");
+      persisted = MetricValue(m, "kspan_exporter_disk_queue_persisted_spans_total{destination=\"backend\"}");
+      if (assembled >= kConnects && persisted >= assembled) break;
+    }
+    ASSERT_GE(persisted, assembled) << agent.log();
+    agent.Kill();
+  }
+
+  OtlpTestServer receiver(backend_port);
+  AgentProcess restarted({"-c", config, "--no-console"}, state);
+  ASSERT_TRUE(restarted.WaitReady(std::chrono::seconds(60))) << restarted.log();
+  auto ours = [&](const std::vector<ReceivedSpan>& spans) {
+    std::set<std::int64_t> local_ports;
+    for (const auto& s : spans) {
+      const auto* pid = s.ResourceAttribute("process.pid");
+      if (s.span.name() == "tcp connect" && pid && pid->int_value() == getpid() &&
+          IntAttr(s, "network.peer.port") == refused.port()) {
+        local_ports.insert(IntAttr(s, "network.local.port"));
+      }
+    }
+    return local_ports.size();
+  };
+  ASSERT_TRUE(receiver.WaitForSpans(
+      [&](const auto& spans) { return ours(spans) >= static_cast<std::size_t>(kConnects); },
+      std::chrono::seconds(60)))
+      << "received " << ours(receiver.spans()) << " of " << kConnects << "\n" << restarted.log();
+  const std::string m = restarted.Metrics();
+  std::printf("kill -9: %d spans accepted before the kill all delivered; batches re-sent after "
+              "restart: %.0f\n",
+              kConnects,
+              MetricValue(m, "kspan_exporter_disk_queue_resent_batches_total{destination=\"backend\"}"));
+  EXPECT_EQ(restarted.Terminate(std::chrono::seconds(30)), 0) << restarted.log();
 }
 
 TEST(AgentEndToEnd, RestartAfterACrashCleansStalePins) {

@@ -41,12 +41,15 @@ inline std::string ReadFile(const std::string& path) {
 // One `kspan run` child with its output in a temporary directory.
 class AgentProcess {
  public:
-  explicit AgentProcess(std::vector<std::string> extra_args) {
+  // `state_dir` empty: a fresh one under the process's temporary directory;
+  // else that directory (to restart an agent on the state it left).
+  explicit AgentProcess(std::vector<std::string> extra_args, std::string state_dir = "") {
     char tmpl[] = "/tmp/kspan-e2e-XXXXXX";
     dir_ = mkdtemp(tmpl);
+    if (state_dir.empty()) state_dir = dir_ + "/state";
     admin_port_ = FreeLoopbackPort();
     std::vector<std::string> args = {KspanBinary(), "run",
-                                      "--state-dir", dir_ + "/state",
+                                      "--state-dir", state_dir,
                                       "--admin-listen", "127.0.0.1:" + std::to_string(admin_port_),
                                       "--log-level", "debug"};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
