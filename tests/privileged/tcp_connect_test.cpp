@@ -2,6 +2,7 @@
 // connections, assert each record field by field.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -143,6 +144,11 @@ TEST_P(TcpConnectCapture, UnansweredHandshakeCarriesEtimedout) {
   Listener server(AF_INET, 0);
   ConnectResult first = ConnectLoopback(AF_INET, server.port());
   ASSERT_EQ(first.err, 0);
+  // The client's connect() returns once it sent the final ACK; the server
+  // may queue the connection a moment later (another CPU's softirq, slow
+  // under emulation). Only a queued connection makes the queue full.
+  pollfd queued = {server.fd(), POLLIN, 0};
+  ASSERT_EQ(poll(&queued, 1, 5000), 1) << "the first connection never reached the accept queue";
   ConnectResult r = ConnectLoopback(AF_INET, server.port(), /*syn_retries=*/1);
   ASSERT_EQ(r.err, ETIMEDOUT) << std::strerror(r.err);
   auto e = WaitFor(getpid(), server.port(), std::chrono::seconds(5), r.local_port);
