@@ -281,6 +281,19 @@ Span BuildSyscallSpan(const kspan_syscall_event& e, std::string_view path, Clock
     }
   }
 
+  if (ret < 0 && ret >= -4095 && e.syscall_class == KSPAN_SYSCALL_CLASS_WAIT) {
+    // A wait that timed out, found the futex word changed, or was
+    // interrupted ended the way waits end: not an error.
+    const int err = static_cast<int>(-ret);
+    const char* outcome = err == ETIMEDOUT ? "timed_out"
+                          : err == EAGAIN  ? "value_changed"
+                          : (err == EINTR || err >= 512) ? "interrupted"  // ERESTART*
+                                                         : nullptr;
+    if (outcome != nullptr) {
+      a.push_back({"kspan.wait.outcome", std::string(outcome)});
+      return s;
+    }
+  }
   if (ret < 0 && ret >= -4095) {
     const int err = static_cast<int>(-ret);
     s.status_code = StatusCode::kError;
