@@ -140,4 +140,18 @@ inline double MetricValue(const std::string& text, const std::string& series) {
   return -1;
 }
 
+// Sum of every series of a metric family in Prometheus text.
+inline double MetricSum(const std::string& text, const std::string& name) {
+  std::istringstream in(text);
+  std::string line;
+  double sum = 0;
+  while (std::getline(in, line)) {
+    if (line.rfind(name, 0) != 0 || line.size() <= name.size()) continue;
+    const char next = line[name.size()];
+    if (next != '{' && next != ' ') continue;
+    sum += std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return sum;
+}
+
 }  // namespace kspan::testing
