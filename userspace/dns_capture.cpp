@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "dns.skel.h"
 #include "spdlog/spdlog.h"
+#include "userspace/bpf_stats.h"
 
 namespace kspan {
 namespace {
@@ -71,17 +72,8 @@ void DnsCapture::Detach() {
 int DnsCapture::ring_fd() const { return skel_ ? bpf_map__fd(skel_->maps.kspan_dns_ring) : -1; }
 
 DnsStats DnsCapture::ReadStats() const {
-  DnsStats total{};
-  if (skel_ == nullptr) return total;
-  const int fd = bpf_map__fd(skel_->maps.kspan_dns_stats);
-  const int ncpu = libbpf_num_possible_cpus();
-  if (fd < 0 || ncpu <= 0) return total;
-  std::vector<std::uint64_t> per_cpu(static_cast<std::size_t>(ncpu));
-  for (std::uint32_t slot = 0; slot < KSPAN_DNS_STAT_MAX; ++slot) {
-    if (bpf_map_lookup_elem(fd, &slot, per_cpu.data()) != 0) continue;
-    for (auto v : per_cpu) total[slot] += v;
-  }
-  return total;
+  if (skel_ == nullptr) return DnsStats{};
+  return SumPerCpuSlots<KSPAN_DNS_STAT_MAX>(bpf_map__fd(skel_->maps.kspan_dns_stats));
 }
 
 }  // namespace kspan

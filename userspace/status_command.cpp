@@ -11,6 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "bpf/tcp.h"
 #include "nlohmann/json.hpp"
+#include "userspace/bpf_stats.h"
 
 namespace kspan {
 namespace {
@@ -77,19 +78,14 @@ int FromPins(const StatusOptions& o) {
                 path.c_str());
     return 1;
   }
-  const int ncpu = libbpf_num_possible_cpus();
-  std::vector<std::uint64_t> per_cpu(static_cast<std::size_t>(ncpu > 0 ? ncpu : 1));
   static constexpr const char* kNames[KSPAN_TCP_STAT_MAX] = {
       "connect records", "lost: ring full", "lost: start table full", "accept records",
       "connection records", "notes", "lost: connection table full"};
   std::printf("agent endpoint %s not reachable; kernel counters from %s:\n", o.admin.c_str(),
               path.c_str());
-  for (std::uint32_t slot = 0; slot < KSPAN_TCP_STAT_MAX; ++slot) {
-    std::uint64_t total = 0;
-    if (bpf_map_lookup_elem(fd, &slot, per_cpu.data()) == 0) {
-      for (auto v : per_cpu) total += v;
-    }
-    std::printf("  %-28s %llu\n", kNames[slot], static_cast<unsigned long long>(total));
+  const auto totals = SumPerCpuSlots<KSPAN_TCP_STAT_MAX>(fd);
+  for (std::size_t slot = 0; slot < totals.size(); ++slot) {
+    std::printf("  %-28s %llu\n", kNames[slot], static_cast<unsigned long long>(totals[slot]));
   }
   close(fd);
   return 1;

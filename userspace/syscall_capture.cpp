@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "spdlog/spdlog.h"
+#include "userspace/bpf_stats.h"
 #include "syscalls.skel.h"
 #include "userspace/syscall_spans.h"
 
@@ -243,18 +244,8 @@ int SyscallCapture::ring_fd() const {
 }
 
 SyscallStats SyscallCapture::ReadStats() const {
-  SyscallStats total{};
-  if (skel_ == nullptr) return total;
-  int fd = bpf_map__fd(skel_->maps.kspan_sys_stats);
-  if (fd < 0) return total;
-  int ncpu = libbpf_num_possible_cpus();
-  if (ncpu <= 0) return total;
-  std::vector<std::uint64_t> per_cpu(static_cast<std::size_t>(ncpu));
-  for (std::uint32_t slot = 0; slot < KSPAN_SYS_STAT_MAX; ++slot) {
-    if (bpf_map_lookup_elem(fd, &slot, per_cpu.data()) != 0) continue;
-    for (auto v : per_cpu) total[slot] += v;
-  }
-  return total;
+  if (skel_ == nullptr) return SyscallStats{};
+  return SumPerCpuSlots<KSPAN_SYS_STAT_MAX>(bpf_map__fd(skel_->maps.kspan_sys_stats));
 }
 
 absl::Status SyscallCapture::WriteEntry(std::uint32_t nr) {

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
+#include "userspace/bpf_stats.h"
 #include "tcp.skel.h"
 
 namespace kspan {
@@ -227,18 +228,8 @@ int TcpCapture::ring_fd() const {
 }
 
 TcpStats TcpCapture::ReadStats() const {
-  TcpStats total{};
-  if (skel_ == nullptr) return total;
-  int fd = bpf_map__fd(skel_->maps.kspan_tcp_stats);
-  if (fd < 0) return total;
-  int ncpu = libbpf_num_possible_cpus();
-  if (ncpu <= 0) return total;
-  std::vector<std::uint64_t> per_cpu(static_cast<std::size_t>(ncpu));
-  for (std::uint32_t slot = 0; slot < KSPAN_TCP_STAT_MAX; ++slot) {
-    if (bpf_map_lookup_elem(fd, &slot, per_cpu.data()) != 0) continue;
-    for (auto v : per_cpu) total[slot] += v;
-  }
-  return total;
+  if (skel_ == nullptr) return TcpStats{};
+  return SumPerCpuSlots<KSPAN_TCP_STAT_MAX>(bpf_map__fd(skel_->maps.kspan_tcp_stats));
 }
 
 }  // namespace kspan

@@ -5,6 +5,7 @@
 #include <netinet/tcp.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -125,6 +126,28 @@ ConnectResult ConnectLoopback(int family, int port, int syn_retries) {
   r.real_after = Now(CLOCK_REALTIME);
   r.local_port = BoundPort(r.fd);
   return r;
+}
+
+ChildProcess::ChildProcess(std::function<void()> body) {
+  if (pipe(go_) != 0) return;
+  pid_ = fork();
+  if (pid_ == 0) {
+    char c;
+    close(go_[1]);
+    if (read(go_[0], &c, 1) != 1) _exit(2);
+    body();
+    _exit(0);
+  }
+  close(go_[0]);
+}
+
+bool ChildProcess::RunAndWait() {
+  char c = 'g';
+  if (write(go_[1], &c, 1) != 1) return false;
+  close(go_[1]);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
 std::uint64_t RealtimeNowNs() { return Now(CLOCK_REALTIME); }

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace kspan::testing {
@@ -78,6 +79,21 @@ struct ConnectResult {
 // Blocking connect to the loopback address of `family`. `syn_retries` > 0
 // sets TCP_SYNCNT, so an unanswered handshake times out in seconds.
 ConnectResult ConnectLoopback(int family, int port, int syn_retries = 0);
+
+// A child process that, when told to, runs `body` and exits 0 (the body
+// may _exit() with another status itself). Lets a test learn the child's
+// pid, filter it in or out, and only then let it act.
+class ChildProcess {
+ public:
+  explicit ChildProcess(std::function<void()> body);
+  std::uint32_t pid() const { return static_cast<std::uint32_t>(pid_); }
+  // Runs the body, waits for the exit; true when the child exited 0.
+  bool RunAndWait();
+
+ private:
+  int go_[2] = {-1, -1};
+  pid_t pid_ = -1;
+};
 
 std::uint64_t RealtimeNowNs();
 int CurrentTid();

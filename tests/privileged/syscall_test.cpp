@@ -120,35 +120,7 @@ void SleepFor(std::chrono::nanoseconds d) {
   nanosleep(&ts, nullptr);
 }
 
-// A child process that, when told to, runs `body` and exits.
-class Child {
- public:
-  explicit Child(std::function<void()> body) {
-    if (pipe(go_) != 0) return;
-    pid_ = fork();
-    if (pid_ == 0) {
-      char c;
-      close(go_[1]);
-      if (read(go_[0], &c, 1) != 1) _exit(2);
-      body();
-      _exit(0);
-    }
-    close(go_[0]);
-  }
-  std::uint32_t pid() const { return static_cast<std::uint32_t>(pid_); }
-  bool RunAndWait() {
-    char c = 'g';
-    if (write(go_[1], &c, 1) != 1) return false;
-    close(go_[1]);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-  }
-
- private:
-  int go_[2] = {-1, -1};
-  pid_t pid_ = -1;
-};
+using Child = ::kspan::testing::ChildProcess;
 
 class SyscallSpans : public ::testing::TestWithParam<SyscallVariant> {
  protected:

@@ -66,36 +66,13 @@ class TcpConnectCapture : public TcpCaptureTest {
   }
 };
 
-// A child process that connects to `port` on 127.0.0.1 when told to.
-class ConnectingChild {
- public:
-  explicit ConnectingChild(int port) {
-    if (pipe(go_) != 0) return;
-    pid_ = fork();
-    if (pid_ == 0) {
-      char c;
-      close(go_[1]);
-      if (read(go_[0], &c, 1) != 1) _exit(2);
-      ConnectResult r = ConnectLoopback(AF_INET, port);
-      _exit(r.err == 0 ? 0 : 1);
-    }
-    close(go_[0]);
-  }
-  std::uint32_t pid() const { return static_cast<std::uint32_t>(pid_); }
-  // Lets the child connect and returns whether it succeeded.
-  bool ConnectAndWait() {
-    char c = 'g';
-    if (write(go_[1], &c, 1) != 1) return false;
-    close(go_[1]);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-  }
-
- private:
-  int go_[2] = {-1, -1};
-  pid_t pid_ = -1;
-};
+// A child process that connects to `port` on 127.0.0.1 when told to and
+// exits 0 when the connect succeeded.
+::kspan::testing::ChildProcess ConnectingChild(int port) {
+  return ::kspan::testing::ChildProcess([port] {
+    if (ConnectLoopback(AF_INET, port).err != 0) _exit(1);
+  });
+}
 
 TEST_P(TcpConnectCapture, EstablishedIpv4AndIpv6) {
   KSPAN_REQUIRE_BPF();
@@ -169,8 +146,8 @@ TEST_P(TcpConnectCapture, KspanItselfIsNeverTraced) {
   ConnectResult own = ConnectLoopback(AF_INET, server.port());
   ASSERT_EQ(own.err, 0);
   // A child is traced, which proves capture is live while we look.
-  ConnectingChild child(server.port());
-  ASSERT_TRUE(child.ConnectAndWait());
+  auto child = ConnectingChild(server.port());
+  ASSERT_TRUE(child.RunAndWait());
   ASSERT_TRUE(WaitFor(child.pid(), server.port(), std::chrono::seconds(5)).has_value())
       << "capture saw nothing at all";
   EXPECT_EQ(collector_.ConnectsFrom(static_cast<std::uint32_t>(getpid())), 0u);
@@ -183,11 +160,11 @@ TEST_P(TcpConnectCapture, DenyListedProcessProducesNothing) {
   auto filter = CaptureFilter::Open(pins_->path());
   ASSERT_TRUE(filter.ok()) << filter.status();
   Listener server(AF_INET, 64);
-  ConnectingChild denied(server.port());
-  ConnectingChild allowed(server.port());
+  auto denied = ConnectingChild(server.port());
+  auto allowed = ConnectingChild(server.port());
   ASSERT_TRUE(filter->DenyPid(denied.pid()).ok());
-  ASSERT_TRUE(denied.ConnectAndWait());
-  ASSERT_TRUE(allowed.ConnectAndWait());
+  ASSERT_TRUE(denied.RunAndWait());
+  ASSERT_TRUE(allowed.RunAndWait());
   ASSERT_TRUE(WaitFor(allowed.pid(), server.port(), std::chrono::seconds(5)).has_value());
   EXPECT_EQ(collector_.ConnectsFrom(denied.pid()), 0u);
 
