@@ -1,0 +1,324 @@
+// The correlator with a driven clock: kernel spans wait in the join window,
+// are placed under the innermost app span of their process (same thread where
+// known), under kernel HTTP spans of their connection, or by trace context;
+// unmatched ones leave as their own traces or are dropped; memory is bounded.
+#include "userspace/correlator.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <vector>
+
+namespace kspan {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr std::uint64_t kT0 = 1'700'000'000'000'000'000ull;  // Unix ns
+constexpr std::uint64_t kMs = 1'000'000;
+
+TraceId Trace(std::uint8_t b) {
+  TraceId t{};
+  t.fill(b);
+  return t;
+}
+SpanId Id(std::uint8_t b) {
+  SpanId s{};
+  s.fill(b);
+  return s;
+}
+
+std::shared_ptr<const Resource> ProcessResource(std::int64_t pid) {
+  auto r = std::make_shared<Resource>();
+  r->attributes.push_back({"process.pid", pid});
+  r->attributes.push_back({"service.name", std::string("svc")});
+  return r;
+}
+
+Span AppSpan(std::int64_t pid, std::uint8_t trace, std::uint8_t id, std::uint8_t parent,
+             std::uint64_t start_ms, std::uint64_t end_ms, SpanKind kind = SpanKind::kInternal) {
+  Span s;
+  s.trace_id = Trace(trace);
+  s.span_id = Id(id);
+  if (parent != 0) s.parent_span_id = Id(parent);
+  s.flags = 0x1;
+  s.kind = kind;
+  s.name = "app";
+  s.start_unix_nano = kT0 + start_ms * kMs;
+  s.end_unix_nano = kT0 + end_ms * kMs;
+  s.resource = ProcessResource(pid);
+  s.source = SpanSource::kApp;
+  return s;
+}
+
+Span KernelSpan(std::int64_t pid, std::int64_t tid, std::uint8_t id, std::uint64_t start_us,
+                std::uint64_t end_us, std::string name = "syscall write") {
+  Span s;
+  s.trace_id = Trace(0xee);  // a fresh trace, as span assembly gives every kernel span
+  s.span_id = Id(id);
+  s.name = std::move(name);
+  s.start_unix_nano = kT0 + start_us * 1000;
+  s.end_unix_nano = kT0 + end_us * 1000;
+  s.attributes.push_back({"process.pid", pid});
+  s.attributes.push_back({"thread.id", tid});
+  s.resource = ProcessResource(pid);
+  return s;
+}
+
+void OnConnection(Span& s, std::string peer, std::int64_t port) {
+  s.attributes.push_back({"network.peer.address", std::move(peer)});
+  s.attributes.push_back({"network.peer.port", port});
+}
+
+class CorrelatorTest : public ::testing::Test {
+ protected:
+  void Make(CorrelatorOptions options = {}) {
+    options.join_window = 2s;
+    correlator_ = std::make_unique<Correlator>(
+        options, metrics_, [this](Span&& s) { out_.push_back(std::move(s)); },
+        /*start_thread=*/false, [this] { return now_; });
+  }
+  const Span* Out(std::uint8_t id) const {
+    for (const auto& s : out_)
+      if (s.span_id == Id(id)) return &s;
+    return nullptr;
+  }
+
+  MetricsRegistry metrics_;
+  std::chrono::steady_clock::time_point now_{std::chrono::seconds(1000)};
+  std::vector<Span> out_;
+  std::unique_ptr<Correlator> correlator_;
+};
+
+TEST_F(CorrelatorTest, KernelSpanWaitsForTheWindowThenJoinsTheInnermostAppSpan) {
+  Make();
+  // Kernel span 10.2-10.4 ms; app spans: root 0-50 ms, child 10-20 ms.
+  correlator_->OnKernelSpan(KernelSpan(42, 42, 0x31, 10'200, 10'400));
+  correlator_->Release();
+  EXPECT_TRUE(out_.empty()) << "left before the window passed";
+  correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x01, 0, 0, 50),
+                              AppSpan(42, 0xaa, 0x02, 0x01, 10, 20),
+                              AppSpan(42, 0xaa, 0x03, 0x01, 30, 40)});
+  now_ += 2100ms;
+  correlator_->Release();
+  ASSERT_EQ(out_.size(), 1u);
+  EXPECT_EQ(out_[0].trace_id, Trace(0xaa));
+  EXPECT_EQ(out_[0].parent_span_id, Id(0x02));
+  EXPECT_EQ(out_[0].flags, 0x1u);
+  EXPECT_EQ(metrics_.CounterTotal("kspan_correlator_placed_total"), 1u);
+}
+
+TEST_F(CorrelatorTest, OtherProcessesAndOtherThreadsDoNotAdopt) {
+  Make();
+  correlator_->OnKernelSpan(KernelSpan(7, 7, 0x31, 10'200, 10'400));   // another process
+  correlator_->OnKernelSpan(KernelSpan(42, 43, 0x32, 10'200, 10'400)); // other thread
+  correlator_->OnKernelSpan(KernelSpan(42, 42, 0x33, 10'200, 10'400));
+  Span app = AppSpan(42, 0xaa, 0x02, 0, 10, 20);
+  app.attributes.push_back({"thread.id", std::int64_t{42}});
+  correlator_->IndexAppSpans({app});
+  correlator_->Flush();
+  ASSERT_EQ(out_.size(), 3u);
+  EXPECT_EQ(Out(0x31)->trace_id, Trace(0xee));
+  EXPECT_FALSE(IsValid(Out(0x31)->parent_span_id));
+  EXPECT_EQ(Out(0x32)->trace_id, Trace(0xee));
+  EXPECT_EQ(Out(0x33)->parent_span_id, Id(0x02));
+  EXPECT_EQ(metrics_.CounterTotal("kspan_correlator_unmatched_total"), 2u);
+}
+
+TEST_F(CorrelatorTest, UnmatchedSpansAreDroppedWhenConfigured) {
+  CorrelatorOptions o;
+  o.export_unmatched = false;
+  Make(o);
+  correlator_->OnKernelSpan(KernelSpan(42, 42, 0x31, 100'000, 100'100));
+  correlator_->Flush();
+  EXPECT_TRUE(out_.empty());
+  EXPECT_EQ(metrics_.CounterTotal("kspan_correlator_unmatched_total"), 1u);
+}
+
+TEST_F(CorrelatorTest, KernelSpanWithTraceContextStaysWhereItSays) {
+  Make();
+  Span http = KernelSpan(42, 42, 0x40, 10'000, 11'000, "GET /x");
+  http.kind = SpanKind::kServer;
+  http.trace_id = Trace(0xbb);
+  http.parent_span_id = Id(0x77);
+  http.attributes.push_back({"http.request.method", std::string("GET")});
+  correlator_->OnKernelSpan(std::move(http));
+  correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x02, 0, 0, 50)});
+  correlator_->Flush();
+  ASSERT_EQ(out_.size(), 1u);
+  EXPECT_EQ(out_[0].trace_id, Trace(0xbb));
+  EXPECT_EQ(out_[0].parent_span_id, Id(0x77));
+}
+
+TEST_F(CorrelatorTest, SocketSyscallsJoinTheHttpSpanOfTheirConnection) {
+  Make();
+  // nginx: an HTTP server span placed by traceparent; its read and write on
+  // the same connection, and a read on another connection at the same time.
+  Span http = KernelSpan(9, 9, 0x40, 10'000, 12'000, "GET /x");
+  http.kind = SpanKind::kServer;
+  http.trace_id = Trace(0xbb);
+  http.parent_span_id = Id(0x77);
+  http.flags = 1;
+  http.attributes.push_back({"http.request.method", std::string("GET")});
+  OnConnection(http, "127.0.0.1", 50000);
+  Span read = KernelSpan(9, 9, 0x41, 10'000, 10'010, "syscall recvfrom");
+  OnConnection(read, "127.0.0.1", 50000);
+  Span write = KernelSpan(9, 9, 0x42, 11'900, 12'000, "syscall writev");
+  OnConnection(write, "127.0.0.1", 50000);
+  Span other = KernelSpan(9, 9, 0x43, 10'500, 10'510, "syscall recvfrom");
+  OnConnection(other, "127.0.0.1", 50001);
+  correlator_->OnKernelSpan(std::move(read));
+  correlator_->OnKernelSpan(std::move(other));
+  correlator_->OnKernelSpan(std::move(write));
+  correlator_->OnKernelSpan(std::move(http));
+  correlator_->Flush();
+  ASSERT_EQ(out_.size(), 4u);
+  EXPECT_EQ(Out(0x41)->trace_id, Trace(0xbb));
+  EXPECT_EQ(Out(0x41)->parent_span_id, Id(0x40));
+  EXPECT_EQ(Out(0x42)->parent_span_id, Id(0x40));
+  // Not on the connection, but inside an HTTP span with trace context of the
+  // same thread: the innermost container.
+  EXPECT_EQ(Out(0x43)->parent_span_id, Id(0x40));
+}
+
+TEST_F(CorrelatorTest, ConnectionParentWithoutTraceContextIsPlacedFirst) {
+  Make();
+  // A kernel HTTP client span without traceparent inside an app span: its
+  // syscalls follow it into the app's trace.
+  Span http = KernelSpan(42, 42, 0x40, 10'100, 10'900, "GET /y");
+  http.kind = SpanKind::kClient;
+  http.attributes.push_back({"http.request.method", std::string("GET")});
+  OnConnection(http, "10.0.0.1", 80);
+  Span write = KernelSpan(42, 42, 0x41, 10'100, 10'150, "syscall write");
+  OnConnection(write, "10.0.0.1", 80);
+  correlator_->OnKernelSpan(std::move(write));
+  correlator_->OnKernelSpan(std::move(http));
+  correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x02, 0, 10, 20)});
+  correlator_->Flush();
+  ASSERT_EQ(out_.size(), 2u);
+  EXPECT_EQ(Out(0x40)->trace_id, Trace(0xaa));
+  EXPECT_EQ(Out(0x40)->parent_span_id, Id(0x02));
+  EXPECT_EQ(Out(0x41)->trace_id, Trace(0xaa));
+  EXPECT_EQ(Out(0x41)->parent_span_id, Id(0x40));
+}
+
+TEST_F(CorrelatorTest, ToleranceCoversTheAppClockResolution) {
+  Make();
+  // The app's span ends 0.5 ms before the kernel read it contains really
+  // ended (a millisecond clock); the next app span starts after it.
+  correlator_->OnKernelSpan(KernelSpan(42, 42, 0x31, 19'000, 20'400));
+  correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x02, 0, 10, 20),
+                              AppSpan(42, 0xab, 0x03, 0, 21, 30)});
+  correlator_->Flush();
+  ASSERT_EQ(out_.size(), 1u);
+  EXPECT_EQ(out_[0].parent_span_id, Id(0x02));
+}
+
+TEST_F(CorrelatorTest, ClockOffsetLearnedFromOneRequestSeenBothWays) {
+  Make();
+  // The app's clock runs 5 ms ahead of the kernel's: its SERVER span
+  // (15-25 ms) is the request the kernel saw read at 10 ms and answered by 21.
+  Span http = KernelSpan(42, 42, 0x40, 10'000, 21'000, "GET /x");
+  http.kind = SpanKind::kServer;
+  http.trace_id = Trace(0xaa);
+  http.parent_span_id = Id(0x77);
+  http.attributes.push_back({"http.request.method", std::string("GET")});
+  correlator_->OnKernelSpan(std::move(http));
+  correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x02, 0x77, 15, 25, SpanKind::kServer)});
+  auto offset = correlator_->ClockOffsetNs(42);
+  ASSERT_TRUE(offset.has_value());
+  // Bounds: d <= 15 - 10 = 5 ms and d >= 15 - 21 = -6 ms: 0 lies inside, so
+  // nothing is corrected until a request proves otherwise.
+  EXPECT_EQ(*offset, 0);
+  // A client request of the same process: app span 31-40, kernel write at
+  // 28 ms: d >= 31 - 28 = 3 ms.
+  Span client = KernelSpan(42, 42, 0x50, 28'000, 33'000, "GET /y");
+  client.kind = SpanKind::kClient;
+  client.trace_id = Trace(0xac);
+  client.parent_span_id = Id(0x05);
+  client.attributes.push_back({"http.request.method", std::string("GET")});
+  correlator_->OnKernelSpan(std::move(client));
+  correlator_->IndexAppSpans({AppSpan(42, 0xac, 0x05, 0, 31, 40, SpanKind::kClient)});
+  offset = correlator_->ClockOffsetNs(42);
+  ASSERT_TRUE(offset.has_value());
+  EXPECT_EQ(*offset, 3 * static_cast<std::int64_t>(kMs));
+  // The kernel connect before the request write (27.5-27.9 ms, kernel clock)
+  // is inside the client span once corrected (within the clock tolerance),
+  // and exported on the app's clock.
+  correlator_->OnKernelSpan(KernelSpan(42, 42, 0x60, 27'500, 27'900, "connect"));
+  correlator_->Flush();
+  const Span* connect = Out(0x60);
+  ASSERT_NE(connect, nullptr);
+  EXPECT_EQ(connect->parent_span_id, Id(0x05));
+  EXPECT_EQ(connect->start_unix_nano, kT0 + 30'500'000);
+  EXPECT_GT(metrics_.CounterTotal("kspan_correlator_placed_total"), 0u);
+}
+
+TEST_F(CorrelatorTest, FullWindowReleasesTheOldestEarlyAndCounts) {
+  CorrelatorOptions o;
+  o.max_pending_kernel_spans = 3;
+  Make(o);
+  for (int i = 0; i < 5; ++i) {
+    correlator_->OnKernelSpan(KernelSpan(42, 42, static_cast<std::uint8_t>(0x10 + i), 100, 200));
+  }
+  EXPECT_EQ(out_.size(), 2u);
+  EXPECT_EQ(correlator_->pending(), 3u);
+  EXPECT_EQ(metrics_.CounterTotal("kspan_correlator_window_full_total"), 2u);
+  correlator_->Flush();
+  EXPECT_EQ(out_.size(), 5u);
+}
+
+TEST_F(CorrelatorTest, IndexIsBoundedAndForgetsOldSpans) {
+  CorrelatorOptions o;
+  o.max_indexed_spans = 10;
+  Make(o);
+  std::vector<Span> many;
+  for (int i = 0; i < 25; ++i) {
+    many.push_back(AppSpan(42, 0xaa, static_cast<std::uint8_t>(i + 1), 0, i, i + 1));
+  }
+  correlator_->IndexAppSpans(many);
+  EXPECT_EQ(metrics_.CounterTotal("kspan_correlator_index_evicted_total"), 15u);
+  // The newest are still known.
+  correlator_->OnKernelSpan(KernelSpan(42, 42, 0x99, 24'100, 24'200));
+  now_ += 2100ms;
+  correlator_->Release();
+  // Past retention everything is forgotten.
+  now_ += 30s;
+  correlator_->IndexAppSpans({});
+  correlator_->OnKernelSpan(KernelSpan(42, 42, 0x98, 24'100, 24'200));
+  correlator_->Flush();
+  EXPECT_EQ(Out(0x99)->parent_span_id, Id(25));
+  EXPECT_FALSE(IsValid(Out(0x98)->parent_span_id));
+}
+
+TEST_F(CorrelatorTest, AfterFlushSpansPassStraightThrough) {
+  Make();
+  correlator_->Flush();
+  correlator_->OnKernelSpan(KernelSpan(42, 42, 0x31, 100, 200));
+  EXPECT_EQ(out_.size(), 1u);
+}
+
+TEST(CorrelatorThread, ReleasesOnItsOwnAfterTheWindow) {
+  MetricsRegistry metrics;
+  std::mutex mu;
+  std::vector<Span> out;
+  CorrelatorOptions o;
+  o.join_window = 200ms;
+  Correlator c(o, metrics, [&](Span&& s) {
+    std::lock_guard lock(mu);
+    out.push_back(std::move(s));
+  });
+  c.OnKernelSpan(KernelSpan(42, 42, 0x31, 100, 200));
+  for (int i = 0; i < 100; ++i) {
+    {
+      std::lock_guard lock(mu);
+      if (!out.empty()) break;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  std::lock_guard lock(mu);
+  EXPECT_EQ(out.size(), 1u);
+}
+
+}  // namespace
+}  // namespace kspan

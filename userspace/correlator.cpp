@@ -1,0 +1,483 @@
+#include "userspace/correlator.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string_view>
+#include <variant>
+
+namespace kspan {
+namespace {
+
+using namespace std::chrono_literals;
+
+// How far back (in index entries) a containment search looks from the span's
+// start. Bounds the cost of one placement on a process with many spans.
+constexpr int kMaxScan = 512;
+// Pair candidates kept per process for the clock offset.
+constexpr std::size_t kMaxPairCandidates = 4096;
+// Offset bounds older than this are forgotten (clocks drift).
+constexpr auto kOffsetBoundsLife = 60s;
+
+std::optional<std::int64_t> IntAttribute(const Attributes& attrs, std::string_view key) {
+  const AttributeValue* v = FindAttribute(attrs, key);
+  if (v == nullptr) return std::nullopt;
+  if (const auto* i = std::get_if<std::int64_t>(v)) return *i;
+  if (const auto* s = std::get_if<std::string>(v)) {
+    // Some SDKs send ids as strings.
+    std::int64_t out = 0;
+    for (char c : *s) {
+      if (c < '0' || c > '9') return std::nullopt;
+      out = out * 10 + (c - '0');
+    }
+    return s->empty() ? std::nullopt : std::optional<std::int64_t>(out);
+  }
+  return std::nullopt;
+}
+
+std::string StringAttribute(const Attributes& attrs, std::string_view key) {
+  const AttributeValue* v = FindAttribute(attrs, key);
+  if (v == nullptr) return {};
+  if (const auto* s = std::get_if<std::string>(v)) return *s;
+  if (const auto* i = std::get_if<std::int64_t>(v)) return std::to_string(*i);
+  return {};
+}
+
+// process.pid of a span: a span attribute (kernel spans) or its resource's.
+std::optional<std::uint32_t> PidOf(const Span& s) {
+  auto pid = IntAttribute(s.attributes, "process.pid");
+  if (!pid && s.resource) pid = IntAttribute(s.resource->attributes, "process.pid");
+  if (!pid || *pid <= 0 || *pid > UINT32_MAX) return std::nullopt;
+  return static_cast<std::uint32_t>(*pid);
+}
+
+std::int64_t TidOf(const Span& s) { return IntAttribute(s.attributes, "thread.id").value_or(0); }
+
+bool IsHttp(const Span& s) { return FindAttribute(s.attributes, "http.request.method") != nullptr; }
+
+// The connection a kernel span belongs to, or "" when it has none.
+std::string ConnectionOf(const Span& s) {
+  std::string peer = StringAttribute(s.attributes, "network.peer.address");
+  std::string port = StringAttribute(s.attributes, "network.peer.port");
+  if (peer.empty() || port.empty()) return {};
+  return peer + "|" + port;
+}
+
+std::string PairKey(const TraceId& trace, const SpanId& span, char side) {
+  std::string key(reinterpret_cast<const char*>(trace.data()), trace.size());
+  key.append(reinterpret_cast<const char*>(span.data()), span.size());
+  key.push_back(side);
+  return key;
+}
+
+std::uint64_t Shift(std::uint64_t t, std::int64_t d) {
+  return static_cast<std::uint64_t>(static_cast<std::int64_t>(t) + d);
+}
+
+}  // namespace
+
+Correlator::Correlator(CorrelatorOptions options, MetricsRegistry& metrics, Consumer downstream,
+                       bool start_thread, SteadyClock now)
+    : options_(options),
+      downstream_(std::move(downstream)),
+      now_(std::move(now)),
+      kernel_in_(metrics.GetCounter("kspan_correlator_kernel_spans_total",
+                                    "Kernel spans that entered the join window.")),
+      app_indexed_(metrics.GetCounter("kspan_correlator_app_spans_indexed_total",
+                                      "App spans indexed for joining kernel spans.")),
+      placed_by_context_(metrics.GetCounter(
+          "kspan_correlator_placed_total",
+          "Kernel spans placed in a trace, by what placed them.", {{"by", "trace_context"}})),
+      placed_by_connection_(metrics.GetCounter(
+          "kspan_correlator_placed_total",
+          "Kernel spans placed in a trace, by what placed them.", {{"by", "connection"}})),
+      placed_in_app_(metrics.GetCounter("kspan_correlator_placed_total",
+                                        "Kernel spans placed in a trace, by what placed them.",
+                                        {{"by", "app_span"}})),
+      placed_in_kernel_http_(metrics.GetCounter(
+          "kspan_correlator_placed_total",
+          "Kernel spans placed in a trace, by what placed them.", {{"by", "kernel_http_span"}})),
+      unmatched_exported_(metrics.GetCounter(
+          "kspan_correlator_unmatched_total",
+          "Kernel spans no span contained: exported as their own trace or dropped.",
+          {{"action", "exported"}})),
+      unmatched_dropped_(metrics.GetCounter(
+          "kspan_correlator_unmatched_total",
+          "Kernel spans no span contained: exported as their own trace or dropped.",
+          {{"action", "dropped"}})),
+      window_full_(metrics.GetCounter(
+          "kspan_correlator_window_full_total",
+          "Kernel spans that left the join window early because it was full.")),
+      index_evicted_(metrics.GetCounter(
+          "kspan_correlator_index_evicted_total",
+          "Indexed spans forgotten before their retention ended (index full).")),
+      max_offset_seconds_(metrics.GetGauge(
+          "kspan_correlator_clock_offset_max_seconds",
+          "Largest absolute clock offset (application minus kernel) observed over processes.")) {
+  metrics.AddCallbackGauge(
+      "kspan_correlator_pending_spans", "Kernel spans waiting in the join window.", {},
+      [this] { return static_cast<double>(pending()); }, this);
+  if (start_thread) thread_ = std::thread([this] { Run(); });
+  metrics_ = &metrics;
+}
+
+Correlator::~Correlator() {
+  Flush();
+  if (metrics_ != nullptr) metrics_->RemoveCallbacks(this);
+}
+
+void Correlator::Run() {
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    cv_.wait_for(lock, 100ms);
+    if (stopping_) break;
+    std::vector<Span> out;
+    TakeDue(now_(), false, out);
+    lock.unlock();
+    for (auto& s : out) downstream_(std::move(s));
+    lock.lock();
+  }
+}
+
+void Correlator::OnKernelSpan(Span&& span) {
+  kernel_in_.Add();
+  std::vector<Span> out;
+  {
+    std::lock_guard lock(mu_);
+    auto p = std::make_shared<Pending>();
+    p->span = std::move(span);
+    p->due = now_() + options_.join_window;
+    p->trace_id = p->span.trace_id;
+    p->span_id = p->span.span_id;
+    p->flags = p->span.flags;
+    if (IsHttp(p->span)) IndexKernelHttp(p);
+    if (flushed_) {
+      // Shutting down: placed against what is known now.
+      Place(*p);
+      if (p->keep) out.push_back(std::move(p->span));
+    } else {
+      pending_.push_back(std::move(p));
+      while (pending_.size() > options_.max_pending_kernel_spans) {
+        window_full_.Add();
+        auto front = std::move(pending_.front());
+        pending_.pop_front();
+        Place(*front);
+        if (front->keep) out.push_back(std::move(front->span));
+      }
+    }
+  }
+  for (auto& s : out) downstream_(std::move(s));
+}
+
+void Correlator::IndexAppSpans(const std::vector<Span>& spans) {
+  std::lock_guard lock(mu_);
+  const auto now = now_();
+  for (const Span& s : spans) {
+    auto pid = PidOf(s);
+    if (!pid || !IsValid(s.trace_id) || !IsValid(s.span_id)) continue;
+    ProcessIndex& idx = processes_[*pid];
+    Container c;
+    c.start = s.start_unix_nano;
+    c.end = s.end_unix_nano;
+    c.trace_id = s.trace_id;
+    c.span_id = s.span_id;
+    c.parent_span_id = s.parent_span_id;
+    c.flags = s.flags;
+    c.tid = TidOf(s);
+    c.kind = s.kind;
+    c.app = true;
+    c.indexed_at = now;
+    // A kernel HTTP span of the same request bounds the clock offset.
+    if (s.kind == SpanKind::kServer && IsValid(s.parent_span_id)) {
+      LearnFromPair(idx, c, PairKey(s.trace_id, s.parent_span_id, 'S'));
+    } else if (s.kind == SpanKind::kClient) {
+      LearnFromPair(idx, c, PairKey(s.trace_id, s.span_id, 'C'));
+    }
+    idx.app.emplace(c.start, std::move(c));
+    index_order_.push_back({now, *pid, true, s.start_unix_nano, s.span_id});
+    ++indexed_;
+    app_indexed_.Add();
+  }
+  Forget(now);
+}
+
+void Correlator::IndexKernelHttp(const std::shared_ptr<Pending>& p) {
+  const Span& s = p->span;
+  auto pid = PidOf(s);
+  if (!pid) return;
+  const auto now = now_();
+  ProcessIndex& idx = processes_[*pid];
+  Container c;
+  c.start = s.start_unix_nano;
+  c.end = s.end_unix_nano;
+  c.trace_id = s.trace_id;
+  c.span_id = s.span_id;
+  c.parent_span_id = s.parent_span_id;
+  c.flags = s.flags;
+  c.tid = TidOf(s);
+  c.kind = s.kind;
+  c.conn = ConnectionOf(s);
+  c.pending = p;
+  c.indexed_at = now;
+  if (IsValid(s.parent_span_id)) {
+    if (s.kind == SpanKind::kServer) {
+      LearnFromPair(idx, c, PairKey(s.trace_id, s.parent_span_id, 'S'));
+    } else if (s.kind == SpanKind::kClient) {
+      LearnFromPair(idx, c, PairKey(s.trace_id, s.parent_span_id, 'C'));
+    }
+  }
+  idx.http.emplace(c.start, std::move(c));
+  index_order_.push_back({now, *pid, false, s.start_unix_nano, s.span_id});
+  ++indexed_;
+}
+
+void Correlator::LearnFromPair(ProcessIndex& idx, const Container& c, const std::string& key) {
+  auto it = idx.pairs.find(key);
+  if (it == idx.pairs.end()) {
+    if (idx.pairs.size() >= kMaxPairCandidates) idx.pairs.clear();
+    idx.pairs.emplace(key, c);
+    return;
+  }
+  const Container& other = it->second;
+  if (other.app != c.app) {
+    const Container& app = c.app ? c : other;
+    const Container& kernel = c.app ? other : c;
+    LearnOffset(idx, app, kernel);
+  }
+  idx.pairs.erase(it);
+}
+
+// Bounds on d = app clock - kernel clock from one request seen both ways.
+//   server: the app span starts after the request was read and before the
+//           response was written: ks <= as - d <= ke.
+//   client: the app span starts before the request is written and ends after
+//           the response was read: as - d <= ks and ke <= ae - d.
+void Correlator::LearnOffset(ProcessIndex& idx, const Container& app, const Container& kernel) {
+  const auto now = now_();
+  if (now - idx.bounds_since > kOffsetBoundsLife) {
+    idx.lo = INT64_MIN;
+    idx.hi = INT64_MAX;
+    idx.bounds_since = now;
+  }
+  const auto as = static_cast<std::int64_t>(app.start);
+  const auto ae = static_cast<std::int64_t>(app.end);
+  const auto ks = static_cast<std::int64_t>(kernel.start);
+  const auto ke = static_cast<std::int64_t>(kernel.end);
+  if (app.kind == SpanKind::kServer) {
+    idx.hi = std::min(idx.hi, as - ks);
+    idx.lo = std::max(idx.lo, as - ke);
+  } else {
+    idx.lo = std::max(idx.lo, as - ks);
+    idx.hi = std::min(idx.hi, ae - ke);
+  }
+  const double off = static_cast<double>(std::abs(OffsetFor(idx))) / 1e9;
+  if (off > max_offset_seconds_.Value()) max_offset_seconds_.Set(off);
+}
+
+std::int64_t Correlator::OffsetFor(const ProcessIndex& idx) const {
+  if (idx.lo == INT64_MIN && idx.hi == INT64_MAX) return 0;
+  if (idx.lo == INT64_MIN) return std::min<std::int64_t>(0, idx.hi);
+  if (idx.hi == INT64_MAX) return std::max<std::int64_t>(0, idx.lo);
+  if (idx.lo > idx.hi) return idx.lo / 2 + idx.hi / 2;  // inconsistent: the middle
+  return std::clamp<std::int64_t>(0, idx.lo, idx.hi);
+}
+
+std::optional<std::int64_t> Correlator::ClockOffsetNs(std::uint32_t pid) const {
+  std::lock_guard lock(mu_);
+  auto it = processes_.find(pid);
+  if (it == processes_.end()) return std::nullopt;
+  if (it->second.lo == INT64_MIN && it->second.hi == INT64_MAX) return std::nullopt;
+  return OffsetFor(it->second);
+}
+
+const Correlator::Container* Correlator::FindContainer(ProcessIndex& idx, const Span& span,
+                                                       std::int64_t offset, bool by_connection) {
+  const std::uint64_t ks = span.start_unix_nano;
+  const std::uint64_t ke = span.end_unix_nano;
+  const std::int64_t tid = TidOf(span);
+  const Container* best = nullptr;
+  bool best_strict = false;
+  std::uint64_t best_start = 0;  // kernel axis
+  std::uint64_t best_end = 0;
+  auto consider = [&](const Container& c, std::uint64_t s, std::uint64_t e, bool strict) {
+    if (best != nullptr) {
+      if (best_strict && !strict) return;
+      if (best_strict == strict &&
+          (s < best_start || (s == best_start && e >= best_end)))
+        return;
+    }
+    best = &c;
+    best_strict = strict;
+    best_start = s;
+    best_end = e;
+  };
+
+  // Kernel HTTP spans are on the kernel's own axis: strict containment.
+  const std::string conn = by_connection ? ConnectionOf(span) : std::string();
+  {
+    int scanned = 0;
+    auto it = idx.http.upper_bound(ks);
+    while (it != idx.http.begin() && scanned++ < kMaxScan) {
+      --it;
+      const Container& c = it->second;
+      if (c.start > ks || c.end < ke) continue;
+      if (by_connection) {
+        if (c.conn.empty() || c.conn != conn) continue;
+      } else if (!IsValid(c.parent_span_id)) {
+        continue;  // only HTTP spans placed by trace context contain others
+      }
+      if (c.tid != 0 && tid != 0 && c.tid != tid && !by_connection) continue;
+      consider(c, c.start, c.end, true);
+      break;  // the latest-starting container on this axis
+    }
+  }
+  if (by_connection) return best;
+
+  // App spans, on the app's axis: kernel time + offset, with tolerance.
+  const auto tol = static_cast<std::uint64_t>(options_.clock_tolerance.count());
+  const std::uint64_t as = Shift(ks, offset);
+  const std::uint64_t ae = Shift(ke, offset);
+  int scanned = 0;
+  auto it = idx.app.upper_bound(as + tol);
+  while (it != idx.app.begin() && scanned++ < kMaxScan) {
+    --it;
+    const Container& c = it->second;
+    if (c.end + tol < ae) continue;
+    if (c.tid != 0 && tid != 0 && c.tid != tid) continue;
+    const bool strict = c.start <= as && ae <= c.end;
+    consider(c, Shift(c.start, -offset), Shift(c.end, -offset), strict);
+    if (strict) break;  // earlier starts are outer spans
+  }
+  return best;
+}
+
+void Correlator::Place(Pending& p, int depth) {
+  if (p.placed) return;
+  p.placed = true;
+  Span& s = p.span;
+  if (IsValid(s.parent_span_id)) {
+    placed_by_context_.Add();
+    return;
+  }
+  auto pid = PidOf(s);
+  const Container* c = nullptr;
+  std::int64_t offset = 0;
+  bool by_connection = false;
+  if (pid) {
+    auto it = processes_.find(*pid);
+    if (it != processes_.end()) {
+      ProcessIndex& idx = it->second;
+      offset = OffsetFor(idx);
+      if (!IsHttp(s) && !ConnectionOf(s).empty()) {
+        c = FindContainer(idx, s, offset, true);
+        by_connection = c != nullptr;
+      }
+      if (c == nullptr) c = FindContainer(idx, s, offset, false);
+    }
+  }
+  if (c == nullptr) {
+    if (options_.export_unmatched) {
+      unmatched_exported_.Add();
+    } else {
+      unmatched_dropped_.Add();
+      p.keep = false;
+    }
+    return;
+  }
+  TraceId trace = c->trace_id;
+  SpanId parent = c->span_id;
+  std::uint32_t flags = c->flags;
+  if (c->pending) {
+    // A kernel HTTP parent: its own place first, so children follow it.
+    if (depth == 0) Place(*c->pending, depth + 1);
+    trace = c->pending->trace_id;
+    parent = c->pending->span_id;
+    flags = c->pending->flags;
+  }
+  s.trace_id = trace;
+  s.parent_span_id = parent;
+  s.flags = flags & 0xffu;  // W3C trace flags; the parent is another process's span
+  p.trace_id = trace;
+  p.flags = s.flags;
+  if (c->app) {
+    if (offset != 0) {
+      s.start_unix_nano = Shift(s.start_unix_nano, offset);
+      s.end_unix_nano = Shift(s.end_unix_nano, offset);
+    }
+    placed_in_app_.Add();
+  } else if (by_connection) {
+    placed_by_connection_.Add();
+  } else {
+    placed_in_kernel_http_.Add();
+  }
+}
+
+void Correlator::Forget(std::chrono::steady_clock::time_point now) {
+  const auto retention = 2 * options_.join_window + std::chrono::seconds(10);
+  while (!index_order_.empty()) {
+    const IndexEntry& e = index_order_.front();
+    const bool expired = e.at + retention < now;
+    const bool over = indexed_ > options_.max_indexed_spans;
+    if (!expired && !over) break;
+    if (!expired) index_evicted_.Add();
+    auto pit = processes_.find(e.pid);
+    if (pit != processes_.end()) {
+      auto& map = e.app ? pit->second.app : pit->second.http;
+      auto [b, end] = map.equal_range(e.start);
+      for (auto it = b; it != end; ++it) {
+        if (it->second.span_id == e.span_id) {
+          map.erase(it);
+          break;
+        }
+      }
+      if (pit->second.app.empty() && pit->second.http.empty() &&
+          pit->second.bounds_since + kOffsetBoundsLife < now) {
+        processes_.erase(pit);
+      }
+    }
+    --indexed_;
+    index_order_.pop_front();
+  }
+}
+
+void Correlator::TakeDue(std::chrono::steady_clock::time_point now, bool all,
+                         std::vector<Span>& out) {
+  while (!pending_.empty() && (all || pending_.front()->due <= now)) {
+    auto p = std::move(pending_.front());
+    pending_.pop_front();
+    Place(*p);
+    if (p->keep) out.push_back(std::move(p->span));
+  }
+  Forget(now);
+}
+
+void Correlator::Release() {
+  std::vector<Span> out;
+  {
+    std::lock_guard lock(mu_);
+    TakeDue(now_(), false, out);
+  }
+  for (auto& s : out) downstream_(std::move(s));
+}
+
+void Correlator::Flush() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  std::vector<Span> out;
+  {
+    std::lock_guard lock(mu_);
+    flushed_ = true;
+    TakeDue(now_(), true, out);
+  }
+  for (auto& s : out) downstream_(std::move(s));
+}
+
+std::size_t Correlator::pending() const {
+  std::lock_guard lock(mu_);
+  return pending_.size();
+}
+
+}  // namespace kspan

@@ -1,0 +1,179 @@
+// The correlator: places kernel spans inside the traces applications produce.
+//
+// Kernel spans (connect, syscall, HTTP, ...) wait up to a join window for the
+// app spans that may contain them; app spans are indexed as the receiver
+// accepts them and pass on at once, unchanged. When a kernel span leaves the
+// window it is placed:
+//   1. a kernel span that already carries trace context (an HTTP span that
+//      read a traceparent) stays where the trace context says;
+//   2. a socket syscall on a connection with a kernel HTTP span containing it
+//      becomes that HTTP span's child;
+//   3. otherwise the innermost span of the same process (app spans, and kernel
+//      HTTP spans carrying trace context) that contains it in time becomes its
+//      parent; the same thread is required where both carry thread.id;
+//   4. a span with no container leaves as its own trace, or is dropped
+//      (per config), and is counted either way.
+//
+// Clocks: kernel times are CLOCK_MONOTONIC mapped to Unix time by ClockSync;
+// applications stamp spans with their own wall clock (OpenTelemetry JS, for
+// one, anchors each span on Date.now(), a millisecond clock). Per process,
+// pairs of a kernel HTTP span and the app span of the same request bound the
+// offset app - kernel; kernel spans are matched and exported shifted by it,
+// and the observed offset is reported. Containment allows a small tolerance
+// (default 1 ms) for the application's clock resolution.
+#pragma once
+
+#include <chrono>
+#include <climits>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "exporter/self_metrics.h"
+#include "exporter/span.h"
+
+namespace kspan {
+
+struct CorrelatorOptions {
+  // How long a kernel span waits for the app spans that may contain it. Must
+  // exceed the applications' export delay (OpenTelemetry SDKs batch for 5 s
+  // by default: OTEL_BSP_SCHEDULE_DELAY).
+  std::chrono::milliseconds join_window{std::chrono::seconds(6)};
+  // Kernel spans that no span contains: exported as their own traces (true)
+  // or dropped (false). Counted either way.
+  bool export_unmatched = true;
+  // Slack for the application clock's resolution when testing containment.
+  std::chrono::nanoseconds clock_tolerance{std::chrono::milliseconds(1)};
+  // Memory bounds. A kernel span that finds the window full leaves it at once
+  // (placed against what is known by then); the oldest app spans are
+  // forgotten first.
+  std::size_t max_pending_kernel_spans = 200000;
+  std::size_t max_indexed_spans = 200000;
+};
+
+class Correlator {
+ public:
+  using Consumer = std::function<void(Span&&)>;
+  using SteadyClock = std::function<std::chrono::steady_clock::time_point()>;
+
+  // `downstream` receives every span that leaves (the export pipeline). With
+  // `start_thread` false nothing leaves until Release()/Flush() is called
+  // (tests drive time through `now`).
+  Correlator(CorrelatorOptions options, MetricsRegistry& metrics, Consumer downstream,
+             bool start_thread = true, SteadyClock now = std::chrono::steady_clock::now);
+  ~Correlator();  // Flush()
+
+  Correlator(const Correlator&) = delete;
+  Correlator& operator=(const Correlator&) = delete;
+
+  // A kernel span from span assembly (any thread). Waits in the window.
+  void OnKernelSpan(Span&& span);
+  // App spans accepted by the receiver, before they are exported: indexed so
+  // kernel spans can find them. They are not kept or changed.
+  void IndexAppSpans(const std::vector<Span>& spans);
+
+  // Places and hands on every kernel span whose window has passed.
+  void Release();
+  // Places and hands on every waiting kernel span now (shutdown). Idempotent;
+  // later spans pass straight through.
+  void Flush();
+
+  std::size_t pending() const;
+  // The offset app - kernel estimated for `pid`, when pairs were seen.
+  std::optional<std::int64_t> ClockOffsetNs(std::uint32_t pid) const;
+
+ private:
+  struct Pending {
+    Span span;
+    std::chrono::steady_clock::time_point due;
+    bool placed = false;
+    bool keep = true;  // false: unmatched and dropped
+    // Where the span ended up; read by children placed through it.
+    TraceId trace_id{};
+    SpanId span_id{};
+    std::uint32_t flags = 0;
+  };
+  // A span that may contain others: an app span, or a kernel HTTP span.
+  struct Container {
+    std::uint64_t start = 0;  // on the kernel time axis for kernel spans
+    std::uint64_t end = 0;
+    TraceId trace_id{};
+    SpanId span_id{};
+    SpanId parent_span_id{};
+    std::uint32_t flags = 0;
+    std::int64_t tid = 0;  // 0: unknown
+    SpanKind kind = SpanKind::kInternal;
+    bool app = false;
+    std::string conn;  // kernel HTTP spans: the connection
+    std::shared_ptr<Pending> pending;  // kernel HTTP span not yet placed
+    std::chrono::steady_clock::time_point indexed_at;
+  };
+  struct ProcessIndex {
+    // Keyed by start time (app clock for app spans, kernel clock for kernel).
+    std::multimap<std::uint64_t, Container> app;
+    std::multimap<std::uint64_t, Container> http;
+    // Offset bounds (app - kernel), from pairs of the same request.
+    std::int64_t lo = INT64_MIN;
+    std::int64_t hi = INT64_MAX;
+    std::chrono::steady_clock::time_point bounds_since{};
+    // One side of a request seen so far, waiting for the other side.
+    std::unordered_map<std::string, Container> pairs;
+  };
+  struct IndexEntry {
+    std::chrono::steady_clock::time_point at;
+    std::uint32_t pid;
+    bool app;
+    std::uint64_t start;
+    SpanId span_id;
+  };
+
+  void Run();
+  // Places `p` (under mu_). May place a kernel HTTP parent first.
+  void Place(Pending& p, int depth = 0);
+  const Container* FindContainer(ProcessIndex& idx, const Span& span, std::int64_t offset,
+                                 bool by_connection);
+  void IndexKernelHttp(const std::shared_ptr<Pending>& p);
+  void LearnFromPair(ProcessIndex& idx, const Container& c, const std::string& key);
+  void LearnOffset(ProcessIndex& idx, const Container& app, const Container& kernel);
+  std::int64_t OffsetFor(const ProcessIndex& idx) const;
+  void Forget(std::chrono::steady_clock::time_point now);
+  void TakeDue(std::chrono::steady_clock::time_point now, bool all, std::vector<Span>& out);
+
+  const CorrelatorOptions options_;
+  Consumer downstream_;
+  SteadyClock now_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  bool flushed_ = false;
+  std::deque<std::shared_ptr<Pending>> pending_;
+  std::unordered_map<std::uint32_t, ProcessIndex> processes_;
+  std::deque<IndexEntry> index_order_;
+  std::size_t indexed_ = 0;
+  std::thread thread_;
+  MetricsRegistry* metrics_ = nullptr;
+
+  Counter& kernel_in_;
+  Counter& app_indexed_;
+  Counter& placed_by_context_;
+  Counter& placed_by_connection_;
+  Counter& placed_in_app_;
+  Counter& placed_in_kernel_http_;
+  Counter& unmatched_exported_;
+  Counter& unmatched_dropped_;
+  Counter& window_full_;
+  Counter& index_evicted_;
+  Gauge& max_offset_seconds_;
+};
+
+}  // namespace kspan
