@@ -1,0 +1,70 @@
+// Automatic enrollment: a process that sends its own spans to kspan's
+// receiver gets full syscall and HTTP capture (it joins the in-kernel
+// allow-list), and leaves it again some time after it stops sending. An
+// instrumented application thus gets its kernel children with no
+// configuration.
+//
+// Which process sent a request: the process.pid of the spans' resource
+// (OpenTelemetry SDKs set it), checked against the process that owns the
+// client end of the receiving connection; when a resource has no pid, that
+// process. A collector forwarding other processes' spans is not the process
+// named in them: such pids are not enrolled.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "exporter/self_metrics.h"
+
+namespace kspan {
+
+// The process that owns the TCP socket whose local end is address:port and
+// whose peer port is `server_port` (the client end of a connection to kspan),
+// from /proc/net/tcp{,6} and /proc/*/fd. `hint` is checked first.
+std::optional<std::uint32_t> PidOfTcpClient(const std::string& address, std::uint16_t port,
+                                            std::uint16_t server_port,
+                                            std::optional<std::uint32_t> hint = std::nullopt,
+                                            const std::string& proc_root = "/proc");
+
+class Enrollment {
+ public:
+  // Adds or removes a pid from the in-kernel allow-list.
+  using AllowFn = std::function<absl::Status(std::uint32_t pid, bool allow)>;
+  using SteadyClock = std::function<std::chrono::steady_clock::time_point()>;
+
+  // `configured` pids are selected by config: never removed. kspan itself
+  // (`self`) is never enrolled.
+  Enrollment(AllowFn allow, std::chrono::seconds linger, std::uint32_t self,
+             std::set<std::uint32_t> configured, MetricsRegistry& metrics,
+             SteadyClock now = std::chrono::steady_clock::now);
+  ~Enrollment();
+
+  // The process sent spans now (any thread).
+  void Seen(std::uint32_t pid);
+  // Removes processes that have not sent for `linger`, and exited ones.
+  void Expire();
+  std::vector<std::uint32_t> Enrolled() const;
+
+ private:
+  AllowFn allow_;
+  const std::chrono::seconds linger_;
+  const std::uint32_t self_;
+  const std::set<std::uint32_t> configured_;
+  SteadyClock now_;
+  MetricsRegistry& metrics_;
+  mutable std::mutex mu_;
+  std::map<std::uint32_t, std::chrono::steady_clock::time_point> last_seen_;
+  Counter& enrolled_total_;
+  Counter& left_total_;
+  Counter& failed_total_;
+};
+
+}  // namespace kspan
