@@ -63,6 +63,43 @@ bool Batcher::Submit(Span span) noexcept {
   return true;
 }
 
+SubmitResult Batcher::SubmitBatch(std::vector<Span>&& spans) noexcept {
+  const std::size_t n = spans.size();
+  submitted_.Add(n);
+  if (n == 0) return SubmitResult::kAccepted;
+  bool wake = false;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) {
+      dropped_shutdown_.Add(n);
+      return SubmitResult::kShutdown;
+    }
+    const std::size_t before = queue_.size();
+    if (before > options_.max_queue_size || options_.max_queue_size - before < n) {
+      dropped_queue_full_.Add(n);
+      return SubmitResult::kQueueFull;
+    }
+    try {
+      for (auto& s : spans) queue_.push_back(std::move(s));
+    } catch (...) {
+      // Out of memory part way: take back what was queued (the moved-from
+      // spans are gone, so the caller sees a refused, emptied batch).
+      queue_.resize(before);
+      dropped_queue_full_.Add(n);
+      return SubmitResult::kQueueFull;
+    }
+    spans.clear();
+    if (before == 0) {
+      oldest_ = std::chrono::steady_clock::now();
+      wake = true;
+    }
+    const std::size_t max_batch = options_.max_export_batch_size;
+    wake = wake || (before < max_batch && queue_.size() >= max_batch);
+  }
+  if (wake) cv_.notify_one();
+  return SubmitResult::kAccepted;
+}
+
 void Batcher::Shutdown() {
   std::lock_guard shutdown_lock(shutdown_mu_);
   {

@@ -10,6 +10,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "exporter/export_config.h"
 #include "exporter/self_metrics.h"
@@ -17,6 +18,8 @@
 #include "exporter/span.h"
 
 namespace kspan {
+
+enum class SubmitResult { kAccepted, kQueueFull, kShutdown };
 
 class Batcher {
  public:
@@ -33,6 +36,12 @@ class Batcher {
   // Never blocks on export. False (and counted) when the queue is full or the
   // batcher is shut down.
   bool Submit(Span span) noexcept;
+
+  // All or nothing, never blocks: either every span of `spans` is queued
+  // (kAccepted, `spans` is emptied) or none is and `spans` is left as it was
+  // (kQueueFull when the queue lacks room for all of them, kShutdown). A
+  // refused batch is counted as submitted and dropped, like refused spans.
+  SubmitResult SubmitBatch(std::vector<Span>&& spans) noexcept;
 
   // Stops accepting, hands every queued span to the sink, joins the worker.
   // Idempotent.

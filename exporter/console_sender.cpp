@@ -19,18 +19,11 @@ const AttributeValue* Find(const Span& span, std::string_view key) {
 }
 
 std::string ToText(const AttributeValue& v) {
-  return std::visit(
-      [](const auto& x) -> std::string {
-        using T = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<T, std::string>) {
-          return x;
-        } else if constexpr (std::is_same_v<T, bool>) {
-          return x ? "true" : "false";
-        } else {
-          return absl::StrCat(x);
-        }
-      },
-      v);
+  if (const auto* b = std::get_if<bool>(&v)) return *b ? "true" : "false";
+  if (const auto* i = std::get_if<std::int64_t>(&v)) return absl::StrCat(*i);
+  if (const auto* d = std::get_if<double>(&v)) return absl::StrCat(*d);
+  // Strings as they are; bytes, arrays and key-value lists as JSON text.
+  return AttributeValueText(v);
 }
 
 std::string FirstOf(const Span& span, std::initializer_list<std::string_view> keys) {

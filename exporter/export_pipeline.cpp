@@ -86,6 +86,10 @@ class ExportPipelineImpl final : public ExportPipeline {
 
   bool Submit(Span span) noexcept override { return batcher_->Submit(std::move(span)); }
 
+  SubmitResult SubmitBatch(std::vector<Span>&& spans) noexcept override {
+    return batcher_->SubmitBatch(std::move(spans));
+  }
+
   void Shutdown(std::chrono::milliseconds deadline) override {
     std::lock_guard lock(shutdown_mu_);
     if (shut_down_) return;

@@ -8,8 +8,10 @@
 
 #include <chrono>
 #include <memory>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "exporter/batcher.h"
 #include "exporter/export_config.h"
 #include "exporter/otlp_options.h"
 #include "exporter/sender.h"
@@ -33,6 +35,10 @@ class ExportPipeline {
   // Never blocks on the network. Returns false when the span was dropped
   // because the batcher's queue is full; the drop is counted.
   virtual bool Submit(Span span) noexcept = 0;
+
+  // Admission for a whole request (the OTLP receiver): every span queued or
+  // none (see Batcher::SubmitBatch). Never blocks.
+  virtual SubmitResult SubmitBatch(std::vector<Span>&& spans) noexcept = 0;
 
   // Exports what is queued, waiting at most `deadline`, then stops the
   // senders. Whatever could not be delivered is counted as dropped

@@ -53,6 +53,9 @@ void SetString(std::string_view in, std::string* out) {
   }
 }
 
+template <typename RepeatedKeyValue>
+void SetAttributes(const Attributes& attrs, RepeatedKeyValue* out);
+
 void SetValue(const AttributeValue& value, common::AnyValue* out) {
   std::visit(
       [out](const auto& v) {
@@ -63,12 +66,21 @@ void SetValue(const AttributeValue& value, common::AnyValue* out) {
           out->set_bool_value(v);
         } else if constexpr (std::is_same_v<T, std::int64_t>) {
           out->set_int_value(v);
-        } else {
-          static_assert(std::is_same_v<T, double>);
+        } else if constexpr (std::is_same_v<T, double>) {
           out->set_double_value(v);
+        } else if constexpr (std::is_same_v<T, BytesValue>) {
+          out->set_bytes_value(v.data);
+        } else if constexpr (std::is_same_v<T, ArrayValue>) {
+          auto* array = out->mutable_array_value();
+          array->mutable_values()->Reserve(static_cast<int>(v.size()));
+          for (const auto& e : v) SetValue(e, array->add_values());
+        } else if constexpr (std::is_same_v<T, KeyValueList>) {
+          SetAttributes(v, out->mutable_kvlist_value()->mutable_values());
+        } else {
+          static_assert(std::is_same_v<T, std::monostate>);  // an empty AnyValue
         }
       },
-      value);
+      value.variant());
 }
 
 template <typename RepeatedKeyValue>
@@ -99,6 +111,9 @@ void SetSpan(const Span& span, trace::Span* out) {
   out->set_start_time_unix_nano(span.start_unix_nano);
   out->set_end_time_unix_nano(span.end_unix_nano);
   SetAttributes(span.attributes, out->mutable_attributes());
+  out->set_dropped_attributes_count(span.dropped_attributes_count);
+  out->set_dropped_events_count(span.dropped_events_count);
+  out->set_dropped_links_count(span.dropped_links_count);
 
   out->mutable_events()->Reserve(static_cast<int>(span.events.size()));
   for (const auto& e : span.events) {
@@ -106,6 +121,7 @@ void SetSpan(const Span& span, trace::Span* out) {
     event->set_time_unix_nano(e.time_unix_nano);
     SetString(e.name, event->mutable_name());
     SetAttributes(e.attributes, event->mutable_attributes());
+    event->set_dropped_attributes_count(e.dropped_attributes_count);
   }
   out->mutable_links()->Reserve(static_cast<int>(span.links.size()));
   for (const auto& l : span.links) {
@@ -115,13 +131,15 @@ void SetSpan(const Span& span, trace::Span* out) {
     if (!l.trace_state.empty()) SetString(l.trace_state, link->mutable_trace_state());
     SetAttributes(l.attributes, link->mutable_attributes());
     link->set_flags(l.flags);
+    link->set_dropped_attributes_count(l.dropped_attributes_count);
   }
 
   if (span.status_code != StatusCode::kUnset || !span.status_message.empty()) {
     auto* status = out->mutable_status();
     status->set_code(static_cast<trace::Status::StatusCode>(span.status_code));
-    // The specification allows a description only with an error status.
-    if (span.status_code == StatusCode::kError) SetString(span.status_message, status->mutable_message());
+    // The specification allows a description only with an error status;
+    // app spans keep whatever their SDK sent.
+    if (span.status_code == StatusCode::kError || span.source == SpanSource::kApp) SetString(span.status_message, status->mutable_message());
   }
 }
 
@@ -154,7 +172,10 @@ void AppendToExportRequest(std::span<const Span> spans, otlp::ExportTraceService
     if (new_resource) {
       rit->second = request.add_resource_spans();
       if (resource != nullptr) {
-        SetAttributes(resource->attributes, rit->second->mutable_resource()->mutable_attributes());
+        auto* r = rit->second->mutable_resource();
+        SetAttributes(resource->attributes, r->mutable_attributes());
+        r->set_dropped_attributes_count(resource->dropped_attributes_count);
+        if (!resource->schema_url.empty()) SetString(resource->schema_url, rit->second->mutable_schema_url());
       }
     }
     const InstrumentationScope* scope = span.scope.get();
@@ -162,8 +183,12 @@ void AppendToExportRequest(std::span<const Span> spans, otlp::ExportTraceService
     if (new_scope) {
       sit->second = rit->second->add_scope_spans();
       if (scope != nullptr) {
-        SetString(scope->name, sit->second->mutable_scope()->mutable_name());
-        SetString(scope->version, sit->second->mutable_scope()->mutable_version());
+        auto* sc = sit->second->mutable_scope();
+        SetString(scope->name, sc->mutable_name());
+        SetString(scope->version, sc->mutable_version());
+        SetAttributes(scope->attributes, sc->mutable_attributes());
+        sc->set_dropped_attributes_count(scope->dropped_attributes_count);
+        if (!scope->schema_url.empty()) SetString(scope->schema_url, sit->second->mutable_schema_url());
       }
     }
     SetSpan(span, sit->second->add_spans());
@@ -183,17 +208,26 @@ namespace {
 
 namespace common_in = opentelemetry::proto::common::v1;
 
+template <typename RepeatedKeyValue>
+Attributes FromKeyValues(const RepeatedKeyValue& in);
+
 AttributeValue FromAnyValue(const common_in::AnyValue& v) {
   switch (v.value_case()) {
     case common_in::AnyValue::kBoolValue: return v.bool_value();
     case common_in::AnyValue::kIntValue: return std::int64_t{v.int_value()};
     case common_in::AnyValue::kDoubleValue: return v.double_value();
     case common_in::AnyValue::kStringValue: return v.string_value();
-    default:
-      // Arrays, maps and bytes have no place in the span model; keep them
-      // readable rather than lose the attribute.
-      return v.ShortDebugString();
+    case common_in::AnyValue::kBytesValue: return BytesValue{v.bytes_value()};
+    case common_in::AnyValue::kArrayValue: {
+      ArrayValue array;
+      array.reserve(static_cast<std::size_t>(v.array_value().values_size()));
+      for (const auto& e : v.array_value().values()) array.push_back(FromAnyValue(e));
+      return array;
+    }
+    case common_in::AnyValue::kKvlistValue: return FromKeyValues(v.kvlist_value().values());
+    case common_in::AnyValue::VALUE_NOT_SET: break;
   }
+  return std::monostate{};
 }
 
 template <typename RepeatedKeyValue>
@@ -213,18 +247,39 @@ void GetId(const std::string& in, std::array<std::uint8_t, N>* out) {
 }  // namespace
 
 std::vector<Span> FromExportRequest(const otlp::ExportTraceServiceRequest& request) {
+  return FromExportRequest(request, std::nullopt);
+}
+
+std::vector<Span> FromExportRequest(const otlp::ExportTraceServiceRequest& request,
+                                    std::optional<SpanSource> source) {
   std::vector<Span> out;
+  std::size_t total = 0;
+  for (const auto& rs : request.resource_spans()) {
+    for (const auto& ss : rs.scope_spans()) total += static_cast<std::size_t>(ss.spans_size());
+  }
+  out.reserve(total);
   const auto kernel_scope = KernelScope();
   for (const auto& rs : request.resource_spans()) {
-    auto resource = std::make_shared<const Resource>(
-        Resource{FromKeyValues(rs.resource().attributes())});
+    std::shared_ptr<const Resource> resource;
+    if (rs.has_resource() || !rs.schema_url().empty()) {
+      resource = std::make_shared<const Resource>(Resource{FromKeyValues(rs.resource().attributes()),
+                                                           rs.resource().dropped_attributes_count(),
+                                                           rs.schema_url()});
+    }
     for (const auto& ss : rs.scope_spans()) {
-      const bool kernel =
-          ss.scope().name() == kernel_scope->name && ss.scope().version() == kernel_scope->version;
-      std::shared_ptr<const InstrumentationScope> scope =
-          kernel ? kernel_scope
-                 : std::make_shared<const InstrumentationScope>(
-                       InstrumentationScope{ss.scope().name(), ss.scope().version()});
+      const auto& sc = ss.scope();
+      const bool kernel = !source.has_value() && sc.name() == kernel_scope->name &&
+                          sc.version() == kernel_scope->version && sc.attributes_size() == 0 &&
+                          ss.schema_url().empty();
+      std::shared_ptr<const InstrumentationScope> scope;
+      if (kernel) {
+        scope = kernel_scope;
+      } else if (ss.has_scope() || !ss.schema_url().empty()) {
+        scope = std::make_shared<const InstrumentationScope>(
+            InstrumentationScope{sc.name(), sc.version(), FromKeyValues(sc.attributes()),
+                                 sc.dropped_attributes_count(), ss.schema_url()});
+      }
+      const SpanSource span_source = source.value_or(kernel ? SpanSource::kKernel : SpanSource::kApp);
       for (const auto& in : ss.spans()) {
         Span s;
         GetId(in.trace_id(), &s.trace_id);
@@ -237,9 +292,14 @@ std::vector<Span> FromExportRequest(const otlp::ExportTraceServiceRequest& reque
         s.start_unix_nano = in.start_time_unix_nano();
         s.end_unix_nano = in.end_time_unix_nano();
         s.attributes = FromKeyValues(in.attributes());
+        s.dropped_attributes_count = in.dropped_attributes_count();
+        s.events.reserve(static_cast<std::size_t>(in.events_size()));
         for (const auto& e : in.events()) {
-          s.events.push_back({e.name(), e.time_unix_nano(), FromKeyValues(e.attributes())});
+          s.events.push_back({e.name(), e.time_unix_nano(), FromKeyValues(e.attributes()),
+                              e.dropped_attributes_count()});
         }
+        s.dropped_events_count = in.dropped_events_count();
+        s.links.reserve(static_cast<std::size_t>(in.links_size()));
         for (const auto& l : in.links()) {
           SpanLink link;
           GetId(l.trace_id(), &link.trace_id);
@@ -247,13 +307,15 @@ std::vector<Span> FromExportRequest(const otlp::ExportTraceServiceRequest& reque
           link.trace_state = l.trace_state();
           link.attributes = FromKeyValues(l.attributes());
           link.flags = l.flags();
+          link.dropped_attributes_count = l.dropped_attributes_count();
           s.links.push_back(std::move(link));
         }
+        s.dropped_links_count = in.dropped_links_count();
         s.status_code = static_cast<StatusCode>(in.status().code());
         s.status_message = in.status().message();
         s.resource = resource;
         s.scope = scope;
-        s.source = kernel ? SpanSource::kKernel : SpanSource::kApp;
+        s.source = span_source;
         out.push_back(std::move(s));
       }
     }

@@ -3,6 +3,7 @@
 // pointer identity: the capture side shares one Resource per process.
 #pragma once
 
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -28,6 +29,13 @@ otlp::ExportTraceServiceRequest ToExportRequest(std::span<const Span> spans);
 // store: one Resource per ResourceSpans; spans under kspan's own scope are
 // kernel spans, all others app spans.
 std::vector<Span> FromExportRequest(const otlp::ExportTraceServiceRequest& request);
+
+// Every field kept (see span.h); with `source`, every span gets that source
+// and kspan's own scope is not recognized (received app spans).
+// ResourceSpans without a resource give spans with a null resource, and
+// likewise for scopes, so the spans encode back to the same message.
+std::vector<Span> FromExportRequest(const otlp::ExportTraceServiceRequest& request,
+                                    std::optional<SpanSource> source);
 
 // proto3 strings must be valid UTF-8 and receivers (the Go collector, for
 // one) reject a whole request otherwise, while captured names and payload

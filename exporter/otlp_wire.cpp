@@ -136,20 +136,55 @@ std::uint64_t DoubleBits(double d) {
   return bits;
 }
 
-// The AnyValue body; string values are sized by the caller's WireString.
-std::size_t ScalarAnyValueSize(const AttributeValue& value) {
-  if (const auto* b = std::get_if<bool>(&value)) {
-    (void)b;
-    return TagSize(AnyValuePb::kBoolValueFieldNumber) + 1;
+std::size_t Varint32FieldSize(int field, std::uint32_t v) {
+  return v == 0 ? 0 : TagSize(field) + CodedOutputStream::VarintSize32(v);
+}
+std::uint8_t* WriteVarint32Field(int field, std::uint32_t v, std::uint8_t* p) {
+  if (v == 0) return p;
+  p = CodedOutputStream::WriteTagToArray(Tag(field, kVarint), p);
+  return CodedOutputStream::WriteVarint32ToArray(v, p);
+}
+
+using ArrayValuePb = common::ArrayValue;
+using KeyValueListPb = common::KeyValueList;
+
+std::size_t KeyValueSize(const Attribute& a);
+std::uint8_t* WriteKeyValue(int field, const Attribute& a, std::uint8_t* p);
+
+// The AnyValue message body. Every set oneof member goes out, even when
+// empty or zero; std::monostate is an AnyValue with nothing set.
+std::size_t AnyValueSize(const AttributeValue& value) {
+  if (const auto* s = std::get_if<std::string>(&value)) {
+    return WireString(*s).FieldSize(AnyValuePb::kStringValueFieldNumber, /*always=*/true);
   }
+  if (std::holds_alternative<bool>(value)) return TagSize(AnyValuePb::kBoolValueFieldNumber) + 1;
   if (const auto* i = std::get_if<std::int64_t>(&value)) {
     return TagSize(AnyValuePb::kIntValueFieldNumber) +
            CodedOutputStream::VarintSize64(static_cast<std::uint64_t>(*i));
   }
-  return TagSize(AnyValuePb::kDoubleValueFieldNumber) + 8;
+  if (std::holds_alternative<double>(value)) return TagSize(AnyValuePb::kDoubleValueFieldNumber) + 8;
+  if (const auto* b = std::get_if<BytesValue>(&value)) {
+    return LengthField(AnyValuePb::kBytesValueFieldNumber, b->data.size());
+  }
+  if (const auto* array = std::get_if<ArrayValue>(&value)) {
+    std::size_t body = 0;
+    for (const auto& e : *array) body += LengthField(ArrayValuePb::kValuesFieldNumber, AnyValueSize(e));
+    return LengthField(AnyValuePb::kArrayValueFieldNumber, body);
+  }
+  if (const auto* kvlist = std::get_if<KeyValueList>(&value)) {
+    std::size_t body = 0;
+    for (const auto& kv : *kvlist) body += LengthField(KeyValueListPb::kValuesFieldNumber, KeyValueSize(kv));
+    return LengthField(AnyValuePb::kKvlistValueFieldNumber, body);
+  }
+  return 0;  // std::monostate
 }
 
-std::uint8_t* WriteScalarAnyValue(const AttributeValue& value, std::uint8_t* p) {
+// Writes the AnyValue as a length-delimited field `field`.
+std::uint8_t* WriteAnyValue(int field, const AttributeValue& value, std::uint8_t* p) {
+  p = WriteLengthHeader(field, AnyValueSize(value), p);
+  if (const auto* s = std::get_if<std::string>(&value)) {
+    return WireString(*s).WriteField(AnyValuePb::kStringValueFieldNumber, p, /*always=*/true);
+  }
   if (const auto* b = std::get_if<bool>(&value)) {
     p = CodedOutputStream::WriteTagToArray(Tag(AnyValuePb::kBoolValueFieldNumber, kVarint), p);
     return CodedOutputStream::WriteVarint32ToArray(*b ? 1 : 0, p);
@@ -158,43 +193,46 @@ std::uint8_t* WriteScalarAnyValue(const AttributeValue& value, std::uint8_t* p) 
     p = CodedOutputStream::WriteTagToArray(Tag(AnyValuePb::kIntValueFieldNumber, kVarint), p);
     return CodedOutputStream::WriteVarint64ToArray(static_cast<std::uint64_t>(*i), p);
   }
-  p = CodedOutputStream::WriteTagToArray(Tag(AnyValuePb::kDoubleValueFieldNumber, kFixed64), p);
-  return CodedOutputStream::WriteLittleEndian64ToArray(DoubleBits(std::get<double>(value)), p);
+  if (const auto* d = std::get_if<double>(&value)) {
+    p = CodedOutputStream::WriteTagToArray(Tag(AnyValuePb::kDoubleValueFieldNumber, kFixed64), p);
+    return CodedOutputStream::WriteLittleEndian64ToArray(DoubleBits(*d), p);
+  }
+  if (const auto* b = std::get_if<BytesValue>(&value)) {
+    // Bytes go out as they are: no UTF-8 sanitizing.
+    p = WriteLengthHeader(AnyValuePb::kBytesValueFieldNumber, b->data.size(), p);
+    return CodedOutputStream::WriteRawToArray(b->data.data(), static_cast<int>(b->data.size()), p);
+  }
+  if (const auto* array = std::get_if<ArrayValue>(&value)) {
+    std::size_t body = 0;
+    for (const auto& e : *array) body += LengthField(ArrayValuePb::kValuesFieldNumber, AnyValueSize(e));
+    p = WriteLengthHeader(AnyValuePb::kArrayValueFieldNumber, body, p);
+    for (const auto& e : *array) p = WriteAnyValue(ArrayValuePb::kValuesFieldNumber, e, p);
+    return p;
+  }
+  if (const auto* kvlist = std::get_if<KeyValueList>(&value)) {
+    std::size_t body = 0;
+    for (const auto& kv : *kvlist) body += LengthField(KeyValueListPb::kValuesFieldNumber, KeyValueSize(kv));
+    p = WriteLengthHeader(AnyValuePb::kKvlistValueFieldNumber, body, p);
+    for (const auto& kv : *kvlist) p = WriteKeyValue(KeyValueListPb::kValuesFieldNumber, kv, p);
+    return p;
+  }
+  return p;  // std::monostate
 }
 
 // KeyValue body: key (left out when empty), then value (always present:
-// the transform always sets it, and its oneof is always set).
+// the transform always sets it).
 std::size_t KeyValueSize(const Attribute& a) {
-  const WireString key(a.key);
-  std::size_t value_body;
-  if (const auto* s = std::get_if<std::string>(&a.value)) {
-    value_body = WireString(*s).FieldSize(AnyValuePb::kStringValueFieldNumber, /*always=*/true);
-  } else {
-    value_body = ScalarAnyValueSize(a.value);
-  }
-  return key.FieldSize(KeyValuePb::kKeyFieldNumber) +
-         LengthField(KeyValuePb::kValueFieldNumber, value_body);
+  return WireString(a.key).FieldSize(KeyValuePb::kKeyFieldNumber) +
+         LengthField(KeyValuePb::kValueFieldNumber, AnyValueSize(a.value));
 }
 
 std::uint8_t* WriteKeyValue(int field, const Attribute& a, std::uint8_t* p) {
   const WireString key(a.key);
-  if (const auto* s = std::get_if<std::string>(&a.value)) {
-    const WireString value(*s);
-    const std::size_t value_body = value.FieldSize(AnyValuePb::kStringValueFieldNumber, true);
-    const std::size_t body = key.FieldSize(KeyValuePb::kKeyFieldNumber) +
-                             LengthField(KeyValuePb::kValueFieldNumber, value_body);
-    p = WriteLengthHeader(field, body, p);
-    p = key.WriteField(KeyValuePb::kKeyFieldNumber, p);
-    p = WriteLengthHeader(KeyValuePb::kValueFieldNumber, value_body, p);
-    return value.WriteField(AnyValuePb::kStringValueFieldNumber, p, true);
-  }
-  const std::size_t value_body = ScalarAnyValueSize(a.value);
-  const std::size_t body = key.FieldSize(KeyValuePb::kKeyFieldNumber) +
-                           LengthField(KeyValuePb::kValueFieldNumber, value_body);
+  const std::size_t body =
+      key.FieldSize(KeyValuePb::kKeyFieldNumber) + LengthField(KeyValuePb::kValueFieldNumber, AnyValueSize(a.value));
   p = WriteLengthHeader(field, body, p);
   p = key.WriteField(KeyValuePb::kKeyFieldNumber, p);
-  p = WriteLengthHeader(KeyValuePb::kValueFieldNumber, value_body, p);
-  return WriteScalarAnyValue(a.value, p);
+  return WriteAnyValue(KeyValuePb::kValueFieldNumber, a.value, p);
 }
 
 std::size_t AttributesSize(int field, const Attributes& attrs) {
@@ -218,20 +256,23 @@ using StatusPb = trace::Status;
 std::size_t EventSize(const SpanEvent& e) {
   return Fixed64FieldSize(EventPb::kTimeUnixNanoFieldNumber, e.time_unix_nano) +
          WireString(e.name).FieldSize(EventPb::kNameFieldNumber) +
-         AttributesSize(EventPb::kAttributesFieldNumber, e.attributes);
+         AttributesSize(EventPb::kAttributesFieldNumber, e.attributes) +
+         Varint32FieldSize(EventPb::kDroppedAttributesCountFieldNumber, e.dropped_attributes_count);
 }
 
 std::uint8_t* WriteEvent(const SpanEvent& e, std::uint8_t* p) {
   p = WriteLengthHeader(SpanPb::kEventsFieldNumber, EventSize(e), p);
   p = WriteFixed64Field(EventPb::kTimeUnixNanoFieldNumber, e.time_unix_nano, p);
   p = WireString(e.name).WriteField(EventPb::kNameFieldNumber, p);
-  return WriteAttributes(EventPb::kAttributesFieldNumber, e.attributes, p);
+  p = WriteAttributes(EventPb::kAttributesFieldNumber, e.attributes, p);
+  return WriteVarint32Field(EventPb::kDroppedAttributesCountFieldNumber, e.dropped_attributes_count, p);
 }
 
 std::size_t LinkSize(const SpanLink& l) {
   return IdFieldSize<16>(LinkPb::kTraceIdFieldNumber) + IdFieldSize<8>(LinkPb::kSpanIdFieldNumber) +
          WireString(l.trace_state).FieldSize(LinkPb::kTraceStateFieldNumber) +
          AttributesSize(LinkPb::kAttributesFieldNumber, l.attributes) +
+         Varint32FieldSize(LinkPb::kDroppedAttributesCountFieldNumber, l.dropped_attributes_count) +
          Fixed32FieldSize(LinkPb::kFlagsFieldNumber, l.flags);
 }
 
@@ -241,15 +282,19 @@ std::uint8_t* WriteLink(const SpanLink& l, std::uint8_t* p) {
   p = WriteId(LinkPb::kSpanIdFieldNumber, l.span_id, p);
   p = WireString(l.trace_state).WriteField(LinkPb::kTraceStateFieldNumber, p);
   p = WriteAttributes(LinkPb::kAttributesFieldNumber, l.attributes, p);
+  p = WriteVarint32Field(LinkPb::kDroppedAttributesCountFieldNumber, l.dropped_attributes_count, p);
   return WriteFixed32Field(LinkPb::kFlagsFieldNumber, l.flags, p);
 }
 
 // Present when there is a code or a message; the message only goes out with
-// an error status (the specification allows it only there).
+// an error status (the specification allows it only there), except that app
+// spans keep whatever their SDK sent.
 bool HasStatus(const Span& s) { return s.status_code != StatusCode::kUnset || !s.status_message.empty(); }
 
 std::string_view StatusMessage(const Span& s) {
-  return s.status_code == StatusCode::kError ? std::string_view(s.status_message) : std::string_view();
+  return s.status_code == StatusCode::kError || s.source == SpanSource::kApp
+             ? std::string_view(s.status_message)
+             : std::string_view();
 }
 
 std::size_t StatusSize(const Span& s) {
@@ -267,8 +312,11 @@ std::size_t SpanSize(const Span& s) {
   n += Fixed64FieldSize(SpanPb::kStartTimeUnixNanoFieldNumber, s.start_unix_nano);
   n += Fixed64FieldSize(SpanPb::kEndTimeUnixNanoFieldNumber, s.end_unix_nano);
   n += AttributesSize(SpanPb::kAttributesFieldNumber, s.attributes);
+  n += Varint32FieldSize(SpanPb::kDroppedAttributesCountFieldNumber, s.dropped_attributes_count);
   for (const auto& e : s.events) n += LengthField(SpanPb::kEventsFieldNumber, EventSize(e));
+  n += Varint32FieldSize(SpanPb::kDroppedEventsCountFieldNumber, s.dropped_events_count);
   for (const auto& l : s.links) n += LengthField(SpanPb::kLinksFieldNumber, LinkSize(l));
+  n += Varint32FieldSize(SpanPb::kDroppedLinksCountFieldNumber, s.dropped_links_count);
   if (HasStatus(s)) n += LengthField(SpanPb::kStatusFieldNumber, StatusSize(s));
   n += Fixed32FieldSize(SpanPb::kFlagsFieldNumber, s.flags);
   return n;
@@ -285,8 +333,11 @@ std::uint8_t* WriteSpanBody(const Span& s, std::uint8_t* p) {
   p = WriteFixed64Field(SpanPb::kStartTimeUnixNanoFieldNumber, s.start_unix_nano, p);
   p = WriteFixed64Field(SpanPb::kEndTimeUnixNanoFieldNumber, s.end_unix_nano, p);
   p = WriteAttributes(SpanPb::kAttributesFieldNumber, s.attributes, p);
+  p = WriteVarint32Field(SpanPb::kDroppedAttributesCountFieldNumber, s.dropped_attributes_count, p);
   for (const auto& e : s.events) p = WriteEvent(e, p);
+  p = WriteVarint32Field(SpanPb::kDroppedEventsCountFieldNumber, s.dropped_events_count, p);
   for (const auto& l : s.links) p = WriteLink(l, p);
+  p = WriteVarint32Field(SpanPb::kDroppedLinksCountFieldNumber, s.dropped_links_count, p);
   if (HasStatus(s)) {
     p = WriteLengthHeader(SpanPb::kStatusFieldNumber, StatusSize(s), p);
     p = WireString(StatusMessage(s)).WriteField(StatusPb::kMessageFieldNumber, p);
@@ -304,12 +355,29 @@ using ResourcePb = resource_pb::Resource;
 using ScopePb = common::InstrumentationScope;
 
 std::size_t ResourceSize(const Resource& r) {
-  return AttributesSize(ResourcePb::kAttributesFieldNumber, r.attributes);
+  return AttributesSize(ResourcePb::kAttributesFieldNumber, r.attributes) +
+         Varint32FieldSize(ResourcePb::kDroppedAttributesCountFieldNumber, r.dropped_attributes_count);
+}
+
+std::uint8_t* WriteResource(const Resource& r, std::uint8_t* p) {
+  p = WriteLengthHeader(ResourceSpansPb::kResourceFieldNumber, ResourceSize(r), p);
+  p = WriteAttributes(ResourcePb::kAttributesFieldNumber, r.attributes, p);
+  return WriteVarint32Field(ResourcePb::kDroppedAttributesCountFieldNumber, r.dropped_attributes_count, p);
 }
 
 std::size_t ScopeSize(const InstrumentationScope& s) {
   return WireString(s.name).FieldSize(ScopePb::kNameFieldNumber) +
-         WireString(s.version).FieldSize(ScopePb::kVersionFieldNumber);
+         WireString(s.version).FieldSize(ScopePb::kVersionFieldNumber) +
+         AttributesSize(ScopePb::kAttributesFieldNumber, s.attributes) +
+         Varint32FieldSize(ScopePb::kDroppedAttributesCountFieldNumber, s.dropped_attributes_count);
+}
+
+std::uint8_t* WriteScope(const InstrumentationScope& s, std::uint8_t* p) {
+  p = WriteLengthHeader(ScopeSpansPb::kScopeFieldNumber, ScopeSize(s), p);
+  p = WireString(s.name).WriteField(ScopePb::kNameFieldNumber, p);
+  p = WireString(s.version).WriteField(ScopePb::kVersionFieldNumber, p);
+  p = WriteAttributes(ScopePb::kAttributesFieldNumber, s.attributes, p);
+  return WriteVarint32Field(ScopePb::kDroppedAttributesCountFieldNumber, s.dropped_attributes_count, p);
 }
 
 }  // namespace
@@ -372,13 +440,17 @@ std::size_t ExportRequestEncoder::Plan(std::span<const Span> spans) {
   for (std::size_t i = 0; i < n; ++i) order_[cursor_[span_group_[i]]++] = static_cast<std::uint32_t>(i);
 
   for (auto& g : scopes_) {
-    if (g.scope != nullptr) g.body_bytes += LengthField(ScopeSpansPb::kScopeFieldNumber, ScopeSize(*g.scope));
+    if (g.scope != nullptr) {
+      g.body_bytes += LengthField(ScopeSpansPb::kScopeFieldNumber, ScopeSize(*g.scope)) +
+                      WireString(g.scope->schema_url).FieldSize(ScopeSpansPb::kSchemaUrlFieldNumber);
+    }
     resources_[g.resource_group].body_bytes += LengthField(ResourceSpansPb::kScopeSpansFieldNumber, g.body_bytes);
   }
   total_bytes_ = 0;
   for (auto& r : resources_) {
     if (r.resource != nullptr) {
-      r.body_bytes += LengthField(ResourceSpansPb::kResourceFieldNumber, ResourceSize(*r.resource));
+      r.body_bytes += LengthField(ResourceSpansPb::kResourceFieldNumber, ResourceSize(*r.resource)) +
+                      WireString(r.resource->schema_url).FieldSize(ResourceSpansPb::kSchemaUrlFieldNumber);
     }
     total_bytes_ += LengthField(RequestPb::kResourceSpansFieldNumber, r.body_bytes);
   }
@@ -391,23 +463,23 @@ void ExportRequestEncoder::Write(std::uint8_t* out) const {
   for (std::uint32_t r = 0; r < resources_.size(); ++r) {
     const ResourceGroup& rg = resources_[r];
     p = WriteLengthHeader(RequestPb::kResourceSpansFieldNumber, rg.body_bytes, p);
-    if (rg.resource != nullptr) {
-      p = WriteLengthHeader(ResourceSpansPb::kResourceFieldNumber, ResourceSize(*rg.resource), p);
-      p = WriteAttributes(ResourcePb::kAttributesFieldNumber, rg.resource->attributes, p);
-    }
+    if (rg.resource != nullptr) p = WriteResource(*rg.resource, p);
     for (; k < scope_order_.size() && scopes_[scope_order_[k]].resource_group == r; ++k) {
       const ScopeGroup& sg = scopes_[scope_order_[k]];
       p = WriteLengthHeader(ResourceSpansPb::kScopeSpansFieldNumber, sg.body_bytes, p);
-      if (sg.scope != nullptr) {
-        p = WriteLengthHeader(ScopeSpansPb::kScopeFieldNumber, ScopeSize(*sg.scope), p);
-        p = WireString(sg.scope->name).WriteField(ScopePb::kNameFieldNumber, p);
-        p = WireString(sg.scope->version).WriteField(ScopePb::kVersionFieldNumber, p);
-      }
+      if (sg.scope != nullptr) p = WriteScope(*sg.scope, p);
       for (std::uint32_t j = sg.first; j < sg.first + sg.span_count; ++j) {
         const std::uint32_t i = order_[j];
         p = WriteLengthHeader(ScopeSpansPb::kSpansFieldNumber, span_bytes_[i], p);
         p = WriteSpanBody(spans_[i], p);
       }
+      // Field 3 after the spans, in field-number order.
+      if (sg.scope != nullptr) {
+        p = WireString(sg.scope->schema_url).WriteField(ScopeSpansPb::kSchemaUrlFieldNumber, p);
+      }
+    }
+    if (rg.resource != nullptr) {
+      p = WireString(rg.resource->schema_url).WriteField(ResourceSpansPb::kSchemaUrlFieldNumber, p);
     }
   }
   assert(p == out + total_bytes_);

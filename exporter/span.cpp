@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/escaping.h"
+#include "nlohmann/json.hpp"
 
 namespace kspan {
 namespace {
@@ -38,19 +39,67 @@ std::shared_ptr<const InstrumentationScope> KernelScope() {
   return scope;
 }
 
+namespace {
+
+nlohmann::json ValueJson(const AttributeValue& value) {
+  return std::visit(
+      [](const auto& v) -> nlohmann::json {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, BytesValue>) {
+          return absl::Base64Escape(v.data);
+        } else if constexpr (std::is_same_v<T, ArrayValue>) {
+          nlohmann::json a = nlohmann::json::array();
+          for (const auto& e : v) a.push_back(ValueJson(e));
+          return a;
+        } else if constexpr (std::is_same_v<T, KeyValueList>) {
+          nlohmann::json o = nlohmann::json::object();
+          for (const auto& kv : v) o[kv.key] = ValueJson(kv.value);
+          return o;
+        } else if constexpr (std::is_same_v<T, std::monostate>) {
+          return nullptr;
+        } else {
+          return v;
+        }
+      },
+      value.variant());
+}
+
+std::size_t ValueBytes(const AttributeValue& v) noexcept {
+  if (const auto* s = std::get_if<std::string>(&v)) return s->size();
+  if (const auto* b = std::get_if<BytesValue>(&v)) return b->data.size();
+  if (const auto* a = std::get_if<ArrayValue>(&v)) {
+    std::size_t n = 0;
+    for (const auto& e : *a) n += sizeof(AttributeValue) + ValueBytes(e);
+    return n;
+  }
+  if (const auto* kv = std::get_if<KeyValueList>(&v)) return ApproximateBytes(*kv);
+  return 0;
+}
+
+}  // namespace
+
+std::string AttributeValueText(const AttributeValue& value) {
+  if (const auto* s = std::get_if<std::string>(&value)) return *s;
+  if (std::holds_alternative<std::monostate>(value)) return {};
+  const nlohmann::json j = ValueJson(value);
+  if (j.is_string()) return j.get<std::string>();
+  // Invalid UTF-8 in nested strings is replaced rather than thrown on.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::size_t ApproximateBytes(const Attributes& attrs) noexcept {
+  std::size_t b = 0;
+  for (const auto& a : attrs) b += sizeof(Attribute) + a.key.size() + ValueBytes(a.value);
+  return b;
+}
+
 std::size_t Span::ApproximateBytes() const noexcept {
   std::size_t n = sizeof(Span) + name.size() + trace_state.size() + status_message.size();
-  auto attrs_bytes = [](const Attributes& attrs) {
-    std::size_t b = 0;
-    for (const auto& a : attrs) {
-      b += sizeof(Attribute) + a.key.size();
-      if (const auto* s = std::get_if<std::string>(&a.value)) b += s->size();
-    }
-    return b;
-  };
-  n += attrs_bytes(attributes);
-  for (const auto& e : events) n += sizeof(SpanEvent) + e.name.size() + attrs_bytes(e.attributes);
-  for (const auto& l : links) n += sizeof(SpanLink) + l.trace_state.size() + attrs_bytes(l.attributes);
+  n += kspan::ApproximateBytes(attributes);
+  for (const auto& e : events) n += sizeof(SpanEvent) + e.name.size() + kspan::ApproximateBytes(e.attributes);
+  for (const auto& l : links) {
+    n += sizeof(SpanLink) + l.trace_state.size() + kspan::ApproximateBytes(l.attributes);
+  }
   return n;
 }
 

@@ -51,7 +51,37 @@ enum class SpanSource : std::uint8_t {
   kApp = 1,
 };
 
-using AttributeValue = std::variant<std::string, bool, std::int64_t, double>;
+// OTLP AnyValue. Kernel spans use the four scalar alternatives; app spans
+// received over OTLP may also carry bytes, arrays and key-value lists
+// (recursive) and empty values, and are exported exactly as received.
+struct Attribute;
+struct AttributeValue;
+
+// AnyValue.bytes_value: raw bytes (a std::string would be a string_value).
+struct BytesValue {
+  std::string data;
+  friend bool operator==(const BytesValue&, const BytesValue&) = default;
+};
+using ArrayValue = std::vector<AttributeValue>;
+using KeyValueList = std::vector<Attribute>;
+// AnyValue with no value set (OTLP: an empty value) is std::monostate.
+using AttributeValueVariant = std::variant<std::string, bool, std::int64_t, double, BytesValue,
+                                           ArrayValue, KeyValueList, std::monostate>;
+
+// A std::variant (std::visit, std::get_if, std::holds_alternative work on it)
+// made a class so it can hold arrays of itself. Converts from each
+// alternative, so Attribute{"k", std::string(...)} and
+// Attribute{"k", std::int64_t{...}} build as before.
+struct AttributeValue : AttributeValueVariant {
+  using AttributeValueVariant::AttributeValueVariant;
+  AttributeValue() = default;
+
+  const AttributeValueVariant& variant() const noexcept { return *this; }
+
+  friend bool operator==(const AttributeValue& a, const AttributeValue& b) {
+    return a.variant() == b.variant();
+  }
+};
 
 struct Attribute {
   std::string key;
@@ -62,6 +92,14 @@ struct Attribute {
 
 using Attributes = std::vector<Attribute>;
 
+// A value as text for people and for text-only formats (console, Zipkin
+// tags): strings as they are, numbers and booleans as JSON writes them, bytes
+// in base64, arrays and key-value lists as JSON, an empty value as "".
+std::string AttributeValueText(const AttributeValue& value);
+
+// Approximate heap and inline bytes of attributes (recursive), for queue bounds.
+std::size_t ApproximateBytes(const Attributes& attrs) noexcept;
+
 // Returns the attribute's value, or nullptr when absent.
 const AttributeValue* FindAttribute(const Attributes& attrs, std::string_view key) noexcept;
 
@@ -69,6 +107,7 @@ struct SpanEvent {
   std::string name;
   std::uint64_t time_unix_nano = 0;
   Attributes attributes;
+  std::uint32_t dropped_attributes_count = 0;
 };
 
 // A link to another span (app spans received over OTLP may carry them).
@@ -78,17 +117,25 @@ struct SpanLink {
   std::string trace_state;
   Attributes attributes;
   std::uint32_t flags = 0;  // as OTLP Span.Link.flags
+  std::uint32_t dropped_attributes_count = 0;
 };
 
 // Immutable once built and shared by every span of one observed process, so
 // the batcher can group spans by resource pointer.
 struct Resource {
   Attributes attributes;
+  std::uint32_t dropped_attributes_count = 0;
+  // OTLP ResourceSpans.schema_url of the resource's spans.
+  std::string schema_url;
 };
 
 struct InstrumentationScope {
   std::string name;
   std::string version;
+  Attributes attributes;
+  std::uint32_t dropped_attributes_count = 0;
+  // OTLP ScopeSpans.schema_url of the scope's spans.
+  std::string schema_url;
 };
 
 // The scope kspan's own kernel spans are reported under.
@@ -111,6 +158,10 @@ struct Span {
   Attributes attributes;
   std::vector<SpanEvent> events;
   std::vector<SpanLink> links;
+  // As received for app spans (what the sending SDK had to drop).
+  std::uint32_t dropped_attributes_count = 0;
+  std::uint32_t dropped_events_count = 0;
+  std::uint32_t dropped_links_count = 0;
 
   StatusCode status_code = StatusCode::kUnset;
   std::string status_message;

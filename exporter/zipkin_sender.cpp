@@ -12,21 +12,13 @@
 namespace kspan {
 namespace {
 
+// Zipkin tags are strings: arrays and key-value lists become JSON text,
+// bytes base64 (AttributeValueText).
 std::string TagValue(const AttributeValue& v) {
-  return std::visit(
-      [](const auto& x) -> std::string {
-        using T = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<T, std::string>) {
-          return x;
-        } else if constexpr (std::is_same_v<T, bool>) {
-          return x ? "true" : "false";
-        } else if constexpr (std::is_same_v<T, std::int64_t>) {
-          return std::to_string(x);
-        } else {
-          return nlohmann::json(x).dump();
-        }
-      },
-      v);
+  if (const auto* b = std::get_if<bool>(&v)) return *b ? "true" : "false";
+  if (const auto* i = std::get_if<std::int64_t>(&v)) return std::to_string(*i);
+  if (const auto* d = std::get_if<double>(&v)) return nlohmann::json(*d).dump();
+  return AttributeValueText(v);
 }
 
 const char* ZipkinKind(SpanKind k) {

@@ -1,0 +1,332 @@
+// Received app spans round-trip exactly: an ExportTraceServiceRequest with
+// every field set, decoded to kspan's span model and encoded again by each of
+// kspan's OTLP encoders (gRPC wire encoder, HTTP protobuf, HTTP JSON, the
+// disk queue's serialization), parses to the same spans with the same
+// resources and scopes.
+#include "exporter/otlp_decode.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "exporter/batcher.h"
+#include "exporter/otlp_json.h"
+#include "exporter/otlp_transform.h"
+#include "exporter/otlp_wire.h"
+#include "exporter/self_metrics.h"
+#include "google/protobuf/util/message_differencer.h"
+
+namespace kspan {
+namespace {
+
+namespace common = opentelemetry::proto::common::v1;
+namespace trace = opentelemetry::proto::trace::v1;
+using google::protobuf::util::MessageDifferencer;
+
+void Set(common::KeyValue* kv, const std::string& key, const std::string& value) {
+  kv->set_key(key);
+  kv->mutable_value()->set_string_value(value);
+}
+
+// Every AnyValue kind, nested: arrays of kvlists of arrays, bytes (not UTF-8),
+// an empty value, negative and large numbers.
+void AddRichAttributes(google::protobuf::RepeatedPtrField<common::KeyValue>* attrs, int seed) {
+  Set(attrs->Add(), "str", "value-" + std::to_string(seed) + " \xC3\xA9");
+  auto* b = attrs->Add();
+  b->set_key("bool");
+  b->mutable_value()->set_bool_value(seed % 2 == 0);
+  auto* i = attrs->Add();
+  i->set_key("int");
+  i->mutable_value()->set_int_value(-9'000'000'000'000LL - seed);
+  auto* d = attrs->Add();
+  d->set_key("double");
+  d->mutable_value()->set_double_value(-1.25e-300 * (seed + 1));
+  auto* bytes = attrs->Add();
+  bytes->set_key("bytes");
+  bytes->mutable_value()->set_bytes_value(std::string("\x00\xFF\xFE\x80 raw", 8));
+  auto* empty = attrs->Add();
+  empty->set_key("empty");
+  empty->mutable_value();  // an AnyValue with nothing set
+  auto* array = attrs->Add();
+  array->set_key("array");
+  auto* values = array->mutable_value()->mutable_array_value();
+  values->add_values()->set_string_value("");
+  values->add_values()->set_int_value(0);
+  values->add_values()->set_bool_value(false);
+  values->add_values()->set_bytes_value("");
+  auto* nested_kv = values->add_values()->mutable_kvlist_value();
+  Set(nested_kv->add_values(), "inner", "x");
+  auto* deeper = nested_kv->add_values();
+  deeper->set_key("deeper");
+  auto* deeper_array = deeper->mutable_value()->mutable_array_value();
+  deeper_array->add_values()->set_double_value(3.5);
+  deeper_array->add_values()->mutable_array_value();  // an empty array
+  auto* kvlist = attrs->Add();
+  kvlist->set_key("kvlist");
+  auto* kvs = kvlist->mutable_value()->mutable_kvlist_value();
+  Set(kvs->add_values(), "", "empty key");
+  auto* kv_bytes = kvs->add_values();
+  kv_bytes->set_key("b");
+  kv_bytes->mutable_value()->set_bytes_value("\x01\x02");
+  // (A KeyValue with no value at all goes out again with an empty value:
+  // the same thing to OTLP, but not to MessageDifferencer, so not here.)
+  auto* empty_list = attrs->Add();
+  empty_list->set_key("empty_kvlist");
+  empty_list->mutable_value()->mutable_kvlist_value();
+}
+
+std::string Id(int n, int seed) {
+  std::string id(static_cast<std::size_t>(n), '\0');
+  for (int k = 0; k < n; ++k) id[static_cast<std::size_t>(k)] = static_cast<char>(seed * 31 + k + 1);
+  return id;
+}
+
+otlp::ExportTraceServiceRequest RichRequest() {
+  otlp::ExportTraceServiceRequest request;
+  int seed = 0;
+  for (int r = 0; r < 2; ++r) {
+    auto* rs = request.add_resource_spans();
+    AddRichAttributes(rs->mutable_resource()->mutable_attributes(), r);
+    Set(rs->mutable_resource()->add_attributes(), "service.name", "svc-" + std::to_string(r));
+    rs->mutable_resource()->set_dropped_attributes_count(3 + r);
+    rs->set_schema_url("https://opentelemetry.io/schemas/1.2" + std::to_string(r) + ".0");
+    for (int sc = 0; sc < 2; ++sc) {
+      auto* ss = rs->add_scope_spans();
+      ss->mutable_scope()->set_name("lib-" + std::to_string(sc));
+      ss->mutable_scope()->set_version("1." + std::to_string(sc));
+      Set(ss->mutable_scope()->add_attributes(), "scope.attr", "s" + std::to_string(sc));
+      ss->mutable_scope()->set_dropped_attributes_count(7);
+      if (sc == 0) ss->set_schema_url("https://opentelemetry.io/schemas/1.21.0");
+      for (int k = 0; k < 3; ++k, ++seed) {
+        auto* s = ss->add_spans();
+        s->set_trace_id(Id(16, seed));
+        s->set_span_id(Id(8, seed));
+        if (k > 0) s->set_parent_span_id(Id(8, seed - 1));
+        s->set_trace_state("vendor=x" + std::to_string(seed) + ",other=y");
+        s->set_flags(0x301);
+        s->set_name("op-" + std::to_string(seed));
+        s->set_kind(static_cast<trace::Span::SpanKind>(seed % 6));
+        s->set_start_time_unix_nano(1'700'000'000'000'000'000ULL + static_cast<std::uint64_t>(seed));
+        s->set_end_time_unix_nano(1'700'000'000'000'100'000ULL + static_cast<std::uint64_t>(seed));
+        AddRichAttributes(s->mutable_attributes(), seed);
+        s->set_dropped_attributes_count(11);
+        for (int e = 0; e < 2; ++e) {
+          auto* ev = s->add_events();
+          ev->set_time_unix_nano(1'700'000'000'000'050'000ULL + static_cast<std::uint64_t>(e));
+          ev->set_name("event-" + std::to_string(e));
+          AddRichAttributes(ev->mutable_attributes(), e);
+          ev->set_dropped_attributes_count(2);
+        }
+        s->set_dropped_events_count(5);
+        auto* link = s->add_links();
+        link->set_trace_id(Id(16, seed + 100));
+        link->set_span_id(Id(8, seed + 100));
+        link->set_trace_state("l=1");
+        AddRichAttributes(link->mutable_attributes(), seed + 1);
+        link->set_dropped_attributes_count(4);
+        link->set_flags(0x101);
+        s->set_dropped_links_count(6);
+        // Every status code, with a message each time (kept as sent).
+        s->mutable_status()->set_code(static_cast<trace::Status::StatusCode>(seed % 3));
+        s->mutable_status()->set_message("status " + std::to_string(seed));
+      }
+    }
+  }
+  return request;
+}
+
+// One span with what it was sent under (ScopeSpans/ResourceSpans without
+// their spans), so regrouping does not matter.
+struct FlatSpan {
+  trace::ResourceSpans resource;
+  trace::ScopeSpans scope;
+  trace::Span span;
+};
+
+std::vector<FlatSpan> Flatten(const otlp::ExportTraceServiceRequest& request) {
+  std::vector<FlatSpan> out;
+  for (const auto& rs : request.resource_spans()) {
+    trace::ResourceSpans r = rs;
+    r.clear_scope_spans();
+    for (const auto& ss : rs.scope_spans()) {
+      trace::ScopeSpans s = ss;
+      s.clear_spans();
+      for (const auto& span : ss.spans()) out.push_back({r, s, span});
+    }
+  }
+  return out;
+}
+
+void ExpectSameSpans(const otlp::ExportTraceServiceRequest& expected,
+                     const otlp::ExportTraceServiceRequest& actual, const std::string& what) {
+  const auto e = Flatten(expected);
+  const auto a = Flatten(actual);
+  ASSERT_EQ(e.size(), a.size()) << what;
+  for (std::size_t i = 0; i < e.size(); ++i) {
+    std::string diff;
+    MessageDifferencer d;
+    d.ReportDifferencesToString(&diff);
+    EXPECT_TRUE(d.Compare(e[i].span, a[i].span)) << what << " span " << i << ": " << diff;
+    EXPECT_TRUE(d.Compare(e[i].scope, a[i].scope)) << what << " scope of span " << i << ": " << diff;
+    EXPECT_TRUE(d.Compare(e[i].resource, a[i].resource)) << what << " resource of span " << i << ": " << diff;
+  }
+}
+
+TEST(OtlpDecodeTest, RichRequestRoundTripsThroughEveryEncoder) {
+  const otlp::ExportTraceServiceRequest input = RichRequest();
+  auto decoded = DecodeExportRequest(input.SerializeAsString(), OtlpEncoding::kProtobuf);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ASSERT_EQ(decoded->invalid_spans, 0);
+  ASSERT_EQ(decoded->spans.size(), 12u);
+  for (const auto& s : decoded->spans) EXPECT_EQ(s.source, SpanSource::kApp);
+  const auto& spans = decoded->spans;
+
+  // OTLP/gRPC: the sender's wire encoder.
+  otlp::ExportTraceServiceRequest grpc_out;
+  ASSERT_TRUE(grpc_out.ParseFromString(EncodeExportRequest(spans)));
+  ExpectSameSpans(input, grpc_out, "grpc wire");
+
+  // OTLP/HTTP protobuf: the transform, serialized.
+  otlp::ExportTraceServiceRequest http_out;
+  ASSERT_TRUE(http_out.ParseFromString(ToExportRequest(spans).SerializeAsString()));
+  ExpectSameSpans(input, http_out, "http protobuf");
+  EXPECT_EQ(EncodeExportRequest(spans), ToExportRequest(spans).SerializeAsString());
+
+  // OTLP/HTTP JSON: what the HTTP JSON sender writes, parsed back.
+  otlp::ExportTraceServiceRequest json_out;
+  ASSERT_TRUE(FromOtlpJson(ToOtlpJson(ToExportRequest(spans)), json_out).ok());
+  ExpectSameSpans(input, json_out, "http json");
+
+  // Disk queue / dead letters: serialized, read back, exported again.
+  const std::vector<Span> recovered = FromExportRequest(ToExportRequest(spans));
+  for (const auto& s : recovered) EXPECT_EQ(s.source, SpanSource::kApp);
+  otlp::ExportTraceServiceRequest disk_out;
+  ASSERT_TRUE(disk_out.ParseFromString(EncodeExportRequest(recovered)));
+  ExpectSameSpans(input, disk_out, "disk queue");
+}
+
+TEST(OtlpDecodeTest, JsonRequestDecodesLikeProtobuf) {
+  const otlp::ExportTraceServiceRequest input = RichRequest();
+  auto from_json = DecodeExportRequest(ToOtlpJson(input), OtlpEncoding::kJson);
+  ASSERT_TRUE(from_json.ok()) << from_json.status();
+  otlp::ExportTraceServiceRequest out;
+  ASSERT_TRUE(out.ParseFromString(EncodeExportRequest(from_json->spans)));
+  ExpectSameSpans(input, out, "json in");
+}
+
+TEST(OtlpDecodeTest, JsonFollowsTheOtlpRules) {
+  // Hex ids, enums as integers, lowerCamelCase, 64-bit integers as strings
+  // or numbers, unknown fields ignored.
+  const std::string json = R"({"resourceSpans":[{"resource":{"attributes":[
+      {"key":"service.name","value":{"stringValue":"checkout"}}]},
+    "scopeSpans":[{"scope":{"name":"my.lib"},"spans":[{
+      "traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
+      "parentSpanId":"eee19b7ec3c1b173","name":"GET /cart","kind":2,
+      "startTimeUnixNano":"1544712660000000000","endTimeUnixNano":1544712661000000000,
+      "attributes":[{"key":"n","value":{"intValue":"42"}},
+                    {"key":"b","value":{"bytesValue":"AAEC"}}],
+      "status":{"code":2,"message":"boom"},"unknownField":1}]}]}]})";
+  auto decoded = DecodeExportRequest(json, OtlpEncoding::kJson);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ASSERT_EQ(decoded->spans.size(), 1u);
+  const Span& s = decoded->spans[0];
+  EXPECT_EQ(ToHex(s.trace_id), "5b8efff798038103d269b633813fc60c");
+  EXPECT_EQ(ToHex(s.span_id), "eee19b7ec3c1b174");
+  EXPECT_EQ(ToHex(s.parent_span_id), "eee19b7ec3c1b173");
+  EXPECT_EQ(s.kind, SpanKind::kServer);
+  EXPECT_EQ(s.start_unix_nano, 1544712660000000000ULL);
+  EXPECT_EQ(s.end_unix_nano, 1544712661000000000ULL);
+  EXPECT_EQ(s.status_code, StatusCode::kError);
+  EXPECT_EQ(s.status_message, "boom");
+  ASSERT_EQ(s.attributes.size(), 2u);
+  EXPECT_EQ(s.attributes[0].value, AttributeValue(std::int64_t{42}));
+  EXPECT_EQ(s.attributes[1].value, AttributeValue(BytesValue{std::string("\x00\x01\x02", 3)}));
+  ASSERT_NE(s.scope, nullptr);
+  EXPECT_EQ(s.scope->name, "my.lib");
+}
+
+TEST(OtlpDecodeTest, SpansWithInvalidIdsAreRefusedAndCounted) {
+  otlp::ExportTraceServiceRequest request = RichRequest();
+  auto* spans = request.mutable_resource_spans(0)->mutable_scope_spans(0)->mutable_spans();
+  spans->Mutable(0)->set_trace_id(std::string(16, '\0'));  // all zero
+  spans->Mutable(1)->set_span_id("short");
+  auto decoded = DecodeExportRequest(request.SerializeAsString(), OtlpEncoding::kProtobuf);
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_EQ(decoded->invalid_spans, 2);
+  EXPECT_EQ(decoded->spans.size(), 10u);
+  EXPECT_NE(decoded->invalid_message.find("2 span(s) refused"), std::string::npos) << decoded->invalid_message;
+  // The kept spans are the others, in order.
+  EXPECT_EQ(decoded->spans[0].name, "op-2");
+}
+
+TEST(OtlpDecodeTest, MalformedPayloadsAreInvalidArgument) {
+  EXPECT_EQ(DecodeExportRequest("\x0a\xff\xff\xff", OtlpEncoding::kProtobuf).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DecodeExportRequest("{\"resourceSpans\":[", OtlpEncoding::kJson).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DecodeExportRequest(R"({"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]})",
+                                OtlpEncoding::kJson)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  // An empty body is an empty, valid request.
+  auto empty = DecodeExportRequest("", OtlpEncoding::kProtobuf);
+  ASSERT_TRUE(empty.ok());
+  EXPECT_TRUE(empty->spans.empty());
+}
+
+TEST(OtlpDecodeTest, ResponsesFollowTheSpecification) {
+  otlp::ExportTraceServiceResponse ok;
+  ASSERT_TRUE(ok.ParseFromString(EncodeExportResponse(0, "", OtlpEncoding::kProtobuf)));
+  EXPECT_FALSE(ok.has_partial_success());
+  EXPECT_EQ(EncodeExportResponse(0, "", OtlpEncoding::kJson), "{}");
+  otlp::ExportTraceServiceResponse partial;
+  ASSERT_TRUE(FromOtlpJson(EncodeExportResponse(3, "three bad", OtlpEncoding::kJson), partial).ok());
+  EXPECT_EQ(partial.partial_success().rejected_spans(), 3);
+  EXPECT_EQ(partial.partial_success().error_message(), "three bad");
+}
+
+TEST(SpanModelTest, ArrayAndKvlistValuesRenderAsJsonText) {
+  const AttributeValue v = ArrayValue{AttributeValue(std::string("a")), AttributeValue(std::int64_t{1}),
+                                      AttributeValue(KeyValueList{{"k", AttributeValue(true)}}),
+                                      AttributeValue(BytesValue{"\x01"})};
+  EXPECT_EQ(AttributeValueText(v), R"(["a",1,{"k":true},"AQ=="])");
+  EXPECT_EQ(AttributeValueText(AttributeValue(std::string("plain"))), "plain");
+  EXPECT_EQ(AttributeValueText(AttributeValue(std::monostate{})), "");
+  // Kernel-style construction still compiles and compares.
+  const Attribute a{"net.peer.port", std::int64_t{443}};
+  EXPECT_EQ(a, (Attribute{"net.peer.port", std::int64_t{443}}));
+  EXPECT_NE(ApproximateBytes(Attributes{{"k", v}}), 0u);
+}
+
+TEST(BatcherSubmitBatchTest, AcceptsAllOrNone) {
+  MetricsRegistry metrics;
+  std::mutex mu;
+  std::size_t delivered = 0;
+  BatchOptions options{.max_export_batch_size = 1000, .schedule_delay = std::chrono::seconds(60),
+                       .max_queue_size = 10};
+  Batcher batcher(options, metrics, [&](SharedSpanBatch b) {
+    std::lock_guard lock(mu);
+    delivered += b->spans.size();
+  });
+  std::vector<Span> six(6);
+  EXPECT_EQ(batcher.SubmitBatch(std::move(six)), SubmitResult::kAccepted);
+  EXPECT_TRUE(six.empty());
+  std::vector<Span> five(5);
+  five[0].name = "kept by the caller";
+  EXPECT_EQ(batcher.SubmitBatch(std::move(five)), SubmitResult::kQueueFull);
+  ASSERT_EQ(five.size(), 5u);  // untouched: nothing of it was queued
+  EXPECT_EQ(five[0].name, "kept by the caller");
+  EXPECT_EQ(batcher.queued_spans(), 6u);
+  std::vector<Span> four(4);
+  EXPECT_EQ(batcher.SubmitBatch(std::move(four)), SubmitResult::kAccepted);
+  EXPECT_EQ(batcher.queued_spans(), 10u);
+  batcher.Shutdown();
+  std::vector<Span> late(1);
+  EXPECT_EQ(batcher.SubmitBatch(std::move(late)), SubmitResult::kShutdown);
+  EXPECT_EQ(delivered, 10u);
+}
+
+}  // namespace
+}  // namespace kspan
