@@ -1,0 +1,108 @@
+// The OTLP receiver: instrumented applications on the host send their spans
+// to kspan over OTLP/gRPC (TraceService/Export, default 127.0.0.1:4317) and
+// OTLP/HTTP (POST /v1/traces, default 127.0.0.1:4318, protobuf or JSON,
+// optionally gzip). Received spans keep every field (exporter/otlp_decode.h)
+// and go, as app spans, to a sink the agent supplies: normally the export
+// pipeline, so they leave kspan unchanged through the same batcher as
+// kernel spans.
+//
+// Answers follow the OTLP specification (opentelemetry.io/docs/specs/otlp):
+//   success                 gRPC OK / HTTP 200, empty ExportTraceServiceResponse
+//   some spans refused      OK / 200 with partial_success (rejected_spans, error_message)
+//   malformed payload       INVALID_ARGUMENT / 400 (google.rpc.Status body)
+//   over max_request_bytes  RESOURCE_EXHAUSTED / 413 (compressed or decompressed size)
+//   other content type      415;  other method: 405;  other path: 404
+//   sink full (retryable)   UNAVAILABLE with google.rpc.RetryInfo / 503 with Retry-After
+// HTTP bodies use the request's content type and content encoding.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "exporter/export_pipeline.h"
+#include "exporter/self_metrics.h"
+#include "exporter/span.h"
+
+namespace kspan {
+
+enum class ReceiverTransport { kGrpc, kHttp };
+std::string_view TransportName(ReceiverTransport transport);  // "grpc" | "http"
+
+// The client that sent a request.
+struct ReceiverPeer {
+  std::string address;  // "127.0.0.1", "::1"; empty when not an IP peer
+  std::uint16_t port = 0;
+  int family = 0;  // AF_INET, AF_INET6, AF_UNIX, or AF_UNSPEC when unknown
+  ReceiverTransport transport = ReceiverTransport::kGrpc;
+};
+
+// What the sink did with one request's spans.
+struct SinkResult {
+  // Spans the sink refused for good (reported in partial_success).
+  std::int64_t rejected_spans = 0;
+  std::string message;  // why, for partial_success.error_message / the error answer
+  // Nothing was taken; the client should send the whole request again later
+  // (503 + Retry-After / UNAVAILABLE + RetryInfo). rejected_spans is ignored.
+  bool retry_later = false;
+};
+
+// Called on a receiver thread, possibly from several at once; must not
+// block. Gets only spans with valid ids, all SpanSource::kApp.
+using AppSpanSink = std::function<SinkResult(std::vector<Span>&&, const ReceiverPeer&)>;
+
+// Hands each request's spans to `pipeline` all or none
+// (ExportPipeline::SubmitBatch): a full queue refuses the whole request as
+// retryable, so a client retry never duplicates spans. `pipeline` must
+// outlive the receiver.
+AppSpanSink PipelineSink(ExportPipeline& pipeline);
+
+struct OtlpReceiverOptions {
+  bool grpc_enabled = true;
+  std::string grpc_address = "127.0.0.1:4317";  // host:port, [v6]:port; port 0 = ephemeral
+  bool http_enabled = true;
+  std::string http_address = "127.0.0.1:4318";
+  // Largest request accepted, checked on the wire size and, with gzip, on
+  // the decompressed size while decompressing.
+  std::size_t max_request_bytes = 4 * 1024 * 1024;
+  // Suggested wait before a refused request is sent again (HTTP rounds up
+  // to whole seconds).
+  std::chrono::milliseconds retry_after{1000};
+  // HTTP worker threads (one per connection being served).
+  int http_threads = 8;
+};
+
+class OtlpReceiver {
+ public:
+  // Binds and starts serving; an error when an enabled address cannot be
+  // bound. Metrics (kspan_receiver_*) are registered in `metrics`, which
+  // must outlive the receiver.
+  static absl::StatusOr<std::unique_ptr<OtlpReceiver>> Start(const OtlpReceiverOptions& options,
+                                                              AppSpanSink sink,
+                                                              MetricsRegistry& metrics);
+  ~OtlpReceiver();  // Shutdown()
+
+  OtlpReceiver(const OtlpReceiver&) = delete;
+  OtlpReceiver& operator=(const OtlpReceiver&) = delete;
+
+  // Bound ports (the real ones when configured as 0); 0 when disabled.
+  int grpc_port() const;
+  int http_port() const;
+
+  // Stops listening and waits for requests in progress. Idempotent.
+  void Shutdown();
+
+  class Impl;
+
+ private:
+  explicit OtlpReceiver(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kspan
