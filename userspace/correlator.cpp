@@ -168,11 +168,13 @@ void Correlator::OnKernelSpan(Span&& span) {
   for (auto& s : out) downstream_(std::move(s));
 }
 
-void Correlator::IndexAppSpans(const std::vector<Span>& spans) {
+void Correlator::IndexAppSpans(const std::vector<Span>& spans,
+                               std::optional<std::uint32_t> sender) {
   std::lock_guard lock(mu_);
   const auto now = now_();
   for (const Span& s : spans) {
     auto pid = PidOf(s);
+    if (!pid) pid = sender;
     if (!pid || !IsValid(s.trace_id) || !IsValid(s.span_id)) continue;
     ProcessIndex& idx = processes_[*pid];
     Container c;
@@ -186,6 +188,15 @@ void Correlator::IndexAppSpans(const std::vector<Span>& spans) {
     c.kind = s.kind;
     c.app = true;
     c.indexed_at = now;
+    if (s.kind == SpanKind::kServer) {
+      // The client's port, under the names HTTP instrumentations use.
+      for (const char* key : {"network.peer.port", "client.port", "net.peer.port"}) {
+        if (auto port = IntAttribute(s.attributes, key)) {
+          c.peer_port = *port;
+          break;
+        }
+      }
+    }
     // A kernel HTTP span of the same request bounds the clock offset.
     if (s.kind == SpanKind::kServer && IsValid(s.parent_span_id)) {
       LearnFromPair(idx, c, PairKey(s.trace_id, s.parent_span_id, 'S'));
@@ -350,6 +361,25 @@ const Correlator::Container* Correlator::FindContainer(ProcessIndex& idx, const 
   return best;
 }
 
+const Correlator::Container* Correlator::FindSameRequest(ProcessIndex& idx, const Span& span,
+                                                         std::int64_t offset) {
+  const auto port = IntAttribute(span.attributes, "network.peer.port");
+  if (!port) return nullptr;
+  const auto tol = static_cast<std::uint64_t>(options_.clock_tolerance.count());
+  const std::uint64_t as = Shift(span.start_unix_nano, offset);
+  const std::uint64_t ae = Shift(span.end_unix_nano, offset);
+  int scanned = 0;
+  auto it = idx.app.upper_bound(ae + tol);
+  while (it != idx.app.begin() && scanned++ < kMaxScan) {
+    --it;
+    const Container& c = it->second;
+    if (c.kind != SpanKind::kServer || c.peer_port != *port) continue;
+    if (c.end + tol < as) continue;  // no overlap
+    return &c;
+  }
+  return nullptr;
+}
+
 void Correlator::Place(Pending& p, int depth) {
   if (p.placed) return;
   p.placed = true;
@@ -370,6 +400,8 @@ void Correlator::Place(Pending& p, int depth) {
       if (!IsHttp(s) && !ConnectionOf(s).empty()) {
         c = FindContainer(idx, s, offset, true);
         by_connection = c != nullptr;
+      } else if (IsHttp(s) && s.kind == SpanKind::kServer) {
+        c = FindSameRequest(idx, s, offset);
       }
       if (c == nullptr) c = FindContainer(idx, s, offset, false);
     }

@@ -8,10 +8,13 @@
 //      read a traceparent) stays where the trace context says;
 //   2. a socket syscall on a connection with a kernel HTTP span containing it
 //      becomes that HTTP span's child;
-//   3. otherwise the innermost span of the same process (app spans, and kernel
+//   3. a kernel HTTP server span without trace context (the client sent
+//      none) becomes the child of the app SERVER span of the same request
+//      (same process and client port, overlapping in time);
+//   4. otherwise the innermost span of the same process (app spans, and kernel
 //      HTTP spans carrying trace context) that contains it in time becomes its
 //      parent; the same thread is required where both carry thread.id;
-//   4. a span with no container leaves as its own trace, or is dropped
+//   5. a span with no container leaves as its own trace, or is dropped
 //      (per config), and is counted either way.
 //
 // Clocks: kernel times are CLOCK_MONOTONIC mapped to Unix time by ClockSync;
@@ -78,8 +81,10 @@ class Correlator {
   // A kernel span from span assembly (any thread). Waits in the window.
   void OnKernelSpan(Span&& span);
   // App spans accepted by the receiver, before they are exported: indexed so
-  // kernel spans can find them. They are not kept or changed.
-  void IndexAppSpans(const std::vector<Span>& spans);
+  // kernel spans can find them. They are not kept or changed. `sender` is
+  // the process that sent them, for spans whose resource has no process.pid.
+  void IndexAppSpans(const std::vector<Span>& spans,
+                     std::optional<std::uint32_t> sender = std::nullopt);
 
   // Places and hands on every kernel span whose window has passed.
   void Release();
@@ -114,6 +119,7 @@ class Correlator {
     SpanKind kind = SpanKind::kInternal;
     bool app = false;
     std::string conn;  // kernel HTTP spans: the connection
+    std::int64_t peer_port = 0;  // app SERVER spans: the client's port, when known
     std::shared_ptr<Pending> pending;  // kernel HTTP span not yet placed
     std::chrono::steady_clock::time_point indexed_at;
   };
@@ -141,6 +147,7 @@ class Correlator {
   void Place(Pending& p, int depth = 0);
   const Container* FindContainer(ProcessIndex& idx, const Span& span, std::int64_t offset,
                                  bool by_connection);
+  const Container* FindSameRequest(ProcessIndex& idx, const Span& span, std::int64_t offset);
   void IndexKernelHttp(const std::shared_ptr<Pending>& p);
   void LearnFromPair(ProcessIndex& idx, const Container& c, const std::string& key);
   void LearnOffset(ProcessIndex& idx, const Container& app, const Container& kernel);

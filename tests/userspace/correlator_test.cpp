@@ -202,6 +202,32 @@ TEST_F(CorrelatorTest, ConnectionParentWithoutTraceContextIsPlacedFirst) {
   EXPECT_EQ(Out(0x41)->parent_span_id, Id(0x40));
 }
 
+TEST_F(CorrelatorTest, HttpServerSpanWithoutContextJoinsTheAppServerSpanOfItsRequest) {
+  Make();
+  // The client sent no traceparent: the app's SERVER span is a root. The
+  // kernel saw the request read before the app span began (9.8 ms) and the
+  // response written after it ended; it is the same request by client port.
+  Span http = KernelSpan(42, 42, 0x40, 9'800, 20'300, "GET /order");
+  http.kind = SpanKind::kServer;
+  http.attributes.push_back({"http.request.method", std::string("GET")});
+  OnConnection(http, "127.0.0.1", 41000);
+  Span read = KernelSpan(42, 42, 0x41, 9'800, 9'810, "syscall read");
+  OnConnection(read, "127.0.0.1", 41000);
+  correlator_->OnKernelSpan(std::move(read));
+  correlator_->OnKernelSpan(std::move(http));
+  Span other = AppSpan(42, 0xab, 0x03, 0, 10, 20, SpanKind::kServer);
+  other.attributes.push_back({"net.peer.port", std::int64_t{41001}});
+  Span app = AppSpan(42, 0xaa, 0x02, 0, 10, 20, SpanKind::kServer);
+  app.attributes.push_back({"net.peer.port", std::int64_t{41000}});
+  correlator_->IndexAppSpans({other, app});
+  correlator_->Flush();
+  ASSERT_EQ(out_.size(), 2u);
+  EXPECT_EQ(Out(0x40)->trace_id, Trace(0xaa));
+  EXPECT_EQ(Out(0x40)->parent_span_id, Id(0x02));
+  EXPECT_EQ(Out(0x41)->trace_id, Trace(0xaa));
+  EXPECT_EQ(Out(0x41)->parent_span_id, Id(0x40));
+}
+
 TEST_F(CorrelatorTest, ToleranceCoversTheAppClockResolution) {
   Make();
   // The app's span ends 0.5 ms before the kernel read it contains really
