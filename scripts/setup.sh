@@ -57,6 +57,22 @@ kspan_build() {
   cmake --build "$KSPAN_BUILD" -j "$(nproc)"
 }
 
+# Node.js and the npm packages of the correlation demo (tests/correlation/demo:
+# two services instrumented with the official OpenTelemetry SDK). Debian's
+# nodejs when the host has no node at all; a newer one already installed is
+# kept (installing Debian's npm would replace it).
+kspan_prepare_demo() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    kspan_log "installing nodejs and npm"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  local demo="$KSPAN_ROOT/tests/correlation/demo"
+  if [ ! -d "$demo/node_modules" ] || [ "$demo/package-lock.json" -nt "$demo/node_modules" ]; then
+    kspan_log "installing the demo's npm packages (OpenTelemetry SDK)"
+    (cd "$demo" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+}
+
 kspan_setup() {
   kspan_require_root
   kspan_install_packages "${KSPAN_PACKAGES[@]}" "$@"

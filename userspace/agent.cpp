@@ -2,6 +2,9 @@
 
 #include <unistd.h>
 
+#include <set>
+#include <variant>
+
 #include "absl/strings/str_cat.h"
 #include "exporter/export_metrics.h"
 #include "nlohmann/json.hpp"
@@ -36,8 +39,23 @@ absl::Status Agent::Start() {
 
   clock_ = std::make_unique<ClockSync>();
   resources_ = std::make_unique<ProcessResources>();
-  assembler_ = std::make_unique<SpanAssembler>(
-      *clock_, *resources_, metrics_, [this](Span&& s) { pipeline_->Submit(std::move(s)); });
+  if (config_.correlation.enabled) {
+    const auto& cc = config_.correlation;
+    CorrelatorOptions co;
+    co.join_window = cc.join_window;
+    co.export_unmatched = cc.export_unmatched;
+    co.clock_tolerance = cc.clock_tolerance;
+    co.max_pending_kernel_spans = cc.max_pending_spans;
+    correlator_ = std::make_unique<Correlator>(
+        co, metrics_, [this](Span&& s) { pipeline_->Submit(std::move(s)); });
+  }
+  assembler_ = std::make_unique<SpanAssembler>(*clock_, *resources_, metrics_, [this](Span&& s) {
+    if (correlator_) {
+      correlator_->OnKernelSpan(std::move(s));
+    } else {
+      pipeline_->Submit(std::move(s));
+    }
+  });
   decoder_ = std::make_unique<EventDecoder>(*assembler_, metrics_);
   reader_ = std::make_unique<RingReader>();
 
@@ -94,13 +112,94 @@ absl::Status Agent::Start() {
   } else {
     if (auto s = ApplyProcessFilter(); !s.ok()) return s;
   }
+  if (filter_ && config_.correlation.enroll_senders) {
+    const auto& p = config_.capture.processes;
+    enrollment_ = std::make_unique<Enrollment>(
+        [this](std::uint32_t pid, bool allow) {
+          return allow ? filter_->AllowPid(pid) : filter_->RemoveAllowedPid(pid);
+        },
+        std::chrono::duration_cast<std::chrono::seconds>(config_.correlation.enrollment_linger),
+        static_cast<std::uint32_t>(getpid()),
+        std::set<std::uint32_t>(p.pids.begin(), p.pids.end()), metrics_);
+  }
   RegisterCaptureMetrics();
+  if (auto s = StartReceiver(); !s.ok()) return s;
   if (tcp_ || syscalls_ || dns_) {
     if (auto s = reader_->Start(config_.capture.poll_interval); !s.ok()) return s;
   }
   last_totals_log_ = std::chrono::steady_clock::now();
   if (admin_) admin_->SetReady(true);
   return absl::OkStatus();
+}
+
+absl::Status Agent::StartReceiver() {
+  const auto& rc = config_.receiver;
+  if (!rc.grpc_enabled && !rc.http_enabled) return absl::OkStatus();
+  OtlpReceiverOptions ro;
+  ro.grpc_enabled = rc.grpc_enabled;
+  ro.grpc_address = rc.grpc_endpoint;
+  ro.http_enabled = rc.http_enabled;
+  ro.http_address = rc.http_endpoint;
+  ro.max_request_bytes = rc.max_request_bytes;
+  AppSpanSink sink = [this, pipeline = PipelineSink(*pipeline_)](std::vector<Span>&& spans,
+                                                                 const ReceiverPeer& peer) {
+    auto sender = SenderOf(spans, peer);
+    // Indexed before they leave, so the kernel spans they contain find them.
+    if (correlator_) correlator_->IndexAppSpans(spans, sender);
+    return pipeline(std::move(spans), peer);
+  };
+  auto receiver = OtlpReceiver::Start(ro, std::move(sink), metrics_);
+  if (!receiver.ok()) {
+    return absl::Status(receiver.status().code(),
+                        absl::StrCat("receiver: ", std::string(receiver.status().message())));
+  }
+  receiver_ = std::move(*receiver);
+  receiver_grpc_port_ = receiver_->grpc_port();
+  receiver_http_port_ = receiver_->http_port();
+  return absl::OkStatus();
+}
+
+std::optional<std::uint32_t> Agent::SenderOf(const std::vector<Span>& spans,
+                                             const ReceiverPeer& peer) {
+  // The pid the spans name (one process per request in practice).
+  std::optional<std::uint32_t> named;
+  const Resource* last = nullptr;
+  for (const Span& s : spans) {
+    if (!s.resource || s.resource.get() == last) continue;
+    last = s.resource.get();
+    const AttributeValue* v = FindAttribute(s.resource->attributes, "process.pid");
+    if (const auto* pid = v ? std::get_if<std::int64_t>(v) : nullptr; pid && *pid > 0) {
+      named = static_cast<std::uint32_t>(*pid);
+      break;
+    }
+  }
+  // The process on the other end of the connection, looked up once per
+  // connection.
+  std::optional<std::uint32_t> owner;
+  const int server_port = peer.transport == ReceiverTransport::kGrpc ? receiver_grpc_port_.load()
+                                                                     : receiver_http_port_.load();
+  if (!peer.address.empty() && peer.port != 0 && server_port > 0) {
+    const std::string key = absl::StrCat(peer.address, "|", peer.port);
+    std::lock_guard lock(peers_mu_);
+    auto it = peer_pids_.find(key);
+    if (it == peer_pids_.end()) {
+      if (peer_pids_.size() >= 4096) peer_pids_.clear();
+      it = peer_pids_
+               .emplace(key, PidOfTcpClient(peer.address, peer.port,
+                                            static_cast<std::uint16_t>(server_port), named))
+               .first;
+    }
+    owner = it->second;
+  }
+  std::optional<std::uint32_t> sender;
+  if (owner) {
+    // A collector forwarding other processes' spans is not those processes.
+    if (!named || *named == *owner) sender = owner;
+  } else if (named && access(absl::StrCat("/proc/", *named).c_str(), F_OK) == 0) {
+    sender = named;
+  }
+  if (sender && enrollment_) enrollment_->Seen(*sender);
+  return sender;
 }
 
 absl::Status Agent::ApplyProcessFilter() {
@@ -240,6 +339,12 @@ std::string Agent::StatusJson() {
                             std::chrono::steady_clock::now() - started_)
                             .count();
   j["pin_path"] = pins_ ? pins_->path() : "";
+  if (receiver_) {
+    j["receiver"] = {{"grpc_port", receiver_grpc_port_.load()},
+                     {"http_port", receiver_http_port_.load()}};
+  }
+  if (enrollment_) j["enrolled_pids"] = enrollment_->Enrolled();
+  if (correlator_) j["correlation"] = {{"pending_kernel_spans", correlator_->pending()}};
   auto& families = j["capture"] = nlohmann::json::array();
   if (tcp_) {
     const auto st = tcp_->ReadStats();
@@ -310,6 +415,7 @@ std::string Agent::StatusJson() {
 
 void Agent::Tick() {
   if (assembler_) assembler_->ExpireDns(MonotonicNowNs());
+  if (enrollment_) enrollment_->Expire();
   const auto now = std::chrono::steady_clock::now();
   if (now - last_totals_log_ >= std::chrono::seconds(60)) {
     last_totals_log_ = now;
@@ -321,14 +427,19 @@ void Agent::Stop(std::chrono::milliseconds deadline) {
   if (stopped_) return;
   stopped_ = true;
   if (admin_) admin_->SetReady(false);
+  // No new app spans; those accepted are already in the pipeline.
+  if (receiver_) receiver_->Shutdown();
   if (tcp_) tcp_->Detach();
   if (syscalls_) syscalls_->Detach();
   if (dns_) dns_->Detach();
   if (reader_) reader_->Stop();  // drains what the kernel already submitted
+  if (correlator_) correlator_->Flush();  // kernel spans still in the join window
   if (pipeline_) pipeline_->Shutdown(deadline);
   if (decoder_) LogTotals();
   metrics_.RemoveCallbacks(this);
   std::lock_guard lock(status_mu_);
+  enrollment_.reset();  // enrolled pids leave the allow-list
+  receiver_.reset();
   filter_.reset();
   syscalls_.reset();
   dns_.reset();

@@ -3,7 +3,10 @@
 // need, and tears it down in reverse so nothing captured is lost on exit.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <unordered_map>
+#include <vector>
 #include <memory>
 #include <functional>
 #include <mutex>
@@ -17,7 +20,10 @@
 #include "userspace/capture_filter.h"
 #include "userspace/clock_sync.h"
 #include "userspace/config.h"
+#include "userspace/correlator.h"
+#include "userspace/enrollment.h"
 #include "userspace/event_decoder.h"
+#include "userspace/otlp_receiver.h"
 #include "userspace/pin_directory.h"
 #include "userspace/process_resources.h"
 #include "userspace/ring_reader.h"
@@ -54,6 +60,10 @@ class Agent {
     const char* help = "";
   };
   absl::Status ApplyProcessFilter();
+  absl::Status StartReceiver();
+  // The process that sent `spans` over the connection of `peer`, enrolled
+  // for full capture when it is the process the spans name.
+  std::optional<std::uint32_t> SenderOf(const std::vector<Span>& spans, const ReceiverPeer& peer);
   void RegisterCaptureMetrics();
   void RegisterStatSlots(const char* family, std::span<const StatSlot> slots,
                          std::function<std::uint64_t(int)> read);
@@ -73,6 +83,14 @@ class Agent {
   std::unique_ptr<SyscallCapture> syscalls_;
   std::unique_ptr<DnsCapture> dns_;
   std::unique_ptr<RingReader> reader_;
+  std::unique_ptr<Correlator> correlator_;
+  std::unique_ptr<Enrollment> enrollment_;
+  std::unique_ptr<OtlpReceiver> receiver_;
+  std::atomic<int> receiver_grpc_port_{0};
+  std::atomic<int> receiver_http_port_{0};
+  // Receiver connections already traced to their process ("addr|port").
+  std::mutex peers_mu_;
+  std::unordered_map<std::string, std::optional<std::uint32_t>> peer_pids_;
   std::chrono::steady_clock::time_point last_totals_log_;
   std::uint64_t last_logged_spans_ = 0;
   std::uint64_t last_logged_lost_ = 0;

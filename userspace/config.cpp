@@ -326,10 +326,60 @@ absl::Status ReadDestination(const ConfigReader& r, const YAML::Node& n, const s
   return absl::OkStatus();
 }
 
+absl::Status ReadReceiver(const ConfigReader& r, const YAML::Node& n, AgentConfig::Receiver* rc) {
+  if (!n) return absl::OkStatus();
+  KSPAN_RETURN_IF_ERROR(r.CheckKeys(n, "receiver", {"grpc", "http", "max_request_bytes"}));
+  for (const char* transport : {"grpc", "http"}) {
+    const auto& t = n[transport];
+    if (!t) continue;
+    const std::string key = absl::StrCat("receiver.", transport);
+    const bool grpc = std::string_view(transport) == "grpc";
+    KSPAN_RETURN_IF_ERROR(r.CheckKeys(t, key, {"enabled", "endpoint"}));
+    KSPAN_RETURN_IF_ERROR(
+        r.Bool(t["enabled"], key + ".enabled", grpc ? &rc->grpc_enabled : &rc->http_enabled));
+    KSPAN_RETURN_IF_ERROR(r.String(t["endpoint"], key + ".endpoint",
+                                   grpc ? &rc->grpc_endpoint : &rc->http_endpoint));
+  }
+  KSPAN_RETURN_IF_ERROR(
+      r.Bytes(n["max_request_bytes"], "receiver.max_request_bytes", &rc->max_request_bytes));
+  if (rc->max_request_bytes < 1024) {
+    return r.Error(n["max_request_bytes"], "receiver.max_request_bytes", "must be at least 1KiB");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadCorrelation(const ConfigReader& r, const YAML::Node& n,
+                             AgentConfig::Correlation* cc) {
+  if (!n) return absl::OkStatus();
+  KSPAN_RETURN_IF_ERROR(r.CheckKeys(n, "correlation",
+                                    {"enabled", "join_window", "unmatched", "clock_tolerance",
+                                     "max_pending_spans", "enroll_senders", "enrollment_linger"}));
+  KSPAN_RETURN_IF_ERROR(r.Bool(n["enabled"], "correlation.enabled", &cc->enabled));
+  KSPAN_RETURN_IF_ERROR(r.Duration(n["join_window"], "correlation.join_window", &cc->join_window));
+  if (const auto& u = n["unmatched"]; u) {
+    std::string v;
+    KSPAN_RETURN_IF_ERROR(r.String(u, "correlation.unmatched", &v));
+    if (v != "export" && v != "drop") {
+      return r.Error(u, "correlation.unmatched", "must be export or drop");
+    }
+    cc->export_unmatched = v == "export";
+  }
+  KSPAN_RETURN_IF_ERROR(
+      r.Duration(n["clock_tolerance"], "correlation.clock_tolerance", &cc->clock_tolerance));
+  KSPAN_RETURN_IF_ERROR(r.Count(n["max_pending_spans"], "correlation.max_pending_spans", 1,
+                                &cc->max_pending_spans));
+  KSPAN_RETURN_IF_ERROR(
+      r.Bool(n["enroll_senders"], "correlation.enroll_senders", &cc->enroll_senders));
+  KSPAN_RETURN_IF_ERROR(r.Duration(n["enrollment_linger"], "correlation.enrollment_linger",
+                                   &cc->enrollment_linger));
+  return absl::OkStatus();
+}
+
 absl::Status ReadFile(const ConfigReader& r, const YAML::Node& root, AgentConfig* c) {
   if (!root || root.IsNull()) return absl::OkStatus();  // empty file: all defaults
   KSPAN_RETURN_IF_ERROR(r.CheckKeys(
-      root, "", {"log_level", "state_dir", "admin", "bpf", "capture", "batch", "destinations"}));
+      root, "", {"log_level", "state_dir", "admin", "bpf", "capture", "receiver", "correlation",
+                 "batch", "destinations"}));
   KSPAN_RETURN_IF_ERROR(r.String(root["log_level"], "log_level", &c->log_level));
   KSPAN_RETURN_IF_ERROR(r.String(root["state_dir"], "state_dir", &c->state_dir));
   if (const auto& a = root["admin"]; a) {
@@ -409,6 +459,8 @@ absl::Status ReadFile(const ConfigReader& r, const YAML::Node& root, AgentConfig
       }
     }
   }
+  KSPAN_RETURN_IF_ERROR(ReadReceiver(r, root["receiver"], &c->receiver));
+  KSPAN_RETURN_IF_ERROR(ReadCorrelation(r, root["correlation"], &c->correlation));
   if (const auto& b = root["batch"]; b) {
     KSPAN_RETURN_IF_ERROR(
         r.CheckKeys(b, "batch", {"max_queue_size", "max_export_batch_size", "schedule_delay"}));
@@ -488,6 +540,18 @@ absl::Status ApplyFlags(const FlagOverrides& f, AgentConfig* c) {
     }
     procs.comms.push_back(comm);
   }
+  auto receiver = [](const std::optional<std::string>& flag, const char* name, bool* enabled,
+                     std::string* endpoint) -> absl::Status {
+    if (!flag) return absl::OkStatus();
+    if (flag->empty()) return absl::InvalidArgumentError(absl::StrCat(name, ": is empty"));
+    *enabled = *flag != "off";
+    if (*enabled) *endpoint = *flag;
+    return absl::OkStatus();
+  };
+  KSPAN_RETURN_IF_ERROR(receiver(f.receiver_grpc, "--receiver-grpc", &c->receiver.grpc_enabled,
+                                 &c->receiver.grpc_endpoint));
+  KSPAN_RETURN_IF_ERROR(receiver(f.receiver_http, "--receiver-http", &c->receiver.http_enabled,
+                                 &c->receiver.http_endpoint));
   if (f.otlp_endpoint) {
     if (f.otlp_endpoint->empty()) return absl::InvalidArgumentError("--otlp-endpoint: is empty");
     OtlpDestination(c, true)->otlp_grpc.endpoint = *f.otlp_endpoint;

@@ -66,6 +66,28 @@ struct AgentConfig {
     } syscalls;
   } capture;
 
+  // The OTLP receiver for spans of instrumented applications on this host.
+  struct Receiver {
+    bool grpc_enabled = true;
+    std::string grpc_endpoint = "127.0.0.1:4317";
+    bool http_enabled = true;
+    std::string http_endpoint = "127.0.0.1:4318";
+    std::size_t max_request_bytes = 4u << 20;
+  } receiver;
+  // Kernel spans joined into the traces applications send.
+  struct Correlation {
+    bool enabled = true;
+    // How long kernel spans wait for the app spans that may contain them;
+    // longer than the applications' export delay (SDK default 5 s).
+    std::chrono::milliseconds join_window{6000};
+    bool export_unmatched = true;  // unmatched: export | drop
+    std::chrono::milliseconds clock_tolerance{1};
+    std::size_t max_pending_spans = 200000;
+    // Processes that send spans get full syscall and HTTP capture, until
+    // they have not sent for enrollment_linger.
+    bool enroll_senders = true;
+    std::chrono::milliseconds enrollment_linger{60000};
+  } correlation;
   ExportConfig exporter;
   // True when no destination was configured anywhere and the embedded
   // default (local file store + console) was filled in.
@@ -79,6 +101,9 @@ struct FlagOverrides {
   std::optional<std::string> admin_listen;
   std::optional<std::string> btf;
   std::optional<std::string> otlp_endpoint;
+  // host:port of the OTLP receiver; "off" disables that transport.
+  std::optional<std::string> receiver_grpc;
+  std::optional<std::string> receiver_http;
   std::optional<bool> console;
   // Added to capture.processes (repeatable flags).
   std::vector<std::uint32_t> pids;

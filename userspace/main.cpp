@@ -93,7 +93,7 @@ int main(int argc, char** argv) {
 
   std::string config_path;
   kspan::FlagOverrides flags;
-  std::string log_level, state_dir, admin_listen, btf, otlp_endpoint;
+  std::string log_level, state_dir, admin_listen, btf, otlp_endpoint, receiver_grpc, receiver_http;
   bool no_console = false;
   bool console = false;
 
@@ -105,6 +105,10 @@ int main(int argc, char** argv) {
   run->add_option("--btf", btf, "External BTF file, for kernels built without BTF");
   run->add_option("--otlp-endpoint", otlp_endpoint,
                   "OTLP/gRPC endpoint, e.g. http://127.0.0.1:4317 (sets destination 'otlp')");
+  run->add_option("--receiver-grpc", receiver_grpc,
+                  "OTLP/gRPC receiver for app spans, host:port (default 127.0.0.1:4317; off)");
+  run->add_option("--receiver-http", receiver_http,
+                  "OTLP/HTTP receiver for app spans, host:port (default 127.0.0.1:4318; off)");
   run->add_option("--pid", flags.pids, "Trace this process fully (repeatable)");
   run->add_option("--comm", flags.comms, "Trace processes whose name starts with this (repeatable)");
   run->add_option("--cgroup", flags.cgroups,
@@ -147,6 +151,8 @@ int main(int argc, char** argv) {
   flags.admin_listen = run->count("--admin-listen") ? std::optional(admin_listen) : std::nullopt;
   flags.btf = opt(btf);
   flags.otlp_endpoint = run->count("--otlp-endpoint") ? std::optional(otlp_endpoint) : std::nullopt;
+  flags.receiver_grpc = run->count("--receiver-grpc") ? std::optional(receiver_grpc) : std::nullopt;
+  flags.receiver_http = run->count("--receiver-http") ? std::optional(receiver_http) : std::nullopt;
   if (console) flags.console = true;
   if (no_console) flags.console = false;
 

@@ -83,6 +83,60 @@ TEST(Config, BadValuesNameTheKey) {
   }
 }
 
+TEST(Config, ReceiverAndCorrelation) {
+  auto d = Parse("");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->receiver.grpc_enabled);
+  EXPECT_EQ(d->receiver.grpc_endpoint, "127.0.0.1:4317");
+  EXPECT_EQ(d->receiver.http_endpoint, "127.0.0.1:4318");
+  EXPECT_TRUE(d->correlation.enabled);
+  EXPECT_TRUE(d->correlation.enroll_senders);
+
+  auto c = Parse(
+      "receiver:\n"
+      "  grpc: {enabled: false}\n"
+      "  http: {endpoint: \"0.0.0.0:14318\"}\n"
+      "  max_request_bytes: 1MiB\n"
+      "correlation:\n"
+      "  join_window: 10s\n"
+      "  unmatched: drop\n"
+      "  clock_tolerance: 2ms\n"
+      "  max_pending_spans: 1000\n"
+      "  enroll_senders: false\n"
+      "  enrollment_linger: 5m\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->receiver.grpc_enabled);
+  EXPECT_EQ(c->receiver.http_endpoint, "0.0.0.0:14318");
+  EXPECT_EQ(c->receiver.max_request_bytes, 1u << 20);
+  EXPECT_EQ(c->correlation.join_window, std::chrono::seconds(10));
+  EXPECT_FALSE(c->correlation.export_unmatched);
+  EXPECT_EQ(c->correlation.clock_tolerance, std::chrono::milliseconds(2));
+  EXPECT_EQ(c->correlation.max_pending_spans, 1000u);
+  EXPECT_FALSE(c->correlation.enroll_senders);
+  EXPECT_EQ(c->correlation.enrollment_linger, std::chrono::minutes(5));
+
+  FlagOverrides flags;
+  flags.receiver_grpc = "127.0.0.1:5317";
+  flags.receiver_http = "off";
+  auto f = ParseConfig("", "kspan.yaml", flags, FakeEnv{}.fn());
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->receiver.grpc_endpoint, "127.0.0.1:5317");
+  EXPECT_FALSE(f->receiver.http_enabled);
+
+  for (const auto& [yaml, expect] : std::vector<std::pair<std::string, std::string>>{
+           {"correlation:\n  unmatched: keep\n", "correlation.unmatched: must be export or drop"},
+           {"correlation:\n  join_window: later\n", "correlation.join_window: must be a duration"},
+           {"correlation:\n  window: 1s\n", "unknown key"},
+           {"receiver:\n  grpc: {port: 1}\n", "receiver.grpc.port"},
+           {"receiver:\n  max_request_bytes: 10\n", "must be at least 1KiB"},
+       }) {
+    auto bad = Parse(yaml);
+    ASSERT_FALSE(bad.ok()) << yaml;
+    EXPECT_NE(std::string(bad.status().message()).find(expect), std::string::npos)
+        << bad.status() << " for " << yaml;
+  }
+}
+
 TEST(Config, FileValuesAreRead) {
   auto c = Parse(R"(
 log_level: debug

@@ -1,0 +1,95 @@
+// One service of kspan's correlation demo, instrumented with the official
+// OpenTelemetry SDK for Node.js (sdk-node + http instrumentation).
+//
+//   ROLE=backend  PORT=p                      GET /work   -> 200 after a child span
+//   ROLE=frontend PORT=p BACKEND=http://h:p   GET /order  -> calls the backend twice
+//
+// Spans go, over OTLP/HTTP (protobuf), to kspan's receiver (KSPAN_OTLP_URL)
+// and, unchanged, to a reference collector (REFERENCE_OTLP_URL) so a test can
+// compare what kspan forwarded with what the SDK produced.
+'use strict';
+
+const { NodeSDK, tracing } = require('@opentelemetry/sdk-node');
+const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-proto');
+const { HttpInstrumentation } = require('@opentelemetry/instrumentation-http');
+
+const role = process.env.ROLE;
+const port = Number(process.env.PORT || 0);
+const delay = Number(process.env.EXPORT_DELAY_MS || 200);
+
+function processor(url) {
+  return new tracing.BatchSpanProcessor(new OTLPTraceExporter({ url }), {
+    scheduledDelayMillis: delay,
+  });
+}
+
+const sdk = new NodeSDK({
+  serviceName: `kspan-demo-${role}`,
+  spanProcessors: [processor(process.env.KSPAN_OTLP_URL), processor(process.env.REFERENCE_OTLP_URL)],
+  instrumentations: [new HttpInstrumentation()],
+});
+sdk.start();
+
+// Loaded after the SDK so the instrumentation patches them.
+const http = require('http');
+const api = require('@opentelemetry/api');
+const tracer = api.trace.getTracer('kspan-demo', '1.0.0');
+
+// A new connection per call: each request's trace then holds a TCP connect.
+const agent = new http.Agent({ keepAlive: false });
+
+function get(url) {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { agent }, (res) => {
+        let body = '';
+        res.on('data', (c) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode, body }));
+      })
+      .on('error', reject);
+  });
+}
+
+function backend(req, res) {
+  if (!req.url.startsWith('/work')) {
+    res.writeHead(404).end();
+    return;
+  }
+  tracer.startActiveSpan('compute', { attributes: { 'demo.items': 3 } }, (span) => {
+    setTimeout(() => {
+      span.addEvent('computed', { 'demo.result': 42 });
+      span.end();
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ result: 42 }));
+    }, 5);
+  });
+}
+
+async function frontend(req, res) {
+  if (!req.url.startsWith('/order')) {
+    res.writeHead(404).end();
+    return;
+  }
+  try {
+    const a = await get(`${process.env.BACKEND}/work?step=1`);
+    const b = await get(`${process.env.BACKEND}/work?step=2`);
+    res.writeHead(a.status === 200 && b.status === 200 ? 200 : 502, {
+      'content-type': 'text/plain',
+    });
+    res.end(`ok ${a.body} ${b.body}\n`);
+  } catch (e) {
+    res.writeHead(502).end(String(e));
+  }
+}
+
+const server = http.createServer(role === 'backend' ? backend : frontend);
+server.listen(port, '127.0.0.1', () => {
+  console.log(`listening ${server.address().port} pid ${process.pid}`);
+});
+
+function stop() {
+  server.close();
+  sdk.shutdown().finally(() => process.exit(0));
+}
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
