@@ -156,6 +156,7 @@ absl::Status Agent::StartReceiver() {
   receiver_ = std::move(*receiver);
   receiver_grpc_port_ = receiver_->grpc_port();
   receiver_http_port_ = receiver_->http_port();
+  if (correlator_) correlator_->SetOwnPorts({receiver_->grpc_port(), receiver_->http_port()});
   return absl::OkStatus();
 }
 

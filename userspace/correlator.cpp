@@ -392,7 +392,13 @@ void Correlator::Place(Pending& p, int depth) {
   const Container* c = nullptr;
   std::int64_t offset = 0;
   bool by_connection = false;
-  if (pid) {
+  bool telemetry = false;
+  if (!own_ports_.empty()) {
+    if (auto port = IntAttribute(s.attributes, "network.peer.port")) {
+      telemetry = own_ports_.contains(*port);
+    }
+  }
+  if (pid && !telemetry) {
     auto it = processes_.find(*pid);
     if (it != processes_.end()) {
       ProcessIndex& idx = it->second;
@@ -505,6 +511,11 @@ void Correlator::Flush() {
     TakeDue(now_(), true, out);
   }
   for (auto& s : out) downstream_(std::move(s));
+}
+
+void Correlator::SetOwnPorts(std::set<std::int64_t> ports) {
+  std::lock_guard lock(mu_);
+  own_ports_ = std::move(ports);
 }
 
 std::size_t Correlator::pending() const {

@@ -36,6 +36,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -91,6 +92,10 @@ class Correlator {
   // Places and hands on every waiting kernel span now (shutdown). Idempotent;
   // later spans pass straight through.
   void Flush();
+
+  // kspan's own receiver ports: kernel spans of connections to them are an
+  // app's telemetry, not its work, and are never placed inside its spans.
+  void SetOwnPorts(std::set<std::int64_t> ports);
 
   std::size_t pending() const;
   // The offset app - kernel estimated for `pid`, when pairs were seen.
@@ -167,6 +172,7 @@ class Correlator {
   std::unordered_map<std::uint32_t, ProcessIndex> processes_;
   std::deque<IndexEntry> index_order_;
   std::size_t indexed_ = 0;
+  std::set<std::int64_t> own_ports_;
   std::thread thread_;
   MetricsRegistry* metrics_ = nullptr;
 

@@ -228,6 +228,21 @@ TEST_F(CorrelatorTest, HttpServerSpanWithoutContextJoinsTheAppServerSpanOfItsReq
   EXPECT_EQ(Out(0x41)->parent_span_id, Id(0x40));
 }
 
+TEST_F(CorrelatorTest, AppTelemetryToKspanIsNotPartOfTheAppsWork) {
+  Make();
+  correlator_->SetOwnPorts({4318});
+  Span write = KernelSpan(42, 42, 0x31, 10'200, 10'400, "syscall write");
+  OnConnection(write, "127.0.0.1", 4318);
+  Span other = KernelSpan(42, 42, 0x32, 10'200, 10'400, "syscall write");
+  OnConnection(other, "127.0.0.1", 8080);
+  correlator_->OnKernelSpan(std::move(write));
+  correlator_->OnKernelSpan(std::move(other));
+  correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x02, 0, 10, 20)});
+  correlator_->Flush();
+  EXPECT_FALSE(IsValid(Out(0x31)->parent_span_id));
+  EXPECT_EQ(Out(0x32)->parent_span_id, Id(0x02));
+}
+
 TEST_F(CorrelatorTest, ToleranceCoversTheAppClockResolution) {
   Make();
   // The app's span ends 0.5 ms before the kernel read it contains really
