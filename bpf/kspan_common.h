@@ -21,6 +21,7 @@ enum kspan_event_type {
 	KSPAN_EVENT_TCP_CONN_EVENT = 4, /* bpf/tcp.h: retransmit, reset */
 	KSPAN_EVENT_SYSCALL = 10,       /* bpf/syscalls.h */
 	KSPAN_EVENT_DNS = 20,           /* bpf/dns.h */
+	KSPAN_EVENT_HTTP = 30,          /* bpf/http.h */
 };
 
 #endif /* KSPAN_BPF_COMMON_H */

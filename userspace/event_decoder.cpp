@@ -33,6 +33,16 @@ static_assert(offsetof(kspan_dns_event, ts_ns) == 16);
 static_assert(offsetof(kspan_dns_event, server) == 40);
 static_assert(offsetof(kspan_dns_event, payload) == 72);
 static_assert(offsetof(kspan_tcp_note, ts_ns) == 16);
+static_assert(sizeof(kspan_http_event) == 584);
+static_assert(offsetof(kspan_http_event, start_ns) == 16);
+static_assert(offsetof(kspan_http_event, sock_ino) == 40);
+static_assert(offsetof(kspan_http_event, header_len) == 60);
+static_assert(offsetof(kspan_http_event, local_addr) == 72);
+static_assert(offsetof(kspan_http_event, method_len) == 104);
+static_assert(offsetof(kspan_http_event, method) == 112);
+static_assert(offsetof(kspan_http_event, path) == 136);
+static_assert(offsetof(kspan_http_event, traceparent) == 264);
+static_assert(offsetof(kspan_http_event, tracestate) == 328);
 static_assert(sizeof(kspan_syscall_event) == 136);
 static_assert(offsetof(kspan_syscall_event, nr) == 12);
 static_assert(offsetof(kspan_syscall_event, start_ns) == 16);
@@ -99,6 +109,11 @@ void EventDecoder::OnEvent(std::span<const std::byte> record) noexcept {
     case KSPAN_EVENT_DNS: {
       kspan_dns_event e;
       if (Copy(record, &e)) handler_.OnDns(e);
+      return;
+    }
+    case KSPAN_EVENT_HTTP: {
+      kspan_http_event e;
+      if (Copy(record, &e)) handler_.OnHttp(e);
       return;
     }
     case KSPAN_EVENT_TCP_CONN_EVENT: {

@@ -9,6 +9,7 @@
 
 #include "bpf/syscalls.h"
 #include "bpf/dns.h"
+#include "bpf/http.h"
 #include "bpf/tcp.h"
 #include "exporter/self_metrics.h"
 #include "userspace/ring_reader.h"
@@ -25,6 +26,7 @@ class KernelEventHandler {
   virtual void OnTcpConn(const kspan_tcp_conn_event&) noexcept {}
   virtual void OnTcpNote(const kspan_tcp_note&) noexcept {}
   virtual void OnDns(const kspan_dns_event&) noexcept {}
+  virtual void OnHttp(const kspan_http_event&) noexcept {}
 };
 
 class EventDecoder final : public EventSink {

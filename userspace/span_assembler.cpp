@@ -39,13 +39,17 @@ constexpr char kAssembledHelp[] = "Kernel spans built from decoded events, by fa
 }  // namespace
 
 SpanAssembler::SpanAssembler(ClockSync& clock, ProcessResources& resources,
-                             MetricsRegistry& metrics, SpanConsumer consumer)
+                             MetricsRegistry& metrics, SpanConsumer consumer,
+                             HttpTrackerOptions http_options)
     : clock_(clock),
       metrics_(metrics),
       ctx_{clock, resources, ids_},
       consumer_(std::move(consumer)),
       dns_ctx_{clock, resources, dns_ids_},
       dns_spans_(metrics.GetCounter(kAssembled, kAssembledHelp, {{"family", "dns"}})),
+      http_ctx_{clock, resources, http_ids_},
+      http_(http_options),
+      http_spans_(metrics.GetCounter(kAssembled, kAssembledHelp, {{"family", "http"}})),
       connect_spans_(metrics.GetCounter(kAssembled, kAssembledHelp, {{"family", "tcp_connect"}})),
       accept_spans_(metrics.GetCounter(kAssembled, kAssembledHelp, {{"family", "tcp_accept"}})),
       connection_spans_(
@@ -61,6 +65,37 @@ SpanAssembler::SpanAssembler(ClockSync& clock, ProcessResources& resources,
         return static_cast<double>(dns_.malformed() + dns_.unmatched_responses());
       },
       this);
+  metrics.AddCallbackCounter(
+      "kspan_http_requests_unanswered_total",
+      "HTTP requests ended without a response (connection closed, timeout, too many waiting).",
+      {},
+      [this] {
+        std::lock_guard lock(http_mu_);
+        return static_cast<double>(http_.unanswered());
+      },
+      this);
+  metrics.AddCallbackCounter(
+      "kspan_http_traceparent_invalid_total",
+      "traceparent header values that are not valid W3C trace context (ignored).", {},
+      [this] {
+        std::lock_guard lock(http_mu_);
+        return static_cast<double>(http_.invalid_traceparent());
+      },
+      this);
+  metrics.AddCallbackCounter(
+      "kspan_http_records_unmatched_total",
+      "HTTP responses with no request kspan saw, and records of untracked connections.", {},
+      [this] {
+        std::lock_guard lock(http_mu_);
+        return static_cast<double>(http_.unmatched());
+      },
+      this);
+  metrics.AddCallbackGauge("kspan_http_connections", "HTTP connections tracked.", {},
+                           [this] {
+                             std::lock_guard lock(http_mu_);
+                             return static_cast<double>(http_.connections());
+                           },
+                           this);
   metrics.AddCallbackCounter(
       "kspan_tcp_notes_discarded_total",
       "Retransmit/reset notes discarded because too many connections or notes were pending.",
@@ -126,6 +161,60 @@ void SpanAssembler::ExpireDns(std::uint64_t now_mono_ns) noexcept {
     for (auto& s : spans) {
       consumer_(std::move(s));
       dns_spans_.Add();
+    }
+  } catch (const std::exception&) {
+    assembly_failed_.Add();
+  }
+}
+
+void SpanAssembler::OnHttp(const kspan_http_event& event) noexcept {
+  try {
+    std::vector<Span> spans;
+    {
+      std::lock_guard lock(http_mu_);
+      spans = http_.OnEvent(event, http_ctx_);
+      // Expiry walks every connection: at most every 100 ms of event time.
+      if (event.end_ns > http_last_expire_ns_ + 100'000'000) {
+        http_last_expire_ns_ = event.end_ns;
+        auto expired = http_.Expire(event.end_ns, http_ctx_);
+        std::move(expired.begin(), expired.end(), std::back_inserter(spans));
+      }
+    }
+    for (auto& s : spans) {
+      consumer_(std::move(s));
+      http_spans_.Add();
+    }
+  } catch (const std::exception&) {
+    assembly_failed_.Add();
+  }
+}
+
+void SpanAssembler::ExpireHttp(std::uint64_t now_mono_ns) noexcept {
+  try {
+    std::vector<Span> spans;
+    {
+      std::lock_guard lock(http_mu_);
+      spans = http_.Expire(now_mono_ns, http_ctx_);
+    }
+    for (auto& s : spans) {
+      consumer_(std::move(s));
+      http_spans_.Add();
+    }
+  } catch (const std::exception&) {
+    assembly_failed_.Add();
+  }
+}
+
+void SpanAssembler::FlushHttp() noexcept {
+  try {
+    std::vector<Span> spans;
+    {
+      std::lock_guard lock(http_mu_);
+      spans = http_.Flush(http_ctx_);
+    }
+    for (auto& s : spans) {
+      consumer_(std::move(s));
+      http_spans_.Add();
     }
   } catch (const std::exception&) {
     assembly_failed_.Add();

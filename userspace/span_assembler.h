@@ -13,6 +13,7 @@
 #include "userspace/id_generator.h"
 #include "userspace/process_resources.h"
 #include "userspace/dns_spans.h"
+#include "userspace/http_spans.h"
 #include "userspace/tcp_spans.h"
 
 namespace kspan {
@@ -22,7 +23,7 @@ using SpanConsumer = std::function<void(Span&&)>;
 class SpanAssembler final : public KernelEventHandler {
  public:
   SpanAssembler(ClockSync& clock, ProcessResources& resources, MetricsRegistry& metrics,
-                SpanConsumer consumer);
+                SpanConsumer consumer, HttpTrackerOptions http_options = {});
   ~SpanAssembler() override;
 
   void OnTcpConnect(const kspan_tcp_connect_event& event) noexcept override;
@@ -33,6 +34,11 @@ class SpanAssembler final : public KernelEventHandler {
   // Reports DNS queries that got no response in time (any thread).
   void ExpireDns(std::uint64_t now_mono_ns) noexcept;
   void OnSyscall(const kspan_syscall_event& event, std::string_view path) noexcept override;
+  void OnHttp(const kspan_http_event& event) noexcept override;
+  // Ends HTTP responses gone quiet and requests left unanswered (any thread).
+  void ExpireHttp(std::uint64_t now_mono_ns) noexcept;
+  // Ends every HTTP exchange still open (shutdown, after the rings drained).
+  void FlushHttp() noexcept;
 
   // Exposed for tests: the span for one event, without handing it on.
   Span BuildTcpConnect(const kspan_tcp_connect_event& event) {
@@ -59,6 +65,13 @@ class SpanAssembler final : public KernelEventHandler {
   SpanBuildContext dns_ctx_;
   DnsTracker dns_;
   Counter& dns_spans_;
+  // HTTP exchanges: the same arrangement as DNS.
+  std::mutex http_mu_;
+  IdGenerator http_ids_;
+  SpanBuildContext http_ctx_;
+  HttpTracker http_;
+  std::uint64_t http_last_expire_ns_ = 0;
+  Counter& http_spans_;
   Counter& connect_spans_;
   Counter& accept_spans_;
   Counter& connection_spans_;

@@ -1,0 +1,459 @@
+// HTTP/1.x spans on the running kernel: a small HTTP/1.1 server and raw
+// clients in this test process over loopback, the process selected through
+// the shared filter, and the spans that come out of the real programs,
+// decoder and assembler: SERVER spans of the server's sockets and CLIENT
+// spans of the clients' sockets.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/privileged/privileged.h"
+#include "userspace/capture_filter.h"
+#include "userspace/clock_sync.h"
+#include "userspace/event_decoder.h"
+#include "userspace/http_capture.h"
+#include "userspace/pin_directory.h"
+#include "userspace/ring_reader.h"
+#include "userspace/span_assembler.h"
+
+namespace kspan {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr char kTrace[] = "4bf92f3577b34da6a3ce929d0e0e4736";
+constexpr char kParent[] = "00f067aa0ba902b7";
+
+// Serves HTTP/1.1 keep-alive connections on 127.0.0.1: 404 for /status/404,
+// 500 for /status/500, else 200 "hello". Waits in poll() before each read,
+// so a read starts when request bytes are there (a server span starts at
+// the read that carries the request).
+class TinyHttpServer {
+ public:
+  TinyHttpServer() : listener_(AF_INET) {
+    thread_ = std::thread([this] { Accept(); });
+  }
+  ~TinyHttpServer() {
+    stop_ = true;
+    thread_.join();
+    for (auto& t : workers_) t.join();
+  }
+  int port() const { return listener_.port(); }
+  int server_tid() const { return tid_.load(); }
+
+ private:
+  void Accept() {
+    while (!stop_) {
+      pollfd p{listener_.fd(), POLLIN, 0};
+      if (poll(&p, 1, 50) <= 0) continue;
+      int fd = accept(listener_.fd(), nullptr, nullptr);
+      if (fd < 0) continue;
+      workers_.emplace_back([this, fd] { Serve(fd); });
+    }
+  }
+  void Serve(int fd) {
+    tid_ = ::kspan::testing::CurrentTid();
+    std::string in;
+    char buf[4096];
+    while (!stop_) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 50) <= 0) continue;
+      ssize_t n = read(fd, buf, sizeof(buf));
+      if (n <= 0) break;
+      in.append(buf, static_cast<std::size_t>(n));
+      if (in.compare(0, 4, "GET ") != 0 && in.compare(0, 4, "POST") != 0 && in.size() >= 4) {
+        break;  // not HTTP: hang up
+      }
+      std::size_t end;
+      while ((end = in.find("\r\n\r\n")) != std::string::npos) {
+        const std::string head = in.substr(0, end);
+        in.erase(0, end + 4);
+        std::size_t body = 0;
+        if (auto cl = head.find("Content-Length: "); cl != std::string::npos) {
+          body = std::stoul(head.substr(cl + 16));
+        }
+        in.erase(0, std::min(body, in.size()));
+        const std::string path = head.substr(head.find(' ') + 1,
+                                             head.find(' ', head.find(' ') + 1) - head.find(' ') - 1);
+        std::string status = "200 OK";
+        if (path == "/status/404") status = "404 Not Found";
+        if (path == "/status/500") status = "500 Internal Server Error";
+        const std::string resp = "HTTP/1.1 " + status +
+                                 "\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello";
+        if (write(fd, resp.data(), resp.size()) != static_cast<ssize_t>(resp.size())) break;
+      }
+    }
+    close(fd);
+  }
+
+  ::kspan::testing::Listener listener_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> tid_{0};
+  std::thread thread_;
+  std::vector<std::thread> workers_;
+};
+
+int Connect(int port) {
+  auto c = ::kspan::testing::ConnectLoopback(AF_INET, port);
+  return c.fd;
+}
+
+int LocalPort(int fd) {
+  sockaddr_in a{};
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  return ntohs(a.sin_port);
+}
+
+void SendAll(int fd, const std::string& data) {
+  ASSERT_EQ(send(fd, data.data(), data.size(), 0), static_cast<ssize_t>(data.size()));
+}
+
+// Reads `count` responses of the tiny server (each ends with "hello").
+std::string ReadResponses(int fd, int count) {
+  std::string got;
+  char buf[4096];
+  auto occurrences = [&] {
+    int k = 0;
+    for (std::size_t at = 0; (at = got.find("hello", at)) != std::string::npos; at += 5) ++k;
+    return k;
+  };
+  while (occurrences() < count) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0) break;
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  return got;
+}
+
+class HttpCaptureTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    KSPAN_REQUIRE_BPF();
+    auto pins = PinDirectory::Create(::kspan::testing::TestPinDir());
+    ASSERT_TRUE(pins.ok()) << pins.status();
+    pins_.emplace(std::move(*pins));
+    HttpCaptureOptions opts;
+    opts.pin_dir = pins_->path();
+    capture_ = std::make_unique<HttpCapture>(opts);
+    auto started = capture_->Start();
+    ASSERT_TRUE(started.ok()) << started;
+    ::kspan::testing::ReportVariant("http", "tracepoint");
+    auto filter = CaptureFilter::Open(pins_->path());
+    ASSERT_TRUE(filter.ok()) << filter.status();
+    filter_.emplace(std::move(*filter));
+    ASSERT_TRUE(filter_->SetSlowThreshold(0ns).ok());
+    ASSERT_TRUE(filter_->AllowPid(static_cast<std::uint32_t>(getpid())).ok());
+    ASSERT_TRUE(reader_.Add(capture_->ring_fd(), "kspan_http_ring", &decoder_).ok());
+    ASSERT_TRUE(reader_.Start(10ms).ok());
+  }
+  void TearDown() override {
+    if (capture_) {
+      capture_->Detach();
+      const HttpStats st = capture_->ReadStats();
+      EXPECT_EQ(st[KSPAN_HTTP_STAT_RING_FULL], 0u);
+      EXPECT_EQ(st[KSPAN_HTTP_STAT_INFLIGHT_FULL], 0u);
+      EXPECT_EQ(st[KSPAN_HTTP_STAT_STATE_FULL], 0u);
+    }
+    reader_.Stop();
+    filter_.reset();
+    capture_.reset();
+    pins_.reset();
+  }
+
+  // Server spans of the connection from `client_port` (their peer port).
+  std::vector<Span> ServerSpansFrom(int client_port, std::size_t count,
+                                    std::chrono::milliseconds timeout = 5s) {
+    return Wait(SpanKind::kServer, "network.peer.port", client_port, count, timeout);
+  }
+  // Client spans to the test's server (each test has its own server port).
+  std::vector<Span> ClientSpansTo(int server_port, std::size_t count,
+                                  std::chrono::milliseconds timeout = 5s) {
+    return Wait(SpanKind::kClient, "server.port", server_port, count, timeout);
+  }
+
+  std::vector<Span> Wait(SpanKind kind, std::string_view key, int value, std::size_t count,
+                         std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::vector<Span> found;
+    while (std::chrono::steady_clock::now() < deadline) {
+      assembler_.ExpireHttp(MonotonicNowNs());
+      {
+        std::lock_guard lock(mu_);
+        found.clear();
+        for (const auto& s : spans_) {
+          if (s.kind == kind && Int(s, key) == value) found.push_back(s);
+        }
+        if (found.size() >= count) break;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    return found;
+  }
+
+  static std::string Str(const Span& s, std::string_view key) {
+    const auto* v = FindAttribute(s.attributes, key);
+    return v ? std::get<std::string>(*v) : "<absent>";
+  }
+  static std::int64_t Int(const Span& s, std::string_view key) {
+    const auto* v = FindAttribute(s.attributes, key);
+    return v ? std::get<std::int64_t>(*v) : -1;
+  }
+
+  std::size_t SpansOfPid(std::int64_t pid) {
+    std::lock_guard lock(mu_);
+    std::size_t n = 0;
+    for (const auto& s : spans_) n += Int(s, "process.pid") == pid;
+    return n;
+  }
+
+  std::mutex mu_;
+  std::vector<Span> spans_;
+  MetricsRegistry metrics_;
+  ClockSync clock_;
+  ProcessResources resources_;
+  HttpTrackerOptions http_options_{.response_idle = 150ms};
+  SpanAssembler assembler_{clock_, resources_, metrics_,
+                           [this](Span&& s) {
+                             std::lock_guard lock(mu_);
+                             spans_.push_back(std::move(s));
+                           },
+                           http_options_};
+  EventDecoder decoder_{assembler_, metrics_};
+  RingReader reader_;
+  std::optional<PinDirectory> pins_;
+  std::optional<CaptureFilter> filter_;
+  std::unique_ptr<HttpCapture> capture_;
+};
+
+TEST_F(HttpCaptureTest, ServerAndClientSpansWithEveryField) {
+  TinyHttpServer server;
+  int fd = Connect(server.port());
+  ASSERT_GE(fd, 0);
+  const int client_port = LocalPort(fd);
+  const std::uint64_t before = ::kspan::testing::RealtimeNowNs();
+  SendAll(fd,
+          "GET /hello/world?user=secret HTTP/1.1\r\nHost: localhost\r\n"
+          "TraceParent: 00-" + std::string(kTrace) + "-" + kParent + "-01\r\n"
+          "tracestate: vendor=abc,other=1\r\nX-Other: not-exported\r\n\r\n");
+  ASSERT_NE(ReadResponses(fd, 1).find("hello"), std::string::npos);
+  const std::uint64_t after = ::kspan::testing::RealtimeNowNs();
+  const int client_tid = ::kspan::testing::CurrentTid();
+
+  auto servers = ServerSpansFrom(client_port, 1);
+  auto clients = ClientSpansTo(server.port(), 1);
+  close(fd);
+  ASSERT_EQ(servers.size(), 1u);
+  ASSERT_EQ(clients.size(), 1u);
+  for (const Span* s : {&servers[0], &clients[0]}) {
+    SCOPED_TRACE(s->kind == SpanKind::kServer ? "server span" : "client span");
+    EXPECT_EQ(s->name, "GET /hello/world");
+    EXPECT_EQ(ToHex(s->trace_id), kTrace);
+    EXPECT_EQ(ToHex(s->parent_span_id), kParent);
+    EXPECT_NE(ToHex(s->span_id), kParent);
+    EXPECT_EQ(s->trace_state, "vendor=abc,other=1");
+    EXPECT_EQ(s->flags & 0xff, 1u);
+    EXPECT_EQ(Str(*s, "http.request.method"), "GET");
+    EXPECT_EQ(Str(*s, "url.path"), "/hello/world");
+    EXPECT_EQ(FindAttribute(s->attributes, "url.query"), nullptr);
+    EXPECT_EQ(Int(*s, "http.response.status_code"), 200);
+    EXPECT_EQ(Str(*s, "server.address"), "127.0.0.1");
+    EXPECT_EQ(Int(*s, "server.port"), server.port());
+    EXPECT_EQ(Str(*s, "network.peer.address"), "127.0.0.1");
+    EXPECT_EQ(Str(*s, "network.protocol.version"), "1.1");
+    EXPECT_EQ(Int(*s, "http.request.body.size"), 0);
+    EXPECT_EQ(Int(*s, "http.response.body.size"), 5);
+    EXPECT_EQ(Int(*s, "process.pid"), getpid());
+    EXPECT_EQ(s->status_code, StatusCode::kUnset);
+    EXPECT_GE(s->start_unix_nano + 2'000'000, before);  // clock conversion tolerance
+    EXPECT_LE(s->end_unix_nano, after + 2'000'000);
+    EXPECT_LT(s->start_unix_nano, s->end_unix_nano);
+    for (const auto& a : s->attributes) {
+      if (const auto* v = std::get_if<std::string>(&a.value)) {
+        EXPECT_EQ(v->find("not-exported"), std::string::npos) << a.key;
+        EXPECT_EQ(v->find("secret"), std::string::npos) << a.key;
+      }
+    }
+  }
+  const Span& sv = servers[0];
+  const Span& cl = clients[0];
+  EXPECT_EQ(Int(sv, "network.peer.port"), client_port);
+  EXPECT_EQ(Int(sv, "client.port"), client_port);
+  EXPECT_EQ(Int(cl, "network.peer.port"), server.port());
+  EXPECT_EQ(Int(sv, "thread.id"), server.server_tid());
+  EXPECT_EQ(Int(cl, "thread.id"), client_tid);
+  EXPECT_EQ(sv.flags & 0x300, 0x300u);  // the parent is remote
+  // The client span encloses the server span.
+  EXPECT_LE(cl.start_unix_nano, sv.start_unix_nano);
+  EXPECT_GE(cl.end_unix_nano, sv.end_unix_nano);
+}
+
+TEST_F(HttpCaptureTest, KeepAliveRequestsOnOneConnection) {
+  TinyHttpServer server;
+  int fd = Connect(server.port());
+  ASSERT_GE(fd, 0);
+  const int client_port = LocalPort(fd);
+  const char* paths[] = {"/one", "/status/404", "/status/500", "/four"};
+  for (const char* p : paths) {
+    SendAll(fd, std::string("GET ") + p + " HTTP/1.1\r\nHost: x\r\n\r\n");
+    ASSERT_NE(ReadResponses(fd, 1).find("hello"), std::string::npos);
+  }
+  auto servers = ServerSpansFrom(client_port, 4);
+  auto clients = ClientSpansTo(server.port(), 4);
+  close(fd);
+  ASSERT_EQ(servers.size(), 4u);
+  ASSERT_EQ(clients.size(), 4u);
+  const std::int64_t codes[] = {200, 404, 500, 200};
+  for (int i = 0; i < 4; ++i) {
+    SCOPED_TRACE(paths[i]);
+    EXPECT_EQ(servers[i].name, std::string("GET ") + paths[i]);
+    EXPECT_EQ(clients[i].name, std::string("GET ") + paths[i]);
+    EXPECT_EQ(Int(servers[i], "http.response.status_code"), codes[i]);
+    EXPECT_EQ(Int(clients[i], "http.response.status_code"), codes[i]);
+    // Server: 5xx only; client: 4xx and 5xx.
+    EXPECT_EQ(servers[i].status_code, codes[i] >= 500 ? StatusCode::kError : StatusCode::kUnset);
+    EXPECT_EQ(clients[i].status_code, codes[i] >= 400 ? StatusCode::kError : StatusCode::kUnset);
+    // No traceparent: each exchange its own fresh trace, no parent.
+    EXPECT_TRUE(IsValid(servers[i].trace_id));
+    EXPECT_FALSE(IsValid(servers[i].parent_span_id));
+    if (i > 0) {
+      EXPECT_GE(servers[i].start_unix_nano, servers[i - 1].end_unix_nano);
+    }
+  }
+}
+
+TEST_F(HttpCaptureTest, TwoPipelinedRequestsInOneSend) {
+  TinyHttpServer server;
+  int fd = Connect(server.port());
+  ASSERT_GE(fd, 0);
+  const int client_port = LocalPort(fd);
+  SendAll(fd,
+          "GET /first HTTP/1.1\r\nHost: x\r\ntraceparent: 00-" + std::string(kTrace) + "-" +
+              kParent + "-00\r\n\r\n"
+              "POST /status/404 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
+  ASSERT_NE(ReadResponses(fd, 2).find("hello"), std::string::npos);
+  auto servers = ServerSpansFrom(client_port, 2);
+  auto clients = ClientSpansTo(server.port(), 2);
+  close(fd);
+  ASSERT_EQ(servers.size(), 2u);
+  ASSERT_EQ(clients.size(), 2u);
+  for (const auto* v : {&servers, &clients}) {
+    const auto& s = *v;
+    EXPECT_EQ(s[0].name, "GET /first");
+    EXPECT_EQ(Int(s[0], "http.response.status_code"), 200);
+    EXPECT_EQ(ToHex(s[0].trace_id), kTrace);
+    EXPECT_EQ(s[0].flags & 0xff, 0u);  // not sampled, as sent
+    EXPECT_EQ(s[1].name, "POST /status/404");
+    EXPECT_EQ(Str(s[1], "http.request.method"), "POST");
+    EXPECT_EQ(Int(s[1], "http.response.status_code"), 404);
+    EXPECT_EQ(Int(s[1], "http.request.body.size"), 3);
+    EXPECT_NE(ToHex(s[1].trace_id), kTrace);
+  }
+}
+
+TEST_F(HttpCaptureTest, RequestSplitAcrossTwoSendsTraceparentInTheSecond) {
+  TinyHttpServer server;
+  int fd = Connect(server.port());
+  ASSERT_GE(fd, 0);
+  const int client_port = LocalPort(fd);
+  SendAll(fd, "GET /split HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n");
+  std::this_thread::sleep_for(100ms);  // the server reads the first part alone
+  SendAll(fd, "traceparent: 00-" + std::string(kTrace) + "-" + kParent + "-01\r\n\r\n");
+  ASSERT_NE(ReadResponses(fd, 1).find("hello"), std::string::npos);
+  auto servers = ServerSpansFrom(client_port, 1);
+  auto clients = ClientSpansTo(server.port(), 1);
+  close(fd);
+  ASSERT_EQ(servers.size(), 1u);
+  ASSERT_EQ(clients.size(), 1u);
+  for (const Span* s : {&servers[0], &clients[0]}) {
+    EXPECT_EQ(s->name, "GET /split");
+    EXPECT_EQ(ToHex(s->trace_id), kTrace);
+    EXPECT_EQ(ToHex(s->parent_span_id), kParent);
+    EXPECT_EQ(Int(*s, "http.request.body.size"), 0);
+    EXPECT_EQ(Int(*s, "http.response.status_code"), 200);
+  }
+}
+
+TEST_F(HttpCaptureTest, NonHttpStreamProducesNothingAndIsCounted) {
+  TinyHttpServer server;
+  const auto before = capture_->ReadStats()[KSPAN_HTTP_STAT_NOT_HTTP];
+  int fd = Connect(server.port());
+  ASSERT_GE(fd, 0);
+  const int client_port = LocalPort(fd);
+  SendAll(fd, std::string("\x16\x03\x01\x02\x00 binary, then GET / HTTP/1.1\r\n\r\n", 36));
+  char c;
+  EXPECT_EQ(read(fd, &c, 1), 0);  // the server hangs up
+  // Later HTTP-looking bytes on the same stream are not looked at.
+  send(fd, "GET /late HTTP/1.1\r\n\r\n", 22, MSG_NOSIGNAL);
+  close(fd);
+  // Both ends: the client's socket and the server's.
+  const auto deadline = std::chrono::steady_clock::now() + 2s;
+  while (capture_->ReadStats()[KSPAN_HTTP_STAT_NOT_HTTP] < before + 2 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_GE(capture_->ReadStats()[KSPAN_HTTP_STAT_NOT_HTTP], before + 2);
+  EXPECT_TRUE(ServerSpansFrom(client_port, 1, 500ms).empty());
+  EXPECT_TRUE(ClientSpansTo(server.port(), 1, 300ms).empty());
+}
+
+TEST_F(HttpCaptureTest, ProcessOutsideTheFilterProducesNothing) {
+  // Server and client both in a child that is not selected.
+  ::kspan::testing::ChildProcess child([] {
+    ::kspan::testing::Listener l(AF_INET);
+    int c = Connect(l.port());
+    int s = accept(l.fd(), nullptr, nullptr);
+    const std::string req = "GET /outside HTTP/1.1\r\nHost: x\r\n\r\n";
+    const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+    char buf[512];
+    if (write(c, req.data(), req.size()) < 0 || read(s, buf, sizeof(buf)) <= 0 ||
+        write(s, resp.data(), resp.size()) < 0 || read(c, buf, sizeof(buf)) <= 0) {
+      _exit(3);
+    }
+    close(c);
+    close(s);
+  });
+  const auto emitted = capture_->ReadStats()[KSPAN_HTTP_STAT_EMITTED];
+  ASSERT_TRUE(child.RunAndWait());
+  std::this_thread::sleep_for(300ms);
+  assembler_.ExpireHttp(MonotonicNowNs() + 1'000'000'000);
+  EXPECT_EQ(SpansOfPid(child.pid()), 0u);
+  EXPECT_EQ(capture_->ReadStats()[KSPAN_HTTP_STAT_EMITTED], emitted);
+
+  // The same exchange selected: it does produce spans (the check above can fail).
+  ::kspan::testing::ChildProcess selected([] {
+    ::kspan::testing::Listener l(AF_INET);
+    int c = Connect(l.port());
+    int s = accept(l.fd(), nullptr, nullptr);
+    const std::string req = "GET /inside HTTP/1.1\r\nHost: x\r\n\r\n";
+    const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+    char buf[512];
+    if (write(c, req.data(), req.size()) < 0 || read(s, buf, sizeof(buf)) <= 0 ||
+        write(s, resp.data(), resp.size()) < 0 || read(c, buf, sizeof(buf)) <= 0) {
+      _exit(3);
+    }
+    close(c);
+    close(s);
+  });
+  ASSERT_TRUE(filter_->AllowPid(selected.pid()).ok());
+  ASSERT_TRUE(selected.RunAndWait());
+  const auto deadline = std::chrono::steady_clock::now() + 3s;
+  while (SpansOfPid(selected.pid()) < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(SpansOfPid(selected.pid()), 2u);
+}
+
+}  // namespace
+}  // namespace kspan
