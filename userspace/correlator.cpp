@@ -150,7 +150,7 @@ void Correlator::OnKernelSpan(Span&& span) {
     p->span_id = p->span.span_id;
     p->flags = p->span.flags;
     if (IsHttp(p->span)) IndexKernelHttp(p);
-    if (flushed_) {
+    if (flushed_ || !MayJoinLater(p->span)) {
       // Shutting down: placed against what is known now.
       Place(*p);
       if (p->keep) out.push_back(std::move(p->span));
@@ -166,6 +166,20 @@ void Correlator::OnKernelSpan(Span&& span) {
     }
   }
   for (auto& s : out) downstream_(std::move(s));
+}
+
+// Whether waiting can change where `s` goes. App spans come only from
+// processes that send them, and a socket syscall can still join the HTTP
+// span of its connection (which ends after it); everything else is placed
+// now, so hosts without instrumented apps see kernel spans without delay.
+bool Correlator::MayJoinLater(const Span& s) const {
+  if (IsValid(s.parent_span_id)) return false;  // placed by its trace context
+  auto pid = PidOf(s);
+  if (!pid) return false;
+  if (auto it = processes_.find(*pid); it != processes_.end() && !it->second.app.empty()) {
+    return true;
+  }
+  return FindAttribute(s.attributes, "kspan.syscall.name") != nullptr && !ConnectionOf(s).empty();
 }
 
 void Correlator::IndexAppSpans(const std::vector<Span>& spans,

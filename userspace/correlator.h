@@ -1,7 +1,8 @@
 // The correlator: places kernel spans inside the traces applications produce.
 //
 // Kernel spans (connect, syscall, HTTP, ...) wait up to a join window for the
-// app spans that may contain them; app spans are indexed as the receiver
+// app spans that may contain them (those of processes that send spans, and
+// socket syscalls that may belong to an HTTP span; others leave at once); app spans are indexed as the receiver
 // accepts them and pass on at once, unchanged. When a kernel span leaves the
 // window it is placed:
 //   1. a kernel span that already carries trace context (an HTTP span that
@@ -148,6 +149,7 @@ class Correlator {
   };
 
   void Run();
+  bool MayJoinLater(const Span& s) const;
   // Places `p` (under mu_). May place a kernel HTTP parent first.
   void Place(Pending& p, int depth = 0);
   const Container* FindContainer(ProcessIndex& idx, const Span& span, std::int64_t offset,

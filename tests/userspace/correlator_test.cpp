@@ -61,6 +61,9 @@ Span KernelSpan(std::int64_t pid, std::int64_t tid, std::uint8_t id, std::uint64
   s.end_unix_nano = kT0 + end_us * 1000;
   s.attributes.push_back({"process.pid", pid});
   s.attributes.push_back({"thread.id", tid});
+  if (s.name.rfind("syscall ", 0) == 0) {
+    s.attributes.push_back({"kspan.syscall.name", s.name.substr(8)});
+  }
   s.resource = ProcessResource(pid);
   return s;
 }
@@ -78,6 +81,10 @@ class CorrelatorTest : public ::testing::Test {
         options, metrics_, [this](Span&& s) { out_.push_back(std::move(s)); },
         /*start_thread=*/false, [this] { return now_; });
   }
+  // `pid` has sent spans before: its kernel spans wait for app spans.
+  void Known(std::int64_t pid) {
+    correlator_->IndexAppSpans({AppSpan(pid, 0x01, 0xf0, 0, 900'000, 900'001)});
+  }
   const Span* Out(std::uint8_t id) const {
     for (const auto& s : out_)
       if (s.span_id == Id(id)) return &s;
@@ -92,6 +99,7 @@ class CorrelatorTest : public ::testing::Test {
 
 TEST_F(CorrelatorTest, KernelSpanWaitsForTheWindowThenJoinsTheInnermostAppSpan) {
   Make();
+  Known(42);
   // Kernel span 10.2-10.4 ms; app spans: root 0-50 ms, child 10-20 ms.
   correlator_->OnKernelSpan(KernelSpan(42, 42, 0x31, 10'200, 10'400));
   correlator_->Release();
@@ -110,6 +118,7 @@ TEST_F(CorrelatorTest, KernelSpanWaitsForTheWindowThenJoinsTheInnermostAppSpan) 
 
 TEST_F(CorrelatorTest, OtherProcessesAndOtherThreadsDoNotAdopt) {
   Make();
+  Known(42);
   correlator_->OnKernelSpan(KernelSpan(7, 7, 0x31, 10'200, 10'400));   // another process
   correlator_->OnKernelSpan(KernelSpan(42, 43, 0x32, 10'200, 10'400)); // other thread
   correlator_->OnKernelSpan(KernelSpan(42, 42, 0x33, 10'200, 10'400));
@@ -183,6 +192,7 @@ TEST_F(CorrelatorTest, SocketSyscallsJoinTheHttpSpanOfTheirConnection) {
 
 TEST_F(CorrelatorTest, ConnectionParentWithoutTraceContextIsPlacedFirst) {
   Make();
+  Known(42);
   // A kernel HTTP client span without traceparent inside an app span: its
   // syscalls follow it into the app's trace.
   Span http = KernelSpan(42, 42, 0x40, 10'100, 10'900, "GET /y");
@@ -204,6 +214,7 @@ TEST_F(CorrelatorTest, ConnectionParentWithoutTraceContextIsPlacedFirst) {
 
 TEST_F(CorrelatorTest, HttpServerSpanWithoutContextJoinsTheAppServerSpanOfItsRequest) {
   Make();
+  Known(42);
   // The client sent no traceparent: the app's SERVER span is a root. The
   // kernel saw the request read before the app span began (9.8 ms) and the
   // response written after it ended; it is the same request by client port.
@@ -230,6 +241,7 @@ TEST_F(CorrelatorTest, HttpServerSpanWithoutContextJoinsTheAppServerSpanOfItsReq
 
 TEST_F(CorrelatorTest, AppTelemetryToKspanIsNotPartOfTheAppsWork) {
   Make();
+  Known(42);
   correlator_->SetOwnPorts({4318});
   Span write = KernelSpan(42, 42, 0x31, 10'200, 10'400, "syscall write");
   OnConnection(write, "127.0.0.1", 4318);
@@ -245,6 +257,7 @@ TEST_F(CorrelatorTest, AppTelemetryToKspanIsNotPartOfTheAppsWork) {
 
 TEST_F(CorrelatorTest, ToleranceCoversTheAppClockResolution) {
   Make();
+  Known(42);
   // The app's span ends 0.5 ms before the kernel read it contains really
   // ended (a millisecond clock); the next app span starts after it.
   correlator_->OnKernelSpan(KernelSpan(42, 42, 0x31, 19'000, 20'400));
@@ -299,6 +312,7 @@ TEST_F(CorrelatorTest, FullWindowReleasesTheOldestEarlyAndCounts) {
   CorrelatorOptions o;
   o.max_pending_kernel_spans = 3;
   Make(o);
+  Known(42);
   for (int i = 0; i < 5; ++i) {
     correlator_->OnKernelSpan(KernelSpan(42, 42, static_cast<std::uint8_t>(0x10 + i), 100, 200));
   }
@@ -332,6 +346,21 @@ TEST_F(CorrelatorTest, IndexIsBoundedAndForgetsOldSpans) {
   EXPECT_FALSE(IsValid(Out(0x98)->parent_span_id));
 }
 
+TEST_F(CorrelatorTest, SpansOfProcessesThatSendNoSpansLeaveAtOnce) {
+  Make();
+  // A TCP connect of a process that never sent spans: nothing can adopt it.
+  Span connect = KernelSpan(7, 7, 0x31, 100, 200, "tcp connect");
+  OnConnection(connect, "10.0.0.1", 80);
+  correlator_->OnKernelSpan(std::move(connect));
+  EXPECT_EQ(out_.size(), 1u);
+  // A socket syscall may still join the HTTP span of its connection: waits.
+  Span read = KernelSpan(7, 7, 0x32, 100, 200, "syscall read");
+  OnConnection(read, "10.0.0.1", 80);
+  correlator_->OnKernelSpan(std::move(read));
+  EXPECT_EQ(out_.size(), 1u);
+  EXPECT_EQ(correlator_->pending(), 1u);
+}
+
 TEST_F(CorrelatorTest, AfterFlushSpansPassStraightThrough) {
   Make();
   correlator_->Flush();
@@ -349,7 +378,12 @@ TEST(CorrelatorThread, ReleasesOnItsOwnAfterTheWindow) {
     std::lock_guard lock(mu);
     out.push_back(std::move(s));
   });
+  c.IndexAppSpans({AppSpan(42, 0x01, 0xf0, 0, 900'000, 900'001)});
   c.OnKernelSpan(KernelSpan(42, 42, 0x31, 100, 200));
+  {
+    std::lock_guard lock(mu);
+    EXPECT_TRUE(out.empty());
+  }
   for (int i = 0; i < 100; ++i) {
     {
       std::lock_guard lock(mu);
