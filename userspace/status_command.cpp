@@ -56,6 +56,20 @@ void PrintHuman(const nlohmann::json& j) {
                 f.value("selected_pids", 0ull), f.value("selected_cgroups", 0ull),
                 f.value("selected_comm_prefixes", 0ull), f.value("slow_threshold_ns", 0.0) / 1e6);
   }
+  if (j.contains("receiver")) {
+    const auto& r = j["receiver"];
+    std::printf("receiver: OTLP/gRPC port %d, OTLP/HTTP port %d (0: off)\n", r.value("grpc_port", 0),
+                r.value("http_port", 0));
+  }
+  if (j.contains("enrolled_pids")) {
+    std::string pids;
+    for (const auto& pid : j["enrolled_pids"]) pids += " " + std::to_string(pid.get<std::uint32_t>());
+    std::printf("enrolled (send spans, fully captured):%s\n", pids.empty() ? " none" : pids.c_str());
+  }
+  if (j.contains("correlation")) {
+    std::printf("correlation: %llu kernel span(s) in the join window\n",
+                j["correlation"].value("pending_kernel_spans", 0ull));
+  }
   const auto& p = j["pipeline"];
   std::printf("\npipeline: ring records %llu, decoded %llu, decode errors %llu, spans %llu\n",
               p.value("ring_records", 0ull), p.value("decoded", 0ull),
