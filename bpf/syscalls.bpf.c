@@ -5,6 +5,9 @@
  * Three interchangeable attach variants of the same two hooks, chosen by the
  * loader (userspace/syscall_capture) with bpf_program__set_autoload():
  *   tp_btf      kspan_sys_e_btf / kspan_sys_x_btf   (BTF-typed raw tracepoint)
+ *               or kspan_sys_e_btf / kspan_sys_x_ptr (the same, its exit walking
+ *               kernel structures with direct BTF loads: kernels with
+ *               bpf_rdonly_cast, 6.2+)
  *   raw_tp      kspan_sys_e_raw / kspan_sys_x_raw   (raw tracepoint, probe reads)
  *   tracepoint  kspan_sys_e_tp  / kspan_sys_x_tp    (classic raw_syscalls:sys_*)
  *
@@ -19,6 +22,10 @@
 #include "bpf/syscalls.h"
 
 #include <bpf/bpf_endian.h>
+
+/* Only kspan_sys_x_ptr calls it; the loader loads that program only where
+ * kernel BTF has it, so older kernels never see the call. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -164,6 +171,16 @@ static __always_inline int sys_level(__u32 tgid, struct kspan_filter_config **fc
 	return level;
 }
 
+/* Idle waits (futex, epoll_wait, poll, select, nanosleep: class WAIT) of
+ * processes that are only watched for slow syscalls: every event loop on the
+ * host would be a "slow" syscall each time it sleeps. Such processes still
+ * report slow file and socket I/O (a stuck fsync, read or write). Checked at
+ * sys_enter, so these waits take no slot, and again at sys_exit. */
+static __always_inline bool skipped_wait(const struct kspan_syscall_config *c, int level)
+{
+	return level == KSPAN_TRACE_SLOW_ONLY && c->syscall_class == KSPAN_SYSCALL_CLASS_WAIT;
+}
+
 static __always_inline bool task_is_compat(void)
 {
 	struct task_struct *task = (void *)bpf_get_current_task();
@@ -275,11 +292,102 @@ static __always_inline void fill_socket(struct kspan_syscall_event *e, struct fi
 	e->dport = bpf_ntohs((__u16)ports);
 }
 
+/* ---- the same walks with direct BTF loads (kspan_sys_x_ptr only) ----
+ *
+ * A load through a BTF pointer is a plain load with an exception-table
+ * fixup (a bad address reads as 0), about 1 ns; bpf_probe_read_kernel costs
+ * some 20-50 ns. The walk starts at the trusted current task; what BTF
+ * types as void * or as a pointer array (file->private_data, fdt->fd[]) is
+ * a scalar to the verifier: fd[fd] is one probe read, and the struct file
+ * and struct socket pointers are given their BTF type with bpf_rdonly_cast
+ * (read-only, untrusted: loads only). */
+
+static __always_inline bool task_is_compat_direct(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	return task->thread_info.status & TS_COMPAT;
+}
+
+static __always_inline struct file *fd_file_direct(__u32 fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct files_struct *files = task->files;
+	if (!files)
+		return NULL;
+	struct fdtable *fdt = files->fdt;
+	if (!fdt || fd >= fdt->max_fds)
+		return NULL;
+	struct file **fds = fdt->fd;
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+static __always_inline struct file *file_btf(struct file *f)
+{
+	return bpf_rdonly_cast(f, bpf_core_type_id_kernel(struct file));
+}
+
+static __always_inline __u8 file_kind_direct(struct file *f)
+{
+	if (!f)
+		return KSPAN_FD_NONE;
+	struct inode *inode = file_btf(f)->f_inode;
+	if (!inode)
+		return KSPAN_FD_NONE;
+	switch (inode->i_mode & S_IFMT) {
+	case S_IFSOCK:
+		return KSPAN_FD_SOCKET;
+	case S_IFREG:
+	case S_IFDIR:
+		return KSPAN_FD_FILE;
+	case S_IFIFO:
+		return KSPAN_FD_PIPE;
+	default:
+		return KSPAN_FD_OTHER;
+	}
+}
+
+static __always_inline void fill_socket_direct(struct kspan_syscall_event *e, struct file *f)
+{
+	void *priv = file_btf(f)->private_data;
+	if (!priv)
+		return;
+	struct socket *sock = bpf_rdonly_cast(priv, bpf_core_type_id_kernel(struct socket));
+	struct sock *sk = sock->sk;
+	if (!sk)
+		return;
+	const struct sock_common *skc = &sk->__sk_common;
+	__u16 family = skc->skc_family;
+	e->family = (__u8)family;
+	e->sock_type = (__u8)sock->type;
+	e->protocol = (__u8)sk->sk_protocol;
+	if (family == AF_INET) {
+		__u32 daddr = skc->skc_daddr;
+		__u32 saddr = skc->skc_rcv_saddr;
+		__builtin_memcpy(e->daddr, &daddr, 4);
+		__builtin_memcpy(e->saddr, &saddr, 4);
+	} else if (family == AF_INET6) {
+		__u32 a[8];
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			a[i] = skc->skc_v6_rcv_saddr.in6_u.u6_addr32[i];
+			a[4 + i] = skc->skc_v6_daddr.in6_u.u6_addr32[i];
+		}
+		__builtin_memcpy(e->saddr, &a[0], 16);
+		__builtin_memcpy(e->daddr, &a[4], 16);
+	} else {
+		return;
+	}
+	e->sport = skc->skc_num;
+	e->dport = bpf_ntohs(skc->skc_dport);
+}
+
 /* Every field but the path tail. */
 static __always_inline void fill_event(struct kspan_syscall_event *e, const struct in_flight *fl,
 				       __u64 pid_tgid, __u64 now, long ret,
 				       const struct kspan_syscall_config *c, __u32 fd,
-				       struct file *f, __u8 kind)
+				       struct file *f, __u8 kind, bool direct)
 {
 	e->type = KSPAN_EVENT_SYSCALL;
 	e->pid = pid_tgid >> 32;
@@ -307,13 +415,35 @@ static __always_inline void fill_event(struct kspan_syscall_event *e, const stru
 	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
 	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	if (kind == KSPAN_FD_SOCKET)
-		fill_socket(e, f);
+	if (kind == KSPAN_FD_SOCKET) {
+		if (direct)
+			fill_socket_direct(e, f);
+		else
+			fill_socket(e, f);
+	}
 }
 
-static __always_inline void submit(void *e)
+/* Wake the consumer once per wakeup_bytes written: when the producer
+ * position crosses a multiple of it with this record (`size` bytes as
+ * reserved). Waking whenever wakeup_bytes are waiting would wake on every
+ * record while the consumer is scheduled in, several hundred ns each. Records
+ * reserved concurrently on other CPUs can make one crossing go unnoticed;
+ * the consumer's poll timeout bounds the delay then, nothing is lost. */
+static __always_inline __u64 sys_wakeup_flag(__u64 size)
 {
-	bpf_ringbuf_submit(e, kspan_wakeup_flag(&kspan_sys_ring, wakeup_bytes));
+	if (wakeup_bytes == 0)
+		return 0; /* kernel default: wake when the consumer has caught up */
+	__u64 rec = ((size + 7) & ~7ull) + 8; /* 8-byte aligned, plus the ring's header */
+	__u64 prod = bpf_ringbuf_query(&kspan_sys_ring, BPF_RB_PROD_POS);
+	if (prod < rec)
+		return BPF_RB_NO_WAKEUP;
+	return prod / wakeup_bytes != (prod - rec) / wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+								  : BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void submit(void *e, __u64 size)
+{
+	bpf_ringbuf_submit(e, sys_wakeup_flag(size));
 	kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_EMITTED);
 }
 
@@ -336,6 +466,8 @@ static __always_inline int enter_traced(const struct kspan_syscall_config *c, lo
 					__u64 pid_tgid, int level, __u64 a0, __u64 a1,
 					__u64 a2, __u64 a3)
 {
+	if (skipped_wait(c, level))
+		return 0;
 	__u8 flags = c->flags;
 	if ((flags & KSPAN_SYSCALL_F_FUTEX_WAIT) && !futex_waits(a1))
 		return 0;
@@ -426,11 +558,12 @@ static __always_inline void fill_openat_path(struct kspan_syscall_path_event *e,
 
 static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 					const struct in_flight *flp, __u64 pid_tgid, __u64 now,
-					long ret, const struct kspan_filter_config *fc);
+					long ret, const struct kspan_filter_config *fc, bool direct);
 
 /* sys_exit once the process is known to be traced (fc set). */
 static __always_inline int sys_exit_traced(struct kspan_syscall_config *c, __u64 pid_tgid,
-					   long nr, long ret, struct kspan_filter_config *fc)
+					   long nr, long ret, struct kspan_filter_config *fc,
+					   bool direct)
 {
 	__u32 tgid = pid_tgid >> 32;
 	__u32 tid = (__u32)pid_tgid;
@@ -443,7 +576,7 @@ static __always_inline int sys_exit_traced(struct kspan_syscall_config *c, __u64
 		/* Began before capture started, was not recorded for lack of a
 		 * slot (counted at enter), or the process became traced
 		 * meanwhile; ia32 syscalls are never recorded. */
-		if (!task_is_compat())
+		if (!(direct ? task_is_compat_direct() : task_is_compat()))
 			kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_EXIT_NO_ENTER);
 		return 0;
 	}
@@ -453,7 +586,7 @@ static __always_inline int sys_exit_traced(struct kspan_syscall_config *c, __u64
 		 * exit was lost. */
 		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_EXIT_NO_ENTER);
 	} else {
-		exit_traced(c, slot, pid_tgid, now, ret, fc);
+		exit_traced(c, slot, pid_tgid, now, ret, fc, direct);
 		/* close: the remembered path dies with the fd, recorded or not. */
 		if ((c->flags & KSPAN_SYSCALL_F_FD_AT_ENTER) && ret == 0) {
 			struct path_key key = {.tgid = tgid, .fd = (__u32)slot->args[0]};
@@ -467,22 +600,23 @@ static __always_inline int sys_exit_traced(struct kspan_syscall_config *c, __u64
 	return 0;
 }
 
-static __always_inline int sys_exit_common(long nr, long ret)
+static __always_inline int sys_exit_common(long nr, long ret, bool direct)
 {
 	struct kspan_syscall_config *c = sys_config(nr);
 	if (!c)
 		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct kspan_filter_config *fc = NULL;
-	if (sys_level(pid_tgid >> 32, &fc) == KSPAN_TRACE_NONE || !fc)
+	int level = sys_level(pid_tgid >> 32, &fc);
+	if (level == KSPAN_TRACE_NONE || !fc || skipped_wait(c, level))
 		return 0;
-	return sys_exit_traced(c, pid_tgid, nr, ret, fc);
+	return sys_exit_traced(c, pid_tgid, nr, ret, fc, direct);
 }
 
 /* A paired syscall: the record, if slow enough. */
 static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 					const struct in_flight *flp, __u64 pid_tgid, __u64 now,
-					long ret, const struct kspan_filter_config *fc)
+					long ret, const struct kspan_filter_config *fc, bool direct)
 {
 	__u32 tgid = pid_tgid >> 32;
 	__u8 flags = c->flags;
@@ -508,7 +642,7 @@ static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 	}
 	/* An ia32 syscall: its numbers differ, the config does not apply.
 	 * Checked here, not at enter, so fast syscalls never pay for it. */
-	if (task_is_compat())
+	if (direct ? task_is_compat_direct() : task_is_compat())
 		return;
 
 	__u32 fd = KSPAN_SYSCALL_NO_FD;
@@ -516,16 +650,16 @@ static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 	if (flags & KSPAN_SYSCALL_F_FD_RET) {
 		if (ret >= 0) {
 			fd = (__u32)ret;
-			f = fd_file(fd);
+			f = direct ? fd_file_direct(fd) : fd_file(fd);
 		}
 	} else if (flags & KSPAN_SYSCALL_F_FD_AT_ENTER) {
 		fd = (__u32)flp->args[0];
 		f = (struct file *)flp->file;
 	} else if (flags & KSPAN_SYSCALL_F_FD_ARG0) {
 		fd = (__u32)flp->args[0];
-		f = fd_file(fd);
+		f = direct ? fd_file_direct(fd) : fd_file(fd);
 	}
-	__u8 kind = file_kind(f);
+	__u8 kind = direct ? file_kind_direct(f) : file_kind(f);
 	if (only_if_socket && kind != KSPAN_FD_SOCKET) {
 		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_BELOW_THRESHOLD);
 		return;
@@ -538,12 +672,12 @@ static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 			kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_RING_FULL);
 			return;
 		}
-		fill_event(&e->ev, flp, pid_tgid, now, ret, c, fd, f, kind);
+		fill_event(&e->ev, flp, pid_tgid, now, ret, c, fd, f, kind, direct);
 		if (flags & KSPAN_SYSCALL_F_PATH_ARG1)
 			fill_openat_path(e, flp, tgid, ret, f);
 		else
 			fill_path(e, tgid, fd, f);
-		submit(e);
+		submit(e, sizeof(*e));
 		return;
 	}
 	struct kspan_syscall_event *e = bpf_ringbuf_reserve(&kspan_sys_ring, sizeof(*e), 0);
@@ -551,8 +685,8 @@ static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_RING_FULL);
 		return;
 	}
-	fill_event(e, flp, pid_tgid, now, ret, c, fd, f, kind);
-	submit(e);
+	fill_event(e, flp, pid_tgid, now, ret, c, fd, f, kind, direct);
+	submit(e, sizeof(*e));
 	return;
 }
 
@@ -575,7 +709,14 @@ int BPF_PROG(kspan_sys_e_btf, struct pt_regs *regs, long id)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(kspan_sys_x_btf, struct pt_regs *regs, long ret)
 {
-	return sys_exit_common(regs->orig_ax, ret);
+	return sys_exit_common(regs->orig_ax, ret, false);
+}
+
+/* The loader's choice over kspan_sys_x_btf where the kernel has bpf_rdonly_cast. */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(kspan_sys_x_ptr, struct pt_regs *regs, long ret)
+{
+	return sys_exit_common(regs->orig_ax, ret, true);
 }
 
 /* ---- variant raw_tp: raw_syscalls, arguments through probe reads ---- */
@@ -604,14 +745,15 @@ int kspan_sys_x_raw(struct bpf_raw_tracepoint_args *ctx)
 	/* The syscall number costs a probe read here: the process first. */
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct kspan_filter_config *fc = NULL;
-	if (sys_level(pid_tgid >> 32, &fc) == KSPAN_TRACE_NONE || !fc)
+	int level = sys_level(pid_tgid >> 32, &fc);
+	if (level == KSPAN_TRACE_NONE || !fc)
 		return 0;
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
 	long nr = BPF_CORE_READ(regs, orig_ax);
 	struct kspan_syscall_config *c = sys_config(nr);
-	if (!c)
+	if (!c || skipped_wait(c, level))
 		return 0;
-	return sys_exit_traced(c, pid_tgid, nr, (long)ctx->args[1], fc);
+	return sys_exit_traced(c, pid_tgid, nr, (long)ctx->args[1], fc, false);
 }
 
 /* ---- variant tracepoint: the classic raw_syscalls:sys_enter/sys_exit ---- */
@@ -637,7 +779,7 @@ int kspan_sys_x_tp(struct trace_event_raw_sys_exit *ctx)
 {
 	long id = ctx->id;
 	long ret = ctx->ret;
-	return sys_exit_common(id, ret);
+	return sys_exit_common(id, ret, false);
 }
 
 /* ---- level cache invalidation, on every variant ---- */

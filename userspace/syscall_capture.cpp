@@ -1,6 +1,7 @@
 #include "userspace/syscall_capture.h"
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <unistd.h>
 
@@ -45,6 +46,16 @@ std::uint32_t InFlightSlots() {
   std::uint32_t n = 1024;
   while (n < want) n <<= 1;
   return n;
+}
+
+// The kfunc kspan_sys_x_ptr calls, looked up in the running kernel's BTF
+// (an external --btf file describes types, not which kfuncs the kernel has).
+bool KernelHasRdonlyCast() {
+  btf* vmlinux = btf__load_vmlinux_btf();
+  if (vmlinux == nullptr) return false;
+  const bool found = btf__find_by_name_kind(vmlinux, "bpf_rdonly_cast", BTF_KIND_FUNC) > 0;
+  btf__free(vmlinux);
+  return found;
 }
 
 }  // namespace
@@ -141,7 +152,6 @@ absl::Status SyscallCapture::Configure() {
     SyscallVariant variant;
   } progs[] = {
       {skel_->progs.kspan_sys_e_btf, SyscallVariant::kTpBtf},
-      {skel_->progs.kspan_sys_x_btf, SyscallVariant::kTpBtf},
       {skel_->progs.kspan_sys_e_raw, SyscallVariant::kRawTp},
       {skel_->progs.kspan_sys_x_raw, SyscallVariant::kRawTp},
       {skel_->progs.kspan_sys_e_tp, SyscallVariant::kTracepoint},
@@ -150,6 +160,17 @@ absl::Status SyscallCapture::Configure() {
   for (const auto& p : progs) {
     if (int err = bpf_program__set_autoload(p.prog, p.variant == attempt_)) {
       return Failed("configure", bpf_program__name(p.prog), err);
+    }
+  }
+  // tp_btf has two exit programs; the other variants' never load either.
+  const bool tp_btf = attempt_ == SyscallVariant::kTpBtf;
+  const std::pair<bpf_program*, bool> exits[] = {
+      {skel_->progs.kspan_sys_x_btf, tp_btf && !attempt_direct_},
+      {skel_->progs.kspan_sys_x_ptr, tp_btf && attempt_direct_},
+  };
+  for (const auto& [prog, load] : exits) {
+    if (int err = bpf_program__set_autoload(prog, load)) {
+      return Failed("configure", bpf_program__name(prog), err);
     }
   }
   return absl::OkStatus();
@@ -170,8 +191,12 @@ absl::Status SyscallCapture::Attach() {
   bpf_link **enter_link = nullptr, **exit_link = nullptr;
   switch (attempt_) {
     case SyscallVariant::kTpBtf:
-      enter = skel_->progs.kspan_sys_e_btf, exit = skel_->progs.kspan_sys_x_btf;
-      enter_link = &skel_->links.kspan_sys_e_btf, exit_link = &skel_->links.kspan_sys_x_btf;
+      enter = skel_->progs.kspan_sys_e_btf, enter_link = &skel_->links.kspan_sys_e_btf;
+      if (attempt_direct_) {
+        exit = skel_->progs.kspan_sys_x_ptr, exit_link = &skel_->links.kspan_sys_x_ptr;
+      } else {
+        exit = skel_->progs.kspan_sys_x_btf, exit_link = &skel_->links.kspan_sys_x_btf;
+      }
       break;
     case SyscallVariant::kRawTp:
       enter = skel_->progs.kspan_sys_e_raw, exit = skel_->progs.kspan_sys_x_raw;
@@ -200,35 +225,47 @@ absl::Status SyscallCapture::Attach() {
     }
   }
   variant_ = std::string(SyscallVariantName(attempt_));
+  direct_walk_ = attempt_direct_;
   return absl::OkStatus();
 }
 
 absl::Status SyscallCapture::Start() {
-  std::vector<SyscallVariant> candidates;
+  std::vector<SyscallVariant> variants;
   if (options_.force_variant) {
-    candidates.push_back(*options_.force_variant);
+    variants.push_back(*options_.force_variant);
   } else {
-    candidates.assign(kSyscallVariants.begin(), kSyscallVariants.end());
+    variants.assign(kSyscallVariants.begin(), kSyscallVariants.end());
+  }
+  // (variant, direct walk): tp_btf with direct loads first where possible.
+  const bool direct = options_.direct_walk && KernelHasRdonlyCast();
+  std::vector<std::pair<SyscallVariant, bool>> candidates;
+  for (auto v : variants) {
+    if (v == SyscallVariant::kTpBtf && direct) candidates.emplace_back(v, true);
+    candidates.emplace_back(v, false);
   }
   std::vector<std::string> refused;
   absl::Status last;
-  for (auto v : candidates) {
+  for (auto [v, d] : candidates) {
     attempt_ = v;
+    attempt_direct_ = d;
     last = Open();
     if (last.ok()) last = Configure();
     if (last.ok()) last = Load();
     if (last.ok()) last = Attach();
     if (last.ok()) {
+      const char* walk = direct_walk_ ? ", direct BTF loads" : "";
       if (refused.empty()) {
-        spdlog::info("syscall capture: variant {} (raw_syscalls sys_enter/sys_exit)", variant_);
+        spdlog::info("syscall capture: variant {} (raw_syscalls sys_enter/sys_exit{})", variant_,
+                     walk);
       } else {
-        spdlog::warn("syscall capture: variant {} (raw_syscalls sys_enter/sys_exit); refused: {}",
-                     variant_, absl::StrJoin(refused, "; "));
+        spdlog::warn("syscall capture: variant {} (raw_syscalls sys_enter/sys_exit{}); refused: {}",
+                     variant_, walk, absl::StrJoin(refused, "; "));
       }
       return absl::OkStatus();
     }
     if (last.code() == absl::StatusCode::kInvalidArgument) return last;  // not the kernel's fault
-    refused.push_back(std::string(last.message()));
+    refused.push_back(d ? absl::StrCat(last.message(), " (direct BTF loads)")
+                        : std::string(last.message()));
     Destroy();
   }
   return absl::InternalError(

@@ -62,6 +62,11 @@ struct SyscallCaptureOptions {
   std::string pin_dir;
   // Only this variant (tests, or an operator's choice); empty = try in order.
   std::optional<SyscallVariant> force_variant;
+  // tp_btf: where kernel BTF has bpf_rdonly_cast (6.2+), take the exit
+  // program that walks task -> files -> fd -> file -> socket with direct BTF
+  // loads instead of probe reads (several times cheaper per record), falling
+  // back to the probe-read exit if the kernel refuses it. false: probe reads.
+  bool direct_walk = true;
   // Syscall names to record (see KnownSyscalls()); empty = the default set.
   std::vector<std::string> syscalls;
   SyscallClassMinimums class_min = kDefaultSyscallClassMinimums;
@@ -94,6 +99,8 @@ class SyscallCapture {
   int ring_fd() const;
   // The variant taken ("tp_btf", "raw_tp", "tracepoint"); empty before Start.
   const std::string& variant() const { return variant_; }
+  // Whether the tp_btf exit program with direct BTF loads was taken.
+  bool direct_walk() const { return direct_walk_; }
   // Per-CPU counters summed; zeros before Load().
   SyscallStats ReadStats() const;
 
@@ -122,6 +129,8 @@ class SyscallCapture {
 
   SyscallCaptureOptions options_;
   SyscallVariant attempt_;
+  bool attempt_direct_ = false;  // tp_btf: kspan_sys_x_ptr instead of kspan_sys_x_btf
+  bool direct_walk_ = false;
   syscalls_bpf* skel_ = nullptr;
   std::string variant_;
   mutable std::mutex mu_;

@@ -18,6 +18,10 @@
 //   kspan_syscall_overhead [--variant tp_btf|raw_tp|tracepoint|all]
 //                          [--iterations N] [--rounds R]
 //                          [--phases off,floor,filtered,slow_only,traced]
+//                          [--direct-walk 1|0]   (tp_btf: direct BTF loads or probe reads)
+//                          [--ring-kib N] [--wakeup-kib N]
+//                          [--drain during|after]  (reader thread draining while the loop
+//                                                   runs, or the ring drained after each phase)
 #include <arpa/inet.h>
 #include <bpf/libbpf.h>
 #include <netinet/in.h>
@@ -115,7 +119,8 @@ struct FloorLinks {
 };
 
 int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
-               const std::vector<std::string>& phases) {
+               const std::vector<std::string>& phases, bool direct_walk,
+               std::size_t ring_kib, std::size_t wakeup_kib, bool drain_during) {
   const std::string vname(SyscallVariantName(variant));
   // The floor: empty programs of the same variant.
   FloorLinks floor;
@@ -144,8 +149,9 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
   SyscallCaptureOptions opts;
   opts.pin_dir = pins->path();
   opts.force_variant = variant;
-  opts.ring_buffer_bytes = 64u << 20;
-  opts.wakeup_bytes = 256u << 10;
+  opts.direct_walk = direct_walk;
+  opts.ring_buffer_bytes = ring_kib << 10;
+  opts.wakeup_bytes = wakeup_kib << 10;
   SyscallCapture capture(opts);
   if (auto s = capture.Start(); !s.ok()) {
     std::fprintf(stderr, "%s\n", s.ToString().c_str());
@@ -160,7 +166,7 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
   CountingSink sink;
   RingReader reader;
   (void)reader.Add(capture.ring_fd(), "kspan_sys_ring", &sink);
-  (void)reader.Start(10ms);
+  if (drain_during) (void)reader.Start(10ms);
 
   UdpPair udp;
   if (!udp.Open()) return std::perror("udp"), 1;
@@ -187,6 +193,10 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
       if (phase == "traced") traced_calls += iterations + iterations / 10;
       if (phase == "floor") floor.Detach();
       capture.Detach();
+      if (!drain_during) {
+        while (reader.PollOnce(0ms) > 0) {
+        }
+      }
     }
   }
   // Let the reader drain what the last traced phase wrote.
@@ -200,8 +210,9 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
     if (results[p].empty()) results[p].push_back(off);
   }
   const double floor_added = Median(results["floor"]) - off;
-  std::printf("\nvariant %s: %zu send() calls per phase, median of %d rounds\n", vname.c_str(),
-              iterations, rounds);
+  std::printf("\nvariant %s%s: %zu send() calls per phase, median of %d rounds\n",
+              vname.c_str(), capture.direct_walk() ? " (direct BTF loads)" : "", iterations,
+              rounds);
   std::printf("%-10s %12s %12s\n", "phase", "CPU ns/call", "added ns");
   for (const auto& phase : phases) {
     const double m = Median(results[phase]);
@@ -232,12 +243,20 @@ int main(int argc, char** argv) {
   std::string variant = "all";
   std::size_t iterations = 200'000;
   int rounds = 7;
+  bool direct_walk = true;
+  std::size_t ring_kib = 64u << 10;
+  std::size_t wakeup_kib = 256;
+  bool drain_during = true;
   std::vector<std::string> phases = {"off", "floor", "filtered", "slow_only", "traced"};
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     if (k == "--variant") variant = argv[i + 1];
     else if (k == "--iterations") iterations = std::strtoull(argv[i + 1], nullptr, 10);
     else if (k == "--rounds") rounds = std::atoi(argv[i + 1]);
+    else if (k == "--direct-walk") direct_walk = std::atoi(argv[i + 1]) != 0;
+    else if (k == "--ring-kib") ring_kib = std::strtoull(argv[i + 1], nullptr, 10);
+    else if (k == "--wakeup-kib") wakeup_kib = std::strtoull(argv[i + 1], nullptr, 10);
+    else if (k == "--drain") drain_during = std::string(argv[i + 1]) != "after";
     else if (k == "--phases") {
       phases.clear();
       std::string list = argv[i + 1];
@@ -255,7 +274,8 @@ int main(int argc, char** argv) {
   int rc = 0;
   for (auto v : kspan::kSyscallVariants) {
     if (variant != "all" && variant != kspan::SyscallVariantName(v)) continue;
-    rc |= kspan::RunVariant(v, iterations, std::max(rounds, 1), phases);
+    rc |= kspan::RunVariant(v, iterations, std::max(rounds, 1), phases, direct_walk, ring_kib,
+                           wakeup_kib, drain_during);
   }
   return rc;
 }

@@ -149,6 +149,10 @@ class SyscallSpans : public ::testing::TestWithParam<SyscallVariant> {
     }
     ASSERT_EQ(capture_->variant(), SyscallVariantName(GetParam()));
     ::kspan::testing::ReportVariant("syscalls.forced", capture_->variant());
+    if (GetParam() == SyscallVariant::kTpBtf) {
+      ::kspan::testing::ReportVariant("syscalls.tp_btf_exit",
+                                      capture_->direct_walk() ? "direct_btf" : "probe_read");
+    }
     auto filter = CaptureFilter::Open(pins_->path());
     ASSERT_TRUE(filter.ok()) << filter.status();
     filter_.emplace(std::move(*filter));
@@ -506,20 +510,44 @@ TEST_P(SyscallSpans, SlowOnlyProcessRecordsOnlySlowSyscalls) {
   StartCapture();
   if (IsSkipped() || HasFatalFailure()) return;
   ASSERT_TRUE(filter_->SetSlowThreshold(50ms).ok());
+  // The child (not selected: slow-only) does fast writes, a pipe read that
+  // blocks 100 ms until a grandchild writes, then sleeps 100 ms: the stuck
+  // read is recorded, the fast writes are not, and neither is the idle sleep
+  // (waits are not recorded for slow-only processes).
   Child child([] {
     int fd = open("/dev/null", O_WRONLY);
     for (int i = 0; i < 10; ++i) (void)!write(fd, "x", 1);
+    int p[2];
+    if (pipe(p) != 0) _exit(2);
+    pid_t writer = fork();
+    if (writer == 0) {
+      SleepFor(100ms);
+      (void)!write(p[1], "w", 1);
+      _exit(0);
+    }
+    close(p[1]);
+    char c;
+    if (read(p[0], &c, 1) != 1) _exit(3);
+    waitpid(writer, nullptr, 0);
     SleepFor(100ms);
+    close(p[0]);
     close(fd);
   });
   ASSERT_TRUE(child.RunAndWait());
-  auto slow = collector_.WaitFor([&](const Record& r) {
-    return r.e.pid == child.pid() && (r.e.nr == SYS_nanosleep || r.e.nr == SYS_clock_nanosleep);
-  });
-  ASSERT_TRUE(slow.has_value()) << "the slow-only child's 100 ms sleep was not recorded";
+  auto slow = collector_.WaitFor(
+      [&](const Record& r) { return r.e.pid == child.pid() && r.e.nr == SYS_read; });
+  ASSERT_TRUE(slow.has_value()) << "the slow-only child's blocked pipe read was not recorded";
   EXPECT_EQ(slow->e.trace_level, KSPAN_TRACE_SLOW_ONLY);
-  EXPECT_GE(slow->e.end_ns - slow->e.start_ns, 100'000'000u);
+  EXPECT_EQ(slow->e.fd_kind, KSPAN_FD_PIPE);
+  EXPECT_EQ(Ret(slow->e), 1);
+  EXPECT_GE(slow->e.end_ns - slow->e.start_ns, 50'000'000u);
   EXPECT_EQ(AttrAs<bool>(SpanOf(*slow), "kspan.syscall.slow_only"), true);
+  // A marker of this (fully traced) process, written after the child's
+  // exit: once it is read, so is everything the child wrote to the ring.
+  int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  ASSERT_EQ(write(fd, "m", 1), 1);
+  ASSERT_TRUE(collector_.WaitFor(Mine(SYS_write, fd)).has_value());
+  close(fd);
   EXPECT_EQ(collector_.Count([&](const Record& r) {
               return r.e.pid == child.pid() && r.e.end_ns - r.e.start_ns < 50'000'000;
             }),
@@ -528,6 +556,19 @@ TEST_P(SyscallSpans, SlowOnlyProcessRecordsOnlySlowSyscalls) {
               return r.e.pid == child.pid() && r.e.nr == SYS_write;
             }),
             0u);
+  EXPECT_EQ(collector_.Count([&](const Record& r) {
+              return r.e.pid == child.pid() &&
+                     (r.e.nr == SYS_nanosleep || r.e.nr == SYS_clock_nanosleep ||
+                      r.e.syscall_class == KSPAN_SYSCALL_CLASS_WAIT);
+            }),
+            0u)
+      << "an idle sleep of a slow-only process was recorded";
+  // A fully traced process still has its waits recorded (20 ms minimum).
+  SleepFor(60ms);
+  EXPECT_TRUE(collector_.WaitFor([&](const Record& r) {
+                return Mine(SYS_nanosleep)(r) || Mine(SYS_clock_nanosleep)(r);
+              }).has_value())
+      << "a traced process's 60 ms sleep was not recorded";
 }
 
 TEST_P(SyscallSpans, SyscallSetAndThresholdsChangeWithoutReload) {
