@@ -1,18 +1,25 @@
 // Accept spans and connection lifetimes on the running kernel, per variant:
 // real connections over loopback, every field of the records asserted.
 #include <gtest/gtest.h>
+#include <linux/filter.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include "tests/privileged/privileged.h"
 #include "tests/privileged/tcp_fixture.h"
 #include "userspace/clock_sync.h"
+#include "userspace/id_generator.h"
+#include "userspace/process_resources.h"
 #include "userspace/span_assembler.h"
+#include "userspace/tcp_spans.h"
 
 namespace kspan {
 namespace {
@@ -177,6 +184,114 @@ TEST_P(TcpConnectionCapture, ResetIsReportedOnTheConnection) {
   EXPECT_EQ(notes[0].state, 1u /* TCP_ESTABLISHED */);
   EXPECT_GE(notes[0].ts_ns, out->start_ns);
   EXPECT_LE(notes[0].ts_ns, out->end_ns);
+}
+
+// Every segment arriving on `fd` is dropped by the kernel before TCP sees it
+// (a classic socket filter returning 0: tcp_v4_rcv runs it on established
+// sockets), so the peer gets no ACK and retransmits on its timer. Core
+// networking: no qdisc, netem or nftables needed on any kernel.
+void DropEverythingArrivingOn(int fd) {
+  static sock_filter drop_all[] = {{BPF_RET | BPF_K, 0, 0, 0}};
+  sock_fprog prog = {1, drop_all};
+  ASSERT_EQ(setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)), 0)
+      << std::strerror(errno);
+}
+
+TEST_P(TcpConnectionCapture, RetransmitsAreReportedOnTheConnection) {
+  KSPAN_REQUIRE_BPF();
+  StartCapture(0);
+  Listener server(AF_INET);
+  ConnectResult client = ConnectLoopback(AF_INET, server.port());
+  ASSERT_EQ(client.err, 0);
+  int conn = accept(server.fd(), nullptr, nullptr);
+  ASSERT_GE(conn, 0);
+
+  // The server drops what arrives: the client's 1000 bytes go unacknowledged
+  // and are retransmitted (RTO at least 200 ms, doubling) until the filter
+  // is removed and a retransmission gets through.
+  DropEverythingArrivingOn(conn);
+  const std::uint64_t lossy_from = MonoNow();
+  WriteAll(client.fd, 1000);
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  const int unused = 0;  // the kernel wants an int-sized option value
+  ASSERT_EQ(setsockopt(conn, SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof(unused)), 0)
+      << std::strerror(errno);
+  const std::uint64_t lossy_until = MonoNow();
+  ReadExactly(conn, 1000);
+  WriteAll(conn, 10);
+  ReadExactly(client.fd, 10);
+  close(client.fd);
+  char c;
+  ASSERT_EQ(read(conn, &c, 1), 0);
+  close(conn);
+
+  auto out = collector_.WaitConn(
+      [&](const kspan_tcp_conn_event& e) {
+        return e.direction == KSPAN_TCP_DIR_OUT && e.ep.sport == client.local_port;
+      },
+      std::chrono::seconds(5));
+  ASSERT_TRUE(out.has_value()) << "no lifetime record for the client side";
+  EXPECT_EQ(out->closed_by, KSPAN_TCP_CLOSED_LOCAL);
+  // Two timer retransmissions fit in the 800 ms (at about 200 and 600 ms);
+  // the one that got through came after.
+  EXPECT_GE(out->total_retrans, 2u);
+  EXPECT_LE(out->total_retrans, 10u);
+  // tcp_sock.bytes_sent counts retransmitted bytes too.
+  EXPECT_GE(out->bytes_sent, 1000u * (1 + out->total_retrans) - 999u);
+  EXPECT_EQ(out->bytes_received, 10u);
+
+  const auto notes = collector_.NotesOf(out->sock_id);
+  std::vector<kspan_tcp_note> rtx;
+  for (const auto& n : notes) {
+    if (n.kind == KSPAN_TCP_NOTE_RETRANSMIT) rtx.push_back(n);
+  }
+  ASSERT_GE(rtx.size(), 2u) << "retransmit notes: " << rtx.size();
+  EXPECT_EQ(rtx.size(), notes.size()) << "only retransmits happened on this connection";
+  EXPECT_EQ(rtx.size(), out->total_retrans);  // one segment each
+  std::uint64_t prev = 0;
+  for (const auto& n : rtx) {
+    EXPECT_EQ(n.state, 1u /* TCP_ESTABLISHED */);
+    EXPECT_GE(n.ts_ns, lossy_from);
+    EXPECT_GE(n.ts_ns, out->start_ns);
+    EXPECT_LE(n.ts_ns, out->end_ns);
+    EXPECT_GT(n.ts_ns, prev);
+    prev = n.ts_ns;
+  }
+  // The first two were on the retransmission timer during the loss window.
+  EXPECT_LE(rtx[1].ts_ns, lossy_until);
+
+  // The server side received, never retransmitted.
+  auto in = collector_.WaitConn(
+      [&](const kspan_tcp_conn_event& e) {
+        return e.direction == KSPAN_TCP_DIR_IN && e.ep.dport == client.local_port;
+      },
+      std::chrono::seconds(5));
+  ASSERT_TRUE(in.has_value());
+  EXPECT_EQ(in->total_retrans, 0u);
+  EXPECT_EQ(in->bytes_received, 1000u);
+  EXPECT_TRUE(collector_.NotesOf(in->sock_id).empty());
+
+  // The span: a retransmit count and one event per retransmission.
+  ClockSync clock;
+  ProcessResources resources;
+  IdGenerator ids;
+  SpanBuildContext ctx{clock, resources, ids};
+  TcpNoteBuffer buffer;
+  for (const auto& n : notes) buffer.Add(n, clock.ToUnixNanos(n.ts_ns));
+  Span span = BuildTcpConnectionSpan(*out, buffer.Take(out->sock_id), ctx);
+  const AttributeValue* count = FindAttribute(span.attributes, "kspan.tcp.retransmits");
+  ASSERT_NE(count, nullptr);
+  ASSERT_TRUE(std::holds_alternative<std::int64_t>(*count));
+  EXPECT_EQ(std::get<std::int64_t>(*count), static_cast<std::int64_t>(out->total_retrans));
+  ASSERT_EQ(span.events.size(), rtx.size());
+  for (const auto& ev : span.events) {
+    EXPECT_EQ(ev.name, "tcp.retransmit");
+    EXPECT_GE(ev.time_unix_nano, span.start_unix_nano);
+    EXPECT_LE(ev.time_unix_nano, span.end_unix_nano);
+    const AttributeValue* state = FindAttribute(ev.attributes, "kspan.tcp.state");
+    ASSERT_NE(state, nullptr);
+    EXPECT_EQ(std::get<std::string>(*state), "ESTABLISHED");
+  }
 }
 
 KSPAN_INSTANTIATE_TCP_VARIANTS(TcpConnectionCapture);
