@@ -152,8 +152,34 @@ absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& add
   return std::make_pair(std::move(host), port);
 }
 
-// gRPC's peer() form: "ipv4:127.0.0.1:5555", "ipv6:[::1]:5555", "unix:/path".
-ReceiverPeer PeerFromGrpc(const std::string& peer) {
+// %XX escapes decoded (gRPC writes "ipv6:%5B::1%5D:5555").
+std::string PercentDecode(const std::string& in) {
+  std::string out;
+  out.reserve(in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    int hi = 0;
+    int lo = 0;
+    const auto hex = [](char c, int* v) {
+      if (c >= '0' && c <= '9') *v = c - '0';
+      else if (c >= 'a' && c <= 'f') *v = c - 'a' + 10;
+      else if (c >= 'A' && c <= 'F') *v = c - 'A' + 10;
+      else return false;
+      return true;
+    };
+    if (in[i] == '%' && i + 2 < in.size() && hex(in[i + 1], &hi) && hex(in[i + 2], &lo)) {
+      out += static_cast<char>(hi * 16 + lo);
+      i += 2;
+    } else {
+      out += in[i];
+    }
+  }
+  return out;
+}
+
+// gRPC's peer() form: "ipv4:127.0.0.1:5555", "ipv6:[::1]:5555" (brackets
+// percent-encoded by some gRPC versions), "unix:/path".
+ReceiverPeer PeerFromGrpc(const std::string& encoded) {
+  const std::string peer = PercentDecode(encoded);
   ReceiverPeer p;
   p.transport = ReceiverTransport::kGrpc;
   p.family = AF_UNSPEC;
@@ -250,6 +276,12 @@ class HttpTraceServer {
     // Answers go out as headers and body in two writes: without this, Nagle
     // holds the body until the client's delayed ACK (40 ms per request).
     server_.set_tcp_nodelay(true);
+    // httplib's default also sets SO_REUSEPORT, which would let a second
+    // kspan (or anything else) silently share the port; bind exclusively.
+    server_.set_socket_options([](socket_t sock) {
+      int yes = 1;
+      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    });
     server_.set_read_timeout(30, 0);
     server_.Post("/v1/traces", [this](const httplib::Request& req, httplib::Response& res,
                                       const httplib::ContentReader& reader) { Handle(req, res, reader); });
@@ -425,6 +457,8 @@ class OtlpReceiver::Impl {
       builder.RegisterService(grpc_service_.get());
       // gRPC answers RESOURCE_EXHAUSTED above this, checked after
       // decompression too.
+      // gRPC sets SO_REUSEPORT by default: a port in use must be an error.
+      builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
       builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<std::size_t>(options_.max_request_bytes, INT32_MAX)));
       grpc_server_ = builder.BuildAndStart();
       if (grpc_server_ == nullptr || grpc_port_ == 0) {

@@ -412,6 +412,44 @@ TEST_F(OtlpReceiverTest, MalformedRequestsDoNotDisturbConcurrentGoodOnes) {
   EXPECT_EQ(sink_.count(), static_cast<std::size_t>(good_ok.load()) * 10);
 }
 
+TEST(OtlpReceiverAddressTest, Ipv6LoopbackAndBadAddresses) {
+  MetricsRegistry metrics;
+  RecordingSink sink;
+  OtlpReceiverOptions options;
+  options.grpc_address = "[::1]:0";
+  options.http_address = "[::1]:0";
+  auto receiver = OtlpReceiver::Start(options, sink.Sink(), metrics);
+  ASSERT_TRUE(receiver.ok()) << receiver.status();
+  auto stub = TraceService::NewStub(grpc::CreateChannel(
+      "[::1]:" + std::to_string((*receiver)->grpc_port()), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  otlp::ExportTraceServiceResponse response;
+  ASSERT_TRUE(stub->Export(&context, Request(1), &response).ok());
+  httplib::Client http("::1", (*receiver)->http_port());
+  auto res = http.Post("/v1/traces", Request(1).SerializeAsString(), "application/x-protobuf");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  ASSERT_EQ(sink.peers.size(), 2u);
+  for (const auto& peer : sink.peers) {
+    EXPECT_EQ(peer.address, "::1");
+    EXPECT_EQ(peer.family, AF_INET6);
+    EXPECT_NE(peer.port, 0);
+  }
+
+  // A port already taken, and addresses that do not parse, are errors.
+  OtlpReceiverOptions taken;
+  taken.grpc_enabled = false;
+  taken.http_address = "[::1]:" + std::to_string((*receiver)->http_port());
+  EXPECT_FALSE(OtlpReceiver::Start(taken, sink.Sink(), metrics).ok());
+  taken.grpc_enabled = true;
+  taken.http_enabled = false;
+  taken.grpc_address = "[::1]:" + std::to_string((*receiver)->grpc_port());
+  EXPECT_FALSE(OtlpReceiver::Start(taken, sink.Sink(), metrics).ok());
+  OtlpReceiverOptions bad;
+  bad.grpc_address = "no-port";
+  EXPECT_EQ(OtlpReceiver::Start(bad, sink.Sink(), metrics).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 // A tiny batcher queue that is cut only every 50 ms, flooded over both
 // transports: some requests are refused as retryable, and every span of
 // every request answered with success reaches the real OTLP backend.
