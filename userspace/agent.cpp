@@ -55,7 +55,10 @@ absl::Status Agent::Start() {
     } else {
       pipeline_->Submit(std::move(s));
     }
-  });
+  }, HttpTrackerOptions{.response_idle = config_.capture.http.response_idle,
+                        .response_timeout = config_.capture.http.response_timeout,
+                        .max_connections = config_.capture.http.max_connections,
+                        .keep_query = config_.capture.http.keep_query});
   decoder_ = std::make_unique<EventDecoder>(*assembler_, metrics_);
   reader_ = std::make_unique<RingReader>();
 
@@ -107,7 +110,20 @@ absl::Status Agent::Start() {
       return s;
     }
   }
-  if (!tcp_ && !syscalls_ && !dns_) {
+  if (config_.capture.http.enabled) {
+    HttpCaptureOptions opts;
+    opts.self_tgid = static_cast<std::uint32_t>(getpid());
+    opts.ring_buffer_bytes = config_.capture.ring_buffer_bytes;
+    opts.wakeup_bytes = config_.capture.wakeup_bytes;
+    opts.btf_path = config_.bpf.btf;
+    opts.pin_dir = pins_->path();
+    http_ = std::make_unique<HttpCapture>(opts);
+    if (auto s = http_->Start(); !s.ok()) return s;
+    if (auto s = reader_->Add(http_->ring_fd(), "kspan_http_ring", decoder_.get()); !s.ok()) {
+      return s;
+    }
+  }
+  if (!tcp_ && !syscalls_ && !dns_ && !http_) {
     spdlog::warn("all capture disabled in config: kspan only exports");
   } else {
     if (auto s = ApplyProcessFilter(); !s.ok()) return s;
@@ -124,7 +140,7 @@ absl::Status Agent::Start() {
   }
   RegisterCaptureMetrics();
   if (auto s = StartReceiver(); !s.ok()) return s;
-  if (tcp_ || syscalls_ || dns_) {
+  if (tcp_ || syscalls_ || dns_ || http_) {
     if (auto s = reader_->Start(config_.capture.poll_interval); !s.ok()) return s;
   }
   last_totals_log_ = std::chrono::steady_clock::now();
@@ -268,6 +284,22 @@ void Agent::RegisterCaptureMetrics() {
     RegisterStatSlots("dns", kDnsSlots,
                       [this](int i) { return dns_->ReadStats()[static_cast<std::size_t>(i)]; });
   }
+  if (http_) {
+    static constexpr StatSlot kHttpSlots[] = {
+        {KSPAN_HTTP_STAT_EMITTED, StatSlot::kEvent, "http"},
+        {KSPAN_HTTP_STAT_RING_FULL, StatSlot::kLost, "ring_full"},
+        {KSPAN_HTTP_STAT_INFLIGHT_FULL, StatSlot::kLost, "in_flight_table_full"},
+        {KSPAN_HTTP_STAT_STATE_FULL, StatSlot::kLost, "socket_table_full"},
+        {KSPAN_HTTP_STAT_NOT_HTTP, StatSlot::kOwn, "kspan_bpf_http_streams_not_http_total",
+         "TCP streams of selected processes whose first bytes were not HTTP/1.x (skipped)."},
+        {KSPAN_HTTP_STAT_MESSAGES_CUT, StatSlot::kOwn, "kspan_bpf_http_messages_cut_total",
+         "Pipelined HTTP messages beyond the per-syscall limit, not recorded."},
+        {KSPAN_HTTP_STAT_LINES_CUT, StatSlot::kOwn, "kspan_bpf_http_header_lines_cut_total",
+         "Syscalls with more HTTP header lines than scanned (later trace headers missed)."},
+    };
+    RegisterStatSlots("http", kHttpSlots,
+                      [this](int i) { return http_->ReadStats()[static_cast<std::size_t>(i)]; });
+  }
   if (tcp_) {
     static constexpr StatSlot kTcpSlots[] = {
         {KSPAN_TCP_STAT_CONNECT_EMITTED, StatSlot::kEvent, "tcp_connect"},
@@ -392,6 +424,18 @@ std::string Agent::StatusJson() {
     f["lost"] = {{"ring_full", st[KSPAN_DNS_STAT_RING_FULL]}};
     families.push_back(f);
   }
+  if (http_) {
+    const auto st = http_->ReadStats();
+    nlohmann::json f;
+    f["family"] = "http";
+    f["variant"] = "tracepoint";
+    f["events"] = {{"http", st[KSPAN_HTTP_STAT_EMITTED]},
+                   {"not_http_streams", st[KSPAN_HTTP_STAT_NOT_HTTP]}};
+    f["lost"] = {{"ring_full", st[KSPAN_HTTP_STAT_RING_FULL]},
+                 {"in_flight_table_full", st[KSPAN_HTTP_STAT_INFLIGHT_FULL]},
+                 {"socket_table_full", st[KSPAN_HTTP_STAT_STATE_FULL]}};
+    families.push_back(f);
+  }
   if (filter_) {
     const auto cfg = filter_->ReadConfig();
     j["filter"] = {{"selected_pids", cfg.pid_allow_count},
@@ -416,6 +460,7 @@ std::string Agent::StatusJson() {
 
 void Agent::Tick() {
   if (assembler_) assembler_->ExpireDns(MonotonicNowNs());
+  if (assembler_) assembler_->ExpireHttp(MonotonicNowNs());
   if (enrollment_) enrollment_->Expire();
   const auto now = std::chrono::steady_clock::now();
   if (now - last_totals_log_ >= std::chrono::seconds(60)) {
@@ -433,7 +478,9 @@ void Agent::Stop(std::chrono::milliseconds deadline) {
   if (tcp_) tcp_->Detach();
   if (syscalls_) syscalls_->Detach();
   if (dns_) dns_->Detach();
+  if (http_) http_->Detach();
   if (reader_) reader_->Stop();  // drains what the kernel already submitted
+  if (http_) assembler_->FlushHttp();  // exchanges still open
   if (correlator_) correlator_->Flush();  // kernel spans still in the join window
   if (pipeline_) pipeline_->Shutdown(deadline);
   if (decoder_) LogTotals();
@@ -444,6 +491,7 @@ void Agent::Stop(std::chrono::milliseconds deadline) {
   filter_.reset();
   syscalls_.reset();
   dns_.reset();
+  http_.reset();
   tcp_.reset();   // destroys the skeletons
   pins_.reset();  // removes /sys/fs/bpf/kspan
   if (admin_) admin_->Stop();

@@ -29,6 +29,7 @@
 #include "userspace/ring_reader.h"
 #include "userspace/span_assembler.h"
 #include "userspace/dns_capture.h"
+#include "userspace/http_capture.h"
 #include "userspace/syscall_capture.h"
 #include "userspace/tcp_capture.h"
 
@@ -82,6 +83,7 @@ class Agent {
   std::unique_ptr<TcpCapture> tcp_;
   std::unique_ptr<SyscallCapture> syscalls_;
   std::unique_ptr<DnsCapture> dns_;
+  std::unique_ptr<HttpCapture> http_;
   std::unique_ptr<RingReader> reader_;
   std::unique_ptr<Correlator> correlator_;
   std::unique_ptr<Enrollment> enrollment_;

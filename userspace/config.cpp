@@ -394,8 +394,22 @@ absl::Status ReadFile(const ConfigReader& r, const YAML::Node& root, AgentConfig
   if (const auto& cap = root["capture"]; cap) {
     KSPAN_RETURN_IF_ERROR(r.CheckKeys(cap, "capture",
                                       {"ring_buffer_bytes", "wakeup_bytes", "poll_interval", "tcp",
-                                       "processes", "slow_threshold", "syscalls", "dns"}));
+                                       "processes", "slow_threshold", "syscalls", "dns", "http"}));
     KSPAN_RETURN_IF_ERROR(r.Bool(cap["dns"], "capture.dns", &c->capture.dns));
+    if (const auto& h = cap["http"]; h) {
+      auto& http = c->capture.http;
+      KSPAN_RETURN_IF_ERROR(r.CheckKeys(h, "capture.http",
+                                        {"enabled", "response_idle", "response_timeout",
+                                         "max_connections", "keep_query"}));
+      KSPAN_RETURN_IF_ERROR(r.Bool(h["enabled"], "capture.http.enabled", &http.enabled));
+      KSPAN_RETURN_IF_ERROR(
+          r.Duration(h["response_idle"], "capture.http.response_idle", &http.response_idle));
+      KSPAN_RETURN_IF_ERROR(r.Duration(h["response_timeout"], "capture.http.response_timeout",
+                                       &http.response_timeout));
+      KSPAN_RETURN_IF_ERROR(r.Count(h["max_connections"], "capture.http.max_connections", 1,
+                                    &http.max_connections));
+      KSPAN_RETURN_IF_ERROR(r.Bool(h["keep_query"], "capture.http.keep_query", &http.keep_query));
+    }
     KSPAN_RETURN_IF_ERROR(r.Bytes(cap["ring_buffer_bytes"], "capture.ring_buffer_bytes",
                                   &c->capture.ring_buffer_bytes));
     KSPAN_RETURN_IF_ERROR(

@@ -53,6 +53,18 @@ struct AgentConfig {
     // DNS over UDP port 53 as client spans, for every process not denied.
     bool dns = true;
 
+    // HTTP/1.x exchanges as SERVER/CLIENT spans, for selected processes.
+    struct Http {
+      bool enabled = true;
+      // A response is over when no more of it came for this long (or the
+      // next response started, or the connection closed).
+      std::chrono::milliseconds response_idle{500};
+      // A request with no response after this long ends as an error span.
+      std::chrono::milliseconds response_timeout{30000};
+      std::size_t max_connections = 16384;
+      bool keep_query = false;  // url.query: may carry secrets
+    } http;
+
     struct Syscalls {
       bool enabled = true;
       std::string variant = "auto";  // auto | tp_btf | raw_tp | tracepoint
