@@ -15,6 +15,7 @@ KSPAN_PACKAGES=(
   libcurl4-openssl-dev libzstd-dev libssl-dev libsqlite3-dev openssl
   libgtest-dev libgmock-dev libbenchmark-dev
   curl iproute2
+  nginx-light wrk  # HTTP capture acceptance test and benchmark
 )
 
 kspan_log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
