@@ -273,6 +273,7 @@ class HttpTraceServer {
     // reads anything; the handler bounds chunked and decompressed bodies.
     server_.set_payload_max_length(options.max_request_bytes);
     server_.set_keep_alive_max_count(10000);
+    server_.set_keep_alive_timeout(5);
     // Answers go out as headers and body in two writes: without this, Nagle
     // holds the body until the client's delayed ACK (40 ms per request).
     server_.set_tcp_nodelay(true);

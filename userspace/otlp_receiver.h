@@ -74,8 +74,10 @@ struct OtlpReceiverOptions {
   // Suggested wait before a refused request is sent again (HTTP rounds up
   // to whole seconds).
   std::chrono::milliseconds retry_after{1000};
-  // HTTP worker threads (one per connection being served).
-  int http_threads = 8;
+  // HTTP worker threads. httplib serves a connection on one thread for as
+  // long as it is kept alive (idle ones are closed after 5 s), so this is
+  // the number of HTTP clients served at once; others wait for a thread.
+  int http_threads = 16;
 };
 
 class OtlpReceiver {
