@@ -18,6 +18,7 @@
 #include "exporter/compression.h"
 #include "exporter/otlp_json.h"
 #include "exporter/otlp_transform.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -448,6 +449,64 @@ TEST(OtlpReceiverAddressTest, Ipv6LoopbackAndBadAddresses) {
   OtlpReceiverOptions bad;
   bad.grpc_address = "no-port";
   EXPECT_EQ(OtlpReceiver::Start(bad, sink.Sink(), metrics).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Spans sent as OTLP/JSON over HTTP leave through the real pipeline's
+// OTLP/gRPC sender as they came: span, resource and scope equal.
+TEST(OtlpReceiverPipelineTest, AppSpansReachTheBackendUnchanged) {
+  testing::OtlpTestServer backend;
+  MetricsRegistry metrics;
+  ExportConfig config;
+  config.batch = {.max_export_batch_size = 512, .schedule_delay = milliseconds(20), .max_queue_size = 1000};
+  DestinationConfig d;
+  d.name = "backend";
+  d.type = DestinationType::kOtlpGrpc;
+  d.otlp_grpc.endpoint = backend.endpoint();
+  config.destinations.push_back(d);
+  auto pipeline = ExportPipeline::Create(config, metrics);
+  ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+  OtlpReceiverOptions options;
+  options.grpc_enabled = false;
+  options.http_address = "127.0.0.1:0";
+  auto receiver = OtlpReceiver::Start(options, PipelineSink(**pipeline), metrics);
+  ASSERT_TRUE(receiver.ok()) << receiver.status();
+
+  auto request = Request(3);
+  auto* span = request.mutable_resource_spans(0)->mutable_scope_spans(0)->mutable_spans(1);
+  span->set_trace_state("congo=t61rcWkgMzE");
+  span->set_flags(0x301);
+  span->set_dropped_attributes_count(4);
+  span->mutable_status()->set_code(opentelemetry::proto::trace::v1::Status::STATUS_CODE_OK);
+  span->mutable_status()->set_message("kept although not an error");
+  auto* kv = span->add_attributes();
+  kv->set_key("headers");
+  auto* list = kv->mutable_value()->mutable_kvlist_value();
+  auto* entry = list->add_values();
+  entry->set_key("accept");
+  entry->mutable_value()->mutable_array_value()->add_values()->set_bytes_value(std::string("\x00\xff", 2));
+  request.mutable_resource_spans(0)->mutable_scope_spans(0)->mutable_scope()->set_dropped_attributes_count(2);
+
+  httplib::Client http("127.0.0.1", (*receiver)->http_port());
+  auto res = http.Post("/v1/traces", ToOtlpJson(request), "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200);
+  ASSERT_TRUE(backend.WaitForSpanCount(3, std::chrono::seconds(10)));
+  (*receiver)->Shutdown();
+  (*pipeline)->Shutdown(std::chrono::seconds(5));
+
+  const auto received = backend.spans();
+  ASSERT_EQ(received.size(), 3u);
+  const auto& rs = request.resource_spans(0);
+  for (int i = 0; i < 3; ++i) {
+    using google::protobuf::util::MessageDifferencer;
+    EXPECT_TRUE(MessageDifferencer::Equals(received[static_cast<std::size_t>(i)].span,
+                                           rs.scope_spans(0).spans(i)))
+        << received[static_cast<std::size_t>(i)].span.DebugString();
+    EXPECT_TRUE(MessageDifferencer::Equals(received[static_cast<std::size_t>(i)].resource, rs.resource()));
+    EXPECT_TRUE(MessageDifferencer::Equals(received[static_cast<std::size_t>(i)].scope, rs.scope_spans(0).scope()));
+  }
+  ASSERT_EQ(backend.requests().size(), 1u);
+  EXPECT_EQ(backend.requests()[0].resource_spans(0).schema_url(), rs.schema_url());
 }
 
 // A tiny batcher queue that is cut only every 50 ms, flooded over both
