@@ -294,9 +294,11 @@ TEST_F(HttpCaptureTest, ServerAndClientSpansWithEveryField) {
   EXPECT_EQ(Int(sv, "thread.id"), server.server_tid());
   EXPECT_EQ(Int(cl, "thread.id"), client_tid);
   EXPECT_EQ(sv.flags & 0x300, 0x300u);  // the parent is remote
-  // The client span encloses the server span.
+  // The request is written before it is read, and the response read after
+  // the server began. (The client's read may return before the server's
+  // write() does: the data is delivered inside that syscall.)
   EXPECT_LE(cl.start_unix_nano, sv.start_unix_nano);
-  EXPECT_GE(cl.end_unix_nano, sv.end_unix_nano);
+  EXPECT_GT(cl.end_unix_nano, sv.start_unix_nano);
 }
 
 TEST_F(HttpCaptureTest, KeepAliveRequestsOnOneConnection) {
