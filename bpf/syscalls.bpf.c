@@ -30,7 +30,8 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 char LICENSE[] SEC("license") = "GPL";
 
 /* Set by the loader between open and load. */
-const volatile __u64 wakeup_bytes = 0; /* see kspan_wakeup_flag() */
+const volatile __u64 wakeup_bytes = 0; /* 0: kernel default wakeups; see sys_wakeup_flag() */
+const volatile __u32 wakeup_shift = 16; /* log2 of wakeup_bytes, rounded down */
 const volatile __u32 infl_mask = 32767; /* kspan_sys_infl entries - 1 (a power of two) */
 
 /* Macros have no BTF: the UAPI values, fixed across kernels. */
@@ -317,10 +318,13 @@ static __always_inline struct file *fd_file_direct(__u32 fd)
 	struct fdtable *fdt = files->fdt;
 	if (!fdt || fd >= fdt->max_fds)
 		return NULL;
+	/* fdt->fd is an array of pointers, which BTF cannot index by a
+	 * variable: &fd[fd] is cast to a kernel struct whose first member is a
+	 * struct file pointer (struct kiocb, ki_filp at offset 0 on every
+	 * kernel), so reading the slot is one plain load, not a probe read. */
 	struct file **fds = fdt->fd;
-	struct file *f = NULL;
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-	return f;
+	struct kiocb *slot = bpf_rdonly_cast(&fds[fd], bpf_core_type_id_kernel(struct kiocb));
+	return slot->ki_filp;
 }
 
 static __always_inline struct file *file_btf(struct file *f)
@@ -414,7 +418,15 @@ static __always_inline void fill_event(struct kspan_syscall_event *e, const stru
 	e->pad0 = 0;
 	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
 	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	if (direct) {
+		/* Byte loads: BTF allows no wider access into a char array. */
+		struct task_struct *task = bpf_get_current_task_btf();
+#pragma unroll
+		for (int i = 0; i < KSPAN_COMM_LEN; i++)
+			e->comm[i] = task->comm[i];
+	} else {
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
+	}
 	if (kind == KSPAN_FD_SOCKET) {
 		if (direct)
 			fill_socket_direct(e, f);
@@ -423,12 +435,13 @@ static __always_inline void fill_event(struct kspan_syscall_event *e, const stru
 	}
 }
 
-/* Wake the consumer once per wakeup_bytes written: when the producer
- * position crosses a multiple of it with this record (`size` bytes as
- * reserved). Waking whenever wakeup_bytes are waiting would wake on every
- * record while the consumer is scheduled in, several hundred ns each. Records
- * reserved concurrently on other CPUs can make one crossing go unnoticed;
- * the consumer's poll timeout bounds the delay then, nothing is lost. */
+/* Wake the consumer once per 2^wakeup_shift bytes written (the power of two
+ * at or below wakeup_bytes): when the producer position crosses a multiple
+ * of it with this record (`size` bytes as reserved). Waking whenever
+ * wakeup_bytes are waiting would wake on every record while the consumer is
+ * being scheduled in, several hundred ns each. Records reserved concurrently
+ * on other CPUs can make one crossing go unnoticed; the consumer's poll
+ * timeout bounds the delay then, nothing is lost. */
 static __always_inline __u64 sys_wakeup_flag(__u64 size)
 {
 	if (wakeup_bytes == 0)
@@ -437,8 +450,8 @@ static __always_inline __u64 sys_wakeup_flag(__u64 size)
 	__u64 prod = bpf_ringbuf_query(&kspan_sys_ring, BPF_RB_PROD_POS);
 	if (prod < rec)
 		return BPF_RB_NO_WAKEUP;
-	return prod / wakeup_bytes != (prod - rec) / wakeup_bytes ? BPF_RB_FORCE_WAKEUP
-								  : BPF_RB_NO_WAKEUP;
+	__u32 shift = wakeup_shift & 63;
+	return (prod >> shift) != ((prod - rec) >> shift) ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline void submit(void *e, __u64 size)

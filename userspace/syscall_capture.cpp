@@ -124,6 +124,11 @@ absl::Status SyscallCapture::Open() {
 absl::Status SyscallCapture::Configure() {
   skel_->rodata->kspan_self_tgid = options_.self_tgid;
   skel_->rodata->wakeup_bytes = options_.wakeup_bytes;
+  // The programs wake the consumer per power of two of bytes (a shift, not
+  // a division, per record): the largest one not above wakeup_bytes.
+  std::uint32_t shift = 0;
+  while (shift < 63 && (std::uint64_t{2} << shift) <= options_.wakeup_bytes) ++shift;
+  skel_->rodata->wakeup_shift = shift;
   skel_->rodata->infl_mask = InFlightSlots() - 1;
   // The ring must be a power-of-two multiple of the page size.
   std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));

@@ -53,7 +53,8 @@ struct SyscallCaptureOptions {
   // Process whose syscalls are never recorded (kspan itself); 0 = none.
   std::uint32_t self_tgid = 0;
   std::size_t ring_buffer_bytes = 8u << 20;
-  // Wake the consumer once this many bytes wait (0 = kernel default).
+  // Wake the consumer once per this many bytes written, rounded down to a
+  // power of two (0 = kernel default: whenever it has caught up).
   std::uint64_t wakeup_bytes = 64u << 10;
   // External BTF for kernels without /sys/kernel/btf/vmlinux; empty = kernel's.
   std::string btf_path;
