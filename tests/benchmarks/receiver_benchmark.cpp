@@ -16,6 +16,7 @@
 
 #include "exporter/compression.h"
 #include "exporter/otlp_decode.h"
+#include "exporter/otlp_json.h"
 #include "exporter/otlp_transform.h"
 #include "grpcpp/grpcpp.h"
 #include "httplib.h"
@@ -90,6 +91,7 @@ struct Fixture {
     request = TypicalRequest();
     body = request.SerializeAsString();
     gzip_body = *GzipCompress(body);
+    json_body = ToOtlpJson(request);
   }
   MetricsRegistry metrics;
   std::atomic<std::size_t> accepted{0};
@@ -97,6 +99,7 @@ struct Fixture {
   otlp::ExportTraceServiceRequest request;
   std::string body;
   std::string gzip_body;
+  std::string json_body;
 };
 
 Fixture& Shared() {
@@ -161,6 +164,22 @@ void BM_ReceiverHttp(benchmark::State& state) {
   Report(state, before, cpu_before, body);
 }
 BENCHMARK(BM_ReceiverHttp)->Arg(0)->Arg(1)->ArgName("gzip")->MeasureProcessCPUTime()->UseRealTime();
+
+// OTLP/JSON over HTTP (hex ids, lowerCamelCase).
+void BM_ReceiverHttpJson(benchmark::State& state) {
+  auto& f = Shared();
+  httplib::Client client("127.0.0.1", f.receiver->http_port());
+  client.set_keep_alive(true);
+  client.set_tcp_nodelay(true);
+  const auto before = f.accepted.load();
+  const double cpu_before = ProcessCpuSeconds();
+  for (auto _ : state) {
+    auto res = client.Post("/v1/traces", f.json_body, "application/json");
+    if (!res || res->status != 200) state.SkipWithError("export failed");
+  }
+  Report(state, before, cpu_before, f.json_body);
+}
+BENCHMARK(BM_ReceiverHttpJson)->MeasureProcessCPUTime()->UseRealTime();
 
 // The decoding alone (parse + span model), no transport.
 void BM_DecodeOnly(benchmark::State& state) {

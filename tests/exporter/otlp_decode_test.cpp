@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -244,6 +245,41 @@ TEST(OtlpDecodeTest, JsonFollowsTheOtlpRules) {
   EXPECT_EQ(s.attributes[1].value, AttributeValue(BytesValue{std::string("\x00\x01\x02", 3)}));
   ASSERT_NE(s.scope, nullptr);
   EXPECT_EQ(s.scope->name, "my.lib");
+}
+
+TEST(OtlpDecodeTest, JsonAcceptsWhatTheProto3MappingAllows) {
+  // Proto field names as well as lowerCamelCase, enum names, integers as
+  // numbers, nulls as defaults, URL-safe base64, upper-case hex.
+  const std::string json = R"({"resource_spans":[{"scope_spans":[{"spans":[{
+      "trace_id":"5B8EFFF798038103D269B633813FC60C","spanId":"EEE19B7EC3C1B174",
+      "kind":"SPAN_KIND_CLIENT","start_time_unix_nano":1544712660000000000,
+      "droppedAttributesCount":3,"traceState":null,"flags":257,
+      "attributes":[{"key":"b","value":{"bytesValue":"-_8"}},
+                    {"key":"d","value":{"doubleValue":"-Infinity"}},
+                    {"key":"i","value":{"intValue":-5}}]}]}]}]})";
+  auto decoded = DecodeExportRequest(json, OtlpEncoding::kJson);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ASSERT_EQ(decoded->spans.size(), 1u);
+  const Span& s = decoded->spans[0];
+  EXPECT_EQ(ToHex(s.trace_id), "5b8efff798038103d269b633813fc60c");
+  EXPECT_EQ(s.kind, SpanKind::kClient);
+  EXPECT_EQ(s.start_unix_nano, 1544712660000000000ULL);
+  EXPECT_EQ(s.dropped_attributes_count, 3u);
+  EXPECT_EQ(s.flags, 257u);
+  EXPECT_TRUE(s.trace_state.empty());
+  ASSERT_EQ(s.attributes.size(), 3u);
+  EXPECT_EQ(s.attributes[0].value, AttributeValue(BytesValue{"\xfb\xff"}));
+  EXPECT_EQ(s.attributes[1].value, AttributeValue(-std::numeric_limits<double>::infinity()));
+  EXPECT_EQ(s.attributes[2].value, AttributeValue(std::int64_t{-5}));
+  // Wrong JSON types are malformed.
+  EXPECT_FALSE(DecodeExportRequest(R"({"resourceSpans":{}})", OtlpEncoding::kJson).ok());
+  EXPECT_FALSE(DecodeExportRequest(R"({"resourceSpans":[{"scopeSpans":[{"spans":[{"flags":-1}]}]}]})",
+                                   OtlpEncoding::kJson)
+                   .ok());
+  EXPECT_FALSE(DecodeExportRequest(R"({"resourceSpans":[{"scopeSpans":[{"spans":[{"name":5}]}]}]})",
+                                   OtlpEncoding::kJson)
+                   .ok());
+  EXPECT_FALSE(DecodeExportRequest("[]", OtlpEncoding::kJson).ok());
 }
 
 TEST(OtlpDecodeTest, SpansWithInvalidIdsAreRefusedAndCounted) {
