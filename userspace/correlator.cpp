@@ -13,6 +13,9 @@ using namespace std::chrono_literals;
 // How far back (in index entries) a containment search looks from the span's
 // start. Bounds the cost of one placement on a process with many spans.
 constexpr int kMaxScan = 512;
+// Slack between timestamps of the same moment taken by different kernel
+// programs (a syscall span and the HTTP span built from the same syscall).
+constexpr std::uint64_t kKernelSlackNs = 100'000;
 // Pair candidates kept per process for the clock offset.
 constexpr std::size_t kMaxPairCandidates = 4096;
 // Offset bounds older than this are forgotten (clocks drift).
@@ -287,12 +290,15 @@ void Correlator::LearnOffset(ProcessIndex& idx, const Container& app, const Cont
   const auto ae = static_cast<std::int64_t>(app.end);
   const auto ks = static_cast<std::int64_t>(kernel.start);
   const auto ke = static_cast<std::int64_t>(kernel.end);
+  // A coarse app clock stamps up to `tolerance` early: the upper bounds,
+  // which rest on app times being late enough, are widened by it.
+  const auto tol = static_cast<std::int64_t>(options_.clock_tolerance.count());
   if (app.kind == SpanKind::kServer) {
-    idx.hi = std::min(idx.hi, as - ks);
+    idx.hi = std::min(idx.hi, as - ks + tol);
     idx.lo = std::max(idx.lo, as - ke);
   } else {
     idx.lo = std::max(idx.lo, as - ks);
-    idx.hi = std::min(idx.hi, ae - ke);
+    idx.hi = std::min(idx.hi, ae - ke + tol);
   }
   const double off = static_cast<double>(std::abs(OffsetFor(idx))) / 1e9;
   if (off > max_offset_seconds_.Value()) max_offset_seconds_.Set(off);
@@ -336,15 +342,16 @@ const Correlator::Container* Correlator::FindContainer(ProcessIndex& idx, const 
     best_end = e;
   };
 
-  // Kernel HTTP spans are on the kernel's own axis: strict containment.
+  // Kernel HTTP spans are on the kernel's own axis; their ends are stamped by
+  // other programs than the syscall's own, a few ns apart.
   const std::string conn = by_connection ? ConnectionOf(span) : std::string();
   {
     int scanned = 0;
-    auto it = idx.http.upper_bound(ks);
+    auto it = idx.http.upper_bound(ks + kKernelSlackNs);
     while (it != idx.http.begin() && scanned++ < kMaxScan) {
       --it;
       const Container& c = it->second;
-      if (c.start > ks || c.end < ke) continue;
+      if (c.start > ks + kKernelSlackNs || c.end + kKernelSlackNs < ke) continue;
       if (by_connection) {
         if (c.conn.empty() || c.conn != conn) continue;
       } else if (!IsValid(c.parent_span_id)) {
@@ -357,16 +364,19 @@ const Correlator::Container* Correlator::FindContainer(ProcessIndex& idx, const 
   }
   if (by_connection) return best;
 
-  // App spans, on the app's axis: kernel time + offset, with tolerance.
+  // App spans, on the app's axis: kernel time + offset. A coarse app clock
+  // truncates: its spans appear up to `tolerance` early, start and end alike.
+  // So the kernel span must start inside the app span, and may end up to
+  // `tolerance` after it.
   const auto tol = static_cast<std::uint64_t>(options_.clock_tolerance.count());
   const std::uint64_t as = Shift(ks, offset);
   const std::uint64_t ae = Shift(ke, offset);
   int scanned = 0;
-  auto it = idx.app.upper_bound(as + tol);
+  auto it = idx.app.upper_bound(as);
   while (it != idx.app.begin() && scanned++ < kMaxScan) {
     --it;
     const Container& c = it->second;
-    if (c.end + tol < ae) continue;
+    if (as >= c.end || c.end + tol < ae) continue;
     if (c.tid != 0 && tid != 0 && c.tid != tid) continue;
     const bool strict = c.start <= as && ae <= c.end;
     consider(c, Shift(c.start, -offset), Shift(c.end, -offset), strict);

@@ -258,14 +258,18 @@ TEST_F(CorrelatorTest, AppTelemetryToKspanIsNotPartOfTheAppsWork) {
 TEST_F(CorrelatorTest, ToleranceCoversTheAppClockResolution) {
   Make();
   Known(42);
-  // The app's span ends 0.5 ms before the kernel read it contains really
+  // The app's span ends 0.4 ms before the kernel read it contains really
   // ended (a millisecond clock); the next app span starts after it.
   correlator_->OnKernelSpan(KernelSpan(42, 42, 0x31, 19'000, 20'400));
+  // What starts after an app span ended is not its child, even within the
+  // tolerance (the next connection accepted right after a response).
+  correlator_->OnKernelSpan(KernelSpan(42, 42, 0x32, 20'300, 20'500));
   correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x02, 0, 10, 20),
                               AppSpan(42, 0xab, 0x03, 0, 21, 30)});
   correlator_->Flush();
-  ASSERT_EQ(out_.size(), 1u);
-  EXPECT_EQ(out_[0].parent_span_id, Id(0x02));
+  ASSERT_EQ(out_.size(), 2u);
+  EXPECT_EQ(Out(0x31)->parent_span_id, Id(0x02));
+  EXPECT_FALSE(IsValid(Out(0x32)->parent_span_id));
 }
 
 TEST_F(CorrelatorTest, ClockOffsetLearnedFromOneRequestSeenBothWays) {
@@ -281,8 +285,9 @@ TEST_F(CorrelatorTest, ClockOffsetLearnedFromOneRequestSeenBothWays) {
   correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x02, 0x77, 15, 25, SpanKind::kServer)});
   auto offset = correlator_->ClockOffsetNs(42);
   ASSERT_TRUE(offset.has_value());
-  // Bounds: d <= 15 - 10 = 5 ms and d >= 15 - 21 = -6 ms: 0 lies inside, so
-  // nothing is corrected until a request proves otherwise.
+  // Bounds: d <= 15 - 10 (+1 ms clock resolution) = 6 ms and
+  // d >= 15 - 21 = -6 ms: 0 lies inside, so nothing is corrected until a
+  // request proves otherwise.
   EXPECT_EQ(*offset, 0);
   // A client request of the same process: app span 31-40, kernel write at
   // 28 ms: d >= 31 - 28 = 3 ms.
@@ -296,15 +301,15 @@ TEST_F(CorrelatorTest, ClockOffsetLearnedFromOneRequestSeenBothWays) {
   offset = correlator_->ClockOffsetNs(42);
   ASSERT_TRUE(offset.has_value());
   EXPECT_EQ(*offset, 3 * static_cast<std::int64_t>(kMs));
-  // The kernel connect before the request write (27.5-27.9 ms, kernel clock)
-  // is inside the client span once corrected (within the clock tolerance),
-  // and exported on the app's clock.
-  correlator_->OnKernelSpan(KernelSpan(42, 42, 0x60, 27'500, 27'900, "connect"));
+  // A kernel span at 33.5-34 ms (kernel clock), after the response was read,
+  // is inside the app's client span (31-40 ms, app clock) only once
+  // corrected, and is exported on the app's clock.
+  correlator_->OnKernelSpan(KernelSpan(42, 42, 0x60, 33'500, 34'000, "syscall futex"));
   correlator_->Flush();
   const Span* connect = Out(0x60);
   ASSERT_NE(connect, nullptr);
   EXPECT_EQ(connect->parent_span_id, Id(0x05));
-  EXPECT_EQ(connect->start_unix_nano, kT0 + 30'500'000);
+  EXPECT_EQ(connect->start_unix_nano, kT0 + 36'500'000);
   EXPECT_GT(metrics_.CounterTotal("kspan_correlator_placed_total"), 0u);
 }
 
