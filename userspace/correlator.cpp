@@ -185,6 +185,21 @@ bool Correlator::MayJoinLater(const Span& s) const {
   return FindAttribute(s.attributes, "kspan.syscall.name") != nullptr && !ConnectionOf(s).empty();
 }
 
+Correlator::Container Correlator::ContainerOf(const Span& s,
+                                              std::chrono::steady_clock::time_point now) {
+  Container c;
+  c.start = s.start_unix_nano;
+  c.end = s.end_unix_nano;
+  c.trace_id = s.trace_id;
+  c.span_id = s.span_id;
+  c.parent_span_id = s.parent_span_id;
+  c.flags = s.flags;
+  c.tid = TidOf(s);
+  c.kind = s.kind;
+  c.indexed_at = now;
+  return c;
+}
+
 void Correlator::IndexAppSpans(const std::vector<Span>& spans,
                                std::optional<std::uint32_t> sender) {
   std::lock_guard lock(mu_);
@@ -194,17 +209,8 @@ void Correlator::IndexAppSpans(const std::vector<Span>& spans,
     if (!pid) pid = sender;
     if (!pid || !IsValid(s.trace_id) || !IsValid(s.span_id)) continue;
     ProcessIndex& idx = processes_[*pid];
-    Container c;
-    c.start = s.start_unix_nano;
-    c.end = s.end_unix_nano;
-    c.trace_id = s.trace_id;
-    c.span_id = s.span_id;
-    c.parent_span_id = s.parent_span_id;
-    c.flags = s.flags;
-    c.tid = TidOf(s);
-    c.kind = s.kind;
+    Container c = ContainerOf(s, now);
     c.app = true;
-    c.indexed_at = now;
     if (s.kind == SpanKind::kServer) {
       // The client's port, under the names HTTP instrumentations use.
       for (const char* key : {"network.peer.port", "client.port", "net.peer.port"}) {
@@ -234,18 +240,9 @@ void Correlator::IndexKernelHttp(const std::shared_ptr<Pending>& p) {
   if (!pid) return;
   const auto now = now_();
   ProcessIndex& idx = processes_[*pid];
-  Container c;
-  c.start = s.start_unix_nano;
-  c.end = s.end_unix_nano;
-  c.trace_id = s.trace_id;
-  c.span_id = s.span_id;
-  c.parent_span_id = s.parent_span_id;
-  c.flags = s.flags;
-  c.tid = TidOf(s);
-  c.kind = s.kind;
+  Container c = ContainerOf(s, now);
   c.conn = ConnectionOf(s);
   c.pending = p;
-  c.indexed_at = now;
   if (IsValid(s.parent_span_id)) {
     if (s.kind == SpanKind::kServer) {
       LearnFromPair(idx, c, PairKey(s.trace_id, s.parent_span_id, 'S'));

@@ -149,6 +149,7 @@ class Correlator {
   };
 
   void Run();
+  static Container ContainerOf(const Span& s, std::chrono::steady_clock::time_point now);
   bool MayJoinLater(const Span& s) const;
   // Places `p` (under mu_). May place a kernel HTTP parent first.
   void Place(Pending& p, int depth = 0);

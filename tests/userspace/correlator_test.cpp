@@ -68,6 +68,15 @@ Span KernelSpan(std::int64_t pid, std::int64_t tid, std::uint8_t id, std::uint64
   return s;
 }
 
+// A kernel HTTP span of the thread `pid` of process `pid`.
+Span HttpSpan(std::int64_t pid, std::uint8_t id, std::uint64_t start_us, std::uint64_t end_us,
+              std::string name, SpanKind kind) {
+  Span s = KernelSpan(pid, pid, id, start_us, end_us, std::move(name));
+  s.kind = kind;
+  s.attributes.push_back({"http.request.method", std::string("GET")});
+  return s;
+}
+
 void OnConnection(Span& s, std::string peer, std::int64_t port) {
   s.attributes.push_back({"network.peer.address", std::move(peer)});
   s.attributes.push_back({"network.peer.port", port});
@@ -146,11 +155,9 @@ TEST_F(CorrelatorTest, UnmatchedSpansAreDroppedWhenConfigured) {
 
 TEST_F(CorrelatorTest, KernelSpanWithTraceContextStaysWhereItSays) {
   Make();
-  Span http = KernelSpan(42, 42, 0x40, 10'000, 11'000, "GET /x");
-  http.kind = SpanKind::kServer;
+  Span http = HttpSpan(42, 0x40, 10'000, 11'000, "GET /x", SpanKind::kServer);
   http.trace_id = Trace(0xbb);
   http.parent_span_id = Id(0x77);
-  http.attributes.push_back({"http.request.method", std::string("GET")});
   correlator_->OnKernelSpan(std::move(http));
   correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x02, 0, 0, 50)});
   correlator_->Flush();
@@ -163,12 +170,10 @@ TEST_F(CorrelatorTest, SocketSyscallsJoinTheHttpSpanOfTheirConnection) {
   Make();
   // nginx: an HTTP server span placed by traceparent; its read and write on
   // the same connection, and a read on another connection at the same time.
-  Span http = KernelSpan(9, 9, 0x40, 10'000, 12'000, "GET /x");
-  http.kind = SpanKind::kServer;
+  Span http = HttpSpan(9, 0x40, 10'000, 12'000, "GET /x", SpanKind::kServer);
   http.trace_id = Trace(0xbb);
   http.parent_span_id = Id(0x77);
   http.flags = 1;
-  http.attributes.push_back({"http.request.method", std::string("GET")});
   OnConnection(http, "127.0.0.1", 50000);
   Span read = KernelSpan(9, 9, 0x41, 10'000, 10'010, "syscall recvfrom");
   OnConnection(read, "127.0.0.1", 50000);
@@ -195,9 +200,7 @@ TEST_F(CorrelatorTest, ConnectionParentWithoutTraceContextIsPlacedFirst) {
   Known(42);
   // A kernel HTTP client span without traceparent inside an app span: its
   // syscalls follow it into the app's trace.
-  Span http = KernelSpan(42, 42, 0x40, 10'100, 10'900, "GET /y");
-  http.kind = SpanKind::kClient;
-  http.attributes.push_back({"http.request.method", std::string("GET")});
+  Span http = HttpSpan(42, 0x40, 10'100, 10'900, "GET /y", SpanKind::kClient);
   OnConnection(http, "10.0.0.1", 80);
   Span write = KernelSpan(42, 42, 0x41, 10'100, 10'150, "syscall write");
   OnConnection(write, "10.0.0.1", 80);
@@ -218,9 +221,7 @@ TEST_F(CorrelatorTest, HttpServerSpanWithoutContextJoinsTheAppServerSpanOfItsReq
   // The client sent no traceparent: the app's SERVER span is a root. The
   // kernel saw the request read before the app span began (9.8 ms) and the
   // response written after it ended; it is the same request by client port.
-  Span http = KernelSpan(42, 42, 0x40, 9'800, 20'300, "GET /order");
-  http.kind = SpanKind::kServer;
-  http.attributes.push_back({"http.request.method", std::string("GET")});
+  Span http = HttpSpan(42, 0x40, 9'800, 20'300, "GET /order", SpanKind::kServer);
   OnConnection(http, "127.0.0.1", 41000);
   Span read = KernelSpan(42, 42, 0x41, 9'800, 9'810, "syscall read");
   OnConnection(read, "127.0.0.1", 41000);
@@ -276,11 +277,9 @@ TEST_F(CorrelatorTest, ClockOffsetLearnedFromOneRequestSeenBothWays) {
   Make();
   // The app's clock runs 5 ms ahead of the kernel's: its SERVER span
   // (15-25 ms) is the request the kernel saw read at 10 ms and answered by 21.
-  Span http = KernelSpan(42, 42, 0x40, 10'000, 21'000, "GET /x");
-  http.kind = SpanKind::kServer;
+  Span http = HttpSpan(42, 0x40, 10'000, 21'000, "GET /x", SpanKind::kServer);
   http.trace_id = Trace(0xaa);
   http.parent_span_id = Id(0x77);
-  http.attributes.push_back({"http.request.method", std::string("GET")});
   correlator_->OnKernelSpan(std::move(http));
   correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x02, 0x77, 15, 25, SpanKind::kServer)});
   auto offset = correlator_->ClockOffsetNs(42);
@@ -291,11 +290,9 @@ TEST_F(CorrelatorTest, ClockOffsetLearnedFromOneRequestSeenBothWays) {
   EXPECT_EQ(*offset, 0);
   // A client request of the same process: app span 31-40, kernel write at
   // 28 ms: d >= 31 - 28 = 3 ms.
-  Span client = KernelSpan(42, 42, 0x50, 28'000, 33'000, "GET /y");
-  client.kind = SpanKind::kClient;
+  Span client = HttpSpan(42, 0x50, 28'000, 33'000, "GET /y", SpanKind::kClient);
   client.trace_id = Trace(0xac);
   client.parent_span_id = Id(0x05);
-  client.attributes.push_back({"http.request.method", std::string("GET")});
   correlator_->OnKernelSpan(std::move(client));
   correlator_->IndexAppSpans({AppSpan(42, 0xac, 0x05, 0, 31, 40, SpanKind::kClient)});
   offset = correlator_->ClockOffsetNs(42);
