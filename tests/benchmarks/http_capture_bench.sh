@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Requests/s of a loopback nginx under wrk, with kspan off and with kspan on
+# (the agent tracing nginx with --comm nginx), in alternating rounds of one
+# run, so both see the same machine state. Prints each round and the median
+# of each mode, and the loss of "on" against "off".
+#
+#   tests/benchmarks/http_capture_bench.sh [--build-dir DIR] [--rounds N]
+#       [--duration SECONDS] [--connections N] [--families http|all]
+#
+# --families http  the agent captures HTTP only (tcp, syscalls, dns off)
+# --families all   the agent's defaults plus HTTP (what `kspan run --comm nginx` does)
+# Needs root, nginx-light and wrk (scripts/setup.sh installs them).
+set -euo pipefail
+
+BUILD=/work/main/build
+ROUNDS=5
+DURATION=10
+CONNECTIONS=16
+FAMILIES=http
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build-dir) BUILD=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --connections) CONNECTIONS=$2; shift 2 ;;
+    --families) FAMILIES=$2; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+KSPAN=$BUILD/userspace/kspan
+for tool in /usr/sbin/nginx /usr/bin/wrk /usr/bin/curl "$KSPAN"; do
+  [ -x "$tool" ] || { echo "missing: $tool" >&2; exit 1; }
+done
+
+DIR=$(mktemp -d /tmp/kspan-http-bench-XXXXXX)
+chmod 755 "$DIR"
+NGINX_PID=
+AGENT_PID=
+cleanup() {
+  [ -n "$AGENT_PID" ] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null
+  [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+ADMIN=$(free_port)
+
+cat >"$DIR/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+pid $DIR/nginx.pid;
+error_log $DIR/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $DIR/body; proxy_temp_path $DIR/proxy; fastcgi_temp_path $DIR/fastcgi;
+  uwsgi_temp_path $DIR/uwsgi; scgi_temp_path $DIR/scgi;
+  server {
+    listen 127.0.0.1:$PORT;
+    location / { return 200 "hello from nginx\n"; }
+  }
+}
+EOF
+
+# A private pin directory and no OTLP receiver, so a running agent (or
+# another benchmark) does not collide with this one.
+cat >"$DIR/kspan.yaml" <<EOF
+bpf: {pin_path: /sys/fs/bpf/kspan-http-bench-$$}
+receiver: {grpc: {enabled: false}, http: {enabled: false}}
+EOF
+case "$FAMILIES" in
+  http) cat >>"$DIR/kspan.yaml" <<EOF
+capture:
+  tcp: {enabled: false}
+  syscalls: {enabled: false}
+  dns: false
+  http: {enabled: true}
+EOF
+  ;;
+  all) echo "capture: {http: {enabled: true}}" >>"$DIR/kspan.yaml" ;;
+  *) echo "--families: http or all" >&2; exit 2 ;;
+esac
+
+/usr/sbin/nginx -p "$DIR" -c "$DIR/nginx.conf" &
+NGINX_PID=$!
+for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
+
+agent_on() {
+  "$KSPAN" run -c "$DIR/kspan.yaml" --comm nginx --state-dir "$DIR/state" \
+    --admin-listen "127.0.0.1:$ADMIN" --no-console --log-level warn >>"$DIR/agent.log" 2>&1 &
+  AGENT_PID=$!
+  for _ in $(seq 300); do
+    curl -fs -o /dev/null "http://127.0.0.1:$ADMIN/readyz" && return 0
+    sleep 0.1
+  done
+  echo "agent not ready:" >&2; cat "$DIR/agent.log" >&2; exit 1
+}
+agent_off() {
+  local spans
+  spans=$(curl -fs "http://127.0.0.1:$ADMIN/metrics" |
+    awk '/^kspan_spans_assembled_total\{family="http"\}/ {print $2}')
+  echo "    http spans assembled: ${spans:-?}" >&2
+  kill "$AGENT_PID"; wait "$AGENT_PID" || true; AGENT_PID=
+}
+run_wrk() {
+  wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "http://127.0.0.1:$PORT/" |
+    awk '/^Requests\/sec:/ {print $2}'
+}
+
+wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$PORT/" >/dev/null  # warm-up
+OFF=()
+ON=()
+echo "nginx 1 worker, wrk 1 thread $CONNECTIONS connections ${DURATION}s, kspan families: $FAMILIES"
+for r in $(seq "$ROUNDS"); do
+  off=$(run_wrk); OFF+=("$off")
+  echo "round $r  off  $off req/s"
+  agent_on
+  on=$(run_wrk); ON+=("$on")
+  echo "round $r  on   $on req/s"
+  agent_off
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+m_off=$(median "${OFF[@]}")
+m_on=$(median "${ON[@]}")
+echo "median off $m_off req/s, on $m_on req/s, lost $(awk -v a="$m_off" -v b="$m_on" 'BEGIN {printf "%.1f", 100*(a-b)/a}')%"
