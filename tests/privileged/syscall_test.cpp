@@ -128,7 +128,10 @@ class SyscallSpans : public ::testing::TestWithParam<SyscallVariant> {
   // class recorded from 0 ns except waits (20 ms: the ring reader's own
   // epoll_wait timeouts stay out).
   // `ring_bytes` and `start_reader` are for the overload test.
-  void StartCapture(std::size_t ring_bytes = 1 << 20, bool start_reader = true) {
+  // `direct_walk` false: tp_btf takes its probe-read exit (what kernels
+  // before 6.2 run) on this kernel too.
+  void StartCapture(std::size_t ring_bytes = 1 << 20, bool start_reader = true,
+                    bool direct_walk = true) {
     auto pins = PinDirectory::Create(::kspan::testing::TestPinDir());
     ASSERT_TRUE(pins.ok()) << pins.status();
     pins_.emplace(std::move(*pins));
@@ -138,6 +141,7 @@ class SyscallSpans : public ::testing::TestWithParam<SyscallVariant> {
     opts.wakeup_bytes = 0;
     opts.pin_dir = pins_->path();
     opts.force_variant = GetParam();
+    opts.direct_walk = direct_walk;
     opts.class_min = {0ns, 0ns, 0ns, 20ms};
     capture_ = std::make_unique<SyscallCapture>(opts);
     absl::Status started = capture_->Start();
@@ -403,6 +407,60 @@ TEST_P(SyscallSpans, TcpSocketWriteReadAddressesPortsBytes) {
   close(c.fd);
 }
 
+// The socket fields of an IPv6 and an IPv4 connection, with the exit the
+// loader prefers (direct BTF loads on tp_btf where the kernel allows) and
+// with the probe-read exit.
+void ExpectSocketWrite(const Record& r, int family, const char* addr, std::uint16_t sport,
+                       std::uint16_t dport) {
+  EXPECT_EQ(r.e.fd_kind, KSPAN_FD_SOCKET);
+  EXPECT_EQ(r.e.family, family);
+  EXPECT_EQ(r.e.protocol, IPPROTO_TCP);
+  EXPECT_EQ(r.e.sock_type, SOCK_STREAM);
+  EXPECT_EQ(Addr(r.e, r.e.saddr), addr);
+  EXPECT_EQ(Addr(r.e, r.e.daddr), addr);
+  EXPECT_EQ(r.e.sport, sport);
+  EXPECT_EQ(r.e.dport, dport);
+  EXPECT_EQ(Ret(r.e), 3);
+  EXPECT_EQ(std::string(r.e.comm, strnlen(r.e.comm, sizeof(r.e.comm))), "kspan_privilege");
+}
+
+class SyscallSocketFields : public SyscallSpans {
+ protected:
+  void Run(bool direct_walk) {
+    StartCapture(1 << 20, true, direct_walk);
+    if (IsSkipped() || HasFatalFailure()) return;
+    if (!direct_walk) {
+      EXPECT_FALSE(capture_->direct_walk());
+    }
+    for (int family : {AF_INET6, AF_INET}) {
+      ::kspan::testing::Listener server(family);
+      ASSERT_GT(server.port(), 0);
+      auto c = ::kspan::testing::ConnectLoopback(family, server.port());
+      ASSERT_EQ(c.err, 0);
+      int s = accept(server.fd(), nullptr, nullptr);
+      ASSERT_GE(s, 0);
+      const std::uint64_t before = MonoNow();  // the fd number is reused per family
+      ASSERT_EQ(write(c.fd, "abc", 3), 3);
+      auto wr = collector_.WaitFor(Mine(SYS_write, c.fd, before));
+      ASSERT_TRUE(wr.has_value()) << "no write record, family " << family;
+      ExpectSocketWrite(*wr, family, family == AF_INET6 ? "::1" : "127.0.0.1", c.local_port,
+                        server.port());
+      close(s);
+      close(c.fd);
+    }
+  }
+};
+
+TEST_P(SyscallSocketFields, PreferredExit) {
+  KSPAN_REQUIRE_BPF();
+  Run(/*direct_walk=*/true);
+}
+
+TEST_P(SyscallSocketFields, ProbeReadExit) {
+  KSPAN_REQUIRE_BPF();
+  Run(/*direct_walk=*/false);
+}
+
 TEST_P(SyscallSpans, FailingSyscallCarriesErrno) {
   KSPAN_REQUIRE_BPF();
   StartCapture();
@@ -629,6 +687,11 @@ TEST_P(SyscallSpans, FullRingLossIsCountedExactly) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Syscall, SyscallSpans, ::testing::ValuesIn(kSyscallVariants),
+                         [](const ::testing::TestParamInfo<SyscallVariant>& p) {
+                           return std::string(SyscallVariantName(p.param));
+                         });
+
+INSTANTIATE_TEST_SUITE_P(Syscall, SyscallSocketFields, ::testing::ValuesIn(kSyscallVariants),
                          [](const ::testing::TestParamInfo<SyscallVariant>& p) {
                            return std::string(SyscallVariantName(p.param));
                          });
