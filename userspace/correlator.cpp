@@ -227,7 +227,7 @@ void Correlator::IndexAppSpans(const std::vector<Span>& spans,
       LearnFromPair(idx, c, PairKey(s.trace_id, s.span_id, 'C'));
     }
     idx.app.emplace(c.start, std::move(c));
-    index_order_.push_back({now, *pid, true, s.start_unix_nano, s.span_id});
+    index_order_.push_back({now, *pid, true, s.start_unix_nano, s.span_id, {}, false});
     ++indexed_;
     app_indexed_.Add();
   }
@@ -250,8 +250,13 @@ void Correlator::IndexKernelHttp(const std::shared_ptr<Pending>& p) {
       LearnFromPair(idx, c, PairKey(s.trace_id, s.parent_span_id, 'C'));
     }
   }
-  idx.http.emplace(c.start, std::move(c));
-  index_order_.push_back({now, *pid, false, s.start_unix_nano, s.span_id});
+  IndexEntry entry{now, *pid, false, s.start_unix_nano, s.span_id, c.conn, false};
+  if (IsValid(s.parent_span_id)) {
+    idx.http_ctx.emplace(c.start, c);
+    entry.ctx = true;
+  }
+  if (!c.conn.empty()) idx.http_by_conn[c.conn].emplace(c.start, std::move(c));
+  index_order_.push_back(std::move(entry));
   ++indexed_;
 }
 
@@ -341,25 +346,26 @@ const Correlator::Container* Correlator::FindContainer(ProcessIndex& idx, const 
 
   // Kernel HTTP spans are on the kernel's own axis; their ends are stamped by
   // other programs than the syscall's own, a few ns apart.
-  const std::string conn = by_connection ? ConnectionOf(span) : std::string();
-  {
+  // By connection: any thread; otherwise only HTTP spans placed by trace
+  // context, of the same thread where known.
+  auto scan_kernel = [&](const std::multimap<std::uint64_t, Container>& spans, bool same_thread) {
     int scanned = 0;
-    auto it = idx.http.upper_bound(ks + kKernelSlackNs);
-    while (it != idx.http.begin() && scanned++ < kMaxScan) {
+    auto it = spans.upper_bound(ks + kKernelSlackNs);
+    while (it != spans.begin() && scanned++ < kMaxScan) {
       --it;
       const Container& c = it->second;
-      if (c.start > ks + kKernelSlackNs || c.end + kKernelSlackNs < ke) continue;
-      if (by_connection) {
-        if (c.conn.empty() || c.conn != conn) continue;
-      } else if (!IsValid(c.parent_span_id)) {
-        continue;  // only HTTP spans placed by trace context contain others
-      }
-      if (c.tid != 0 && tid != 0 && c.tid != tid && !by_connection) continue;
+      if (c.end + kKernelSlackNs < ke) continue;
+      if (same_thread && c.tid != 0 && tid != 0 && c.tid != tid) continue;
       consider(c, c.start, c.end, true);
-      break;  // the latest-starting container on this axis
+      return;  // the latest-starting container on this axis
     }
+  };
+  if (by_connection) {
+    auto it = idx.http_by_conn.find(ConnectionOf(span));
+    if (it != idx.http_by_conn.end()) scan_kernel(it->second, false);
+    return best;
   }
-  if (by_connection) return best;
+  scan_kernel(idx.http_ctx, true);
 
   // App spans, on the app's axis: kernel time + offset. A coarse app clock
   // truncates: its spans appear up to `tolerance` early, start and end alike.
@@ -480,16 +486,27 @@ void Correlator::Forget(std::chrono::steady_clock::time_point now) {
     if (!expired) index_evicted_.Add();
     auto pit = processes_.find(e.pid);
     if (pit != processes_.end()) {
-      auto& map = e.app ? pit->second.app : pit->second.http;
-      auto [b, end] = map.equal_range(e.start);
-      for (auto it = b; it != end; ++it) {
-        if (it->second.span_id == e.span_id) {
-          map.erase(it);
-          break;
+      ProcessIndex& idx = pit->second;
+      auto erase = [&e](std::multimap<std::uint64_t, Container>& map) {
+        auto [b, end] = map.equal_range(e.start);
+        for (auto it = b; it != end; ++it) {
+          if (it->second.span_id == e.span_id) {
+            map.erase(it);
+            return;
+          }
+        }
+      };
+      if (e.app) {
+        erase(idx.app);
+      } else {
+        if (e.ctx) erase(idx.http_ctx);
+        if (auto cit = idx.http_by_conn.find(e.conn); cit != idx.http_by_conn.end()) {
+          erase(cit->second);
+          if (cit->second.empty()) idx.http_by_conn.erase(cit);
         }
       }
-      if (pit->second.app.empty() && pit->second.http.empty() &&
-          pit->second.bounds_since + kOffsetBoundsLife < now) {
+      if (idx.app.empty() && idx.http_ctx.empty() && idx.http_by_conn.empty() &&
+          idx.bounds_since + kOffsetBoundsLife < now) {
         processes_.erase(pit);
       }
     }

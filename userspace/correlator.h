@@ -132,7 +132,10 @@ class Correlator {
   struct ProcessIndex {
     // Keyed by start time (app clock for app spans, kernel clock for kernel).
     std::multimap<std::uint64_t, Container> app;
-    std::multimap<std::uint64_t, Container> http;
+    // Kernel HTTP spans, by connection, and those placed by trace context
+    // (which may contain the process's other kernel spans).
+    std::unordered_map<std::string, std::multimap<std::uint64_t, Container>> http_by_conn;
+    std::multimap<std::uint64_t, Container> http_ctx;
     // Offset bounds (app - kernel), from pairs of the same request.
     std::int64_t lo = INT64_MIN;
     std::int64_t hi = INT64_MAX;
@@ -146,6 +149,8 @@ class Correlator {
     bool app;
     std::uint64_t start;
     SpanId span_id;
+    std::string conn;      // kernel HTTP spans: the http_by_conn key ("" if none)
+    bool ctx = false;      // kernel HTTP spans: also in http_ctx
   };
 
   void Run();
