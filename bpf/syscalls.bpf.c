@@ -297,11 +297,11 @@ static __always_inline void fill_socket(struct kspan_syscall_event *e, struct fi
  *
  * A load through a BTF pointer is a plain load with an exception-table
  * fixup (a bad address reads as 0), about 1 ns; bpf_probe_read_kernel costs
- * some 20-50 ns. The walk starts at the trusted current task; what BTF
+ * some 20-60 ns. The walk starts at the trusted current task; what BTF
  * types as void * or as a pointer array (file->private_data, fdt->fd[]) is
- * a scalar to the verifier: fd[fd] is one probe read, and the struct file
- * and struct socket pointers are given their BTF type with bpf_rdonly_cast
- * (read-only, untrusted: loads only). */
+ * a scalar to the verifier, and is given a BTF type with bpf_rdonly_cast
+ * (read-only, untrusted: loads only, a bad address reads as 0). A socket
+ * record takes no probe read at all; paths still do (strings). */
 
 static __always_inline bool task_is_compat_direct(void)
 {
