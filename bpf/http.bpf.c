@@ -71,7 +71,14 @@ struct sock_state {
 	/* Body bytes (Content-Length) still to come, per direction: the next
 	 * message starts after them. */
 	__u32 body_left[2];
-	__u32 pad;
+	/* The connection's addresses, read from the socket once, when its
+	 * first data is seen (a socket carrying data is connected). */
+	__u16 family;
+	__u16 local_port;
+	__u16 peer_port;
+	__u16 pad;
+	__u8 local_addr[16];
+	__u8 peer_addr[16];
 };
 
 struct {
@@ -81,23 +88,64 @@ struct {
 	__type(value, struct sock_state);
 } kspan_http_socks SEC(".maps");
 
+/* Set by the loader: kspan_http_infl entries - 1 (a power of two). */
+const volatile __u32 infl_mask = 16383;
+
+/* Trace level per tgid, as in bpf/syscalls.bpf.c: bits 0-1 the level, bit 2
+ * valid, bits 3-31 the filter generation it was computed for, so the filter's
+ * hash and comm LPM lookups run once per process and filter change. Sized to
+ * pid_max by the loader; reset on exec (comm changes) and exit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 32768); /* resized by the loader */
+	__type(key, __u32);
+	__type(value, __u32);
+} kspan_http_lvl SEC(".maps");
+
+enum arg_kind {
+	ARG_BUF = 0, /* read, write, recvfrom, sendto: the buffer */
+	ARG_IOV = 1, /* readv, writev: the iovec array */
+	ARG_MSG = 2, /* recvmsg, sendmsg: the user msghdr */
+};
+
+/* What the exit needs, kept at enter: nothing is resolved before the
+ * syscall has returned data. */
 struct inflight {
+	__u64 arg;      /* enum arg_kind: buffer, iovec array or msghdr */
+	__u64 start_ns;
+	__u32 tid;      /* owner of an array slot; 0: free */
+	__u32 fd;
+	__u8 direction;
+	__u8 kind;      /* enum arg_kind */
+	__u8 pad[6];
+};
+
+/* Socket syscalls in flight, one array slot per thread (tid & infl_mask):
+ * lock-free and inlined, where a hash update, lookup and delete cost several
+ * hundred ns per syscall. A thread whose slot another thread holds spills
+ * into kspan_http_spill. A thread's slot is freed by its exit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 16384); /* resized by the loader */
+	__type(key, __u32);
+	__type(value, struct inflight);
+} kspan_http_infl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct inflight);
+} kspan_http_spill SEC(".maps");
+
+/* A syscall with data, once its socket is known. */
+struct call {
 	__u64 sk;
 	__u64 ino;
-	__u64 buf;      /* user buffer: the first iovec's base for the vector calls */
-	__u64 buf_len;  /* its length (the vector calls), or ~0 */
 	__u64 start_ns;
 	__u32 direction;
 	__u32 pad;
 };
-
-/* Socket syscalls in flight per thread, between enter and exit. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct inflight);
-} kspan_http_infl SEC(".maps");
 
 struct scan_state {
 	__u32 n;           /* bytes copied into buf */
@@ -167,13 +215,34 @@ static __always_inline struct scratch *get_scratch(void)
 	return bpf_map_lookup_elem(&kspan_http_scratch, &zero);
 }
 
+/* Fixed part of a record: everything before the path, traceparent and
+ * tracestate bytes, of which only their lengths are meaningful. */
+#define HEAD_BYTES offsetof(struct kspan_http_event, path)
+
+/* Copies the record into the ring: the fixed part and the used bytes of the
+ * three strings (often none), not the whole 584 bytes. The rest of the
+ * record is left as the ring had it; readers go by the lengths. */
 static __always_inline void emit(struct kspan_http_event *e)
 {
-	if (bpf_ringbuf_output(&kspan_http_ring, e, sizeof(*e),
-			       kspan_wakeup_flag(&kspan_http_ring, wakeup_bytes)))
+	struct kspan_http_event *r = bpf_ringbuf_reserve(&kspan_http_ring, sizeof(*r), 0);
+	if (!r) {
 		kspan_count(&kspan_http_stats, KSPAN_HTTP_STAT_RING_FULL);
-	else
-		kspan_count(&kspan_http_stats, KSPAN_HTTP_STAT_EMITTED);
+		return;
+	}
+	__builtin_memcpy(r, e, HEAD_BYTES);
+	__u32 len = e->path_len;
+	if (len)
+		bpf_probe_read_kernel(r->path, BOUND(len, KSPAN_HTTP_PATH_MAX), e->path);
+	len = e->traceparent_len;
+	if (len)
+		bpf_probe_read_kernel(r->traceparent, BOUND(len, KSPAN_HTTP_TRACEPARENT_MAX),
+				      e->traceparent);
+	len = e->tracestate_len;
+	if (len)
+		bpf_probe_read_kernel(r->tracestate, BOUND(len, KSPAN_HTTP_TRACESTATE_MAX),
+				      e->tracestate);
+	bpf_ringbuf_submit(r, kspan_wakeup_flag(&kspan_http_ring, wakeup_bytes));
+	kspan_count(&kspan_http_stats, KSPAN_HTTP_STAT_EMITTED);
 }
 
 /* ---- pass 1: line ends -------------------------------------------------- */
@@ -275,7 +344,7 @@ static __always_inline int start_message(struct scratch *s, __u32 start, __u32 e
 		__u8 sp = p[8], d0 = p[9], d1 = p[10], d2 = p[11];
 		if (sp != ' ' || d0 < '1' || d0 > '5' || d1 < '0' || d1 > '9' || d2 < '0' || d2 > '9')
 			return 0;
-		__builtin_memcpy(m, &s->tmpl, sizeof(*m));
+		__builtin_memcpy(m, &s->tmpl, HEAD_BYTES);
 		m->kind = KSPAN_HTTP_RESPONSE;
 		m->version_minor = minor;
 		m->status = (d0 - '0') * 100 + (d1 - '0') * 10 + (d2 - '0');
@@ -303,7 +372,7 @@ static __always_inline int start_message(struct scratch *s, __u32 start, __u32 e
 		vminor = mv;
 		target_end = e - 9;
 	}
-	__builtin_memcpy(m, &s->tmpl, sizeof(*m));
+	__builtin_memcpy(m, &s->tmpl, HEAD_BYTES);
 	m->kind = KSPAN_HTTP_REQUEST;
 	m->version_minor = vminor;
 	m->method_len = ml;
@@ -540,64 +609,154 @@ __noinline int scan_line(__u32 j)
 
 /* ---- syscall hooks ------------------------------------------------------ */
 
+/* fd -> struct sock of a TCP socket, with the socket file's inode number.
+ * Like kspan_fd_file() and kspan_file_sock() (bpf/fd.bpf.h), with fewer
+ * reads on the exit path of every traced socket syscall: the fd table's
+ * max_fds and fd array in one read, and the inode's mode and number in one. */
 static __always_inline struct sock *tcp_sock_of(long fd, __u64 *ino)
 {
-	struct file *file = kspan_fd_file(fd);
-	struct sock *sk = kspan_file_sock(file);
+	if (fd < 0)
+		return NULL;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt)
+		return NULL;
+	__u32 off_max = bpf_core_field_offset(struct fdtable, max_fds);
+	__u32 off_fd = bpf_core_field_offset(struct fdtable, fd);
+	unsigned int max_fds;
+	struct file **fds;
+	__u8 head[16];
+	if (off_max <= 12 && off_fd <= 8 && bpf_core_read(head, sizeof(head), fdt) == 0) {
+		__builtin_memcpy(&max_fds, head + off_max, 4);
+		__builtin_memcpy(&fds, head + off_fd, 8);
+	} else {
+		max_fds = BPF_CORE_READ(fdt, max_fds);
+		fds = BPF_CORE_READ(fdt, fd);
+	}
+	if ((unsigned long)fd >= max_fds)
+		return NULL;
+	struct file *file = NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	if (!file)
+		return NULL;
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	if (!inode)
+		return NULL;
+	__u32 off_mode = bpf_core_field_offset(struct inode, i_mode);
+	__u32 off_ino = bpf_core_field_offset(struct inode, i_ino);
+	__u16 mode;
+	__u8 ih[128];
+	if (off_mode <= 126 && off_ino <= 120 &&
+	    bpf_probe_read_kernel(ih, sizeof(ih), inode) == 0) {
+		__builtin_memcpy(&mode, ih + (off_mode & 127), 2);
+		__builtin_memcpy(ino, ih + (off_ino & 127), 8);
+	} else {
+		mode = BPF_CORE_READ(inode, i_mode);
+		*ino = BPF_CORE_READ(inode, i_ino);
+	}
+	if ((mode & KSPAN_S_IFMT) != KSPAN_S_IFSOCK)
+		return NULL;
+	struct socket *sock = BPF_CORE_READ(file, private_data);
+	struct sock *sk = sock ? BPF_CORE_READ(sock, sk) : NULL;
 	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return NULL;
-	*ino = BPF_CORE_READ(file, f_inode, i_ino);
 	return sk;
 }
 
-static __always_inline void on_enter(long fd, __u64 buf, __u64 buf_len, __u32 direction)
+/* The process's trace level, from the per-tgid cache when it was computed
+ * for the current filter generation. */
+static __always_inline int http_level(__u32 tgid)
+{
+	__u32 zero = 0;
+	struct kspan_filter_config *cfg = bpf_map_lookup_elem(&kspan_cfg, &zero);
+	if (!cfg)
+		return KSPAN_TRACE_NONE;
+	__u32 tag = (cfg->generation << 3) | 4;
+	__u32 *slot = bpf_map_lookup_elem(&kspan_http_lvl, &tgid);
+	if (slot) {
+		__u32 v = *slot;
+		if ((v & ~3u) == tag)
+			return v & 3;
+	}
+	int level = kspan_trace_level(tgid);
+	if (slot)
+		*slot = tag | (__u32)level;
+	return level;
+}
+
+/* Keeps the arguments for the exit: no fd, socket or user memory is looked
+ * at before the syscall returns data. */
+static __always_inline void on_enter(long fd, __u64 arg, __u32 kind, __u32 direction)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (kspan_trace_level(pid_tgid >> 32) != KSPAN_TRACE_FULL)
+	if (http_level(pid_tgid >> 32) != KSPAN_TRACE_FULL)
 		return;
-	__u64 ino = 0;
-	struct sock *sk = tcp_sock_of(fd, &ino);
-	if (!sk)
+	__u32 tid = (__u32)pid_tgid;
+	__u32 idx = tid & infl_mask;
+	struct inflight *slot = bpf_map_lookup_elem(&kspan_http_infl, &idx);
+	if (slot && (slot->tid == 0 || slot->tid == tid)) {
+		slot->tid = tid;
+		slot->arg = arg;
+		slot->fd = (__u32)fd;
+		slot->direction = direction;
+		slot->kind = kind;
+		slot->start_ns = bpf_ktime_get_ns();
 		return;
-	__u64 key = (__u64)sk;
-	struct sock_state *ss = bpf_map_lookup_elem(&kspan_http_socks, &key);
-	if (ss && ss->ino == ino && (ss->flags & SOCK_NOT_HTTP))
-		return;
-	struct inflight a = {
-		.sk = key,
-		.ino = ino,
-		.buf = buf,
-		.buf_len = buf_len,
-		.start_ns = bpf_ktime_get_ns(),
+	}
+	struct inflight fl = {
+		.arg = arg,
+		.tid = tid,
+		.fd = (__u32)fd,
 		.direction = direction,
+		.kind = kind,
 	};
-	if (bpf_map_update_elem(&kspan_http_infl, &pid_tgid, &a, BPF_ANY))
+	fl.start_ns = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&kspan_http_spill, &tid, &fl, BPF_ANY))
 		kspan_count(&kspan_http_stats, KSPAN_HTTP_STAT_INFLIGHT_FULL);
 }
 
-/* The first iovec of a vector. */
-static __always_inline void on_enter_iov(long fd, const struct iovec *vec, unsigned long vlen,
-					 __u32 direction)
+/* The user buffer the data went to or came from: the first iovec for the
+ * vector calls. Returns its length, 0 when there is none. */
+static __always_inline __u64 user_buffer(const struct inflight *a, __u64 *buf)
 {
+	if (a->kind == ARG_BUF) {
+		*buf = a->arg;
+		return ~0ULL;
+	}
+	const struct iovec *vec = (const struct iovec *)a->arg;
+	if (a->kind == ARG_MSG) {
+		struct user_msghdr msg = {};
+		if (bpf_probe_read_user(&msg, sizeof(msg), (const void *)a->arg) ||
+		    msg.msg_iovlen < 1)
+			return 0;
+		vec = msg.msg_iov;
+	}
 	struct iovec iov = {};
-	if (!vec || vlen < 1 || bpf_probe_read_user(&iov, sizeof(iov), vec))
-		return;
-	on_enter(fd, (__u64)iov.iov_base, iov.iov_len, direction);
+	if (!vec || bpf_probe_read_user(&iov, sizeof(iov), vec))
+		return 0;
+	*buf = (__u64)iov.iov_base;
+	return iov.iov_len;
 }
 
-static __always_inline void on_enter_msg(long fd, const struct user_msghdr *umsg, __u32 direction)
+/* The connection's addresses, into a new socket state. */
+static __always_inline void read_addresses(struct sock_state *ss, struct sock *sk)
 {
-	struct user_msghdr msg = {};
-	if (!umsg || bpf_probe_read_user(&msg, sizeof(msg), umsg))
-		return;
-	on_enter_iov(fd, msg.msg_iov, msg.msg_iovlen, direction);
+	ss->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	ss->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	ss->peer_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (ss->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&ss->local_addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&ss->peer_addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		BPF_CORE_READ_INTO((__u32 *)ss->local_addr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)ss->peer_addr, sk, __sk_common.skc_daddr);
+	}
 }
 
-static __always_inline void fill_template(struct kspan_http_event *t, struct inflight *a,
-					  __u64 pid_tgid, long ret)
+static __always_inline void fill_template(struct kspan_http_event *t, const struct call *a,
+					  const struct sock_state *ss, __u64 pid_tgid, long ret)
 {
-	__builtin_memset(t, 0, sizeof(*t));
-	struct sock *sk = (struct sock *)a->sk;
+	__builtin_memset(t, 0, HEAD_BYTES);
 	t->type = KSPAN_EVENT_HTTP;
 	t->pid = pid_tgid >> 32;
 	t->tid = (__u32)pid_tgid;
@@ -607,37 +766,58 @@ static __always_inline void fill_template(struct kspan_http_event *t, struct inf
 	t->sock_id = a->sk;
 	t->sock_ino = a->ino;
 	t->syscall_bytes = ret;
-	t->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	t->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	t->peer_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (t->family == AF_INET6) {
-		BPF_CORE_READ_INTO(&t->local_addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&t->peer_addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
-	} else {
-		BPF_CORE_READ_INTO((__u32 *)t->local_addr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO((__u32 *)t->peer_addr, sk, __sk_common.skc_daddr);
-	}
+	t->family = ss->family;
+	t->local_port = ss->local_port;
+	t->peer_port = ss->peer_port;
+	__builtin_memcpy(t->local_addr, ss->local_addr, 16);
+	__builtin_memcpy(t->peer_addr, ss->peer_addr, 16);
 	bpf_get_current_comm(&t->comm, sizeof(t->comm));
 }
 
 static __always_inline void on_exit(long ret)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct inflight *ap = bpf_map_lookup_elem(&kspan_http_infl, &pid_tgid);
-	if (!ap)
-		return;
-	struct inflight a = *ap;
-	bpf_map_delete_elem(&kspan_http_infl, &pid_tgid);
+	__u32 tid = (__u32)pid_tgid;
+	__u32 idx = tid & infl_mask;
+	struct inflight in;
+	struct inflight *slot = bpf_map_lookup_elem(&kspan_http_infl, &idx);
+	if (slot && slot->tid == tid) {
+		in = *slot;
+		slot->tid = 0;
+	} else {
+		/* Not entered in a slot: a process that is not traced (cheap,
+		 * cached) or one whose slot another thread held. */
+		if (http_level(pid_tgid >> 32) != KSPAN_TRACE_FULL)
+			return;
+		struct inflight *sp = bpf_map_lookup_elem(&kspan_http_spill, &tid);
+		if (!sp)
+			return;
+		in = *sp;
+		bpf_map_delete_elem(&kspan_http_spill, &tid);
+	}
 	if (ret <= 0)
+		return;
+
+	struct call a = {.start_ns = in.start_ns, .direction = in.direction};
+	struct sock *sk = tcp_sock_of(in.fd, &a.ino);
+	if (!sk)
+		return;
+	a.sk = (__u64)sk;
+	/* A stream known not to be HTTP: the first check once the socket is known. */
+	__u64 key = a.sk;
+	struct sock_state *ss = bpf_map_lookup_elem(&kspan_http_socks, &key);
+	if (ss && ss->ino == a.ino && (ss->flags & SOCK_NOT_HTTP))
+		return;
+	__u64 buf = 0;
+	__u64 buf_len = user_buffer(&in, &buf);
+	if (!buf_len)
 		return;
 	struct scratch *s = get_scratch();
 	if (!s)
 		return;
-
-	__u64 key = a.sk;
-	struct sock_state fresh = {.ino = a.ino};
-	struct sock_state *ss = bpf_map_lookup_elem(&kspan_http_socks, &key);
 	if (!ss || ss->ino != a.ino) {
+		struct sock_state fresh = {.ino = a.ino};
+		read_addresses(&fresh, sk);
 		if (bpf_map_update_elem(&kspan_http_socks, &key, &fresh, BPF_ANY)) {
 			kspan_count(&kspan_http_stats, KSPAN_HTTP_STAT_STATE_FULL);
 			return;
@@ -647,21 +827,19 @@ static __always_inline void on_exit(long ret)
 			return;
 	}
 	__u32 flags = ss->flags;
-	if (flags & SOCK_NOT_HTTP)
-		return;
 
 	__u64 n = ret;
-	if (n > a.buf_len)
-		n = a.buf_len;
+	if (n > buf_len)
+		n = buf_len;
 	if (n > KSPAN_HTTP_WINDOW)
 		n = KSPAN_HTTP_WINDOW;
-	if (bpf_probe_read_user(s->buf, BOUND(n, KSPAN_HTTP_WINDOW), (const void *)a.buf))
+	if (bpf_probe_read_user(s->buf, BOUND(n, KSPAN_HTTP_WINDOW), (const void *)buf))
 		return;
 	/* The bytes after the data must not look like a line of it. */
 	if (n < KSPAN_HTTP_WINDOW)
 		s->buf[n] = 0;
 
-	fill_template(&s->tmpl, &a, pid_tgid, ret);
+	fill_template(&s->tmpl, &a, ss, pid_tgid, ret);
 	__u32 cont = a.direction == KSPAN_HTTP_READ ? SOCK_CONT_READ : SOCK_CONT_WRITE;
 	s->st.n = n;
 	s->st.ret = ret;
@@ -691,7 +869,7 @@ static __always_inline void on_exit(long ret)
 		s->st.mode = MODE_READY;
 	} else if (flags & cont) {
 		/* Header lines of the previous message continue here. */
-		__builtin_memcpy(&s->msg, &s->tmpl, sizeof(s->msg));
+		__builtin_memcpy(&s->msg, &s->tmpl, HEAD_BYTES);
 		s->msg.kind = KSPAN_HTTP_HEADERS;
 		s->st.mode = MODE_HEADERS;
 		s->st.messages = 1;
@@ -757,25 +935,21 @@ static __always_inline void on_exit(long ret)
 		return 0;                                        \
 	}
 
-HOOK_ENTER(read, on_enter(ctx->args[0], ctx->args[1], ~0ULL, KSPAN_HTTP_READ))
+HOOK_ENTER(read, on_enter(ctx->args[0], ctx->args[1], ARG_BUF, KSPAN_HTTP_READ))
 HOOK_EXIT(read)
-HOOK_ENTER(write, on_enter(ctx->args[0], ctx->args[1], ~0ULL, KSPAN_HTTP_WRITE))
+HOOK_ENTER(write, on_enter(ctx->args[0], ctx->args[1], ARG_BUF, KSPAN_HTTP_WRITE))
 HOOK_EXIT(write)
-HOOK_ENTER(recvfrom, on_enter(ctx->args[0], ctx->args[1], ~0ULL, KSPAN_HTTP_READ))
+HOOK_ENTER(recvfrom, on_enter(ctx->args[0], ctx->args[1], ARG_BUF, KSPAN_HTTP_READ))
 HOOK_EXIT(recvfrom)
-HOOK_ENTER(sendto, on_enter(ctx->args[0], ctx->args[1], ~0ULL, KSPAN_HTTP_WRITE))
+HOOK_ENTER(sendto, on_enter(ctx->args[0], ctx->args[1], ARG_BUF, KSPAN_HTTP_WRITE))
 HOOK_EXIT(sendto)
-HOOK_ENTER(readv, on_enter_iov(ctx->args[0], (const struct iovec *)ctx->args[1], ctx->args[2],
-			       KSPAN_HTTP_READ))
+HOOK_ENTER(readv, on_enter(ctx->args[0], ctx->args[1], ARG_IOV, KSPAN_HTTP_READ))
 HOOK_EXIT(readv)
-HOOK_ENTER(writev, on_enter_iov(ctx->args[0], (const struct iovec *)ctx->args[1], ctx->args[2],
-				KSPAN_HTTP_WRITE))
+HOOK_ENTER(writev, on_enter(ctx->args[0], ctx->args[1], ARG_IOV, KSPAN_HTTP_WRITE))
 HOOK_EXIT(writev)
-HOOK_ENTER(recvmsg, on_enter_msg(ctx->args[0], (const struct user_msghdr *)ctx->args[1],
-				 KSPAN_HTTP_READ))
+HOOK_ENTER(recvmsg, on_enter(ctx->args[0], ctx->args[1], ARG_MSG, KSPAN_HTTP_READ))
 HOOK_EXIT(recvmsg)
-HOOK_ENTER(sendmsg, on_enter_msg(ctx->args[0], (const struct user_msghdr *)ctx->args[1],
-				 KSPAN_HTTP_WRITE))
+HOOK_ENTER(sendmsg, on_enter(ctx->args[0], ctx->args[1], ARG_MSG, KSPAN_HTTP_WRITE))
 HOOK_EXIT(sendmsg)
 
 /* The end of an HTTP stream: userspace ends what is still open on it. */
@@ -783,7 +957,7 @@ SEC("tracepoint/syscalls/sys_enter_close")
 int kspan_http_close(struct sys_enter_args *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (kspan_trace_level(pid_tgid >> 32) != KSPAN_TRACE_FULL)
+	if (http_level(pid_tgid >> 32) != KSPAN_TRACE_FULL)
 		return 0;
 	__u64 ino = 0;
 	struct sock *sk = tcp_sock_of(ctx->args[0], &ino);
@@ -794,15 +968,48 @@ int kspan_http_close(struct sys_enter_args *ctx)
 	if (!ss)
 		return 0;
 	int http = ss->ino == ino && (ss->flags & SOCK_HTTP);
-	bpf_map_delete_elem(&kspan_http_socks, &key);
-	if (!http)
-		return 0;
 	struct scratch *s = get_scratch();
-	if (!s)
+	if (!http || !s) {
+		bpf_map_delete_elem(&kspan_http_socks, &key);
 		return 0;
-	struct inflight a = {.sk = key, .ino = ino, .start_ns = bpf_ktime_get_ns()};
-	fill_template(&s->tmpl, &a, pid_tgid, 0);
+	}
+	struct call a = {.sk = key, .ino = ino, .start_ns = bpf_ktime_get_ns()};
+	fill_template(&s->tmpl, &a, ss, pid_tgid, 0);
+	bpf_map_delete_elem(&kspan_http_socks, &key);
 	s->tmpl.kind = KSPAN_HTTP_CLOSE;
 	emit(&s->tmpl);
 	return 0;
+}
+
+/* A thread that exits frees its in-flight slot. */
+static __always_inline int forget(int thread)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	__u32 *lvl = bpf_map_lookup_elem(&kspan_http_lvl, &tgid);
+	if (lvl)
+		*lvl = 0;
+	if (!thread)
+		return 0;
+	__u32 tid = (__u32)pid_tgid;
+	__u32 idx = tid & infl_mask;
+	struct inflight *slot = bpf_map_lookup_elem(&kspan_http_infl, &idx);
+	if (slot && slot->tid == tid)
+		slot->tid = 0;
+	bpf_map_delete_elem(&kspan_http_spill, &tid);
+	return 0;
+}
+
+/* exec changes comm (and is where containers' processes enter their cgroup). */
+SEC("tracepoint/sched/sched_process_exec")
+int kspan_http_exec(void *ctx)
+{
+	return forget(0);
+}
+
+/* A tgid freed now may be reused by another process. */
+SEC("tracepoint/sched/sched_process_exit")
+int kspan_http_gone(void *ctx)
+{
+	return forget(1);
 }

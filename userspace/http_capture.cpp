@@ -4,8 +4,10 @@
 #include <bpf/libbpf.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -19,6 +21,24 @@ namespace {
 absl::Status Failed(const std::string& stage, int err) {
   if (err < 0) err = -err;
   return absl::InternalError(absl::StrCat("http capture: ", stage, ": ", std::strerror(err)));
+}
+
+// Level-cache entries: one per possible tgid (kernel.pid_max), at most 4 Mi.
+std::uint32_t PidMax() {
+  std::ifstream in("/proc/sys/kernel/pid_max");
+  std::uint64_t v = 0;
+  if (!(in >> v) || v == 0) v = 4u << 20;
+  return static_cast<std::uint32_t>(std::clamp<std::uint64_t>(v, 1024, 4u << 20));
+}
+
+// In-flight array slots, a power of two: one per possible tid up to 256 Ki
+// (8 MiB), so threads share a slot (and spill into the hash) only on hosts
+// with a larger pid_max.
+std::uint32_t InFlightSlots() {
+  const std::uint32_t want = std::min<std::uint32_t>(PidMax(), 1u << 18);
+  std::uint32_t n = 1024;
+  while (n < want) n <<= 1;
+  return n;
 }
 
 }  // namespace
@@ -45,6 +65,13 @@ absl::Status HttpCapture::Configure() {
   if (int err = bpf_map__set_max_entries(skel_->maps.kspan_http_ring, bytes)) {
     return Failed("configure kspan_http_ring", err);
   }
+  skel_->rodata->infl_mask = InFlightSlots() - 1;
+  if (int err = bpf_map__set_max_entries(skel_->maps.kspan_http_infl, InFlightSlots())) {
+    return Failed("configure kspan_http_infl", err);
+  }
+  if (int err = bpf_map__set_max_entries(skel_->maps.kspan_http_lvl, PidMax())) {
+    return Failed("configure kspan_http_lvl", err);
+  }
   return absl::OkStatus();
 }
 
@@ -54,7 +81,7 @@ absl::Status HttpCapture::Load() {
 }
 
 absl::Status HttpCapture::Attach() {
-  if (int err = http_bpf::attach(skel_)) return Failed("attach (syscalls:sys_*_read*/write*/send*/recv*/close)", err);
+  if (int err = http_bpf::attach(skel_)) return Failed("attach (syscalls:sys_*_read*/write*/send*/recv*/close, sched:sched_process_exec/exit)", err);
   spdlog::info("http capture: attached to the socket syscall tracepoints");
   return absl::OkStatus();
 }

@@ -6,9 +6,14 @@
 #
 #   tests/benchmarks/http_capture_bench.sh [--build-dir DIR] [--rounds N]
 #       [--duration SECONDS] [--connections N] [--families http|all]
+#       [--bpf-stats]
 #
 # --families http  the agent captures HTTP only (tcp, syscalls, dns off)
 # --families all   the agent's defaults plus HTTP (what `kspan run --comm nginx` does)
+# --bpf-stats      enable kernel.bpf_stats_enabled during "on" rounds and print
+#                  each kspan_http_* program's calls and ns per call (this
+#                  accounting itself costs a little: the req/s of such a run are
+#                  not the figures to quote)
 # Needs root, nginx-light and wrk (scripts/setup.sh installs them).
 set -euo pipefail
 
@@ -17,6 +22,7 @@ ROUNDS=5
 DURATION=10
 CONNECTIONS=16
 FAMILIES=http
+BPF_STATS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --build-dir) BUILD=$2; shift 2 ;;
@@ -24,7 +30,8 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=$2; shift 2 ;;
     --connections) CONNECTIONS=$2; shift 2 ;;
     --families) FAMILIES=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --bpf-stats) BPF_STATS=1; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -37,7 +44,9 @@ DIR=$(mktemp -d /tmp/kspan-http-bench-XXXXXX)
 chmod 755 "$DIR"
 NGINX_PID=
 AGENT_PID=
+STATS_WAS=$(cat /proc/sys/kernel/bpf_stats_enabled)
 cleanup() {
+  [ "$BPF_STATS" = 1 ] && echo "$STATS_WAS" >/proc/sys/kernel/bpf_stats_enabled
   [ -n "$AGENT_PID" ] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null
   [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null
   rm -rf "$DIR"
@@ -89,6 +98,7 @@ NGINX_PID=$!
 for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
 
 agent_on() {
+  FIRST_ID=$(max_prog_id)
   "$KSPAN" run -c "$DIR/kspan.yaml" --comm nginx --state-dir "$DIR/state" \
     --admin-listen "127.0.0.1:$ADMIN" --no-console --log-level warn >>"$DIR/agent.log" 2>&1 &
   AGENT_PID=$!
@@ -98,8 +108,22 @@ agent_on() {
   done
   echo "agent not ready:" >&2; cat "$DIR/agent.log" >&2; exit 1
 }
+# Per program of this round's agent (loaded after FIRST_ID: another agent
+# on the host may have programs of the same names): calls and ns per call.
+max_prog_id() { bpftool -j prog show | python3 -c 'import json, sys; print(max([p["id"] for p in json.load(sys.stdin)] + [0]))'; }
+bpf_stats() {
+  bpftool -j prog show | FIRST_ID=$FIRST_ID python3 -c '
+import json, os, sys
+first = int(os.environ["FIRST_ID"])
+for p in sorted(json.load(sys.stdin), key=lambda p: p.get("name", "")):
+    n = p.get("name", "")
+    if n.startswith("kspan_http") and p["id"] > first and p.get("run_cnt"):
+        print("    %-16s %10d calls %8.0f ns/call" % (n, p["run_cnt"], p["run_time_ns"] / p["run_cnt"]))
+' >&2
+}
 agent_off() {
   local spans
+  [ "$BPF_STATS" = 1 ] && bpf_stats
   spans=$(curl -fs "http://127.0.0.1:$ADMIN/metrics" |
     awk '/^kspan_spans_assembled_total\{family="http"\}/ {print $2}')
   echo "    http spans assembled: ${spans:-?}" >&2
@@ -118,9 +142,11 @@ for r in $(seq "$ROUNDS"); do
   off=$(run_wrk); OFF+=("$off")
   echo "round $r  off  $off req/s"
   agent_on
+  [ "$BPF_STATS" = 1 ] && echo 1 >/proc/sys/kernel/bpf_stats_enabled
   on=$(run_wrk); ON+=("$on")
   echo "round $r  on   $on req/s"
   agent_off
+  [ "$BPF_STATS" = 1 ] && echo "$STATS_WAS" >/proc/sys/kernel/bpf_stats_enabled
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 m_off=$(median "${OFF[@]}")

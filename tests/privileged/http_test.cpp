@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -385,6 +386,85 @@ TEST_F(HttpCaptureTest, RequestSplitAcrossTwoSendsTraceparentInTheSecond) {
     EXPECT_EQ(Int(*s, "http.request.body.size"), 0);
     EXPECT_EQ(Int(*s, "http.response.status_code"), 200);
   }
+}
+
+TEST_F(HttpCaptureTest, VectorCallsAreReadThroughTheirFirstBuffer) {
+  // writev/readv and sendmsg/recvmsg: the iovec array and the msghdr are
+  // kept at enter and read at exit.
+  TinyHttpServer server;
+  int fd = Connect(server.port());
+  ASSERT_GE(fd, 0);
+  const int client_port = LocalPort(fd);
+  std::string req = "GET /vec/writev HTTP/1.1\r\nHost: x\r\n\r\n";
+  char empty = 0;
+  iovec wv[2] = {{req.data(), req.size()}, {&empty, 0}};
+  ASSERT_EQ(writev(fd, wv, 2), static_cast<ssize_t>(req.size()));
+  char buf[4096];
+  std::string got;
+  while (got.find("hello") == std::string::npos) {
+    iovec rv[2] = {{buf, sizeof(buf)}, {&empty, 0}};
+    ssize_t n = readv(fd, rv, 2);
+    ASSERT_GT(n, 0);
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  std::string req2 = "GET /status/404 HTTP/1.1\r\nHost: x\r\n\r\n";
+  iovec sv{req2.data(), req2.size()};
+  msghdr sm{};
+  sm.msg_iov = &sv;
+  sm.msg_iovlen = 1;
+  ASSERT_EQ(sendmsg(fd, &sm, 0), static_cast<ssize_t>(req2.size()));
+  got.clear();
+  while (got.find("hello") == std::string::npos) {
+    iovec rv{buf, sizeof(buf)};
+    msghdr rm{};
+    rm.msg_iov = &rv;
+    rm.msg_iovlen = 1;
+    ssize_t n = recvmsg(fd, &rm, 0);
+    ASSERT_GT(n, 0);
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  auto servers = ServerSpansFrom(client_port, 2);
+  auto clients = ClientSpansTo(server.port(), 2);
+  close(fd);
+  ASSERT_EQ(servers.size(), 2u);
+  ASSERT_EQ(clients.size(), 2u);
+  for (const auto* v : {&servers, &clients}) {
+    EXPECT_EQ((*v)[0].name, "GET /vec/writev");
+    EXPECT_EQ(Int((*v)[0], "http.response.status_code"), 200);
+    EXPECT_EQ((*v)[1].name, "GET /status/404");
+    EXPECT_EQ(Int((*v)[1], "http.response.status_code"), 404);
+  }
+}
+
+TEST_F(HttpCaptureTest, FilterChangesReachAProcessWhoseLevelIsCached) {
+  // The trace level is cached per process and filter generation: removing
+  // the process from the filter stops its capture at once, adding it back
+  // resumes it.
+  TinyHttpServer server;
+  auto exchange = [&](const std::string& path) {
+    int fd = Connect(server.port());
+    EXPECT_GE(fd, 0);
+    const int port = LocalPort(fd);
+    SendAll(fd, "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_NE(ReadResponses(fd, 1).find("hello"), std::string::npos);
+    close(fd);
+    return port;
+  };
+  const int first = exchange("/cached");
+  ASSERT_EQ(ServerSpansFrom(first, 1).size(), 1u);
+
+  ASSERT_TRUE(filter_->RemoveAllowedPid(static_cast<std::uint32_t>(getpid())).ok());
+  const auto emitted = capture_->ReadStats()[KSPAN_HTTP_STAT_EMITTED];
+  const int second = exchange("/removed");
+  EXPECT_TRUE(ServerSpansFrom(second, 1, 500ms).empty());
+  EXPECT_LE(ClientSpansTo(server.port(), 2, 300ms).size(), 1u);
+  EXPECT_EQ(capture_->ReadStats()[KSPAN_HTTP_STAT_EMITTED], emitted);
+
+  ASSERT_TRUE(filter_->AllowPid(static_cast<std::uint32_t>(getpid())).ok());
+  const int third = exchange("/again");
+  auto servers = ServerSpansFrom(third, 1);
+  ASSERT_EQ(servers.size(), 1u);
+  EXPECT_EQ(servers[0].name, "GET /again");
 }
 
 TEST_F(HttpCaptureTest, NonHttpStreamProducesNothingAndIsCounted) {
