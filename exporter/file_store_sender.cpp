@@ -9,8 +9,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
-#include "exporter/otlp_json.h"
-#include "exporter/otlp_transform.h"
+#include "exporter/otlp_json_writer.h"
 #include "spdlog/spdlog.h"
 
 namespace kspan {
@@ -78,7 +77,12 @@ absl::Status FileStoreSender::Rotate() {
 }
 
 ExportResult FileStoreSender::Send(const SpanBatch& batch, Clock::time_point /*deadline*/) {
-  std::string line = ToOtlpJson(ToExportRequest(batch.spans));
+  // One encoder and line buffer per sending thread, reused from batch to
+  // batch: encoding then allocates nothing once they have grown to the
+  // largest batch (they keep that much memory).
+  thread_local OtlpJsonEncoder encoder;
+  thread_local std::string line;
+  encoder.Encode(batch.spans, line);
   line += '\n';
 
   if (fd_ < 0 || (options_.max_bytes > 0 && size_ > 0 &&

@@ -6,6 +6,7 @@
 #include "exporter/auth.h"
 #include "exporter/compression.h"
 #include "exporter/otlp_json.h"
+#include "exporter/otlp_json_writer.h"
 #include "exporter/otlp_transform.h"
 #include "google/protobuf/arena.h"
 #include "google/rpc/status.pb.h"
@@ -60,10 +61,15 @@ absl::StatusOr<std::unique_ptr<OtlpHttpSender>> OtlpHttpSender::Create(
 }
 
 ExportResult OtlpHttpSender::Send(const SpanBatch& batch, Clock::time_point deadline) {
-  google::protobuf::Arena arena;
-  auto* request = google::protobuf::Arena::CreateMessage<otlp::ExportTraceServiceRequest>(&arena);
-  AppendToExportRequest(batch.spans, *request);
-  const std::string body = json_ ? ToOtlpJson(*request) : request->SerializeAsString();
+  std::string body;
+  if (json_) {
+    OtlpJsonEncoder().Encode(batch.spans, body);
+  } else {
+    google::protobuf::Arena arena;
+    auto* request = google::protobuf::Arena::CreateMessage<otlp::ExportTraceServiceRequest>(&arena);
+    AppendToExportRequest(batch.spans, *request);
+    body = request->SerializeAsString();
+  }
   auto r = client_->Post(body, json_ ? "application/json" : "application/x-protobuf", deadline);
 
   // Bodies answer in the request's encoding; a compressed answer is
