@@ -9,6 +9,12 @@
 //   kspan_exporter_benchmark disk [SPANS]
 //       disk queue: spans/s persisted while the backend is down, then
 //       spans/s replayed once it is up.
+//   kspan_exporter_benchmark json [SPANS] [BATCH]
+//       OTLP/JSON encoding on this thread, spans per CPU-second: the
+//       reference path ToOtlpJson(ToExportRequest()) (protobuf messages,
+//       then an nlohmann DOM) against OtlpJsonEncoder, encoding alone and
+//       through the file store (each line appended to a file in a temporary
+//       directory, as FileStoreSender does).
 //
 // Spans are built before the clock starts: what is measured is the
 // exporter, not span construction.
@@ -18,8 +24,10 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -31,6 +39,10 @@
 
 #include "exporter/export_metrics.h"
 #include "exporter/export_pipeline.h"
+#include "exporter/file_store_sender.h"
+#include "exporter/otlp_json.h"
+#include "exporter/otlp_json_writer.h"
+#include "exporter/otlp_transform.h"
 #include "grpcpp/grpcpp.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.grpc.pb.h"
 
@@ -274,6 +286,90 @@ int Disk(std::size_t n) {
   return 0;
 }
 
+// Runs `encode_batch` over every batch of `spans`, `rounds` times; prints
+// and returns spans per CPU-second.
+template <typename F>
+double JsonRun(const char* what, const std::vector<SpanBatch>& batches, std::size_t spans, int rounds,
+               F&& encode_batch) {
+  std::size_t bytes = 0;
+  const double cpu0 = CpuSeconds();
+  for (int r = 0; r < rounds; ++r) {
+    for (const auto& b : batches) bytes += encode_batch(b);
+  }
+  const double cpu = CpuSeconds() - cpu0;
+  const double total = static_cast<double>(spans) * rounds;
+  std::printf("json %-32s %zu spans: cpu %.3f s, %.0f spans per CPU-second", what,
+              static_cast<std::size_t>(total), cpu, total / cpu);
+  if (bytes > 0) std::printf(", %.0f bytes/span", static_cast<double>(bytes) / total);
+  std::printf("\n");
+  return total / cpu;
+}
+
+int Json(std::size_t n, std::size_t batch_size) {
+  std::vector<SpanBatch> batches;
+  {
+    auto spans = MakeSpans(n);
+    for (std::size_t i = 0; i < n; i += batch_size) {
+      SpanBatch b;
+      const std::size_t end = std::min(n, i + batch_size);
+      b.spans.assign(std::make_move_iterator(spans.begin() + static_cast<std::ptrdiff_t>(i)),
+                     std::make_move_iterator(spans.begin() + static_cast<std::ptrdiff_t>(end)));
+      batches.push_back(std::move(b));
+    }
+  }
+  // Same text both ways (checked once, outside the clock).
+  if (ToOtlpJson(ToExportRequest(batches[0].spans)) != EncodeOtlpJson(batches[0].spans)) {
+    std::fprintf(stderr, "json: the encoders disagree\n");
+    return 1;
+  }
+  const auto dir = std::filesystem::temp_directory_path() / ("kspan-json-bench-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  constexpr std::size_t kRotateBytes = 64u << 20;  // bounds the disk used
+
+  const double dom = JsonRun("encode reference (proto+DOM)", batches, n, 1, [](const SpanBatch& b) {
+    return ToOtlpJson(ToExportRequest(b.spans)).size();
+  });
+  OtlpJsonEncoder encoder;
+  std::string out;
+  const double direct = JsonRun("encode OtlpJsonEncoder", batches, n, 3, [&](const SpanBatch& b) {
+    encoder.Encode(b.spans, out);
+    return out.size();
+  });
+
+  // The file store before OtlpJsonEncoder: the reference text, appended.
+  const std::string ref_path = (dir / "reference.jsonl").string();
+  int fd = ::open(ref_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  std::size_t size = 0;
+  const double dom_file = JsonRun("file store reference", batches, n, 1, [&](const SpanBatch& b) {
+    std::string line = ToOtlpJson(ToExportRequest(b.spans));
+    line += '\n';
+    if (size + line.size() > kRotateBytes) {
+      (void)!::ftruncate(fd, 0);
+      size = 0;
+    }
+    if (::write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) std::abort();
+    size += line.size();
+    return line.size();
+  });
+  ::close(fd);
+  std::filesystem::remove(ref_path);
+
+  FileStoreOptions options;
+  options.path = (dir / "spans.jsonl").string();
+  options.max_bytes = kRotateBytes;
+  auto sender = FileStoreSender::Create(options);
+  if (!sender.ok()) return 1;
+  const double direct_file = JsonRun("file store FileStoreSender", batches, n, 3, [&](const SpanBatch& b) {
+    if ((*sender)->Send(b, Clock::now()).outcome != ExportResult::Outcome::kSuccess) std::abort();
+    return std::size_t{0};
+  });
+  sender->reset();
+  std::filesystem::remove_all(dir);
+  std::printf("json batch=%zu: encoding %.1fx, file store %.1fx the reference's spans per CPU-second\n",
+              batch_size, direct / dom, direct_file / dom_file);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -286,6 +382,10 @@ int main(int argc, char** argv) {
   }
   if (mode == "outage") return Outage(argc > 2 ? std::atoi(argv[2]) : 20);
   if (mode == "disk") return Disk(argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 1'000'000);
-  std::fprintf(stderr, "usage: %s throughput|outage|disk ...\n", argv[0]);
+  if (mode == "json") {
+    return Json(argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 200'000,
+                argc > 3 ? std::strtoull(argv[3], nullptr, 10) : 512);
+  }
+  std::fprintf(stderr, "usage: %s throughput|outage|disk|json ...\n", argv[0]);
   return 2;
 }
