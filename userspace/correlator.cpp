@@ -55,6 +55,8 @@ std::optional<std::uint32_t> PidOf(const Span& s) {
 
 std::int64_t TidOf(const Span& s) { return IntAttribute(s.attributes, "thread.id").value_or(0); }
 
+bool IsSyscall(const Span& s) { return FindAttribute(s.attributes, "kspan.syscall.name") != nullptr; }
+
 bool IsHttp(const Span& s) { return FindAttribute(s.attributes, "http.request.method") != nullptr; }
 
 // The connection a kernel span belongs to, or "" when it has none.
@@ -182,7 +184,7 @@ bool Correlator::MayJoinLater(const Span& s) const {
   if (auto it = processes_.find(*pid); it != processes_.end() && !it->second.app.empty()) {
     return true;
   }
-  return FindAttribute(s.attributes, "kspan.syscall.name") != nullptr && !ConnectionOf(s).empty();
+  return IsSyscall(s) && !ConnectionOf(s).empty();
 }
 
 Correlator::Container Correlator::ContainerOf(const Span& s,
@@ -348,13 +350,16 @@ const Correlator::Container* Correlator::FindContainer(ProcessIndex& idx, const 
   // other programs than the syscall's own, a few ns apart.
   // By connection: any thread; otherwise only HTTP spans placed by trace
   // context, of the same thread where known.
+  // The slack only for a syscall of the connection (the same moments stamped
+  // by two programs); other spans must lie inside.
+  const std::uint64_t slack = by_connection ? kKernelSlackNs : 0;
   auto scan_kernel = [&](const std::multimap<std::uint64_t, Container>& spans, bool same_thread) {
     int scanned = 0;
-    auto it = spans.upper_bound(ks + kKernelSlackNs);
+    auto it = spans.upper_bound(ks + slack);
     while (it != spans.begin() && scanned++ < kMaxScan) {
       --it;
       const Container& c = it->second;
-      if (c.end + kKernelSlackNs < ke) continue;
+      if (c.end + slack < ke) continue;
       if (same_thread && c.tid != 0 && tid != 0 && c.tid != tid) continue;
       consider(c, c.start, c.end, true);
       return;  // the latest-starting container on this axis
@@ -430,7 +435,7 @@ void Correlator::Place(Pending& p, int depth) {
     if (it != processes_.end()) {
       ProcessIndex& idx = it->second;
       offset = OffsetFor(idx);
-      if (!IsHttp(s) && !ConnectionOf(s).empty()) {
+      if (IsSyscall(s) && !ConnectionOf(s).empty()) {
         c = FindContainer(idx, s, offset, true);
         by_connection = c != nullptr;
       } else if (IsHttp(s) && s.kind == SpanKind::kServer) {

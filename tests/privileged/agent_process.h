@@ -2,6 +2,7 @@
 // state directory and admin port, polled for readiness, stopped with SIGTERM.
 #pragma once
 
+#include <algorithm>
 #include <httplib.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -52,6 +53,13 @@ class AgentProcess {
                                       "--state-dir", state_dir,
                                       "--admin-listen", "127.0.0.1:" + std::to_string(admin_port_),
                                       "--log-level", "debug"};
+    // Ephemeral receiver ports unless the test chooses: a collector (or
+    // another agent) on the host may hold 4317/4318.
+    for (const char* flag : {"--receiver-grpc", "--receiver-http"}) {
+      if (std::find(extra_args.begin(), extra_args.end(), flag) == extra_args.end()) {
+        args.insert(args.end(), {flag, "127.0.0.1:0"});
+      }
+    }
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     pid_ = fork();
     if (pid_ == 0) {

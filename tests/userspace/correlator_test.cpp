@@ -181,12 +181,17 @@ TEST_F(CorrelatorTest, SocketSyscallsJoinTheHttpSpanOfTheirConnection) {
   OnConnection(write, "127.0.0.1", 50000);
   Span other = KernelSpan(9, 9, 0x43, 10'500, 10'510, "syscall recvfrom");
   OnConnection(other, "127.0.0.1", 50001);
+  // The connection's accept, just before the request was read: not a child.
+  Span accept = KernelSpan(9, 9, 0x44, 9'950, 9'990, "tcp accept");
+  OnConnection(accept, "127.0.0.1", 50000);
+  correlator_->OnKernelSpan(std::move(accept));
   correlator_->OnKernelSpan(std::move(read));
   correlator_->OnKernelSpan(std::move(other));
   correlator_->OnKernelSpan(std::move(write));
   correlator_->OnKernelSpan(std::move(http));
   correlator_->Flush();
-  ASSERT_EQ(out_.size(), 4u);
+  ASSERT_EQ(out_.size(), 5u);
+  EXPECT_FALSE(IsValid(Out(0x44)->parent_span_id));
   EXPECT_EQ(Out(0x41)->trace_id, Trace(0xbb));
   EXPECT_EQ(Out(0x41)->parent_span_id, Id(0x40));
   EXPECT_EQ(Out(0x42)->parent_span_id, Id(0x40));
