@@ -88,4 +88,40 @@ static __always_inline enum kspan_trace_level kspan_trace_level(__u32 tgid)
 	return cfg->slow_threshold_ns ? KSPAN_TRACE_SLOW_ONLY : KSPAN_TRACE_NONE;
 }
 
+/* kspan_trace_level() cached per process in `cache`, a per-tgid __u32 array
+ * (bits 0-1 the level, bit 2 valid, bits 3-31 the filter generation it was
+ * computed for): the allow-list lookups run once per process and filter
+ * change. `fc` receives the filter config. Each program family keeps its own
+ * cache and resets a tgid's entry on exec and exit
+ * (kspan_forget_cached_level). */
+static __always_inline int kspan_cached_trace_level(void *cache, __u32 tgid,
+						    struct kspan_filter_config **fc)
+{
+	__u32 zero = 0;
+	struct kspan_filter_config *cfg = bpf_map_lookup_elem(&kspan_cfg, &zero);
+	if (!cfg)
+		return KSPAN_TRACE_NONE;
+	*fc = cfg;
+	__u32 tag = (cfg->generation << 3) | 4;
+	__u32 *slot = bpf_map_lookup_elem(cache, &tgid);
+	if (slot) {
+		__u32 v = *slot;
+		if ((v & ~3u) == tag)
+			return v & 3;
+	}
+	int level = kspan_trace_level(tgid);
+	if (slot)
+		*slot = tag | (__u32)level;
+	return level;
+}
+
+/* exec changes comm (and cgroup); an exited tgid may be reused. */
+static __always_inline void kspan_forget_cached_level(void *cache)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 *slot = bpf_map_lookup_elem(cache, &tgid);
+	if (slot)
+		*slot = 0;
+}
+
 #endif /* KSPAN_FILTER_BPF_H */

@@ -663,25 +663,11 @@ static __always_inline struct sock *tcp_sock_of(long fd, __u64 *ino)
 	return sk;
 }
 
-/* The process's trace level, from the per-tgid cache when it was computed
- * for the current filter generation. */
+/* The process's trace level (cached per tgid and filter generation). */
 static __always_inline int http_level(__u32 tgid)
 {
-	__u32 zero = 0;
-	struct kspan_filter_config *cfg = bpf_map_lookup_elem(&kspan_cfg, &zero);
-	if (!cfg)
-		return KSPAN_TRACE_NONE;
-	__u32 tag = (cfg->generation << 3) | 4;
-	__u32 *slot = bpf_map_lookup_elem(&kspan_http_lvl, &tgid);
-	if (slot) {
-		__u32 v = *slot;
-		if ((v & ~3u) == tag)
-			return v & 3;
-	}
-	int level = kspan_trace_level(tgid);
-	if (slot)
-		*slot = tag | (__u32)level;
-	return level;
+	struct kspan_filter_config *fc = NULL;
+	return kspan_cached_trace_level(&kspan_http_lvl, tgid, &fc);
 }
 
 /* Keeps the arguments for the exit: no fd, socket or user memory is looked
@@ -984,11 +970,8 @@ int kspan_http_close(struct sys_enter_args *ctx)
 /* A thread that exits frees its in-flight slot. */
 static __always_inline int forget(int thread)
 {
+	kspan_forget_cached_level(&kspan_http_lvl);
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32;
-	__u32 *lvl = bpf_map_lookup_elem(&kspan_http_lvl, &tgid);
-	if (lvl)
-		*lvl = 0;
 	if (!thread)
 		return 0;
 	__u32 tid = (__u32)pid_tgid;

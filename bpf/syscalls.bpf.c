@@ -150,26 +150,10 @@ static __always_inline struct kspan_syscall_config *sys_config(long nr)
 	return c;
 }
 
-/* The trace level of process `tgid`, from the cache when it was computed for
- * the current filter generation. `fc` receives the filter config. */
+/* The trace level of process `tgid` (cached); `fc` receives the filter config. */
 static __always_inline int sys_level(__u32 tgid, struct kspan_filter_config **fc)
 {
-	__u32 zero = 0;
-	struct kspan_filter_config *cfg = bpf_map_lookup_elem(&kspan_cfg, &zero);
-	if (!cfg)
-		return KSPAN_TRACE_NONE;
-	*fc = cfg;
-	__u32 tag = (cfg->generation << 3) | 4;
-	__u32 *slot = bpf_map_lookup_elem(&kspan_sys_lvl, &tgid);
-	if (slot) {
-		__u32 v = *slot;
-		if ((v & ~3u) == tag)
-			return v & 3;
-	}
-	int level = kspan_trace_level(tgid);
-	if (slot)
-		*slot = tag | (__u32)level;
-	return level;
+	return kspan_cached_trace_level(&kspan_sys_lvl, tgid, fc);
 }
 
 /* Idle waits (futex, epoll_wait, poll, select, nanosleep: class WAIT) of
@@ -215,11 +199,9 @@ static __always_inline struct file *fd_file(__u32 fd)
 	return f;
 }
 
-static __always_inline __u8 file_kind(struct file *f)
+/* What an inode mode says an fd refers to. */
+static __always_inline __u8 mode_kind(__u16 mode)
 {
-	if (!f)
-		return KSPAN_FD_NONE;
-	__u16 mode = BPF_CORE_READ(f, f_inode, i_mode);
 	switch (mode & S_IFMT) {
 	case S_IFSOCK:
 		return KSPAN_FD_SOCKET;
@@ -231,6 +213,13 @@ static __always_inline __u8 file_kind(struct file *f)
 	default:
 		return KSPAN_FD_OTHER;
 	}
+}
+
+static __always_inline __u8 file_kind(struct file *f)
+{
+	if (!f)
+		return KSPAN_FD_NONE;
+	return mode_kind(BPF_CORE_READ(f, f_inode, i_mode));
 }
 
 /* Family, type, protocol, local and peer address of a socket file. */
@@ -339,17 +328,7 @@ static __always_inline __u8 file_kind_direct(struct file *f)
 	struct inode *inode = file_btf(f)->f_inode;
 	if (!inode)
 		return KSPAN_FD_NONE;
-	switch (inode->i_mode & S_IFMT) {
-	case S_IFSOCK:
-		return KSPAN_FD_SOCKET;
-	case S_IFREG:
-	case S_IFDIR:
-		return KSPAN_FD_FILE;
-	case S_IFIFO:
-		return KSPAN_FD_PIPE;
-	default:
-		return KSPAN_FD_OTHER;
-	}
+	return mode_kind(inode->i_mode);
 }
 
 static __always_inline void fill_socket_direct(struct kspan_syscall_event *e, struct file *f)
@@ -799,10 +778,7 @@ int kspan_sys_x_tp(struct trace_event_raw_sys_exit *ctx)
 
 static __always_inline int forget_level(void)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u32 *slot = bpf_map_lookup_elem(&kspan_sys_lvl, &tgid);
-	if (slot)
-		*slot = 0;
+	kspan_forget_cached_level(&kspan_sys_lvl);
 	return 0;
 }
 
