@@ -15,7 +15,6 @@
 #include <utility>
 #include <variant>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "exporter/otlp_transform.h"
 
@@ -385,54 +384,12 @@ class Writer {
 
 void OtlpJsonEncoder::Encode(std::span<const Span> spans, std::string& out) {
   out.clear();
-  resources_.clear();
-  scopes_.clear();
+  grouping_.Group(spans);
   const std::size_t n = spans.size();
-  span_group_.resize(n);
-
-  // Group by resource pointer, then scope pointer, in order of first
-  // appearance (as ToExportRequest). Consecutive spans usually share both:
-  // the previous span's group is checked before the maps.
-  using ScopeKey = std::pair<const Resource*, const InstrumentationScope*>;
-  absl::flat_hash_map<const Resource*, std::uint32_t> resource_index;
-  absl::flat_hash_map<ScopeKey, std::uint32_t> scope_index;
-  const Resource* last_resource = nullptr;
-  const InstrumentationScope* last_scope = nullptr;
-  std::uint32_t last_group = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const Resource* resource = spans[i].resource.get();
-    const InstrumentationScope* scope = spans[i].scope.get();
-    if (i == 0 || resource != last_resource || scope != last_scope) {
-      auto [rit, new_resource] =
-          resource_index.try_emplace(resource, static_cast<std::uint32_t>(resources_.size()));
-      if (new_resource) resources_.push_back(resource);
-      auto [sit, new_scope] =
-          scope_index.try_emplace(ScopeKey{resource, scope}, static_cast<std::uint32_t>(scopes_.size()));
-      if (new_scope) scopes_.push_back({rit->second, scope, 0, 0});
-      last_resource = resource;
-      last_scope = scope;
-      last_group = sit->second;
-    }
-    span_group_[i] = last_group;
-    ++scopes_[last_group].span_count;
-  }
-
-  // Scope groups by resource group (stable: first appearance within each),
-  // then spans by scope group (stable: batch order within each).
-  scope_order_.resize(scopes_.size());
-  for (std::uint32_t g = 0; g < scopes_.size(); ++g) scope_order_[g] = g;
-  std::stable_sort(scope_order_.begin(), scope_order_.end(), [this](std::uint32_t a, std::uint32_t b) {
-    return scopes_[a].resource_group < scopes_[b].resource_group;
-  });
-  std::uint32_t position = 0;
-  for (const std::uint32_t g : scope_order_) {
-    scopes_[g].first = position;
-    position += scopes_[g].span_count;
-  }
-  order_.resize(n);
-  cursor_.resize(scopes_.size());
-  for (std::uint32_t g = 0; g < scopes_.size(); ++g) cursor_[g] = scopes_[g].first;
-  for (std::size_t i = 0; i < n; ++i) order_[cursor_[span_group_[i]]++] = static_cast<std::uint32_t>(i);
+  const auto& resources = grouping_.resources();
+  const auto& scopes = grouping_.scopes();
+  const auto& scope_order = grouping_.scope_order();
+  const auto& order = grouping_.order();
 
   Writer w(out, scratch_);
   if (n == 0) {
@@ -440,9 +397,9 @@ void OtlpJsonEncoder::Encode(std::span<const Span> spans, std::string& out) {
     return;
   }
   w.Raw("{\"resourceSpans\":[");
-  std::size_t k = 0;  // position in scope_order_
-  for (std::uint32_t r = 0; r < resources_.size(); ++r) {
-    const Resource* resource = resources_[r];
+  std::size_t k = 0;  // position in scope_order
+  for (std::uint32_t r = 0; r < resources.size(); ++r) {
+    const Resource* resource = resources[r];
     if (r > 0) w.Char(',');
     w.Char('{');
     if (resource != nullptr) {
@@ -451,8 +408,8 @@ void OtlpJsonEncoder::Encode(std::span<const Span> spans, std::string& out) {
       w.Char(',');
     }
     w.Raw("\"scopeSpans\":[");
-    for (bool first_scope = true; k < scope_order_.size() && scopes_[scope_order_[k]].resource_group == r; ++k) {
-      const ScopeGroup& sg = scopes_[scope_order_[k]];
+    for (bool first_scope = true; k < scope_order.size() && scopes[scope_order[k]].resource_group == r; ++k) {
+      const SpanGrouping::ScopeGroup& sg = scopes[scope_order[k]];
       if (!first_scope) w.Char(',');
       first_scope = false;
       w.Char('{');
@@ -464,7 +421,7 @@ void OtlpJsonEncoder::Encode(std::span<const Span> spans, std::string& out) {
       w.Raw("\"spans\":[");
       for (std::uint32_t j = sg.first; j < sg.first + sg.span_count; ++j) {
         if (j > sg.first) w.Char(',');
-        w.Span(spans[order_[j]]);
+        w.Span(spans[order[j]]);
       }
       w.Char(']');
       if (sg.scope != nullptr && !sg.scope->schema_url.empty()) {

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "exporter/span.h"
+#include "exporter/span_grouping.h"
 
 namespace kspan {
 
@@ -33,19 +34,7 @@ class OtlpJsonEncoder {
   void Encode(std::span<const Span> spans, std::string& out);
 
  private:
-  struct ScopeGroup {
-    std::uint32_t resource_group;
-    const InstrumentationScope* scope;
-    std::uint32_t span_count;
-    std::uint32_t first;  // first position in order_
-  };
-
-  std::vector<const Resource*> resources_;
-  std::vector<ScopeGroup> scopes_;
-  std::vector<std::uint32_t> scope_order_;  // scope groups, by resource group
-  std::vector<std::uint32_t> span_group_;   // scope group of each span
-  std::vector<std::uint32_t> order_;        // span indices, by scope_order_
-  std::vector<std::uint32_t> cursor_;       // scratch for ordering
+  SpanGrouping grouping_;
   std::string scratch_;                     // base64 and sanitized strings
 };
 

@@ -8,7 +8,6 @@
 #include <utility>
 #include <variant>
 
-#include "absl/container/flat_hash_map.h"
 #include "exporter/otlp_transform.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb.h"
@@ -384,92 +383,59 @@ std::uint8_t* WriteScope(const InstrumentationScope& s, std::uint8_t* p) {
 
 std::size_t ExportRequestEncoder::Plan(std::span<const Span> spans) {
   spans_ = spans;
-  resources_.clear();
-  scopes_.clear();
+  grouping_.Group(spans);
+  const auto& scopes = grouping_.scopes();
+  const auto& resources = grouping_.resources();
   const std::size_t n = spans.size();
-  span_group_.resize(n);
   span_bytes_.resize(n);
+  scope_bytes_.assign(scopes.size(), 0);
+  resource_bytes_.assign(resources.size(), 0);
 
-  // Group by resource pointer, then scope pointer, in order of first
-  // appearance. Consecutive spans usually share both: check the previous
-  // span's group before the maps.
-  using ScopeKey = std::pair<const Resource*, const InstrumentationScope*>;
-  absl::flat_hash_map<const Resource*, std::uint32_t> resource_index;
-  absl::flat_hash_map<ScopeKey, std::uint32_t> scope_index;
-  const Resource* last_resource = nullptr;
-  const InstrumentationScope* last_scope = nullptr;
-  std::uint32_t last_group = 0;
   for (std::size_t i = 0; i < n; ++i) {
-    const Span& span = spans[i];
-    const Resource* resource = span.resource.get();
-    const InstrumentationScope* scope = span.scope.get();
-    if (i == 0 || resource != last_resource || scope != last_scope) {
-      auto [rit, new_resource] =
-          resource_index.try_emplace(resource, static_cast<std::uint32_t>(resources_.size()));
-      if (new_resource) resources_.push_back({resource, 0});
-      auto [sit, new_scope] = scope_index.try_emplace(ScopeKey{resource, scope},
-                                                      static_cast<std::uint32_t>(scopes_.size()));
-      if (new_scope) scopes_.push_back({rit->second, scope, 0, 0, 0});
-      last_resource = resource;
-      last_scope = scope;
-      last_group = sit->second;
-    }
-    span_group_[i] = last_group;
-    ScopeGroup& g = scopes_[last_group];
-    ++g.span_count;
-    const std::size_t body = SpanSize(span);
+    const std::size_t body = SpanSize(spans[i]);
     span_bytes_[i] = static_cast<std::uint32_t>(body);
-    g.body_bytes += LengthField(ScopeSpansPb::kSpansFieldNumber, body);
+    scope_bytes_[grouping_.group_of(i)] += LengthField(ScopeSpansPb::kSpansFieldNumber, body);
   }
-
-  // Scope groups by resource group (stable: first appearance within each),
-  // then spans by scope group (stable: batch order within each).
-  scope_order_.resize(scopes_.size());
-  for (std::uint32_t g = 0; g < scopes_.size(); ++g) scope_order_[g] = g;
-  std::stable_sort(scope_order_.begin(), scope_order_.end(), [this](std::uint32_t a, std::uint32_t b) {
-    return scopes_[a].resource_group < scopes_[b].resource_group;
-  });
-  std::uint32_t position = 0;
-  for (const std::uint32_t g : scope_order_) {
-    scopes_[g].first = position;
-    position += scopes_[g].span_count;
-  }
-  order_.resize(n);
-  cursor_.resize(scopes_.size());
-  for (std::uint32_t g = 0; g < scopes_.size(); ++g) cursor_[g] = scopes_[g].first;
-  for (std::size_t i = 0; i < n; ++i) order_[cursor_[span_group_[i]]++] = static_cast<std::uint32_t>(i);
-
-  for (auto& g : scopes_) {
-    if (g.scope != nullptr) {
-      g.body_bytes += LengthField(ScopeSpansPb::kScopeFieldNumber, ScopeSize(*g.scope)) +
-                      WireString(g.scope->schema_url).FieldSize(ScopeSpansPb::kSchemaUrlFieldNumber);
+  for (std::size_t g = 0; g < scopes.size(); ++g) {
+    const InstrumentationScope* scope = scopes[g].scope;
+    if (scope != nullptr) {
+      scope_bytes_[g] += LengthField(ScopeSpansPb::kScopeFieldNumber, ScopeSize(*scope)) +
+                         WireString(scope->schema_url).FieldSize(ScopeSpansPb::kSchemaUrlFieldNumber);
     }
-    resources_[g.resource_group].body_bytes += LengthField(ResourceSpansPb::kScopeSpansFieldNumber, g.body_bytes);
+    resource_bytes_[scopes[g].resource_group] +=
+        LengthField(ResourceSpansPb::kScopeSpansFieldNumber, scope_bytes_[g]);
   }
   total_bytes_ = 0;
-  for (auto& r : resources_) {
-    if (r.resource != nullptr) {
-      r.body_bytes += LengthField(ResourceSpansPb::kResourceFieldNumber, ResourceSize(*r.resource)) +
-                      WireString(r.resource->schema_url).FieldSize(ResourceSpansPb::kSchemaUrlFieldNumber);
+  for (std::size_t r = 0; r < resources.size(); ++r) {
+    const Resource* resource = resources[r];
+    if (resource != nullptr) {
+      resource_bytes_[r] +=
+          LengthField(ResourceSpansPb::kResourceFieldNumber, ResourceSize(*resource)) +
+          WireString(resource->schema_url).FieldSize(ResourceSpansPb::kSchemaUrlFieldNumber);
     }
-    total_bytes_ += LengthField(RequestPb::kResourceSpansFieldNumber, r.body_bytes);
+    total_bytes_ += LengthField(RequestPb::kResourceSpansFieldNumber, resource_bytes_[r]);
   }
   return total_bytes_;
 }
 
 void ExportRequestEncoder::Write(std::uint8_t* out) const {
+  const auto& resources = grouping_.resources();
+  const auto& scopes = grouping_.scopes();
+  const auto& scope_order = grouping_.scope_order();
+  const auto& order = grouping_.order();
   std::uint8_t* p = out;
-  std::size_t k = 0;  // position in scope_order_
-  for (std::uint32_t r = 0; r < resources_.size(); ++r) {
-    const ResourceGroup& rg = resources_[r];
-    p = WriteLengthHeader(RequestPb::kResourceSpansFieldNumber, rg.body_bytes, p);
-    if (rg.resource != nullptr) p = WriteResource(*rg.resource, p);
-    for (; k < scope_order_.size() && scopes_[scope_order_[k]].resource_group == r; ++k) {
-      const ScopeGroup& sg = scopes_[scope_order_[k]];
-      p = WriteLengthHeader(ResourceSpansPb::kScopeSpansFieldNumber, sg.body_bytes, p);
+  std::size_t k = 0;  // position in scope_order
+  for (std::uint32_t r = 0; r < resources.size(); ++r) {
+    const Resource* resource = resources[r];
+    p = WriteLengthHeader(RequestPb::kResourceSpansFieldNumber, resource_bytes_[r], p);
+    if (resource != nullptr) p = WriteResource(*resource, p);
+    for (; k < scope_order.size() && scopes[scope_order[k]].resource_group == r; ++k) {
+      const std::uint32_t g = scope_order[k];
+      const SpanGrouping::ScopeGroup& sg = scopes[g];
+      p = WriteLengthHeader(ResourceSpansPb::kScopeSpansFieldNumber, scope_bytes_[g], p);
       if (sg.scope != nullptr) p = WriteScope(*sg.scope, p);
       for (std::uint32_t j = sg.first; j < sg.first + sg.span_count; ++j) {
-        const std::uint32_t i = order_[j];
+        const std::uint32_t i = order[j];
         p = WriteLengthHeader(ScopeSpansPb::kSpansFieldNumber, span_bytes_[i], p);
         p = WriteSpanBody(spans_[i], p);
       }
@@ -478,14 +444,13 @@ void ExportRequestEncoder::Write(std::uint8_t* out) const {
         p = WireString(sg.scope->schema_url).WriteField(ScopeSpansPb::kSchemaUrlFieldNumber, p);
       }
     }
-    if (rg.resource != nullptr) {
-      p = WireString(rg.resource->schema_url).WriteField(ResourceSpansPb::kSchemaUrlFieldNumber, p);
+    if (resource != nullptr) {
+      p = WireString(resource->schema_url).WriteField(ResourceSpansPb::kSchemaUrlFieldNumber, p);
     }
   }
   assert(p == out + total_bytes_);
   (void)p;
 }
-
 std::string EncodeExportRequest(std::span<const Span> spans) {
   ExportRequestEncoder encoder;
   std::string out(encoder.Plan(spans), '\0');

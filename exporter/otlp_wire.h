@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "exporter/span.h"
+#include "exporter/span_grouping.h"
 
 namespace kspan {
 
@@ -30,26 +31,11 @@ class ExportRequestEncoder {
   void Write(std::uint8_t* out) const;
 
  private:
-  struct ResourceGroup {
-    const Resource* resource;
-    std::size_t body_bytes;  // ResourceSpans message body
-  };
-  struct ScopeGroup {
-    std::uint32_t resource_group;
-    const InstrumentationScope* scope;
-    std::uint32_t span_count;
-    std::uint32_t first;      // first position in order_
-    std::size_t body_bytes;   // ScopeSpans message body
-  };
-
   std::span<const Span> spans_;
-  std::vector<ResourceGroup> resources_;
-  std::vector<ScopeGroup> scopes_;
-  std::vector<std::uint32_t> scope_order_;   // scope groups, by resource group
-  std::vector<std::uint32_t> span_group_;    // scope group of each span
-  std::vector<std::uint32_t> order_;         // span indices, by scope_order_
-  std::vector<std::uint32_t> cursor_;        // scratch for ordering
+  SpanGrouping grouping_;
   std::vector<std::uint32_t> span_bytes_;    // Span message body of each span
+  std::vector<std::size_t> scope_bytes_;     // ScopeSpans body of each scope group
+  std::vector<std::size_t> resource_bytes_;  // ResourceSpans body of each resource group
   std::size_t total_bytes_ = 0;
 };
 
