@@ -3,10 +3,26 @@
  * in full read from and write to TCP sockets, recognised as HTTP request or
  * status lines, with the W3C `traceparent` and `tracestate` header values.
  *
- * Classic syscall tracepoints (syscalls:sys_enter_* / sys_exit_*) so it runs
- * from 5.10 on. On enter the arguments are kept per thread; on exit the data
- * (the first iovec for readv/writev/recvmsg/sendmsg) is copied into a per-CPU
- * scratch buffer, at most KSPAN_HTTP_WINDOW bytes, and scanned:
+ * Two interchangeable attach variants, chosen by the loader
+ * (userspace/http_capture) with bpf_program__set_autoload():
+ *
+ *   tp_btf      kspan_http_sk_recv / kspan_http_sk_send on the socket layer's
+ *               sock:sock_recv_length / sock:sock_send_length (6.3+), and
+ *               kspan_http_sk_state on sock:inet_sock_set_state for the end of
+ *               a connection. They run only for socket data, after it has
+ *               moved; the syscall and its arguments come from the task's
+ *               saved registers and the socket is the tracepoint's own, so
+ *               there is no enter hook, no per-thread state and no fd walk,
+ *               and no syscall on the host takes the tracepoint slow path.
+ *   tracepoint  the classic syscall tracepoints (syscalls:sys_enter_* /
+ *               sys_exit_*, 5.10 on): the arguments are kept per thread at
+ *               enter, the socket found from the fd at exit. Attaching them
+ *               sends every syscall of every process through the syscall
+ *               tracing slow path.
+ *
+ * Either way the data (the first iovec for readv/writev/recvmsg/sendmsg) is
+ * copied into a per-CPU scratch buffer, at most KSPAN_HTTP_WINDOW bytes, and
+ * scanned:
  *
  *   1. scan_newlines(): the offsets of '\n' (at most KSPAN_HTTP_MAX_LINES),
  *   2. scan_line(): each line in turn through a small state machine (request
@@ -79,6 +95,17 @@ struct sock_state {
 	__u16 pad;
 	__u8 local_addr[16];
 	__u8 peer_addr[16];
+	/* The process whose data was first seen on it: the owner named in
+	 * the close record, which the tp_btf variant writes from softirq. */
+	__u32 tgid;
+	/* Sampling decisions of the requests still waiting for their
+	 * response, oldest in bit 0 (1: recorded), and how many. */
+	__u32 fifo;
+	__u8 fifo_n;
+	/* Per direction (bit 0 read, bit 1 write): the message being carried
+	 * is not recorded, nor its header continuations and body. */
+	__u8 skip;
+	__u8 pad3[6];
 };
 
 struct {
@@ -87,6 +114,16 @@ struct {
 	__type(key, __u64);
 	__type(value, struct sock_state);
 } kspan_http_socks SEC(".maps");
+
+/* The same state for the tp_btf variant, in the socket's own local storage:
+ * found without hashing, freed with the socket. (Classic tracepoint
+ * programs cannot use socket storage.) */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sock_state);
+} kspan_http_sk SEC(".maps");
 
 /* Set by the loader: kspan_http_infl entries - 1 (a power of two). */
 const volatile __u32 infl_mask = 16383;
@@ -159,6 +196,10 @@ struct scan_state {
 	__u32 content_length; /* of the current message, 0 when absent */
 	__u32 body_end;    /* MODE_READY: where the next message may start */
 	__u32 body_left;   /* body bytes of the last message beyond this syscall */
+	__u32 fifo;        /* the socket's sampling FIFO and skip bits, */
+	__u32 fifo_n;      /* copied in for the syscall and back out */
+	__u32 skip;
+	__u32 dir_bit;     /* this syscall's direction as a skip bit */
 };
 
 enum scan_mode {
@@ -187,6 +228,25 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
 } kspan_http_ring SEC(".maps");
+
+/* Requests without trace context recorded per process and second; 0: all.
+ * Set by the loader. */
+const volatile __u32 root_per_second = 0;
+
+struct root_rate {
+	__u64 window_ns; /* start of the current one-second window */
+	__u32 count;     /* roots recorded in it */
+	__u32 pad;
+};
+
+/* Root-request budget per tgid (LRU: a process not seen for long loses its
+ * entry and starts a fresh window). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct root_rate);
+} kspan_http_rate SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -222,7 +282,7 @@ static __always_inline struct scratch *get_scratch(void)
 /* Copies the record into the ring: the fixed part and the used bytes of the
  * three strings (often none), not the whole 584 bytes. The rest of the
  * record is left as the ring had it; readers go by the lengths. */
-static __always_inline void emit(struct kspan_http_event *e)
+static __always_inline void emit_comm(struct kspan_http_event *e, int with_comm)
 {
 	struct kspan_http_event *r = bpf_ringbuf_reserve(&kspan_http_ring, sizeof(*r), 0);
 	if (!r) {
@@ -230,6 +290,11 @@ static __always_inline void emit(struct kspan_http_event *e)
 		return;
 	}
 	__builtin_memcpy(r, e, HEAD_BYTES);
+	/* The command name only for records written: most syscalls write none. */
+	if (with_comm)
+		bpf_get_current_comm(r->comm, sizeof(r->comm));
+	else
+		__builtin_memset(r->comm, 0, sizeof(r->comm));
 	__u32 len = e->path_len;
 	if (len)
 		bpf_probe_read_kernel(r->path, BOUND(len, KSPAN_HTTP_PATH_MAX), e->path);
@@ -243,6 +308,12 @@ static __always_inline void emit(struct kspan_http_event *e)
 				      e->tracestate);
 	bpf_ringbuf_submit(r, kspan_wakeup_flag(&kspan_http_ring, wakeup_bytes));
 	kspan_count(&kspan_http_stats, KSPAN_HTTP_STAT_EMITTED);
+}
+
+/* A record of the current task (the usual case). */
+static __always_inline void emit(struct kspan_http_event *e)
+{
+	emit_comm(e, 1);
 }
 
 /* ---- pass 1: line ends -------------------------------------------------- */
@@ -394,6 +465,98 @@ static __always_inline int start_message(struct scratch *s, __u32 start, __u32 e
 	return 1;
 }
 
+/* ---- sampling ----------------------------------------------------------- */
+
+static __always_inline int hex_value(__u8 c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c |= 0x20;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* A root request of process `tgid` at `now`: within the process's budget
+ * for this second? Concurrent CPUs may overshoot the budget by a few. */
+static __always_inline int root_allowed(__u32 tgid, __u64 now)
+{
+	if (!root_per_second)
+		return 1;
+	struct root_rate *r = bpf_map_lookup_elem(&kspan_http_rate, &tgid);
+	if (!r) {
+		struct root_rate fresh = {.window_ns = now, .count = 1};
+		bpf_map_update_elem(&kspan_http_rate, &tgid, &fresh, BPF_NOEXIST);
+		return 1;
+	}
+	if (now - r->window_ns >= 1000000000ULL) {
+		r->window_ns = now;
+		r->count = 1;
+		return 1;
+	}
+	if (r->count >= root_per_second)
+		return 0;
+	__sync_fetch_and_add(&r->count, 1);
+	return 1;
+}
+
+/* Whether request `m` is recorded: by its traceparent's sampled flag
+ * (version 00 layout: the flags are characters 53-54), else by the root
+ * budget. A request whose headers continue in a later syscall is recorded:
+ * its traceparent may be in the part not seen yet. */
+static __always_inline int sample_request(struct kspan_http_event *m)
+{
+	if (!(m->flags & KSPAN_HTTP_F_HEADERS_END))
+		return 1;
+	if (m->traceparent_len >= 55 && m->traceparent[52] == '-') {
+		int lo = hex_value(m->traceparent[54]);
+		if (lo >= 0 && hex_value(m->traceparent[53]) >= 0) {
+			if (lo & 1)
+				return 1;
+			kspan_count(&kspan_http_stats, KSPAN_HTTP_STAT_PARENT_UNSAMPLED);
+			return 0;
+		}
+	}
+	if (root_allowed(m->pid, m->end_ns))
+		return 1;
+	kspan_count(&kspan_http_stats, KSPAN_HTTP_STAT_ROOT_LIMITED);
+	return 0;
+}
+
+/* The decision for message `m`: requests decide and queue it, responses
+ * take the decision of the request they answer (the oldest waiting), header
+ * continuations follow their message. */
+static __always_inline int recorded(struct scratch *s, struct kspan_http_event *m)
+{
+	__u32 keep;
+	if (m->kind == KSPAN_HTTP_REQUEST) {
+		keep = sample_request(m);
+		__u32 n = s->st.fifo_n;
+		if (n < 32) {
+			s->st.fifo |= keep << (n & 31);
+			s->st.fifo_n = n + 1;
+		}
+		/* A full FIFO (32 requests unanswered): recorded, so pairing
+		 * stays as it would be without sampling. */
+		else
+			keep = 1;
+	} else if (m->kind == KSPAN_HTTP_RESPONSE) {
+		keep = 1;
+		if (s->st.fifo_n) {
+			keep = s->st.fifo & 1;
+			s->st.fifo >>= 1;
+			s->st.fifo_n--;
+		}
+	} else {
+		return !(s->st.skip & s->st.dir_bit);
+	}
+	if (keep)
+		s->st.skip &= ~s->st.dir_bit;
+	else
+		s->st.skip |= s->st.dir_bit;
+	return keep;
+}
+
 /* Finishes the current message: `next` is where the data after it starts. */
 static __always_inline void send_message(struct scratch *s, __u32 next)
 {
@@ -403,7 +566,8 @@ static __always_inline void send_message(struct scratch *s, __u32 next)
 	if (s->st.lines_cut)
 		m->flags |= KSPAN_HTTP_F_LINES_CUT;
 	s->st.pending = 0;
-	emit(m);
+	if (recorded(s, m))
+		emit(m);
 }
 
 /* Content-Length: only to find where a pipelined message after this one
@@ -739,11 +903,26 @@ static __always_inline void read_addresses(struct sock_state *ss, struct sock *s
 	}
 }
 
+/* The fields every record of this syscall shares, and the message fields
+ * cleared (start_message() and the data records set theirs). The command
+ * name is written by emit(), for records actually written. */
 static __always_inline void fill_template(struct kspan_http_event *t, const struct call *a,
 					  const struct sock_state *ss, __u64 pid_tgid, long ret)
 {
-	__builtin_memset(t, 0, HEAD_BYTES);
 	t->type = KSPAN_EVENT_HTTP;
+	t->kind = 0;
+	t->flags = 0;
+	t->offset = 0;
+	t->bytes = 0;
+	t->header_len = 0;
+	t->status = 0;
+	t->method_len = 0;
+	t->path_len = 0;
+	t->traceparent_len = 0;
+	t->version_minor = 0;
+	t->tracestate_len = 0;
+	t->pad0 = 0;
+	__builtin_memset(t->method, 0, sizeof(t->method));
 	t->pid = pid_tgid >> 32;
 	t->tid = (__u32)pid_tgid;
 	t->direction = a->direction;
@@ -757,62 +936,58 @@ static __always_inline void fill_template(struct kspan_http_event *t, const stru
 	t->peer_port = ss->peer_port;
 	__builtin_memcpy(t->local_addr, ss->local_addr, 16);
 	__builtin_memcpy(t->peer_addr, ss->peer_addr, 16);
-	bpf_get_current_comm(&t->comm, sizeof(t->comm));
 }
 
-static __always_inline void on_exit(long ret)
+/* A socket's state on first sight: its addresses and owner. */
+static __always_inline void init_state(struct sock_state *ss, struct sock *sk, __u64 ino,
+				       __u32 tgid)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)pid_tgid;
-	__u32 idx = tid & infl_mask;
-	struct inflight in;
-	struct inflight *slot = bpf_map_lookup_elem(&kspan_http_infl, &idx);
-	if (slot && slot->tid == tid) {
-		in = *slot;
-		slot->tid = 0;
-	} else {
-		/* Not entered in a slot: a process that is not traced (cheap,
-		 * cached) or one whose slot another thread held. */
-		if (http_level(pid_tgid >> 32) != KSPAN_TRACE_FULL)
-			return;
-		struct inflight *sp = bpf_map_lookup_elem(&kspan_http_spill, &tid);
-		if (!sp)
-			return;
-		in = *sp;
-		bpf_map_delete_elem(&kspan_http_spill, &tid);
-	}
-	if (ret <= 0)
-		return;
+	ss->ino = ino;
+	ss->tgid = tgid;
+	read_addresses(ss, sk);
+}
 
-	struct call a = {.start_ns = in.start_ns, .direction = in.direction};
-	struct sock *sk = tcp_sock_of(in.fd, &a.ino);
-	if (!sk)
-		return;
-	a.sk = (__u64)sk;
-	/* A stream known not to be HTTP: the first check once the socket is known. */
-	__u64 key = a.sk;
-	struct sock_state *ss = bpf_map_lookup_elem(&kspan_http_socks, &key);
-	if (ss && ss->ino == a.ino && (ss->flags & SOCK_NOT_HTTP))
-		return;
+/* The response to the oldest request waiting, when that request was not
+ * recorded and no other is waiting (so this data cannot carry pipelined
+ * responses to recorded ones): taken as not recorded from its first bytes,
+ * without copying and scanning the rest. Its body, in later syscalls, is
+ * data of an unrecorded message. Returns 1 when it was. */
+static __always_inline int skip_unsampled_response(struct sock_state *ss, __u32 flags,
+						   __u32 di, __u64 buf)
+{
+	__u32 cont = di ? SOCK_CONT_WRITE : SOCK_CONT_READ;
+	if (ss->fifo_n != 1 || (ss->fifo & 1) || (flags & cont) || ss->body_left[di])
+		return 0;
+	__u64 w = 0;
+	if (bpf_probe_read_user(&w, sizeof(w), (const void *)buf) || http_version(w) < 0)
+		return 0;
+	ss->fifo = 0;
+	ss->fifo_n = 0;
+	ss->skip |= 1u << di;
+	ss->flags = flags | SOCK_SEEN;
+	return 1;
+}
+
+/* `ret` bytes of data moved by a syscall of a fully traced process on TCP
+ * socket `sk` (its file's inode `ino`, its state `ss`, not known to be
+ * anything but HTTP), described by `in`: both variants end here. */
+static __always_inline void on_data(__u64 pid_tgid, struct sock *sk, __u64 ino,
+				    const struct inflight *inp, long ret, struct sock_state *ss)
+{
+	struct inflight in = *inp;
+	struct call a = {.sk = (__u64)sk, .ino = ino, .start_ns = in.start_ns,
+			 .direction = in.direction};
 	__u64 buf = 0;
 	__u64 buf_len = user_buffer(&in, &buf);
 	if (!buf_len)
 		return;
+	__u32 flags = ss->flags;
+	__u32 di = a.direction == KSPAN_HTTP_READ ? 0 : 1;
+	if (skip_unsampled_response(ss, flags, di, buf))
+		return;
 	struct scratch *s = get_scratch();
 	if (!s)
 		return;
-	if (!ss || ss->ino != a.ino) {
-		struct sock_state fresh = {.ino = a.ino};
-		read_addresses(&fresh, sk);
-		if (bpf_map_update_elem(&kspan_http_socks, &key, &fresh, BPF_ANY)) {
-			kspan_count(&kspan_http_stats, KSPAN_HTTP_STAT_STATE_FULL);
-			return;
-		}
-		ss = bpf_map_lookup_elem(&kspan_http_socks, &key);
-		if (!ss)
-			return;
-	}
-	__u32 flags = ss->flags;
 
 	__u64 n = ret;
 	if (n > buf_len)
@@ -836,13 +1011,17 @@ static __always_inline void on_exit(long ret)
 	s->st.pending = 0;
 	s->st.content_length = 0;
 	s->st.body_left = 0;
-	__u32 di = a.direction == KSPAN_HTTP_READ ? 0 : 1;
+	s->st.dir_bit = 1u << di;
+	s->st.fifo = ss->fifo;
+	s->st.fifo_n = ss->fifo_n;
+	s->st.skip = ss->skip;
 	__u32 left = ss->body_left[di];
 	if (left && !(flags & cont)) {
 		/* The rest of a body first: its bytes and times as data. */
 		s->tmpl.kind = KSPAN_HTTP_DATA;
 		s->tmpl.bytes = left < ret ? left : ret;
-		emit(&s->tmpl);
+		if (!(s->st.skip & s->st.dir_bit))
+			emit(&s->tmpl);
 		s->tmpl.kind = 0;
 		s->tmpl.bytes = 0;
 		if (left >= ret) {
@@ -895,7 +1074,7 @@ static __always_inline void on_exit(long ret)
 	} else if (!(flags & SOCK_SEEN)) {
 		nflags |= SOCK_NOT_HTTP;
 		kspan_count(&kspan_http_stats, KSPAN_HTTP_STAT_NOT_HTTP);
-	} else if (flags & SOCK_HTTP) {
+	} else if ((flags & SOCK_HTTP) && !(s->st.skip & s->st.dir_bit)) {
 		/* A body, or other data of an HTTP stream: times and bytes. */
 		s->tmpl.kind = KSPAN_HTTP_DATA;
 		s->tmpl.bytes = ret - (left < ret ? left : 0);
@@ -904,6 +1083,57 @@ static __always_inline void on_exit(long ret)
 	if (messages > 0)
 		ss->body_left[di] = s->st.body_left;
 	ss->flags = nflags;
+	ss->fifo = s->st.fifo;
+	ss->fifo_n = s->st.fifo_n;
+	ss->skip = s->st.skip;
+}
+
+/* ---- variant tracepoint: the classic syscall tracepoints ---------------- */
+
+static __always_inline void on_exit(long ret)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+	__u32 idx = tid & infl_mask;
+	struct inflight in;
+	struct inflight *slot = bpf_map_lookup_elem(&kspan_http_infl, &idx);
+	if (slot && slot->tid == tid) {
+		in = *slot;
+		slot->tid = 0;
+	} else {
+		/* Not entered in a slot: a process that is not traced (cheap,
+		 * cached) or one whose slot another thread held. */
+		if (http_level(pid_tgid >> 32) != KSPAN_TRACE_FULL)
+			return;
+		struct inflight *sp = bpf_map_lookup_elem(&kspan_http_spill, &tid);
+		if (!sp)
+			return;
+		in = *sp;
+		bpf_map_delete_elem(&kspan_http_spill, &tid);
+	}
+	if (ret <= 0)
+		return;
+	__u64 ino = 0;
+	struct sock *sk = tcp_sock_of(in.fd, &ino);
+	if (!sk)
+		return;
+	/* A stream known not to be HTTP: the first check once the socket is known. */
+	__u64 key = (__u64)sk;
+	struct sock_state *ss = bpf_map_lookup_elem(&kspan_http_socks, &key);
+	if (ss && ss->ino == ino && (ss->flags & SOCK_NOT_HTTP))
+		return;
+	if (!ss || ss->ino != ino) {
+		struct sock_state fresh = {};
+		init_state(&fresh, sk, ino, pid_tgid >> 32);
+		if (bpf_map_update_elem(&kspan_http_socks, &key, &fresh, BPF_ANY)) {
+			kspan_count(&kspan_http_stats, KSPAN_HTTP_STAT_STATE_FULL);
+			return;
+		}
+		ss = bpf_map_lookup_elem(&kspan_http_socks, &key);
+		if (!ss)
+			return;
+	}
+	on_data(pid_tgid, sk, ino, &in, ret, ss);
 }
 
 #define HOOK_ENTER(name, call)                                   \
@@ -964,6 +1194,145 @@ int kspan_http_close(struct sys_enter_args *ctx)
 	bpf_map_delete_elem(&kspan_http_socks, &key);
 	s->tmpl.kind = KSPAN_HTTP_CLOSE;
 	emit(&s->tmpl);
+	return 0;
+}
+
+/* ---- variant tp_btf: the socket layer's data tracepoints ---------------- */
+
+#define TS_COMPAT 0x0002 /* x86 thread_info.status: an ia32 syscall is running */
+#define MSG_PEEK_FLAG 2  /* MSG_PEEK: data looked at, not consumed */
+
+/* x86_64 numbers of the syscalls whose socket data is read: the syscall the
+ * data moved in says where its buffer is. */
+enum {
+	NR_READ = 0,
+	NR_WRITE = 1,
+	NR_READV = 19,
+	NR_WRITEV = 20,
+	NR_SENDTO = 44,
+	NR_RECVFROM = 45,
+	NR_SENDMSG = 46,
+	NR_RECVMSG = 47,
+};
+
+/* The kind of buffer argument of syscall `nr` moving data in `direction`,
+ * or -1: data moved by another syscall (sendfile, splice, recvmmsg,
+ * io_uring) or by the kernel itself is not looked at. */
+static __always_inline int buffer_kind(long nr, __u32 direction)
+{
+	if (direction == KSPAN_HTTP_READ) {
+		switch (nr) {
+		case NR_READ:
+		case NR_RECVFROM:
+			return ARG_BUF;
+		case NR_READV:
+			return ARG_IOV;
+		case NR_RECVMSG:
+			return ARG_MSG;
+		}
+		return -1;
+	}
+	switch (nr) {
+	case NR_WRITE:
+	case NR_SENDTO:
+		return ARG_BUF;
+	case NR_WRITEV:
+		return ARG_IOV;
+	case NR_SENDMSG:
+		return ARG_MSG;
+	}
+	return -1;
+}
+
+/* sock_recvmsg()/sock_sendmsg() on `sk` returned `ret`: the data is in the
+ * syscall's user buffer. Cost order: the process's cached level, the
+ * socket's protocol, the syscall number, then the socket state. */
+static __always_inline void on_sock(struct sock *sk, int ret, int flags, __u32 direction)
+{
+	if (ret <= 0)
+		return;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (http_level(pid_tgid >> 32) != KSPAN_TRACE_FULL)
+		return;
+	if (!sk || sk->sk_protocol != IPPROTO_TCP)
+		return;
+	if (direction == KSPAN_HTTP_READ && (flags & MSG_PEEK_FLAG))
+		return;
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (task->thread_info.status & TS_COMPAT)
+		return; /* ia32 syscall numbers and argument layouts differ */
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	if (!regs)
+		return;
+	int kind = buffer_kind(regs->orig_ax, direction);
+	if (kind < 0)
+		return;
+	struct socket *sock = sk->sk_socket;
+	if (!sock)
+		return;
+	struct file *file = sock->file;
+	if (!file)
+		return;
+	struct inode *inode = file->f_inode;
+	if (!inode)
+		return;
+	struct sock_state *ss = bpf_sk_storage_get(&kspan_http_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!ss) {
+		kspan_count(&kspan_http_stats, KSPAN_HTTP_STAT_STATE_FULL);
+		return;
+	}
+	if (ss->flags & SOCK_NOT_HTTP)
+		return;
+	__u64 ino = inode->i_ino;
+	if (!ss->ino)
+		init_state(ss, sk, ino, pid_tgid >> 32);
+	struct inflight in = {
+		.arg = regs->si,
+		.fd = (__u32)regs->di,
+		.direction = direction,
+		.kind = kind,
+	};
+	/* One clock read: the data has moved when these run, so the record's
+	 * start and end are the same instant. */
+	in.start_ns = bpf_ktime_get_ns();
+	on_data(pid_tgid, sk, ino, &in, ret, ss);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(kspan_http_sk_recv, struct sock *sk, int ret, int flags)
+{
+	on_sock(sk, ret, flags, KSPAN_HTTP_READ);
+	return 0;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(kspan_http_sk_send, struct sock *sk, int ret, int flags)
+{
+	on_sock(sk, ret, flags, KSPAN_HTTP_WRITE);
+	return 0;
+}
+
+/* The end of an HTTP stream, for the tp_btf variant: the socket's final
+ * state change (after the last data either side sent; in softirq when the
+ * peer's last ACK or FIN completes it, so the owner comes from the socket
+ * state). */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(kspan_http_sk_state, struct sock *sk, int oldstate, int newstate)
+{
+	if (newstate != TCP_CLOSE)
+		return 0;
+	struct sock_state *ss = bpf_sk_storage_get(&kspan_http_sk, (struct sock *)sk, 0, 0);
+	if (!ss)
+		return 0;
+	struct scratch *s = get_scratch();
+	if ((ss->flags & SOCK_HTTP) && s) {
+		__u64 owner = (__u64)ss->tgid << 32 | ss->tgid;
+		struct call a = {.sk = (__u64)sk, .ino = ss->ino, .start_ns = bpf_ktime_get_ns()};
+		fill_template(&s->tmpl, &a, ss, owner, 0);
+		s->tmpl.kind = KSPAN_HTTP_CLOSE;
+		emit_comm(&s->tmpl, 0); /* the running task is not the owner */
+	}
+	bpf_sk_storage_delete(&kspan_http_sk, (struct sock *)sk);
 	return 0;
 }
 

@@ -2,6 +2,13 @@
  * context headers, read from the data of TCP socket syscalls of the
  * processes traced in full. Shared with userspace (http_capture, http_spans).
  *
+ * Sampling, in the kernel, before a record is written: a request whose
+ * traceparent is sampled is always recorded, one whose traceparent is not
+ * sampled never is, and requests without trace context (roots) are recorded
+ * up to a rate per process (the loader's root_per_second; 0: all). A request
+ * not recorded takes its response, header continuations and body data with
+ * it, so userspace pairs what it gets as it would pair everything.
+ *
  * Only these leave the kernel: the method, the request target (cut at
  * KSPAN_HTTP_PATH_MAX), the status code, the values of `traceparent` and
  * `tracestate`, and where the header block ends. No other header or body
@@ -83,6 +90,8 @@ enum kspan_http_stat {
 	KSPAN_HTTP_STAT_INFLIGHT_FULL,    /* syscall arguments could not be stored between enter and exit */
 	KSPAN_HTTP_STAT_MESSAGES_CUT,     /* pipelined messages beyond KSPAN_HTTP_MAX_MESSAGES in one syscall */
 	KSPAN_HTTP_STAT_LINES_CUT,        /* syscalls with more header lines than KSPAN_HTTP_MAX_LINES */
+	KSPAN_HTTP_STAT_ROOT_LIMITED,     /* requests without trace context over the root rate: not recorded */
+	KSPAN_HTTP_STAT_PARENT_UNSAMPLED, /* requests whose traceparent says not sampled: not recorded */
 	KSPAN_HTTP_STAT_MAX,
 };
 

@@ -117,6 +117,8 @@ absl::Status Agent::Start() {
     opts.wakeup_bytes = config_.capture.wakeup_bytes;
     opts.btf_path = config_.bpf.btf;
     opts.pin_dir = pins_->path();
+    opts.force_variant = ParseHttpVariant(config_.capture.http.variant);
+    opts.root_per_second = static_cast<std::uint32_t>(config_.capture.http.root_spans_per_second);
     http_ = std::make_unique<HttpCapture>(opts);
     if (auto s = http_->Start(); !s.ok()) return s;
     if (auto s = reader_->Add(http_->ring_fd(), "kspan_http_ring", decoder_.get()); !s.ok()) {
@@ -296,6 +298,12 @@ void Agent::RegisterCaptureMetrics() {
          "Pipelined HTTP messages beyond the per-syscall limit, not recorded."},
         {KSPAN_HTTP_STAT_LINES_CUT, StatSlot::kOwn, "kspan_bpf_http_header_lines_cut_total",
          "Syscalls with more HTTP header lines than scanned (later trace headers missed)."},
+        {KSPAN_HTTP_STAT_ROOT_LIMITED, StatSlot::kOwn, "kspan_bpf_http_root_requests_limited_total",
+         "HTTP requests without trace context over capture.http.root_spans_per_second: not "
+         "recorded (sampled out in the kernel)."},
+        {KSPAN_HTTP_STAT_PARENT_UNSAMPLED, StatSlot::kOwn,
+         "kspan_bpf_http_parent_unsampled_total",
+         "HTTP requests whose traceparent is not sampled: not recorded."},
     };
     RegisterStatSlots("http", kHttpSlots,
                       [this](int i) { return http_->ReadStats()[static_cast<std::size_t>(i)]; });
@@ -428,9 +436,12 @@ std::string Agent::StatusJson() {
     const auto st = http_->ReadStats();
     nlohmann::json f;
     f["family"] = "http";
-    f["variant"] = "tracepoint";
+    f["variant"] = http_->variant();
     f["events"] = {{"http", st[KSPAN_HTTP_STAT_EMITTED]},
-                   {"not_http_streams", st[KSPAN_HTTP_STAT_NOT_HTTP]}};
+                   {"not_http_streams", st[KSPAN_HTTP_STAT_NOT_HTTP]},
+                   {"root_requests_limited", st[KSPAN_HTTP_STAT_ROOT_LIMITED]},
+                   {"parent_unsampled", st[KSPAN_HTTP_STAT_PARENT_UNSAMPLED]}};
+    f["root_spans_per_second"] = config_.capture.http.root_spans_per_second;
     f["lost"] = {{"ring_full", st[KSPAN_HTTP_STAT_RING_FULL]},
                  {"in_flight_table_full", st[KSPAN_HTTP_STAT_INFLIGHT_FULL]},
                  {"socket_table_full", st[KSPAN_HTTP_STAT_STATE_FULL]}};

@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "exporter/otlp_options.h"
+#include "userspace/http_capture.h"
 #include "userspace/syscall_capture.h"
 
 namespace kspan {
@@ -400,7 +401,8 @@ absl::Status ReadFile(const ConfigReader& r, const YAML::Node& root, AgentConfig
       auto& http = c->capture.http;
       KSPAN_RETURN_IF_ERROR(r.CheckKeys(h, "capture.http",
                                         {"enabled", "response_idle", "response_timeout",
-                                         "max_connections", "keep_query"}));
+                                         "max_connections", "keep_query",
+                                         "root_spans_per_second", "variant"}));
       KSPAN_RETURN_IF_ERROR(r.Bool(h["enabled"], "capture.http.enabled", &http.enabled));
       KSPAN_RETURN_IF_ERROR(
           r.Duration(h["response_idle"], "capture.http.response_idle", &http.response_idle));
@@ -409,6 +411,17 @@ absl::Status ReadFile(const ConfigReader& r, const YAML::Node& root, AgentConfig
       KSPAN_RETURN_IF_ERROR(r.Count(h["max_connections"], "capture.http.max_connections", 1,
                                     &http.max_connections));
       KSPAN_RETURN_IF_ERROR(r.Bool(h["keep_query"], "capture.http.keep_query", &http.keep_query));
+      KSPAN_RETURN_IF_ERROR(r.Count(h["root_spans_per_second"],
+                                    "capture.http.root_spans_per_second", 0,
+                                    &http.root_spans_per_second));
+      if (http.root_spans_per_second > 1'000'000'000) {
+        return r.Error(h["root_spans_per_second"], "capture.http.root_spans_per_second",
+                       "at most 1000000000 (0: every request)");
+      }
+      KSPAN_RETURN_IF_ERROR(r.String(h["variant"], "capture.http.variant", &http.variant));
+      if (http.variant != "auto" && !ParseHttpVariant(http.variant)) {
+        return r.Error(h["variant"], "capture.http.variant", "auto, tp_btf or tracepoint");
+      }
     }
     KSPAN_RETURN_IF_ERROR(r.Bytes(cap["ring_buffer_bytes"], "capture.ring_buffer_bytes",
                                   &c->capture.ring_buffer_bytes));

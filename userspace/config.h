@@ -63,6 +63,10 @@ struct AgentConfig {
       std::chrono::milliseconds response_timeout{30000};
       std::size_t max_connections = 16384;
       bool keep_query = false;  // url.query: may carry secrets
+      // Requests without trace context recorded per process and second
+      // (0: all); sampled traceparents always, unsampled never.
+      std::size_t root_spans_per_second = 100;
+      std::string variant = "auto";  // auto | tp_btf | tracepoint
     } http;
 
     struct Syscalls {

@@ -1,6 +1,7 @@
 #include "userspace/http_capture.h"
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "http.skel.h"
 #include "spdlog/spdlog.h"
 #include "userspace/bpf_stats.h"
@@ -43,9 +45,43 @@ std::uint32_t InFlightSlots() {
 
 }  // namespace
 
-HttpCapture::HttpCapture(HttpCaptureOptions options) : options_(std::move(options)) {}
+std::string_view HttpVariantName(HttpVariant v) {
+  switch (v) {
+    case HttpVariant::kTpBtf: return "tp_btf";
+    case HttpVariant::kTracepoint: return "tracepoint";
+  }
+  return "unknown";
+}
 
-HttpCapture::~HttpCapture() { http_bpf::destroy(skel_); }
+std::optional<HttpVariant> ParseHttpVariant(std::string_view name) {
+  for (auto v : kHttpVariants) {
+    if (HttpVariantName(v) == name) return v;
+  }
+  return std::nullopt;
+}
+
+// Looked up in the running kernel's BTF: the tp_btf variant needs the
+// tracepoints' BTF (btf_trace_<name> typedefs), and an external --btf file
+// describes types, not which tracepoints the running kernel has.
+bool KernelHasSockLengthTracepoints() {
+  btf* vmlinux = btf__load_vmlinux_btf();
+  if (vmlinux == nullptr) return false;
+  const bool found =
+      btf__find_by_name_kind(vmlinux, "btf_trace_sock_recv_length", BTF_KIND_TYPEDEF) > 0 &&
+      btf__find_by_name_kind(vmlinux, "btf_trace_sock_send_length", BTF_KIND_TYPEDEF) > 0;
+  btf__free(vmlinux);
+  return found;
+}
+
+HttpCapture::HttpCapture(HttpCaptureOptions options)
+    : options_(std::move(options)), attempt_(options_.force_variant.value_or(kHttpVariants[0])) {}
+
+HttpCapture::~HttpCapture() { Destroy(); }
+
+void HttpCapture::Destroy() {
+  http_bpf::destroy(skel_);
+  skel_ = nullptr;
+}
 
 absl::Status HttpCapture::Open() {
   if (options_.pin_dir.empty()) return absl::InvalidArgumentError("http capture: no pin directory");
@@ -60,14 +96,37 @@ absl::Status HttpCapture::Open() {
 absl::Status HttpCapture::Configure() {
   skel_->rodata->kspan_self_tgid = options_.self_tgid;
   skel_->rodata->wakeup_bytes = options_.wakeup_bytes;
+  skel_->rodata->root_per_second = options_.root_per_second;
   std::size_t bytes = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
   while (bytes < options_.ring_buffer_bytes) bytes <<= 1;
   if (int err = bpf_map__set_max_entries(skel_->maps.kspan_http_ring, bytes)) {
     return Failed("configure kspan_http_ring", err);
   }
-  skel_->rodata->infl_mask = InFlightSlots() - 1;
-  if (int err = bpf_map__set_max_entries(skel_->maps.kspan_http_infl, InFlightSlots())) {
+  // Per-thread in-flight slots only for the syscall tracepoints; the tp_btf
+  // programs keep nothing between calls.
+  const bool syscalls = attempt_ == HttpVariant::kTracepoint;
+  const std::uint32_t slots = syscalls ? InFlightSlots() : 1;
+  skel_->rodata->infl_mask = slots - 1;
+  if (int err = bpf_map__set_max_entries(skel_->maps.kspan_http_infl, slots)) {
     return Failed("configure kspan_http_infl", err);
+  }
+  if (!syscalls) {
+    if (int err = bpf_map__set_max_entries(skel_->maps.kspan_http_spill, 1)) {
+      return Failed("configure kspan_http_spill", err);
+    }
+  }
+  // Programs of the other variant are not loaded.
+  bpf_program* tp_btf[] = {skel_->progs.kspan_http_sk_recv, skel_->progs.kspan_http_sk_send,
+                           skel_->progs.kspan_http_sk_state};
+  bpf_program* prog = nullptr;
+  bpf_object__for_each_program(prog, skel_->obj) {
+    const bool is_tp_btf = std::find(std::begin(tp_btf), std::end(tp_btf), prog) != std::end(tp_btf);
+    const std::string_view sec = bpf_program__section_name(prog);
+    const bool is_syscall = sec.starts_with("tracepoint/syscalls/");
+    if (!is_tp_btf && !is_syscall) continue;  // exec/exit hooks: both variants
+    if (int err = bpf_program__set_autoload(prog, is_tp_btf ? !syscalls : syscalls)) {
+      return Failed(absl::StrCat("autoload ", bpf_program__name(prog)), err);
+    }
   }
   if (int err = bpf_map__set_max_entries(skel_->maps.kspan_http_lvl, PidMax())) {
     return Failed("configure kspan_http_lvl", err);
@@ -76,21 +135,66 @@ absl::Status HttpCapture::Configure() {
 }
 
 absl::Status HttpCapture::Load() {
-  if (int err = http_bpf::load(skel_)) return Failed("load http_bpf", err);
+  if (int err = http_bpf::load(skel_)) {
+    return Failed(absl::StrCat("load http_bpf, variant ", std::string(HttpVariantName(attempt_))), err);
+  }
   return absl::OkStatus();
 }
 
+namespace {
+const char* AttachPoints(HttpVariant v) {
+  return v == HttpVariant::kTpBtf
+             ? "sock:sock_recv_length/sock_send_length/inet_sock_set_state"
+             : "syscalls:sys_*_read*/write*/send*/recv*/close";
+}
+}  // namespace
+
 absl::Status HttpCapture::Attach() {
-  if (int err = http_bpf::attach(skel_)) return Failed("attach (syscalls:sys_*_read*/write*/send*/recv*/close, sched:sched_process_exec/exit)", err);
-  spdlog::info("http capture: attached to the socket syscall tracepoints");
+  if (int err = http_bpf::attach(skel_)) {
+    return Failed(absl::StrCat("attach variant ", std::string(HttpVariantName(attempt_)), " (",
+                               AttachPoints(attempt_), ")"),
+                  err);
+  }
+  variant_ = std::string(HttpVariantName(attempt_));
   return absl::OkStatus();
 }
 
 absl::Status HttpCapture::Start() {
-  if (auto s = Open(); !s.ok()) return s;
-  if (auto s = Configure(); !s.ok()) return s;
-  if (auto s = Load(); !s.ok()) return s;
-  return Attach();
+  std::vector<HttpVariant> candidates;
+  if (options_.force_variant) {
+    candidates.push_back(*options_.force_variant);
+  } else {
+    if (KernelHasSockLengthTracepoints()) candidates.push_back(HttpVariant::kTpBtf);
+    candidates.push_back(HttpVariant::kTracepoint);
+  }
+  std::vector<std::string> refused;
+  if (!options_.force_variant && candidates.front() != HttpVariant::kTpBtf) {
+    refused.push_back("tp_btf: the kernel has no sock_recv_length/sock_send_length tracepoints");
+  }
+  absl::Status last;
+  for (HttpVariant v : candidates) {
+    attempt_ = v;
+    last = Open();
+    if (last.ok()) last = Configure();
+    if (last.ok()) last = Load();
+    if (last.ok()) last = Attach();
+    if (last.ok()) {
+      if (refused.empty()) {
+        spdlog::info("http capture: variant {} ({})", variant_, AttachPoints(v));
+      } else if (v == candidates.front()) {  // the kernel lacks the tracepoints
+        spdlog::info("http capture: variant {} ({}); not taken: {}", variant_, AttachPoints(v),
+                     absl::StrJoin(refused, "; "));
+      } else {
+        spdlog::warn("http capture: variant {} ({}); refused: {}", variant_, AttachPoints(v),
+                     absl::StrJoin(refused, "; "));
+      }
+      return absl::OkStatus();
+    }
+    if (last.code() == absl::StatusCode::kInvalidArgument) return last;  // not the kernel's fault
+    refused.push_back(std::string(last.message()));
+    Destroy();
+  }
+  return last;
 }
 
 void HttpCapture::Detach() {

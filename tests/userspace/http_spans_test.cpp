@@ -349,9 +349,24 @@ TEST(HttpConfig, ParsedAndValidated) {
   EXPECT_FALSE(c->capture.http.enabled);
   EXPECT_EQ(c->capture.http.response_idle, std::chrono::milliseconds(250));
   EXPECT_TRUE(c->capture.http.keep_query);
+  EXPECT_EQ(c->capture.http.root_spans_per_second, 100u);  // the default
+  EXPECT_EQ(c->capture.http.variant, "auto");
   auto bad = ParseConfig("capture:\n  http:\n    body: yes\n", "t.yaml", {}, env);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("capture.http"), std::string::npos) << bad.status();
+
+  auto sampled = ParseConfig(
+      "capture:\n  http:\n    root_spans_per_second: 0\n    variant: tracepoint\n", "t.yaml", {},
+      env);
+  ASSERT_TRUE(sampled.ok()) << sampled.status();
+  EXPECT_EQ(sampled->capture.http.root_spans_per_second, 0u);
+  EXPECT_EQ(sampled->capture.http.variant, "tracepoint");
+  for (const char* wrong : {"capture:\n  http:\n    root_spans_per_second: -1\n",
+                            "capture:\n  http:\n    variant: kprobe\n"}) {
+    auto w = ParseConfig(wrong, "t.yaml", {}, env);
+    ASSERT_FALSE(w.ok()) << wrong;
+    EXPECT_NE(w.status().message().find("capture.http."), std::string::npos) << w.status();
+  }
 }
 
 }  // namespace
