@@ -105,7 +105,8 @@ struct sock_state {
 	/* Per direction (bit 0 read, bit 1 write): the message being carried
 	 * is not recorded, nor its header continuations and body. */
 	__u8 skip;
-	__u8 pad3[6];
+	__u8 req_dirs; /* directions requests were seen in (the other one answers) */
+	__u8 pad3[5];
 };
 
 struct {
@@ -200,6 +201,8 @@ struct scan_state {
 	__u32 fifo_n;      /* copied in for the syscall and back out */
 	__u32 skip;
 	__u32 dir_bit;     /* this syscall's direction as a skip bit */
+	__u32 path_at;     /* REQUEST: where its target starts in buf */
+	__u32 req_dirs;
 };
 
 enum scan_mode {
@@ -236,14 +239,18 @@ const volatile __u32 root_per_second = 0;
 struct root_rate {
 	__u64 window_ns; /* start of the current one-second window */
 	__u32 count;     /* roots recorded in it */
-	__u32 pad;
+	__u32 tgid;      /* the process the slot counts for */
 };
 
-/* Root-request budget per tgid (LRU: a process not seen for long loses its
- * entry and starts a fresh window). */
+#define ROOT_SLOTS 4096
+
+/* Root-request budget per tgid, direct-mapped (slot tgid % ROOT_SLOTS, an
+ * inlined array lookup where a hash costs tens of ns per request): a
+ * process taking over a slot starts a fresh window, so two busy processes
+ * whose tgids share a slot each get somewhat more than their budget. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ROOT_SLOTS);
 	__type(key, __u32);
 	__type(value, struct root_rate);
 } kspan_http_rate SEC(".maps");
@@ -282,7 +289,8 @@ static __always_inline struct scratch *get_scratch(void)
 /* Copies the record into the ring: the fixed part and the used bytes of the
  * three strings (often none), not the whole 584 bytes. The rest of the
  * record is left as the ring had it; readers go by the lengths. */
-static __always_inline void emit_comm(struct kspan_http_event *e, int with_comm)
+static __always_inline void emit_from(struct kspan_http_event *e, int with_comm,
+				      const __u8 *path)
 {
 	struct kspan_http_event *r = bpf_ringbuf_reserve(&kspan_http_ring, sizeof(*r), 0);
 	if (!r) {
@@ -297,7 +305,7 @@ static __always_inline void emit_comm(struct kspan_http_event *e, int with_comm)
 		__builtin_memset(r->comm, 0, sizeof(r->comm));
 	__u32 len = e->path_len;
 	if (len)
-		bpf_probe_read_kernel(r->path, BOUND(len, KSPAN_HTTP_PATH_MAX), e->path);
+		bpf_probe_read_kernel(r->path, BOUND(len, KSPAN_HTTP_PATH_MAX), path);
 	len = e->traceparent_len;
 	if (len)
 		bpf_probe_read_kernel(r->traceparent, BOUND(len, KSPAN_HTTP_TRACEPARENT_MAX),
@@ -313,7 +321,7 @@ static __always_inline void emit_comm(struct kspan_http_event *e, int with_comm)
 /* A record of the current task (the usual case). */
 static __always_inline void emit(struct kspan_http_event *e)
 {
-	emit_comm(e, 1);
+	emit_from(e, 1, (const __u8 *)e->path);
 }
 
 /* ---- pass 1: line ends -------------------------------------------------- */
@@ -456,8 +464,7 @@ static __always_inline int start_message(struct scratch *s, __u32 start, __u32 e
 	if (!complete)
 		m->flags |= KSPAN_HTTP_F_PATH_CUT; /* the line did not end in the window */
 	m->path_len = plen;
-	bpf_probe_read_kernel(m->path, BOUND(plen, KSPAN_HTTP_PATH_MAX),
-			      &s->buf[AT(target)]);
+	s->st.path_at = target; /* copied from the window if the message is recorded */
 	/* The method field must carry nothing but the method. */
 	for (int i = 0; i < KSPAN_HTTP_METHOD_MAX; i++)
 		if (i >= ml)
@@ -483,13 +490,12 @@ static __always_inline int root_allowed(__u32 tgid, __u64 now)
 {
 	if (!root_per_second)
 		return 1;
-	struct root_rate *r = bpf_map_lookup_elem(&kspan_http_rate, &tgid);
-	if (!r) {
-		struct root_rate fresh = {.window_ns = now, .count = 1};
-		bpf_map_update_elem(&kspan_http_rate, &tgid, &fresh, BPF_NOEXIST);
+	__u32 slot = tgid & (ROOT_SLOTS - 1);
+	struct root_rate *r = bpf_map_lookup_elem(&kspan_http_rate, &slot);
+	if (!r)
 		return 1;
-	}
-	if (now - r->window_ns >= 1000000000ULL) {
+	if (r->tgid != tgid || now - r->window_ns >= 1000000000ULL) {
+		r->tgid = tgid;
 		r->window_ns = now;
 		r->count = 1;
 		return 1;
@@ -530,6 +536,7 @@ static __always_inline int recorded(struct scratch *s, struct kspan_http_event *
 {
 	__u32 keep;
 	if (m->kind == KSPAN_HTTP_REQUEST) {
+		s->st.req_dirs |= s->st.dir_bit;
 		keep = sample_request(m);
 		__u32 n = s->st.fifo_n;
 		if (n < 32) {
@@ -567,7 +574,7 @@ static __always_inline void send_message(struct scratch *s, __u32 next)
 		m->flags |= KSPAN_HTTP_F_LINES_CUT;
 	s->st.pending = 0;
 	if (recorded(s, m))
-		emit(m);
+		emit_from(m, 1, &s->buf[AT(s->st.path_at)]);
 }
 
 /* Content-Length: only to find where a pipelined message after this one
@@ -907,7 +914,8 @@ static __always_inline void read_addresses(struct sock_state *ss, struct sock *s
  * cleared (start_message() and the data records set theirs). The command
  * name is written by emit(), for records actually written. */
 static __always_inline void fill_template(struct kspan_http_event *t, const struct call *a,
-					  const struct sock_state *ss, __u64 pid_tgid, long ret)
+					  const struct sock_state *ss, __u64 pid_tgid, long ret,
+					  __u64 now)
 {
 	t->type = KSPAN_EVENT_HTTP;
 	t->kind = 0;
@@ -927,7 +935,7 @@ static __always_inline void fill_template(struct kspan_http_event *t, const stru
 	t->tid = (__u32)pid_tgid;
 	t->direction = a->direction;
 	t->start_ns = a->start_ns;
-	t->end_ns = bpf_ktime_get_ns();
+	t->end_ns = now;
 	t->sock_id = a->sk;
 	t->sock_ino = a->ino;
 	t->syscall_bytes = ret;
@@ -947,19 +955,19 @@ static __always_inline void init_state(struct sock_state *ss, struct sock *sk, _
 	read_addresses(ss, sk);
 }
 
-/* The response to the oldest request waiting, when that request was not
- * recorded and no other is waiting (so this data cannot carry pipelined
- * responses to recorded ones): taken as not recorded from its first bytes,
- * without copying and scanning the rest. Its body, in later syscalls, is
- * data of an unrecorded message. Returns 1 when it was. */
+/* Data in the answering direction of a connection whose only request
+ * waiting was not recorded: the start of that request's response (nothing
+ * else travels that way before it), so this response cannot carry
+ * pipelined responses to recorded requests. Taken as not recorded without
+ * reading the user buffer at all; its header continuations and body, in
+ * later syscalls, are data of an unrecorded message. Returns 1 when it was. */
 static __always_inline int skip_unsampled_response(struct sock_state *ss, __u32 flags,
-						   __u32 di, __u64 buf)
+						   __u32 di)
 {
 	__u32 cont = di ? SOCK_CONT_WRITE : SOCK_CONT_READ;
-	if (ss->fifo_n != 1 || (ss->fifo & 1) || (flags & cont) || ss->body_left[di])
-		return 0;
-	__u64 w = 0;
-	if (bpf_probe_read_user(&w, sizeof(w), (const void *)buf) || http_version(w) < 0)
+	__u32 req = ss->req_dirs;
+	if (ss->fifo_n != 1 || (ss->fifo & 1) || !req || (req & (1u << di)) || (flags & cont) ||
+	    ss->body_left[di])
 		return 0;
 	ss->fifo = 0;
 	ss->fifo_n = 0;
@@ -977,13 +985,13 @@ static __always_inline void on_data(__u64 pid_tgid, struct sock *sk, __u64 ino,
 	struct inflight in = *inp;
 	struct call a = {.sk = (__u64)sk, .ino = ino, .start_ns = in.start_ns,
 			 .direction = in.direction};
+	__u32 flags = ss->flags;
+	__u32 di = a.direction == KSPAN_HTTP_READ ? 0 : 1;
+	if (skip_unsampled_response(ss, flags, di))
+		return;
 	__u64 buf = 0;
 	__u64 buf_len = user_buffer(&in, &buf);
 	if (!buf_len)
-		return;
-	__u32 flags = ss->flags;
-	__u32 di = a.direction == KSPAN_HTTP_READ ? 0 : 1;
-	if (skip_unsampled_response(ss, flags, di, buf))
 		return;
 	struct scratch *s = get_scratch();
 	if (!s)
@@ -1000,7 +1008,11 @@ static __always_inline void on_data(__u64 pid_tgid, struct sock *sk, __u64 ino,
 	if (n < KSPAN_HTTP_WINDOW)
 		s->buf[n] = 0;
 
-	fill_template(&s->tmpl, &a, ss, pid_tgid, ret);
+	/* The tp_btf variant has no enter: one clock read for both ends. */
+	__u64 now = bpf_ktime_get_ns();
+	if (!a.start_ns)
+		a.start_ns = now;
+	fill_template(&s->tmpl, &a, ss, pid_tgid, ret, now);
 	__u32 cont = a.direction == KSPAN_HTTP_READ ? SOCK_CONT_READ : SOCK_CONT_WRITE;
 	s->st.n = n;
 	s->st.ret = ret;
@@ -1015,6 +1027,7 @@ static __always_inline void on_data(__u64 pid_tgid, struct sock *sk, __u64 ino,
 	s->st.fifo = ss->fifo;
 	s->st.fifo_n = ss->fifo_n;
 	s->st.skip = ss->skip;
+	s->st.req_dirs = ss->req_dirs;
 	__u32 left = ss->body_left[di];
 	if (left && !(flags & cont)) {
 		/* The rest of a body first: its bytes and times as data. */
@@ -1086,6 +1099,7 @@ static __always_inline void on_data(__u64 pid_tgid, struct sock *sk, __u64 ino,
 	ss->fifo = s->st.fifo;
 	ss->fifo_n = s->st.fifo_n;
 	ss->skip = s->st.skip;
+	ss->req_dirs = s->st.req_dirs;
 }
 
 /* ---- variant tracepoint: the classic syscall tracepoints ---------------- */
@@ -1189,8 +1203,9 @@ int kspan_http_close(struct sys_enter_args *ctx)
 		bpf_map_delete_elem(&kspan_http_socks, &key);
 		return 0;
 	}
-	struct call a = {.sk = key, .ino = ino, .start_ns = bpf_ktime_get_ns()};
-	fill_template(&s->tmpl, &a, ss, pid_tgid, 0);
+	__u64 now = bpf_ktime_get_ns();
+	struct call a = {.sk = key, .ino = ino, .start_ns = now};
+	fill_template(&s->tmpl, &a, ss, pid_tgid, 0, now);
 	bpf_map_delete_elem(&kspan_http_socks, &key);
 	s->tmpl.kind = KSPAN_HTTP_CLOSE;
 	emit(&s->tmpl);
@@ -1267,15 +1282,6 @@ static __always_inline void on_sock(struct sock *sk, int ret, int flags, __u32 d
 	int kind = buffer_kind(regs->orig_ax, direction);
 	if (kind < 0)
 		return;
-	struct socket *sock = sk->sk_socket;
-	if (!sock)
-		return;
-	struct file *file = sock->file;
-	if (!file)
-		return;
-	struct inode *inode = file->f_inode;
-	if (!inode)
-		return;
 	struct sock_state *ss = bpf_sk_storage_get(&kspan_http_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!ss) {
 		kspan_count(&kspan_http_stats, KSPAN_HTTP_STAT_STATE_FULL);
@@ -1283,18 +1289,26 @@ static __always_inline void on_sock(struct sock *sk, int ret, int flags, __u32 d
 	}
 	if (ss->flags & SOCK_NOT_HTTP)
 		return;
-	__u64 ino = inode->i_ino;
-	if (!ss->ino)
+	__u64 ino = ss->ino;
+	if (!ino) {
+		/* First data on this socket: its file's inode (which records
+		 * carry to tell reused socket addresses apart) and addresses. */
+		struct socket *sock = sk->sk_socket;
+		struct file *file = sock ? sock->file : NULL;
+		struct inode *inode = file ? file->f_inode : NULL;
+		if (!inode)
+			return;
+		ino = inode->i_ino;
 		init_state(ss, sk, ino, pid_tgid >> 32);
+	}
 	struct inflight in = {
 		.arg = regs->si,
 		.fd = (__u32)regs->di,
 		.direction = direction,
 		.kind = kind,
 	};
-	/* One clock read: the data has moved when these run, so the record's
-	 * start and end are the same instant. */
-	in.start_ns = bpf_ktime_get_ns();
+	/* start_ns 0: the data has moved when these run, so on_data() reads
+	 * the clock once (only if it looks further) for both ends. */
 	on_data(pid_tgid, sk, ino, &in, ret, ss);
 }
 
@@ -1327,10 +1341,11 @@ int BPF_PROG(kspan_http_sk_state, struct sock *sk, int oldstate, int newstate)
 	struct scratch *s = get_scratch();
 	if ((ss->flags & SOCK_HTTP) && s) {
 		__u64 owner = (__u64)ss->tgid << 32 | ss->tgid;
-		struct call a = {.sk = (__u64)sk, .ino = ss->ino, .start_ns = bpf_ktime_get_ns()};
-		fill_template(&s->tmpl, &a, ss, owner, 0);
+		__u64 now = bpf_ktime_get_ns();
+		struct call a = {.sk = (__u64)sk, .ino = ss->ino, .start_ns = now};
+		fill_template(&s->tmpl, &a, ss, owner, 0, now);
 		s->tmpl.kind = KSPAN_HTTP_CLOSE;
-		emit_comm(&s->tmpl, 0); /* the running task is not the owner */
+		emit_from(&s->tmpl, 0, NULL); /* the running task is not the owner */
 	}
 	bpf_sk_storage_delete(&kspan_http_sk, (struct sock *)sk);
 	return 0;
