@@ -32,6 +32,7 @@ char LICENSE[] SEC("license") = "GPL";
 /* Set by the loader between open and load. */
 const volatile __u64 wakeup_bytes = 0; /* 0: kernel default wakeups; see sys_wakeup_flag() */
 const volatile __u32 wakeup_shift = 16; /* log2 of wakeup_bytes, rounded down */
+const volatile __u32 wakeup_check_mask = 0; /* query the ring every (mask + 1) records per CPU */
 const volatile __u32 infl_mask = 32767; /* kspan_sys_infl entries - 1 (a power of two) */
 
 /* Macros have no BTF: the UAPI values, fixed across kernels. */
@@ -69,7 +70,7 @@ struct {
 
 struct in_flight {
 	__u64 start_ns;
-	__u64 args[4];
+	__u64 args[4]; /* raw_tp and tracepoint only: tp_btf exits read pt_regs */
 	__u64 file; /* struct file * resolved at enter (close) */
 	__u32 tid;  /* owner of an array slot; 0: free */
 	__u16 nr;
@@ -129,6 +130,14 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 * 1024 * 1024); /* resized by the loader */
 } kspan_sys_ring SEC(".maps");
+
+/* The ring position (>> wakeup_shift) of the last forced wakeup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} kspan_sys_wake SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -290,17 +299,12 @@ static __always_inline void fill_socket(struct kspan_syscall_event *e, struct fi
  * types as void * or as a pointer array (file->private_data, fdt->fd[]) is
  * a scalar to the verifier, and is given a BTF type with bpf_rdonly_cast
  * (read-only, untrusted: loads only, a bad address reads as 0). A socket
- * record takes no probe read at all; paths still do (strings). */
+ * record takes no probe read at all; paths still do (strings). Each helper
+ * call costs about 10 ns here (ktime 35), so the current task is fetched
+ * once per exit and everything else about the thread is read from it. */
 
-static __always_inline bool task_is_compat_direct(void)
+static __always_inline struct file *fd_file_direct(struct task_struct *task, __u32 fd)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	return task->thread_info.status & TS_COMPAT;
-}
-
-static __always_inline struct file *fd_file_direct(__u32 fd)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct files_struct *files = task->files;
 	if (!files)
 		return NULL;
@@ -331,6 +335,7 @@ static __always_inline __u8 file_kind_direct(struct file *f)
 	return mode_kind(inode->i_mode);
 }
 
+/* Socket fields of a record whose socket fields are still zero. */
 static __always_inline void fill_socket_direct(struct kspan_syscall_event *e, struct file *f)
 {
 	void *priv = file_btf(f)->private_data;
@@ -366,25 +371,63 @@ static __always_inline void fill_socket_direct(struct kspan_syscall_event *e, st
 	e->dport = bpf_ntohs(skc->skc_dport);
 }
 
+/* comm in two 8-byte loads: BTF allows only byte loads into a char array,
+ * so its address is cast to a kernel struct of two 8-byte scalars
+ * (struct timespec64) instead of 16 byte loads. */
+static __always_inline void comm_direct(char *dst, struct task_struct *task)
+{
+	struct timespec64 *w = bpf_rdonly_cast(&task->comm, bpf_core_type_id_kernel(struct timespec64));
+	__u64 lo = w->tv_sec;
+	__u64 hi = w->tv_nsec;
+	__builtin_memcpy(dst, &lo, 8);
+	__builtin_memcpy(dst + 8, &hi, 8);
+}
+
+/* ---- the exit, shared by every variant ---- */
+
+/* The thread at sys_exit. `task` is the trusted current task of the direct
+ * walk (kspan_sys_x_ptr), NULL elsewhere. */
+struct sys_thread {
+	struct task_struct *task;
+	__u32 tgid;
+	__u32 tid;
+};
+
+/* The syscall's first four arguments at sys_exit. On x86_64 the tp_btf
+ * exits read them from pt_regs, which still holds them (only ax has become
+ * the return value; ptrace and seccomp changes come before sys_enter), so
+ * their enter stores none; the other variants keep them in the slot. */
+struct sys_args {
+	__u64 a[4];
+};
+
+static __always_inline bool thread_is_compat(const struct sys_thread *t, bool direct)
+{
+	if (direct)
+		return t->task->thread_info.status & TS_COMPAT;
+	return task_is_compat();
+}
+
 /* Every field but the path tail. */
 static __always_inline void fill_event(struct kspan_syscall_event *e, const struct in_flight *fl,
-				       __u64 pid_tgid, __u64 now, long ret,
+				       const struct sys_thread *t, __u64 now, long ret,
+				       const struct sys_args *args,
 				       const struct kspan_syscall_config *c, __u32 fd,
 				       struct file *f, __u8 kind, bool direct)
 {
 	e->type = KSPAN_EVENT_SYSCALL;
-	e->pid = pid_tgid >> 32;
-	e->tid = (__u32)pid_tgid;
+	e->pid = t->tgid;
+	e->tid = t->tid;
 	e->nr = fl->nr;
 	e->syscall_class = kind == KSPAN_FD_SOCKET ? KSPAN_SYSCALL_CLASS_SOCKET_IO : c->syscall_class;
 	e->trace_level = fl->level;
 	e->start_ns = fl->start_ns;
 	e->end_ns = now;
 	e->ret = (__u64)ret;
-	e->args[0] = fl->args[0];
-	e->args[1] = fl->args[1];
-	e->args[2] = fl->args[2];
-	e->args[3] = fl->args[3];
+	e->args[0] = args->a[0];
+	e->args[1] = args->a[1];
+	e->args[2] = args->a[2];
+	e->args[3] = args->a[3];
 	e->fd = fd;
 	e->fd_kind = kind;
 	e->family = 0;
@@ -397,15 +440,10 @@ static __always_inline void fill_event(struct kspan_syscall_event *e, const stru
 	e->pad0 = 0;
 	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
 	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
-	if (direct) {
-		/* Byte loads: BTF allows no wider access into a char array. */
-		struct task_struct *task = bpf_get_current_task_btf();
-#pragma unroll
-		for (int i = 0; i < KSPAN_COMM_LEN; i++)
-			e->comm[i] = task->comm[i];
-	} else {
+	if (direct)
+		comm_direct(e->comm, t->task);
+	else
 		bpf_get_current_comm(e->comm, sizeof(e->comm));
-	}
 	if (kind == KSPAN_FD_SOCKET) {
 		if (direct)
 			fill_socket_direct(e, f);
@@ -415,28 +453,39 @@ static __always_inline void fill_event(struct kspan_syscall_event *e, const stru
 }
 
 /* Wake the consumer once per 2^wakeup_shift bytes written (the power of two
- * at or below wakeup_bytes): when the producer position crosses a multiple
- * of it with this record (`size` bytes as reserved). Waking whenever
- * wakeup_bytes are waiting would wake on every record while the consumer is
- * being scheduled in, several hundred ns each. Records reserved concurrently
- * on other CPUs can make one crossing go unnoticed; the consumer's poll
- * timeout bounds the delay then, nothing is lost. */
-static __always_inline __u64 sys_wakeup_flag(__u64 size)
+ * at or below wakeup_bytes): when the producer position has entered another
+ * multiple of it since the last forced wakeup (kspan_sys_wake). Waking
+ * whenever wakeup_bytes are waiting would wake on every record while the
+ * consumer is being scheduled in, several hundred ns each. The position is
+ * queried only every (wakeup_check_mask + 1)-th record of a CPU (the loader
+ * keeps that under an eighth of the wakeup size), which saves a helper call
+ * per record. Concurrent CPUs may both wake for one crossing, or notice it
+ * up to that many records late; the consumer's poll timeout bounds the
+ * delay then, nothing is lost. `count` is this CPU's record count. */
+static __always_inline __u64 sys_wakeup_flag(__u64 count)
 {
 	if (wakeup_bytes == 0)
 		return 0; /* kernel default: wake when the consumer has caught up */
-	__u64 rec = ((size + 7) & ~7ull) + 8; /* 8-byte aligned, plus the ring's header */
-	__u64 prod = bpf_ringbuf_query(&kspan_sys_ring, BPF_RB_PROD_POS);
-	if (prod < rec)
+	if (count & wakeup_check_mask)
 		return BPF_RB_NO_WAKEUP;
-	__u32 shift = wakeup_shift & 63;
-	return (prod >> shift) != ((prod - rec) >> shift) ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	__u64 epoch = bpf_ringbuf_query(&kspan_sys_ring, BPF_RB_PROD_POS) >> (wakeup_shift & 63);
+	__u32 zero = 0;
+	__u64 *woken = bpf_map_lookup_elem(&kspan_sys_wake, &zero);
+	if (!woken || *woken == epoch)
+		return BPF_RB_NO_WAKEUP;
+	*woken = epoch;
+	return BPF_RB_FORCE_WAKEUP;
 }
 
-static __always_inline void submit(void *e, __u64 size)
+/* Counts the record (KSPAN_SYS_STAT_EMITTED) and submits it. */
+static __always_inline void submit(void *e)
 {
-	bpf_ringbuf_submit(e, sys_wakeup_flag(size));
-	kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_EMITTED);
+	__u32 key = KSPAN_SYS_STAT_EMITTED;
+	__u64 *n = bpf_map_lookup_elem(&kspan_sys_stats, &key);
+	__u64 count = 0;
+	if (n)
+		count = ++*n;
+	bpf_ringbuf_submit(e, sys_wakeup_flag(count));
 }
 
 static __always_inline bool futex_waits(__u64 op)
@@ -453,10 +502,12 @@ static __always_inline bool futex_waits(__u64 op)
 	}
 }
 
-/* Everything after the cheap checks of sys_enter: the process is traced. */
+/* Everything after the cheap checks of sys_enter: the process is traced.
+ * `keep_args`: store the arguments for an exit that cannot read them from
+ * pt_regs (raw_tp, tracepoint). */
 static __always_inline int enter_traced(const struct kspan_syscall_config *c, long nr,
 					__u64 pid_tgid, int level, __u64 a0, __u64 a1,
-					__u64 a2, __u64 a3)
+					__u64 a2, __u64 a3, bool keep_args)
 {
 	if (skipped_wait(c, level))
 		return 0;
@@ -475,10 +526,12 @@ static __always_inline int enter_traced(const struct kspan_syscall_config *c, lo
 		 * at the same instant is the one race left; the loser's exit
 		 * then finds no enter and is counted. */
 		slot->tid = tid;
-		slot->args[0] = a0;
-		slot->args[1] = a1;
-		slot->args[2] = a2;
-		slot->args[3] = a3;
+		if (keep_args) {
+			slot->args[0] = a0;
+			slot->args[1] = a1;
+			slot->args[2] = a2;
+			slot->args[3] = a3;
+		}
 		slot->file = file;
 		slot->nr = (__u16)nr;
 		slot->level = (__u8)level;
@@ -525,10 +578,10 @@ static __always_inline void fill_path(struct kspan_syscall_path_event *e, __u32 
 /* openat: the name the process passed, remembered for the new fd when the
  * process is fully traced and the call succeeded. */
 static __always_inline void fill_openat_path(struct kspan_syscall_path_event *e,
-					     const struct in_flight *fl, __u32 tgid, long ret,
-					     struct file *f)
+					     const struct in_flight *fl, __u64 name_arg,
+					     __u32 tgid, long ret, struct file *f)
 {
-	long n = bpf_probe_read_user_str(e->path, sizeof(e->path), (const void *)fl->args[1]);
+	long n = bpf_probe_read_user_str(e->path, sizeof(e->path), (const void *)name_arg);
 	if (n <= 0) {
 		e->path[0] = 0;
 		return;
@@ -548,69 +601,55 @@ static __always_inline void fill_openat_path(struct kspan_syscall_path_event *e,
 		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_PATH_TABLE_FULL);
 }
 
-static __always_inline void exit_traced(const struct kspan_syscall_config *c,
-					const struct in_flight *flp, __u64 pid_tgid, __u64 now,
-					long ret, const struct kspan_filter_config *fc, bool direct);
+/* A paired, resolved syscall on its way to the ring. */
+struct sys_record {
+	const struct kspan_syscall_config *c;
+	const struct in_flight *fl;
+	const struct sys_thread *t;
+	const struct sys_args *args;
+	struct file *f;
+	__u64 now;
+	long ret;
+	__u32 fd;
+	__u8 kind;
+};
 
-/* sys_exit once the process is known to be traced (fc set). */
-static __always_inline int sys_exit_traced(struct kspan_syscall_config *c, __u64 pid_tgid,
-					   long nr, long ret, struct kspan_filter_config *fc,
-					   bool direct)
+/* A record with its path tail (files, openat). */
+static __always_inline int emit_path_record(const struct sys_record *r, bool direct)
 {
-	__u32 tgid = pid_tgid >> 32;
-	__u32 tid = (__u32)pid_tgid;
-	__u32 idx = tid & infl_mask;
-	struct in_flight *slot = bpf_map_lookup_elem(&kspan_sys_infl, &idx);
-	bool in_array = slot && slot->tid == tid;
-	if (!in_array)
-		slot = bpf_map_lookup_elem(&kspan_sys_spill, &tid);
-	if (!slot) {
-		/* Began before capture started, was not recorded for lack of a
-		 * slot (counted at enter), or the process became traced
-		 * meanwhile; ia32 syscalls are never recorded. */
-		if (!(direct ? task_is_compat_direct() : task_is_compat()))
-			kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_EXIT_NO_ENTER);
+	struct kspan_syscall_path_event *e = bpf_ringbuf_reserve(&kspan_sys_ring, sizeof(*e), 0);
+	if (!e) {
+		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_RING_FULL);
 		return 0;
 	}
-	__u64 now = bpf_ktime_get_ns();
-	if (slot->nr != (__u16)nr) {
-		/* The exit of another syscall than the one entered: its own
-		 * exit was lost. */
-		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_EXIT_NO_ENTER);
-	} else {
-		exit_traced(c, slot, pid_tgid, now, ret, fc, direct);
-		/* close: the remembered path dies with the fd, recorded or not. */
-		if ((c->flags & KSPAN_SYSCALL_F_FD_AT_ENTER) && ret == 0) {
-			struct path_key key = {.tgid = tgid, .fd = (__u32)slot->args[0]};
-			bpf_map_delete_elem(&kspan_sys_paths, &key);
-		}
-	}
-	if (in_array)
-		slot->tid = 0;
+	fill_event(&e->ev, r->fl, r->t, r->now, r->ret, r->args, r->c, r->fd, r->f, r->kind, direct);
+	if (r->c->flags & KSPAN_SYSCALL_F_PATH_ARG1)
+		fill_openat_path(e, r->fl, r->args->a[1], r->t->tgid, r->ret, r->f);
 	else
-		bpf_map_delete_elem(&kspan_sys_spill, &tid);
+		fill_path(e, r->t->tgid, r->fd, r->f);
+	submit(e);
 	return 0;
 }
 
-static __always_inline int sys_exit_common(long nr, long ret, bool direct)
+/* Out of line, one copy per exit program placed after its hot path: path
+ * records are rarer than socket records (file I/O has a minimum duration),
+ * and inlined they put some 2 KB of code between the hot instructions. */
+static __noinline int emit_path_record_direct(const struct sys_record *r)
 {
-	struct kspan_syscall_config *c = sys_config(nr);
-	if (!c)
-		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct kspan_filter_config *fc = NULL;
-	int level = sys_level(pid_tgid >> 32, &fc);
-	if (level == KSPAN_TRACE_NONE || !fc || skipped_wait(c, level))
-		return 0;
-	return sys_exit_traced(c, pid_tgid, nr, ret, fc, direct);
+	return emit_path_record(r, true);
+}
+
+static __noinline int emit_path_record_probe(const struct sys_record *r)
+{
+	return emit_path_record(r, false);
 }
 
 /* A paired syscall: the record, if slow enough. */
 static __always_inline void exit_traced(const struct kspan_syscall_config *c,
-					const struct in_flight *flp, __u64 pid_tgid, __u64 now,
-					long ret, const struct kspan_filter_config *fc, bool direct)
+					const struct in_flight *flp, const struct sys_thread *t,
+					__u64 now, long ret, const struct sys_args *args,
+					const struct kspan_filter_config *fc, bool direct)
 {
-	__u32 tgid = pid_tgid >> 32;
 	__u8 flags = c->flags;
 	__u64 min_ns = c->min_duration_ns;
 	__u64 sock_min_ns = c->socket_min_ns;
@@ -634,7 +673,7 @@ static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 	}
 	/* An ia32 syscall: its numbers differ, the config does not apply.
 	 * Checked here, not at enter, so fast syscalls never pay for it. */
-	if (direct ? task_is_compat_direct() : task_is_compat())
+	if (thread_is_compat(t, direct))
 		return;
 
 	__u32 fd = KSPAN_SYSCALL_NO_FD;
@@ -642,14 +681,14 @@ static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 	if (flags & KSPAN_SYSCALL_F_FD_RET) {
 		if (ret >= 0) {
 			fd = (__u32)ret;
-			f = direct ? fd_file_direct(fd) : fd_file(fd);
+			f = direct ? fd_file_direct(t->task, fd) : fd_file(fd);
 		}
 	} else if (flags & KSPAN_SYSCALL_F_FD_AT_ENTER) {
-		fd = (__u32)flp->args[0];
+		fd = (__u32)args->a[0];
 		f = (struct file *)flp->file;
 	} else if (flags & KSPAN_SYSCALL_F_FD_ARG0) {
-		fd = (__u32)flp->args[0];
-		f = direct ? fd_file_direct(fd) : fd_file(fd);
+		fd = (__u32)args->a[0];
+		f = direct ? fd_file_direct(t->task, fd) : fd_file(fd);
 	}
 	__u8 kind = direct ? file_kind_direct(f) : file_kind(f);
 	if (only_if_socket && kind != KSPAN_FD_SOCKET) {
@@ -658,18 +697,14 @@ static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 	}
 
 	if (kind == KSPAN_FD_FILE || (flags & KSPAN_SYSCALL_F_PATH_ARG1)) {
-		struct kspan_syscall_path_event *e =
-			bpf_ringbuf_reserve(&kspan_sys_ring, sizeof(*e), 0);
-		if (!e) {
-			kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_RING_FULL);
-			return;
-		}
-		fill_event(&e->ev, flp, pid_tgid, now, ret, c, fd, f, kind, direct);
-		if (flags & KSPAN_SYSCALL_F_PATH_ARG1)
-			fill_openat_path(e, flp, tgid, ret, f);
+		struct sys_record r = {
+			.c = c, .fl = flp, .t = t, .args = args, .f = f,
+			.now = now, .ret = ret, .fd = fd, .kind = kind,
+		};
+		if (direct)
+			emit_path_record_direct(&r);
 		else
-			fill_path(e, tgid, fd, f);
-		submit(e, sizeof(*e));
+			emit_path_record_probe(&r);
 		return;
 	}
 	struct kspan_syscall_event *e = bpf_ringbuf_reserve(&kspan_sys_ring, sizeof(*e), 0);
@@ -677,9 +712,85 @@ static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_RING_FULL);
 		return;
 	}
-	fill_event(e, flp, pid_tgid, now, ret, c, fd, f, kind, direct);
-	submit(e, sizeof(*e));
-	return;
+	fill_event(e, flp, t, now, ret, args, c, fd, f, kind, direct);
+	submit(e);
+}
+
+/* sys_exit once the process is known to be traced (fc set). `regs`: the
+ * tp_btf exits' pt_regs, where the arguments are read (NULL: from the slot). */
+static __always_inline int sys_exit_traced(struct kspan_syscall_config *c,
+					   const struct sys_thread *t, long nr, long ret,
+					   struct kspan_filter_config *fc, struct pt_regs *regs,
+					   bool direct)
+{
+	__u32 tid = t->tid;
+	__u32 idx = tid & infl_mask;
+	struct in_flight *slot = bpf_map_lookup_elem(&kspan_sys_infl, &idx);
+	bool in_array = slot && slot->tid == tid;
+	if (!in_array)
+		slot = bpf_map_lookup_elem(&kspan_sys_spill, &tid);
+	if (!slot) {
+		/* Began before capture started, was not recorded for lack of a
+		 * slot (counted at enter), or the process became traced
+		 * meanwhile; ia32 syscalls are never recorded. */
+		if (!thread_is_compat(t, direct))
+			kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_EXIT_NO_ENTER);
+		return 0;
+	}
+	__u64 now = bpf_ktime_get_ns();
+	struct sys_args args;
+	if (regs) {
+		args.a[0] = regs->di;
+		args.a[1] = regs->si;
+		args.a[2] = regs->dx;
+		args.a[3] = regs->r10;
+	} else {
+		args.a[0] = slot->args[0];
+		args.a[1] = slot->args[1];
+		args.a[2] = slot->args[2];
+		args.a[3] = slot->args[3];
+	}
+	if (slot->nr != (__u16)nr) {
+		/* The exit of another syscall than the one entered: its own
+		 * exit was lost. */
+		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_EXIT_NO_ENTER);
+	} else {
+		exit_traced(c, slot, t, now, ret, &args, fc, direct);
+		/* close: the remembered path dies with the fd, recorded or not. */
+		if ((c->flags & KSPAN_SYSCALL_F_FD_AT_ENTER) && ret == 0) {
+			struct path_key key = {.tgid = t->tgid, .fd = (__u32)args.a[0]};
+			bpf_map_delete_elem(&kspan_sys_paths, &key);
+		}
+	}
+	if (in_array)
+		slot->tid = 0;
+	else
+		bpf_map_delete_elem(&kspan_sys_spill, &tid);
+	return 0;
+}
+
+/* The exits that know the syscall number first (tp_btf, tracepoint). */
+static __always_inline int sys_exit_common(long nr, long ret, struct pt_regs *regs, bool direct)
+{
+	struct kspan_syscall_config *c = sys_config(nr);
+	if (!c)
+		return 0;
+	struct sys_thread t = {};
+	if (direct) {
+		/* One helper call for the ids, comm, compat status and fd table. */
+		t.task = bpf_get_current_task_btf();
+		t.tgid = t.task->tgid;
+		t.tid = t.task->pid;
+	} else {
+		__u64 pid_tgid = bpf_get_current_pid_tgid();
+		t.tgid = pid_tgid >> 32;
+		t.tid = (__u32)pid_tgid;
+	}
+	struct kspan_filter_config *fc = NULL;
+	int level = sys_level(t.tgid, &fc);
+	if (level == KSPAN_TRACE_NONE || !fc || skipped_wait(c, level))
+		return 0;
+	return sys_exit_traced(c, &t, nr, ret, fc, regs, direct);
 }
 
 /* ---- variant tp_btf: raw_syscalls with BTF-typed arguments ---- */
@@ -695,20 +806,22 @@ int BPF_PROG(kspan_sys_e_btf, struct pt_regs *regs, long id)
 	int level = sys_level(pid_tgid >> 32, &fc);
 	if (level == KSPAN_TRACE_NONE)
 		return 0;
-	return enter_traced(c, id, pid_tgid, level, regs->di, regs->si, regs->dx, regs->r10);
+	/* Both tp_btf exits read the arguments from pt_regs: none stored,
+	 * but futex's op and close's fd are needed here. */
+	return enter_traced(c, id, pid_tgid, level, regs->di, regs->si, 0, 0, false);
 }
 
 SEC("tp_btf/sys_exit")
 int BPF_PROG(kspan_sys_x_btf, struct pt_regs *regs, long ret)
 {
-	return sys_exit_common(regs->orig_ax, ret, false);
+	return sys_exit_common(regs->orig_ax, ret, regs, false);
 }
 
 /* The loader's choice over kspan_sys_x_btf where the kernel has bpf_rdonly_cast. */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(kspan_sys_x_ptr, struct pt_regs *regs, long ret)
 {
-	return sys_exit_common(regs->orig_ax, ret, true);
+	return sys_exit_common(regs->orig_ax, ret, regs, true);
 }
 
 /* ---- variant raw_tp: raw_syscalls, arguments through probe reads ---- */
@@ -728,7 +841,7 @@ int kspan_sys_e_raw(struct bpf_raw_tracepoint_args *ctx)
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
 	return enter_traced(c, id, pid_tgid, level, BPF_CORE_READ(regs, di),
 			    BPF_CORE_READ(regs, si), BPF_CORE_READ(regs, dx),
-			    BPF_CORE_READ(regs, r10));
+			    BPF_CORE_READ(regs, r10), true);
 }
 
 SEC("raw_tp/sys_exit")
@@ -737,7 +850,8 @@ int kspan_sys_x_raw(struct bpf_raw_tracepoint_args *ctx)
 	/* The syscall number costs a probe read here: the process first. */
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct kspan_filter_config *fc = NULL;
-	int level = sys_level(pid_tgid >> 32, &fc);
+	struct sys_thread t = {.tgid = pid_tgid >> 32, .tid = (__u32)pid_tgid};
+	int level = sys_level(t.tgid, &fc);
 	if (level == KSPAN_TRACE_NONE || !fc)
 		return 0;
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
@@ -745,7 +859,7 @@ int kspan_sys_x_raw(struct bpf_raw_tracepoint_args *ctx)
 	struct kspan_syscall_config *c = sys_config(nr);
 	if (!c || skipped_wait(c, level))
 		return 0;
-	return sys_exit_traced(c, pid_tgid, nr, (long)ctx->args[1], fc, false);
+	return sys_exit_traced(c, &t, nr, (long)ctx->args[1], fc, NULL, false);
 }
 
 /* ---- variant tracepoint: the classic raw_syscalls:sys_enter/sys_exit ---- */
@@ -763,7 +877,7 @@ int kspan_sys_e_tp(struct trace_event_raw_sys_enter *ctx)
 	if (level == KSPAN_TRACE_NONE)
 		return 0;
 	__u64 a0 = ctx->args[0], a1 = ctx->args[1], a2 = ctx->args[2], a3 = ctx->args[3];
-	return enter_traced(c, id, pid_tgid, level, a0, a1, a2, a3);
+	return enter_traced(c, id, pid_tgid, level, a0, a1, a2, a3, true);
 }
 
 SEC("tracepoint/raw_syscalls/sys_exit")
@@ -771,7 +885,7 @@ int kspan_sys_x_tp(struct trace_event_raw_sys_exit *ctx)
 {
 	long id = ctx->id;
 	long ret = ctx->ret;
-	return sys_exit_common(id, ret, false);
+	return sys_exit_common(id, ret, NULL, false);
 }
 
 /* ---- level cache invalidation, on every variant ---- */

@@ -129,6 +129,14 @@ absl::Status SyscallCapture::Configure() {
   std::uint32_t shift = 0;
   while (shift < 63 && (std::uint64_t{2} << shift) <= options_.wakeup_bytes) ++shift;
   skel_->rodata->wakeup_shift = shift;
+  // The programs look at the producer position only every 2^k-th record of
+  // a CPU (a helper call saved per record): at most an eighth of the wakeup
+  // size, in the largest records (a path record), between two looks.
+  constexpr std::uint64_t kLargestRecord = sizeof(kspan_syscall_path_event) + 8;
+  const std::uint64_t per_check = (std::uint64_t{1} << shift) / 8 / kLargestRecord;
+  std::uint32_t check = 1;
+  while (std::uint64_t{check} * 2 <= per_check && check < (1u << 16)) check <<= 1;
+  skel_->rodata->wakeup_check_mask = check - 1;
   skel_->rodata->infl_mask = InFlightSlots() - 1;
   // The ring must be a power-of-two multiple of the page size.
   std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
@@ -283,6 +291,24 @@ void SyscallCapture::Detach() {
 
 int SyscallCapture::ring_fd() const {
   return skel_ ? bpf_map__fd(skel_->maps.kspan_sys_ring) : -1;
+}
+
+SyscallCapture::ProgramFds SyscallCapture::program_fds() const {
+  if (skel_ == nullptr || variant_.empty()) return {};
+  bpf_program *enter = nullptr, *exit = nullptr;
+  switch (attempt_) {
+    case SyscallVariant::kTpBtf:
+      enter = skel_->progs.kspan_sys_e_btf;
+      exit = direct_walk_ ? skel_->progs.kspan_sys_x_ptr : skel_->progs.kspan_sys_x_btf;
+      break;
+    case SyscallVariant::kRawTp:
+      enter = skel_->progs.kspan_sys_e_raw, exit = skel_->progs.kspan_sys_x_raw;
+      break;
+    case SyscallVariant::kTracepoint:
+      enter = skel_->progs.kspan_sys_e_tp, exit = skel_->progs.kspan_sys_x_tp;
+      break;
+  }
+  return {bpf_program__fd(enter), bpf_program__fd(exit)};
 }
 
 SyscallStats SyscallCapture::ReadStats() const {

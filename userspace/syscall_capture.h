@@ -104,6 +104,13 @@ class SyscallCapture {
   bool direct_walk() const { return direct_walk_; }
   // Per-CPU counters summed; zeros before Load().
   SyscallStats ReadStats() const;
+  // The raw_syscalls enter and exit programs of the variant taken (-1 before
+  // Start): for per-program run-time figures (bpf_stats) in benchmarks.
+  struct ProgramFds {
+    int enter = -1;
+    int exit = -1;
+  };
+  ProgramFds program_fds() const;
 
   // Run-time changes, written to kspan_sys_cfg at once (no reload). Unknown
   // names are refused with InvalidArgument and change nothing.

@@ -129,16 +129,18 @@ class SyscallSpans : public ::testing::TestWithParam<SyscallVariant> {
   // epoll_wait timeouts stay out).
   // `ring_bytes` and `start_reader` are for the overload test.
   // `direct_walk` false: tp_btf takes its probe-read exit (what kernels
-  // before 6.2 run) on this kernel too.
+  // before 6.2 run) on this kernel too. `wakeup_bytes` and `poll_timeout`
+  // are for the wakeup test (0: the kernel's wakeup on every record).
   void StartCapture(std::size_t ring_bytes = 1 << 20, bool start_reader = true,
-                    bool direct_walk = true) {
+                    bool direct_walk = true, std::uint64_t wakeup_bytes = 0,
+                    std::chrono::milliseconds poll_timeout = 10ms) {
     auto pins = PinDirectory::Create(::kspan::testing::TestPinDir());
     ASSERT_TRUE(pins.ok()) << pins.status();
     pins_.emplace(std::move(*pins));
     SyscallCaptureOptions opts;
     opts.ring_buffer_bytes = ring_bytes;
     expect_no_loss_ = start_reader;
-    opts.wakeup_bytes = 0;
+    opts.wakeup_bytes = wakeup_bytes;
     opts.pin_dir = pins_->path();
     opts.force_variant = GetParam();
     opts.direct_walk = direct_walk;
@@ -164,7 +166,7 @@ class SyscallSpans : public ::testing::TestWithParam<SyscallVariant> {
     ASSERT_TRUE(filter_->AllowPid(static_cast<std::uint32_t>(getpid())).ok());
     ASSERT_TRUE(reader_.Add(capture_->ring_fd(), "kspan_sys_ring", &decoder_).ok());
     if (start_reader) {
-      ASSERT_TRUE(reader_.Start(10ms).ok());
+      ASSERT_TRUE(reader_.Start(poll_timeout).ok());
     }
   }
 
@@ -684,6 +686,33 @@ TEST_P(SyscallSpans, FullRingLossIsCountedExactly) {
   EXPECT_EQ(reader_.records_read(), st[KSPAN_SYS_STAT_EMITTED]);
   EXPECT_EQ(decoder_.decoded(), st[KSPAN_SYS_STAT_EMITTED]);
   EXPECT_EQ(decoder_.errors(), 0u);
+}
+
+// With a wakeup size the programs wake the reader once the ring position
+// crosses a multiple of it (looked at every few records of a CPU), not per
+// record: a reader whose poll timeout is long still gets a stream of
+// records promptly, all but those written since the last crossing.
+TEST_P(SyscallSpans, ReaderWokenEveryWakeupSize) {
+  KSPAN_REQUIRE_BPF();
+  constexpr auto kPollTimeout = 3s;
+  StartCapture(1 << 20, /*start_reader=*/true, /*direct_walk=*/true,
+               /*wakeup_bytes=*/16 << 10, kPollTimeout);
+  if (IsSkipped() || HasFatalFailure()) return;
+  SleepFor(50ms);  // the reader asleep in its first poll of an empty ring
+  int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  const std::uint64_t since = MonoNow();
+  // 1000 plain records (144 ring bytes each): about 140 KiB, 8 crossings.
+  constexpr int kWrites = 1000;
+  for (int i = 0; i < kWrites; ++i) ASSERT_EQ(write(fd, "w", 1), 1);
+  const auto written = std::chrono::steady_clock::now();
+  // Everything up to the last crossing (16 KiB = 113 records, plus the
+  // records between two looks at the position) arrives long before the
+  // poll timeout would deliver it.
+  constexpr std::size_t kBeforeLastCrossing = kWrites - 113 - 16;
+  EXPECT_TRUE(collector_.WaitForCount(Mine(SYS_write, fd, since), kBeforeLastCrossing, 1s));
+  EXPECT_LT(std::chrono::steady_clock::now() - written, kPollTimeout / 2);
+  close(fd);
 }
 
 INSTANTIATE_TEST_SUITE_P(Syscall, SyscallSpans, ::testing::ValuesIn(kSyscallVariants),
