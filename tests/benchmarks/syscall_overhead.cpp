@@ -22,7 +22,10 @@
 //                          [--ring-kib N] [--wakeup-kib N]
 //                          [--drain during|after]  (reader thread draining while the loop
 //                                                   runs, or the ring drained after each phase)
+//                          [--bpf-stats 0|1]  (run time of the enter and exit programs per
+//                                              send(), from the kernel's BPF statistics)
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -95,6 +98,15 @@ double Loop(int fd, std::size_t n) {
   return static_cast<double>(ThreadCpuNow() - t0) / static_cast<double>(n);
 }
 
+// Run time the kernel has accounted to a program so far (bpf_stats on).
+std::uint64_t ProgRunTimeNs(int prog_fd) {
+  if (prog_fd < 0) return 0;
+  bpf_prog_info info{};
+  std::uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) != 0) return 0;
+  return info.run_time_ns;
+}
+
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -120,7 +132,8 @@ struct FloorLinks {
 
 int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
                const std::vector<std::string>& phases, bool direct_walk,
-               std::size_t ring_kib, std::size_t wakeup_kib, bool drain_during) {
+               std::size_t ring_kib, std::size_t wakeup_kib, bool drain_during,
+               bool bpf_stats) {
   const std::string vname(SyscallVariantName(variant));
   // The floor: empty programs of the same variant.
   FloorLinks floor;
@@ -172,6 +185,11 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
   if (!udp.Open()) return std::perror("udp"), 1;
 
   std::map<std::string, std::vector<double>> results;
+  // Per phase: BPF run time per send() of the enter and of the exit program.
+  std::map<std::string, std::vector<double>> enter_ns, exit_ns;
+  const SyscallCapture::ProgramFds kspan_fds = capture.program_fds();
+  const SyscallCapture::ProgramFds floor_fds = {bpf_program__fd(floor.enter),
+                                                bpf_program__fd(floor.exit)};
   std::uint64_t traced_calls = 0;
   for (int r = 0; r < rounds; ++r) {
     for (const auto& phase : phases) {
@@ -189,7 +207,17 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
         }
       }
       Loop(udp.tx, iterations / 10);  // warm-up (and the level cache)
+      const auto& fds = phase == "floor" ? floor_fds : kspan_fds;
+      const std::uint64_t e0 = ProgRunTimeNs(fds.enter), x0 = ProgRunTimeNs(fds.exit);
       results[phase].push_back(Loop(udp.tx, iterations));
+      if (bpf_stats && phase != "off") {
+        // Every process's syscalls run the programs; others' (mostly an
+        // early return) are counted in too, so this is an upper bound.
+        enter_ns[phase].push_back(static_cast<double>(ProgRunTimeNs(fds.enter) - e0) /
+                                  static_cast<double>(iterations));
+        exit_ns[phase].push_back(static_cast<double>(ProgRunTimeNs(fds.exit) - x0) /
+                                 static_cast<double>(iterations));
+      }
       if (phase == "traced") traced_calls += iterations + iterations / 10;
       if (phase == "floor") floor.Detach();
       capture.Detach();
@@ -225,6 +253,16 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
               ratio <= 1.2 ? "met" : "MISSED");
   std::printf("traced added: %.1f ns  (target <= 350 ns: %s)\n", traced_added,
               traced_added <= 350 ? "met" : "MISSED");
+  if (bpf_stats) {
+    std::printf("BPF run time per send() (bpf_stats, median; includes the statistics' own\n"
+                "clock reads, about what the floor programs show):\n");
+    std::printf("%-10s %12s %12s\n", "phase", "enter ns", "exit ns");
+    for (const auto& phase : phases) {
+      if (enter_ns[phase].empty()) continue;
+      std::printf("%-10s %12.1f %12.1f\n", phase.c_str(), Median(enter_ns[phase]),
+                  Median(exit_ns[phase]));
+    }
+  }
   std::printf("records: emitted %llu, drained %llu, ring full %llu, no slot %llu, "
               "below threshold %llu\n",
               static_cast<unsigned long long>(st[KSPAN_SYS_STAT_EMITTED]),
@@ -247,6 +285,7 @@ int main(int argc, char** argv) {
   std::size_t ring_kib = 64u << 10;
   std::size_t wakeup_kib = 256;
   bool drain_during = true;
+  bool bpf_stats = false;
   std::vector<std::string> phases = {"off", "floor", "filtered", "slow_only", "traced"};
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
@@ -257,6 +296,7 @@ int main(int argc, char** argv) {
     else if (k == "--ring-kib") ring_kib = std::strtoull(argv[i + 1], nullptr, 10);
     else if (k == "--wakeup-kib") wakeup_kib = std::strtoull(argv[i + 1], nullptr, 10);
     else if (k == "--drain") drain_during = std::string(argv[i + 1]) != "after";
+    else if (k == "--bpf-stats") bpf_stats = std::atoi(argv[i + 1]) != 0;
     else if (k == "--phases") {
       phases.clear();
       std::string list = argv[i + 1];
@@ -271,11 +311,15 @@ int main(int argc, char** argv) {
   libbpf_set_print([](libbpf_print_level level, const char* fmt, va_list ap) {
     return level == LIBBPF_WARN ? std::vfprintf(stderr, fmt, ap) : 0;
   });
+  // Kernel BPF statistics stay on while this fd is open.
+  const int stats_fd = bpf_stats ? bpf_enable_stats(BPF_STATS_RUN_TIME) : -1;
+  if (bpf_stats && stats_fd < 0) std::perror("bpf_enable_stats");
   int rc = 0;
   for (auto v : kspan::kSyscallVariants) {
     if (variant != "all" && variant != kspan::SyscallVariantName(v)) continue;
     rc |= kspan::RunVariant(v, iterations, std::max(rounds, 1), phases, direct_walk, ring_kib,
-                           wakeup_kib, drain_during);
+                           wakeup_kib, drain_during, bpf_stats && stats_fd >= 0);
   }
+  if (stats_fd >= 0) close(stats_fd);
   return rc;
 }
