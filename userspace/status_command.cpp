@@ -32,6 +32,16 @@ void PrintHuman(const nlohmann::json& j) {
       for (const auto& p : f["programs"]) std::printf(" %s", p.get<std::string>().c_str());
       std::printf("\n");
     }
+    if (f.contains("root_spans_per_second")) {
+      const auto per_second = f.value("root_spans_per_second", 0ull);
+      if (per_second == 0) {
+        std::printf("  sampling: every request (sampled traceparent: always; unsampled: never)\n");
+      } else {
+        std::printf("  sampling: requests without trace context at most %llu per process and "
+                    "second (sampled traceparent: always; unsampled: never)\n",
+                    per_second);
+      }
+    }
     if (f.contains("syscalls")) {
       std::printf("  syscalls (%zu):", f["syscalls"].size());
       for (const auto& p : f["syscalls"]) std::printf(" %s", p.get<std::string>().c_str());
