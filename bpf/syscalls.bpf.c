@@ -351,10 +351,10 @@ static __always_inline void fill_socket_direct(struct kspan_syscall_event *e, st
 	e->sock_type = (__u8)sock->type;
 	e->protocol = (__u8)sk->sk_protocol;
 	if (family == AF_INET) {
-		__u32 daddr = skc->skc_daddr;
-		__u32 saddr = skc->skc_rcv_saddr;
-		__builtin_memcpy(e->daddr, &daddr, 4);
-		__builtin_memcpy(e->saddr, &saddr, 4);
+		/* skc_addrpair: skc_daddr, then skc_rcv_saddr, in one load. */
+		__u64 pair = skc->skc_addrpair;
+		__builtin_memcpy(e->daddr, &pair, 4);
+		__builtin_memcpy(e->saddr, (__u8 *)&pair + 4, 4);
 	} else if (family == AF_INET6) {
 		__u32 a[8];
 #pragma unroll
@@ -367,8 +367,10 @@ static __always_inline void fill_socket_direct(struct kspan_syscall_event *e, st
 	} else {
 		return;
 	}
-	e->sport = skc->skc_num;
-	e->dport = bpf_ntohs(skc->skc_dport);
+	/* skc_portpair: skc_dport (network order), then skc_num. */
+	__u32 ports = skc->skc_portpair;
+	e->sport = (__u16)(ports >> 16);
+	e->dport = bpf_ntohs((__u16)ports);
 }
 
 /* comm in two 8-byte loads: BTF allows only byte loads into a char array,
@@ -678,18 +680,21 @@ static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 
 	__u32 fd = KSPAN_SYSCALL_NO_FD;
 	struct file *f = NULL;
+	bool walk = false; /* one copy of the fd table walk in the program */
 	if (flags & KSPAN_SYSCALL_F_FD_RET) {
 		if (ret >= 0) {
 			fd = (__u32)ret;
-			f = direct ? fd_file_direct(t->task, fd) : fd_file(fd);
+			walk = true;
 		}
 	} else if (flags & KSPAN_SYSCALL_F_FD_AT_ENTER) {
 		fd = (__u32)args->a[0];
 		f = (struct file *)flp->file;
 	} else if (flags & KSPAN_SYSCALL_F_FD_ARG0) {
 		fd = (__u32)args->a[0];
-		f = direct ? fd_file_direct(t->task, fd) : fd_file(fd);
+		walk = true;
 	}
+	if (walk)
+		f = direct ? fd_file_direct(t->task, fd) : fd_file(fd);
 	__u8 kind = direct ? file_kind_direct(f) : file_kind(f);
 	if (only_if_socket && kind != KSPAN_FD_SOCKET) {
 		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_BELOW_THRESHOLD);
