@@ -721,12 +721,14 @@ static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 	submit(e);
 }
 
-/* sys_exit once the process is known to be traced (fc set). `regs`: the
- * tp_btf exits' pt_regs, where the arguments are read (NULL: from the slot). */
+/* sys_exit once the process is known to be traced (fc set).
+ * `args_in_regs` (a constant: the verifier refuses one load instruction
+ * serving both a BTF pointer and a map value): the arguments are read from
+ * the tp_btf exits' `regs`, else from the slot. */
 static __always_inline int sys_exit_traced(struct kspan_syscall_config *c,
 					   const struct sys_thread *t, long nr, long ret,
 					   struct kspan_filter_config *fc, struct pt_regs *regs,
-					   bool direct)
+					   bool args_in_regs, bool direct)
 {
 	__u32 tid = t->tid;
 	__u32 idx = tid & infl_mask;
@@ -744,7 +746,7 @@ static __always_inline int sys_exit_traced(struct kspan_syscall_config *c,
 	}
 	__u64 now = bpf_ktime_get_ns();
 	struct sys_args args;
-	if (regs) {
+	if (args_in_regs) {
 		args.a[0] = regs->di;
 		args.a[1] = regs->si;
 		args.a[2] = regs->dx;
@@ -775,7 +777,8 @@ static __always_inline int sys_exit_traced(struct kspan_syscall_config *c,
 }
 
 /* The exits that know the syscall number first (tp_btf, tracepoint). */
-static __always_inline int sys_exit_common(long nr, long ret, struct pt_regs *regs, bool direct)
+static __always_inline int sys_exit_common(long nr, long ret, struct pt_regs *regs,
+					   bool args_in_regs, bool direct)
 {
 	struct kspan_syscall_config *c = sys_config(nr);
 	if (!c)
@@ -795,7 +798,7 @@ static __always_inline int sys_exit_common(long nr, long ret, struct pt_regs *re
 	int level = sys_level(t.tgid, &fc);
 	if (level == KSPAN_TRACE_NONE || !fc || skipped_wait(c, level))
 		return 0;
-	return sys_exit_traced(c, &t, nr, ret, fc, regs, direct);
+	return sys_exit_traced(c, &t, nr, ret, fc, regs, args_in_regs, direct);
 }
 
 /* ---- variant tp_btf: raw_syscalls with BTF-typed arguments ---- */
@@ -819,14 +822,14 @@ int BPF_PROG(kspan_sys_e_btf, struct pt_regs *regs, long id)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(kspan_sys_x_btf, struct pt_regs *regs, long ret)
 {
-	return sys_exit_common(regs->orig_ax, ret, regs, false);
+	return sys_exit_common(regs->orig_ax, ret, regs, true, false);
 }
 
 /* The loader's choice over kspan_sys_x_btf where the kernel has bpf_rdonly_cast. */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(kspan_sys_x_ptr, struct pt_regs *regs, long ret)
 {
-	return sys_exit_common(regs->orig_ax, ret, regs, true);
+	return sys_exit_common(regs->orig_ax, ret, regs, true, true);
 }
 
 /* ---- variant raw_tp: raw_syscalls, arguments through probe reads ---- */
@@ -864,7 +867,7 @@ int kspan_sys_x_raw(struct bpf_raw_tracepoint_args *ctx)
 	struct kspan_syscall_config *c = sys_config(nr);
 	if (!c || skipped_wait(c, level))
 		return 0;
-	return sys_exit_traced(c, &t, nr, (long)ctx->args[1], fc, NULL, false);
+	return sys_exit_traced(c, &t, nr, (long)ctx->args[1], fc, NULL, false, false);
 }
 
 /* ---- variant tracepoint: the classic raw_syscalls:sys_enter/sys_exit ---- */
@@ -890,7 +893,7 @@ int kspan_sys_x_tp(struct trace_event_raw_sys_exit *ctx)
 {
 	long id = ctx->id;
 	long ret = ctx->ret;
-	return sys_exit_common(id, ret, NULL, false);
+	return sys_exit_common(id, ret, NULL, false, false);
 }
 
 /* ---- level cache invalidation, on every variant ---- */
