@@ -6,10 +6,13 @@
 #
 #   tests/benchmarks/http_capture_bench.sh [--build-dir DIR] [--rounds N]
 #       [--duration SECONDS] [--connections N] [--families http|all]
-#       [--bpf-stats]
+#       [--root-per-second N] [--variant auto|tp_btf|tracepoint] [--bpf-stats]
 #
 # --families http  the agent captures HTTP only (tcp, syscalls, dns off)
 # --families all   the agent's defaults plus HTTP (what `kspan run --comm nginx` does)
+# --root-per-second N  capture.http.root_spans_per_second (default: the agent's
+#                  default, 100 per process and second; 0 records every request)
+# --variant V      capture.http.variant (default auto: tp_btf on 6.3+)
 # --bpf-stats      enable kernel.bpf_stats_enabled during "on" rounds and print
 #                  each kspan_http_* program's calls and ns per call (this
 #                  accounting itself costs a little: the req/s of such a run are
@@ -23,6 +26,8 @@ DURATION=10
 CONNECTIONS=16
 FAMILIES=http
 BPF_STATS=0
+ROOT_PER_SECOND=
+VARIANT=auto
 while [ $# -gt 0 ]; do
   case "$1" in
     --build-dir) BUILD=$2; shift 2 ;;
@@ -31,7 +36,9 @@ while [ $# -gt 0 ]; do
     --connections) CONNECTIONS=$2; shift 2 ;;
     --families) FAMILIES=$2; shift 2 ;;
     --bpf-stats) BPF_STATS=1; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --root-per-second) ROOT_PER_SECOND=$2; shift 2 ;;
+    --variant) VARIANT=$2; shift 2 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -80,16 +87,17 @@ cat >"$DIR/kspan.yaml" <<EOF
 bpf: {pin_path: /sys/fs/bpf/kspan-http-bench-$$}
 receiver: {grpc: {enabled: false}, http: {enabled: false}}
 EOF
+HTTP="{enabled: true, variant: $VARIANT${ROOT_PER_SECOND:+, root_spans_per_second: $ROOT_PER_SECOND}}"
 case "$FAMILIES" in
   http) cat >>"$DIR/kspan.yaml" <<EOF
 capture:
   tcp: {enabled: false}
   syscalls: {enabled: false}
   dns: false
-  http: {enabled: true}
+  http: $HTTP
 EOF
   ;;
-  all) echo "capture: {http: {enabled: true}}" >>"$DIR/kspan.yaml" ;;
+  all) echo "capture: {http: $HTTP}" >>"$DIR/kspan.yaml" ;;
   *) echo "--families: http or all" >&2; exit 2 ;;
 esac
 
@@ -125,7 +133,9 @@ agent_off() {
   local spans
   [ "$BPF_STATS" = 1 ] && bpf_stats
   spans=$(curl -fs "http://127.0.0.1:$ADMIN/metrics" |
-    awk '/^kspan_spans_assembled_total\{family="http"\}/ {print $2}')
+    awk '/^kspan_spans_assembled_total\{family="http"\}/ {a=$2}
+         /^kspan_bpf_http_root_requests_limited_total/ {l=$2}
+         END {print a, "(requests sampled out in the kernel:", l ")"}')
   echo "    http spans assembled: ${spans:-?}" >&2
   kill "$AGENT_PID"; wait "$AGENT_PID" || true; AGENT_PID=
 }
@@ -137,7 +147,7 @@ run_wrk() {
 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$PORT/" >/dev/null  # warm-up
 OFF=()
 ON=()
-echo "nginx 1 worker, wrk 1 thread $CONNECTIONS connections ${DURATION}s, kspan families: $FAMILIES"
+echo "nginx 1 worker, wrk 1 thread $CONNECTIONS connections ${DURATION}s, kspan families: $FAMILIES, http: $HTTP"
 for r in $(seq "$ROUNDS"); do
   off=$(run_wrk); OFF+=("$off")
   echo "round $r  off  $off req/s"
