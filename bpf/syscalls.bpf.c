@@ -647,10 +647,29 @@ static __noinline int emit_path_record_probe(const struct sys_record *r)
 }
 
 /* A paired syscall: the record, if slow enough. */
+/* The arguments, from the tp_btf exits' pt_regs or from the slot. Read only
+ * once a record is certain: most paired syscalls are below their minimum. */
+static __always_inline void read_args(struct sys_args *a, const struct in_flight *fl,
+				      struct pt_regs *regs, bool args_in_regs)
+{
+	if (args_in_regs) {
+		a->a[0] = regs->di;
+		a->a[1] = regs->si;
+		a->a[2] = regs->dx;
+		a->a[3] = regs->r10;
+	} else {
+		a->a[0] = fl->args[0];
+		a->a[1] = fl->args[1];
+		a->a[2] = fl->args[2];
+		a->a[3] = fl->args[3];
+	}
+}
+
 static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 					const struct in_flight *flp, const struct sys_thread *t,
-					__u64 now, long ret, const struct sys_args *args,
-					const struct kspan_filter_config *fc, bool direct)
+					__u64 now, long ret, struct pt_regs *regs,
+					bool args_in_regs, const struct kspan_filter_config *fc,
+					bool direct)
 {
 	__u8 flags = c->flags;
 	__u64 min_ns = c->min_duration_ns;
@@ -677,6 +696,9 @@ static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 	 * Checked here, not at enter, so fast syscalls never pay for it. */
 	if (thread_is_compat(t, direct))
 		return;
+	struct sys_args a;
+	read_args(&a, flp, regs, args_in_regs);
+	const struct sys_args *args = &a;
 
 	__u32 fd = KSPAN_SYSCALL_NO_FD;
 	struct file *f = NULL;
@@ -745,27 +767,20 @@ static __always_inline int sys_exit_traced(struct kspan_syscall_config *c,
 		return 0;
 	}
 	__u64 now = bpf_ktime_get_ns();
-	struct sys_args args;
-	if (args_in_regs) {
-		args.a[0] = regs->di;
-		args.a[1] = regs->si;
-		args.a[2] = regs->dx;
-		args.a[3] = regs->r10;
-	} else {
-		args.a[0] = slot->args[0];
-		args.a[1] = slot->args[1];
-		args.a[2] = slot->args[2];
-		args.a[3] = slot->args[3];
-	}
 	if (slot->nr != (__u16)nr) {
 		/* The exit of another syscall than the one entered: its own
 		 * exit was lost. */
 		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_EXIT_NO_ENTER);
 	} else {
-		exit_traced(c, slot, t, now, ret, &args, fc, direct);
+		exit_traced(c, slot, t, now, ret, regs, args_in_regs, fc, direct);
 		/* close: the remembered path dies with the fd, recorded or not. */
 		if ((c->flags & KSPAN_SYSCALL_F_FD_AT_ENTER) && ret == 0) {
-			struct path_key key = {.tgid = t->tgid, .fd = (__u32)args.a[0]};
+			__u64 fd;
+			if (args_in_regs)
+				fd = regs->di;
+			else
+				fd = slot->args[0];
+			struct path_key key = {.tgid = t->tgid, .fd = (__u32)fd};
 			bpf_map_delete_elem(&kspan_sys_paths, &key);
 		}
 	}
