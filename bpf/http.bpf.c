@@ -337,7 +337,8 @@ static __always_inline __u64 load8(const __u8 *p)
 
 /* Records the offsets of '\n' in buf[from, from + NL_CHUNK). Returns 1 when
  * the line table is full. Eight bytes at a time: a word without a '\n' (the
- * common case) costs one test. */
+ * common case) costs one test, and a word with some goes from one '\n' to
+ * the next by bit arithmetic, not byte by byte. */
 __noinline int scan_newlines(__u32 from)
 {
 	struct scratch *s = get_scratch();
@@ -350,20 +351,26 @@ __noinline int scan_newlines(__u32 from)
 			break;
 		__u64 w = load8(&s->buf[AT(pos)]);
 		__u64 x = w ^ 0x0a0a0a0a0a0a0a0aULL;
-		/* Non-zero iff some byte of x is zero, i.e. some byte of w is '\n'. */
-		if (!((x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL))
-			continue;
+		/* Bit 7 of each byte of m is set exactly where x has a zero
+		 * byte, i.e. where w has a '\n' (no carries between bytes). */
+		__u64 t = (x & 0x7f7f7f7f7f7f7f7fULL) + 0x7f7f7f7f7f7f7f7fULL;
+		__u64 m = ~(t | x | 0x7f7f7f7f7f7f7f7fULL);
 		for (__u32 b = 0; b < 8; b++) {
-			if (pos + b >= n)
+			if (!m)
 				break;
-			if (((w >> (8 * b)) & 0xff) != '\n')
-				continue;
+			__u64 low = m & -m;
+			/* low >> 7 is 1 in byte k only; multiplied by this constant
+			 * its top byte is k. */
+			__u32 k8 = ((low >> 7) * 0x0001020304050607ULL) >> 56;
+			m &= m - 1;
+			if (pos + k8 >= n)
+				break;
 			__u32 k = s->st.nlines;
 			if (k >= KSPAN_HTTP_MAX_LINES) {
 				s->st.lines_cut = 1;
 				return 1;
 			}
-			s->nl[k & LINES_MASK] = pos + b;
+			s->nl[k & LINES_MASK] = pos + k8;
 			s->st.nlines = k + 1;
 		}
 	}
@@ -455,7 +462,6 @@ static __always_inline int start_message(struct scratch *s, __u32 start, __u32 e
 	m->kind = KSPAN_HTTP_REQUEST;
 	m->version_minor = vminor;
 	m->method_len = ml;
-	__builtin_memcpy(m->method, p, 8);
 	__u32 plen = target_end - target;
 	if (plen > KSPAN_HTTP_PATH_MAX) {
 		plen = KSPAN_HTTP_PATH_MAX;
@@ -465,10 +471,9 @@ static __always_inline int start_message(struct scratch *s, __u32 start, __u32 e
 		m->flags |= KSPAN_HTTP_F_PATH_CUT; /* the line did not end in the window */
 	m->path_len = plen;
 	s->st.path_at = target; /* copied from the window if the message is recorded */
-	/* The method field must carry nothing but the method. */
-	for (int i = 0; i < KSPAN_HTTP_METHOD_MAX; i++)
-		if (i >= ml)
-			m->method[i] = 0;
+	/* The method field carries nothing but the method (ml is 3 to 7). */
+	__u64 method = w & ((1ULL << (8 * (ml & 7))) - 1);
+	__builtin_memcpy(m->method, &method, 8);
 	return 1;
 }
 
@@ -987,8 +992,6 @@ static __always_inline void on_data(__u64 pid_tgid, struct sock *sk, __u64 ino,
 			 .direction = in.direction};
 	__u32 flags = ss->flags;
 	__u32 di = a.direction == KSPAN_HTTP_READ ? 0 : 1;
-	if (skip_unsampled_response(ss, flags, di))
-		return;
 	__u64 buf = 0;
 	__u64 buf_len = user_buffer(&in, &buf);
 	if (!buf_len)
@@ -1147,6 +1150,8 @@ static __always_inline void on_exit(long ret)
 		if (!ss)
 			return;
 	}
+	if (skip_unsampled_response(ss, ss->flags, in.direction == KSPAN_HTTP_READ ? 0 : 1))
+		return;
 	on_data(pid_tgid, sk, ino, &in, ret, ss);
 }
 
@@ -1273,6 +1278,17 @@ static __always_inline void on_sock(struct sock *sk, int ret, int flags, __u32 d
 		return;
 	if (direction == KSPAN_HTTP_READ && (flags & MSG_PEEK_FLAG))
 		return;
+	struct sock_state *ss = bpf_sk_storage_get(&kspan_http_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!ss) {
+		kspan_count(&kspan_http_stats, KSPAN_HTTP_STAT_STATE_FULL);
+		return;
+	}
+	if (ss->flags & SOCK_NOT_HTTP)
+		return;
+	/* The response to an unrecorded request, whichever syscall moves it:
+	 * before anything else is looked at. */
+	if (skip_unsampled_response(ss, ss->flags, direction == KSPAN_HTTP_READ ? 0 : 1))
+		return;
 	struct task_struct *task = bpf_get_current_task_btf();
 	if (task->thread_info.status & TS_COMPAT)
 		return; /* ia32 syscall numbers and argument layouts differ */
@@ -1281,13 +1297,6 @@ static __always_inline void on_sock(struct sock *sk, int ret, int flags, __u32 d
 		return;
 	int kind = buffer_kind(regs->orig_ax, direction);
 	if (kind < 0)
-		return;
-	struct sock_state *ss = bpf_sk_storage_get(&kspan_http_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!ss) {
-		kspan_count(&kspan_http_stats, KSPAN_HTTP_STAT_STATE_FULL);
-		return;
-	}
-	if (ss->flags & SOCK_NOT_HTTP)
 		return;
 	__u64 ino = ss->ino;
 	if (!ino) {
