@@ -11,6 +11,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
@@ -625,9 +626,9 @@ class HttpRootBudgetTest : public HttpCaptureTest {
 TEST_P(HttpRootBudgetTest, RootRequestsOverTheBudgetAreNotRecorded) {
   // This process is client and server: each exchange without trace context
   // spends two roots (the client's request and the server's). Ten quick
-  // exchanges: the first two are recorded on both sides, the other eight on
-  // neither; a request with a sampled traceparent is recorded whatever the
-  // budget, and pairs with its own response.
+  // exchanges: the first are recorded, up to the budget, the rest on
+  // neither side; a request with a sampled traceparent is recorded whatever
+  // the budget, and pairs with its own response.
   TinyHttpServer server;
   int fd = Connect(server.port());
   ASSERT_GE(fd, 0);
@@ -641,25 +642,44 @@ TEST_P(HttpRootBudgetTest, RootRequestsOverTheBudgetAreNotRecorded) {
   SendAll(fd, "GET /status/404 HTTP/1.1\r\n" + TraceParentLine("01") + "\r\n");
   ASSERT_NE(ReadResponses(fd, 1).find("hello"), std::string::npos);
   const auto elapsed = std::chrono::steady_clock::now() - t0;
-  auto servers = ServerSpansFrom(client_port, 3, 2s);
-  auto clients = ClientSpansTo(server.port(), 3, 500ms);
+  // The traced request is the last span of each side.
+  auto last_is_traced = [](const std::vector<Span>& v) {
+    return !v.empty() && v.back().name == "GET /status/404";
+  };
+  std::vector<Span> servers, clients;
+  const auto deadline = std::chrono::steady_clock::now() + 3s;
+  while (std::chrono::steady_clock::now() < deadline &&
+         !(last_is_traced(servers) && last_is_traced(clients))) {
+    servers = ServerSpansFrom(client_port, 1, 50ms);
+    clients = ClientSpansTo(server.port(), 1, 50ms);
+  }
   close(fd);
-  const auto limited = capture_->ReadStats()[KSPAN_HTTP_STAT_ROOT_LIMITED] - before;
-  // The budget is per second: exact figures when the exchanges took less.
-  if (elapsed < 900ms) {
-    ASSERT_EQ(servers.size(), 3u);
-    ASSERT_EQ(clients.size(), 3u);
-    EXPECT_EQ(limited, 16u);
-    for (const auto* v : {&servers, &clients}) {
-      EXPECT_EQ((*v)[0].name, "GET /root/0");
-      EXPECT_EQ((*v)[1].name, "GET /root/1");
-      EXPECT_EQ((*v)[2].name, "GET /status/404");
-      EXPECT_EQ(Int((*v)[2], "http.response.status_code"), 404);
-      EXPECT_EQ(ToHex((*v)[2].trace_id), kTrace);
+  ASSERT_TRUE(last_is_traced(servers));
+  ASSERT_TRUE(last_is_traced(clients));
+  for (const auto* v : {&servers, &clients}) {
+    const Span& traced = v->back();
+    EXPECT_EQ(Int(traced, "http.response.status_code"), 404);
+    EXPECT_EQ(ToHex(traced.trace_id), kTrace);
+  }
+  // Roots recorded on each side: the first exchanges, in order, answered 200.
+  std::size_t roots = 0;
+  for (const auto* v : {&servers, &clients}) {
+    for (std::size_t i = 0; i + 1 < v->size(); ++i) {
+      EXPECT_EQ((*v)[i].name, "GET /root/" + std::to_string(i));
+      EXPECT_EQ(Int((*v)[i], "http.response.status_code"), 200);
     }
+    roots += v->size() - 1;
+  }
+  const auto limited = capture_->ReadStats()[KSPAN_HTTP_STAT_ROOT_LIMITED] - before;
+  EXPECT_EQ(roots + limited, 20u);  // every root decided once: recorded or counted
+  // The budget is per second: exact when the exchanges took less. CPUs that
+  // decide at the same instant may each take the last unit of it.
+  if (elapsed < 900ms) {
+    const std::size_t cpus = std::max(1u, std::thread::hardware_concurrency());
+    EXPECT_GE(roots, 4u);
+    EXPECT_LE(roots, 4u + cpus - 1);
   } else {
     EXPECT_GE(limited, 1u) << "exchanges took " << elapsed.count() << " ns";
-    EXPECT_LT(servers.size(), 11u);
   }
 }
 
