@@ -12,7 +12,7 @@ KSPAN_PACKAGES=(
   cmake ninja-build g++ pkg-config clang bpftool libbpf-dev libelf-dev zlib1g-dev
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev libabsl-dev
   libspdlog-dev libyaml-cpp-dev libcli11-dev libcpp-httplib-dev nlohmann-json3-dev
-  libcurl4-openssl-dev libzstd-dev libssl-dev libsqlite3-dev openssl
+  libcurl4-openssl-dev libzstd-dev libssl-dev libsqlite3-dev openssl libjemalloc-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   curl iproute2
   nginx-light wrk  # HTTP capture acceptance test and benchmark
