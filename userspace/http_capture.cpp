@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -16,6 +15,7 @@
 #include "http.skel.h"
 #include "spdlog/spdlog.h"
 #include "userspace/bpf_stats.h"
+#include "userspace/kernel_features.h"
 
 namespace kspan {
 namespace {
@@ -23,24 +23,6 @@ namespace {
 absl::Status Failed(const std::string& stage, int err) {
   if (err < 0) err = -err;
   return absl::InternalError(absl::StrCat("http capture: ", stage, ": ", std::strerror(err)));
-}
-
-// Level-cache entries: one per possible tgid (kernel.pid_max), at most 4 Mi.
-std::uint32_t PidMax() {
-  std::ifstream in("/proc/sys/kernel/pid_max");
-  std::uint64_t v = 0;
-  if (!(in >> v) || v == 0) v = 4u << 20;
-  return static_cast<std::uint32_t>(std::clamp<std::uint64_t>(v, 1024, 4u << 20));
-}
-
-// In-flight array slots, a power of two: one per possible tid up to 256 Ki
-// (8 MiB), so threads share a slot (and spill into the hash) only on hosts
-// with a larger pid_max.
-std::uint32_t InFlightSlots() {
-  const std::uint32_t want = std::min<std::uint32_t>(PidMax(), 1u << 18);
-  std::uint32_t n = 1024;
-  while (n < want) n <<= 1;
-  return n;
 }
 
 }  // namespace
@@ -60,17 +42,9 @@ std::optional<HttpVariant> ParseHttpVariant(std::string_view name) {
   return std::nullopt;
 }
 
-// Looked up in the running kernel's BTF: the tp_btf variant needs the
-// tracepoints' BTF (btf_trace_<name> typedefs), and an external --btf file
-// describes types, not which tracepoints the running kernel has.
 bool KernelHasSockLengthTracepoints() {
-  btf* vmlinux = btf__load_vmlinux_btf();
-  if (vmlinux == nullptr) return false;
-  const bool found =
-      btf__find_by_name_kind(vmlinux, "btf_trace_sock_recv_length", BTF_KIND_TYPEDEF) > 0 &&
-      btf__find_by_name_kind(vmlinux, "btf_trace_sock_send_length", BTF_KIND_TYPEDEF) > 0;
-  btf__free(vmlinux);
-  return found;
+  return KernelBtfHas("btf_trace_sock_recv_length", BTF_KIND_TYPEDEF) &&
+         KernelBtfHas("btf_trace_sock_send_length", BTF_KIND_TYPEDEF);
 }
 
 HttpCapture::HttpCapture(HttpCaptureOptions options)
@@ -102,17 +76,21 @@ absl::Status HttpCapture::Configure() {
   if (int err = bpf_map__set_max_entries(skel_->maps.kspan_http_ring, bytes)) {
     return Failed("configure kspan_http_ring", err);
   }
-  // Per-thread in-flight slots only for the syscall tracepoints; the tp_btf
-  // programs keep nothing between calls.
+  // Per-thread in-flight slots and the socket-state hash only for the
+  // syscall tracepoints; the tp_btf programs keep nothing between calls and
+  // their socket state in socket storage. (The LRU hashes are preallocated:
+  // left at full size they would cost megabytes for nothing.)
   const bool syscalls = attempt_ == HttpVariant::kTracepoint;
-  const std::uint32_t slots = syscalls ? InFlightSlots() : 1;
+  const std::uint32_t slots = syscalls ? PerThreadSlots() : 1;
   skel_->rodata->infl_mask = slots - 1;
   if (int err = bpf_map__set_max_entries(skel_->maps.kspan_http_infl, slots)) {
     return Failed("configure kspan_http_infl", err);
   }
   if (!syscalls) {
-    if (int err = bpf_map__set_max_entries(skel_->maps.kspan_http_spill, 1)) {
-      return Failed("configure kspan_http_spill", err);
+    for (bpf_map* unused : {skel_->maps.kspan_http_spill, skel_->maps.kspan_http_socks}) {
+      if (int err = bpf_map__set_max_entries(unused, 1)) {
+        return Failed(absl::StrCat("configure ", bpf_map__name(unused)), err);
+      }
     }
   }
   // Programs of the other variant are not loaded.

@@ -13,7 +13,9 @@
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
+#include <fstream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -48,6 +50,28 @@ int LibbpfToSpdlog(enum libbpf_print_level level, const char* fmt, va_list args)
 }  // namespace
 
 void RouteLibbpfLogs() { libbpf_set_print(LibbpfToSpdlog); }
+
+std::uint32_t PidMax() {
+  std::ifstream in("/proc/sys/kernel/pid_max");
+  std::uint64_t v = 0;
+  if (!(in >> v) || v == 0) v = 4u << 20;
+  return static_cast<std::uint32_t>(std::clamp<std::uint64_t>(v, 1024, 4u << 20));
+}
+
+std::uint32_t PerThreadSlots() {
+  const std::uint32_t want = std::min<std::uint32_t>(PidMax(), 1u << 18);
+  std::uint32_t n = 1024;
+  while (n < want) n <<= 1;
+  return n;
+}
+
+bool KernelBtfHas(const char* name, int btf_kind) {
+  struct btf* vmlinux = btf__load_vmlinux_btf();
+  if (vmlinux == nullptr) return false;
+  const bool found = btf__find_by_name_kind(vmlinux, name, btf_kind) > 0;
+  btf__free(vmlinux);
+  return found;
+}
 
 absl::Status CheckBtf(const KernelRequirements& req) {
   const bool external = !req.btf_override.empty();

@@ -3,6 +3,7 @@
 // libbpf dump at load time.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -31,6 +32,21 @@ absl::Status CheckKernel(const KernelRequirements& req);
 // Mounts bpffs at req.bpffs when it is not mounted yet (as systemd does at
 // boot on most distributions). Returns an error naming the mount point.
 absl::Status EnsureBpffs(const KernelRequirements& req);
+
+// kernel.pid_max clamped to [1024, 4 Mi]: the entries of a per-tgid array
+// (the program families' trace-level caches).
+std::uint32_t PidMax();
+
+// Slots of a per-thread array indexed by tid & (slots - 1): a power of two,
+// one per possible tid up to 256 Ki, so threads share a slot only on hosts
+// with a larger pid_max.
+std::uint32_t PerThreadSlots();
+
+// Whether the running kernel's BTF has a type `name` of kind `btf_kind`
+// (BTF_KIND_*): which kfuncs and BTF tracepoints (btf_trace_<name>
+// typedefs) the kernel offers. Always the running kernel's BTF: an external
+// --btf file describes types, not what the running kernel provides.
+bool KernelBtfHas(const char* name, int btf_kind);
 
 // Routes libbpf's own messages into spdlog at debug level: the user sees
 // kspan's summary of a failure, and `--log-level debug` shows libbpf's detail.

@@ -8,12 +8,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "spdlog/spdlog.h"
 #include "userspace/bpf_stats.h"
+#include "userspace/kernel_features.h"
 #include "syscalls.skel.h"
 #include "userspace/syscall_spans.h"
 
@@ -28,34 +28,6 @@ absl::Status Failed(const std::string& stage, const std::string& object, int err
     absl::StrAppend(&msg, " (run as root, or with CAP_BPF and CAP_PERFMON)");
   }
   return absl::InternalError(msg);
-}
-
-// Level-cache entries: one per possible tgid (kernel.pid_max), at most 4 Mi.
-std::uint32_t PidMax() {
-  std::ifstream in("/proc/sys/kernel/pid_max");
-  std::uint64_t v = 0;
-  if (!(in >> v) || v == 0) v = 4u << 20;
-  return static_cast<std::uint32_t>(std::clamp<std::uint64_t>(v, 1024, 4u << 20));
-}
-
-// In-flight array slots, a power of two: one per possible tid up to 256 Ki
-// (16 MiB), so threads share a slot (and spill into the hash) only on hosts
-// with a larger pid_max.
-std::uint32_t InFlightSlots() {
-  const std::uint32_t want = std::min<std::uint32_t>(PidMax(), 1u << 18);
-  std::uint32_t n = 1024;
-  while (n < want) n <<= 1;
-  return n;
-}
-
-// The kfunc kspan_sys_x_ptr calls, looked up in the running kernel's BTF
-// (an external --btf file describes types, not which kfuncs the kernel has).
-bool KernelHasRdonlyCast() {
-  btf* vmlinux = btf__load_vmlinux_btf();
-  if (vmlinux == nullptr) return false;
-  const bool found = btf__find_by_name_kind(vmlinux, "bpf_rdonly_cast", BTF_KIND_FUNC) > 0;
-  btf__free(vmlinux);
-  return found;
 }
 
 }  // namespace
@@ -137,7 +109,7 @@ absl::Status SyscallCapture::Configure() {
   std::uint32_t check = 1;
   while (std::uint64_t{check} * 2 <= per_check && check < (1u << 16)) check <<= 1;
   skel_->rodata->wakeup_check_mask = check - 1;
-  skel_->rodata->infl_mask = InFlightSlots() - 1;
+  skel_->rodata->infl_mask = PerThreadSlots() - 1;
   // The ring must be a power-of-two multiple of the page size.
   std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
   std::size_t bytes = page;
@@ -149,7 +121,7 @@ absl::Status SyscallCapture::Configure() {
   } sizes[] = {
       {skel_->maps.kspan_sys_ring, bytes, "kspan_sys_ring"},
       {skel_->maps.kspan_sys_lvl, PidMax(), "kspan_sys_lvl"},
-      {skel_->maps.kspan_sys_infl, InFlightSlots(), "kspan_sys_infl"},
+      {skel_->maps.kspan_sys_infl, PerThreadSlots(), "kspan_sys_infl"},
       {skel_->maps.kspan_sys_spill, std::max<std::uint32_t>(options_.max_in_flight, 64),
        "kspan_sys_spill"},
       {skel_->maps.kspan_sys_paths, std::max<std::uint32_t>(options_.max_paths, 64),
@@ -250,7 +222,7 @@ absl::Status SyscallCapture::Start() {
     variants.assign(kSyscallVariants.begin(), kSyscallVariants.end());
   }
   // (variant, direct walk): tp_btf with direct loads first where possible.
-  const bool direct = options_.direct_walk && KernelHasRdonlyCast();
+  const bool direct = options_.direct_walk && KernelBtfHas("bpf_rdonly_cast", BTF_KIND_FUNC);
   std::vector<std::pair<SyscallVariant, bool>> candidates;
   for (auto v : variants) {
     if (v == SyscallVariant::kTpBtf && direct) candidates.emplace_back(v, true);
