@@ -53,19 +53,6 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kspan_dns_stats SEC(".maps");
 
-/* Layout of syscalls:sys_enter_* / sys_exit_* records (tracefs ABI). */
-struct sys_enter_args {
-	__u64 common;
-	long nr;
-	unsigned long args[6];
-};
-
-struct sys_exit_args {
-	__u64 common;
-	long nr;
-	long ret;
-};
-
 struct endpoint {
 	__u16 family;
 	__u16 port;
@@ -165,14 +152,14 @@ static __always_inline void send_msghdr(long fd, const struct user_msghdr *umsg)
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendto")
-int kspan_dns_sendto(struct sys_enter_args *ctx)
+int kspan_dns_sendto(struct kspan_sys_enter_args *ctx)
 {
 	on_send(ctx->args[0], (const void *)ctx->args[1], ctx->args[2], (const void *)ctx->args[4]);
 	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int kspan_dns_sendmsg(struct sys_enter_args *ctx)
+int kspan_dns_sendmsg(struct kspan_sys_enter_args *ctx)
 {
 	send_msghdr(ctx->args[0], (const struct user_msghdr *)ctx->args[1]);
 	return 0;
@@ -180,7 +167,7 @@ int kspan_dns_sendmsg(struct sys_enter_args *ctx)
 
 /* glibc sends the A and AAAA queries in one sendmmsg. */
 SEC("tracepoint/syscalls/sys_enter_sendmmsg")
-int kspan_dns_sendmm(struct sys_enter_args *ctx)
+int kspan_dns_sendmm(struct kspan_sys_enter_args *ctx)
 {
 	const struct mmsghdr *vec = (const struct mmsghdr *)ctx->args[1];
 	unsigned long vlen = ctx->args[2];
@@ -239,28 +226,28 @@ static __always_inline void on_recv_exit(long ret)
 }
 
 SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int kspan_dns_recvfrom(struct sys_enter_args *ctx)
+int kspan_dns_recvfrom(struct kspan_sys_enter_args *ctx)
 {
 	on_recv_enter(ctx->args[0], ctx->args[1], ctx->args[4], 0);
 	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvfrom")
-int kspan_dns_recvfrom_x(struct sys_exit_args *ctx)
+int kspan_dns_recvfrom_x(struct kspan_sys_exit_args *ctx)
 {
 	on_recv_exit(ctx->ret);
 	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_recvmsg")
-int kspan_dns_recvmsg(struct sys_enter_args *ctx)
+int kspan_dns_recvmsg(struct kspan_sys_enter_args *ctx)
 {
 	on_recv_enter(ctx->args[0], ctx->args[1], 0, 1);
 	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvmsg")
-int kspan_dns_recvmsg_x(struct sys_exit_args *ctx)
+int kspan_dns_recvmsg_x(struct kspan_sys_exit_args *ctx)
 {
 	on_recv_exit(ctx->ret);
 	return 0;

@@ -263,19 +263,6 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kspan_http_stats SEC(".maps");
 
-/* Layout of syscalls:sys_enter_* / sys_exit_* records (tracefs ABI). */
-struct sys_enter_args {
-	__u64 common;
-	long nr;
-	unsigned long args[6];
-};
-
-struct sys_exit_args {
-	__u64 common;
-	long nr;
-	long ret;
-};
-
 static __always_inline struct scratch *get_scratch(void)
 {
 	__u32 zero = 0;
@@ -966,9 +953,9 @@ static __always_inline void init_state(struct sock_state *ss, struct sock *sk, _
  * pipelined responses to recorded requests. Taken as not recorded without
  * reading the user buffer at all; its header continuations and body, in
  * later syscalls, are data of an unrecorded message. Returns 1 when it was. */
-static __always_inline int skip_unsampled_response(struct sock_state *ss, __u32 flags,
-						   __u32 di)
+static __always_inline int skip_unsampled_response(struct sock_state *ss, __u32 di)
 {
+	__u32 flags = ss->flags;
 	__u32 cont = di ? SOCK_CONT_WRITE : SOCK_CONT_READ;
 	__u32 req = ss->req_dirs;
 	if (ss->fifo_n != 1 || (ss->fifo & 1) || !req || (req & (1u << di)) || (flags & cont) ||
@@ -985,15 +972,14 @@ static __always_inline int skip_unsampled_response(struct sock_state *ss, __u32 
  * socket `sk` (its file's inode `ino`, its state `ss`, not known to be
  * anything but HTTP), described by `in`: both variants end here. */
 static __always_inline void on_data(__u64 pid_tgid, struct sock *sk, __u64 ino,
-				    const struct inflight *inp, long ret, struct sock_state *ss)
+				    const struct inflight *in, long ret, struct sock_state *ss)
 {
-	struct inflight in = *inp;
-	struct call a = {.sk = (__u64)sk, .ino = ino, .start_ns = in.start_ns,
-			 .direction = in.direction};
+	struct call a = {.sk = (__u64)sk, .ino = ino, .start_ns = in->start_ns,
+			 .direction = in->direction};
 	__u32 flags = ss->flags;
 	__u32 di = a.direction == KSPAN_HTTP_READ ? 0 : 1;
 	__u64 buf = 0;
-	__u64 buf_len = user_buffer(&in, &buf);
+	__u64 buf_len = user_buffer(in, &buf);
 	if (!buf_len)
 		return;
 	struct scratch *s = get_scratch();
@@ -1150,21 +1136,21 @@ static __always_inline void on_exit(long ret)
 		if (!ss)
 			return;
 	}
-	if (skip_unsampled_response(ss, ss->flags, in.direction == KSPAN_HTTP_READ ? 0 : 1))
+	if (skip_unsampled_response(ss, in.direction == KSPAN_HTTP_READ ? 0 : 1))
 		return;
 	on_data(pid_tgid, sk, ino, &in, ret, ss);
 }
 
 #define HOOK_ENTER(name, call)                                   \
 	SEC("tracepoint/syscalls/sys_enter_" #name)              \
-	int kspan_http_##name(struct sys_enter_args *ctx)        \
+	int kspan_http_##name(struct kspan_sys_enter_args *ctx)  \
 	{                                                        \
 		call;                                            \
 		return 0;                                        \
 	}
 #define HOOK_EXIT(name)                                          \
 	SEC("tracepoint/syscalls/sys_exit_" #name)               \
-	int kspan_http_##name##_x(struct sys_exit_args *ctx)     \
+	int kspan_http_##name##_x(struct kspan_sys_exit_args *ctx) \
 	{                                                        \
 		on_exit(ctx->ret);                               \
 		return 0;                                        \
@@ -1189,7 +1175,7 @@ HOOK_EXIT(sendmsg)
 
 /* The end of an HTTP stream: userspace ends what is still open on it. */
 SEC("tracepoint/syscalls/sys_enter_close")
-int kspan_http_close(struct sys_enter_args *ctx)
+int kspan_http_close(struct kspan_sys_enter_args *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (http_level(pid_tgid >> 32) != KSPAN_TRACE_FULL)
@@ -1266,7 +1252,8 @@ static __always_inline int buffer_kind(long nr, __u32 direction)
 
 /* sock_recvmsg()/sock_sendmsg() on `sk` returned `ret`: the data is in the
  * syscall's user buffer. Cost order: the process's cached level, the
- * socket's protocol, the syscall number, then the socket state. */
+ * socket's protocol, the socket state (which settles the response to an
+ * unrecorded request at once), then the syscall and its buffer. */
 static __always_inline void on_sock(struct sock *sk, int ret, int flags, __u32 direction)
 {
 	if (ret <= 0)
@@ -1287,7 +1274,7 @@ static __always_inline void on_sock(struct sock *sk, int ret, int flags, __u32 d
 		return;
 	/* The response to an unrecorded request, whichever syscall moves it:
 	 * before anything else is looked at. */
-	if (skip_unsampled_response(ss, ss->flags, direction == KSPAN_HTTP_READ ? 0 : 1))
+	if (skip_unsampled_response(ss, direction == KSPAN_HTTP_READ ? 0 : 1))
 		return;
 	struct task_struct *task = bpf_get_current_task_btf();
 	if (task->thread_info.status & TS_COMPAT)

@@ -13,6 +13,20 @@
 #define AF_INET 2
 #define AF_INET6 10
 
+/* Layout of the classic syscalls:sys_enter_<name> / sys_exit_<name>
+ * tracepoint records (tracefs ABI, fixed since 2.6). */
+struct kspan_sys_enter_args {
+	__u64 common;
+	long nr;
+	unsigned long args[6];
+};
+
+struct kspan_sys_exit_args {
+	__u64 common;
+	long nr;
+	long ret;
+};
+
 /* Increment one slot of a per-CPU array of __u64 counters. */
 static __always_inline void kspan_count(void *stats_map, __u32 slot)
 {

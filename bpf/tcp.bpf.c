@@ -344,13 +344,6 @@ static __always_inline int on_accept(long ret)
 	return sk ? accepted(sk) : 0;
 }
 
-/* Layout of syscalls:sys_exit_* records (tracefs ABI, fixed since 2.6). */
-struct kspan_sys_exit_args {
-	__u64 common;
-	long syscall_nr;
-	long ret;
-};
-
 SEC("tracepoint/syscalls/sys_exit_accept4")
 int kspan_tcp_acc4(struct kspan_sys_exit_args *ctx)
 {
