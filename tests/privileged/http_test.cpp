@@ -9,10 +9,12 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -688,6 +690,15 @@ INSTANTIATE_TEST_SUITE_P(Http, HttpRootBudgetTest, ::testing::ValuesIn(RunnableH
 
 TEST(HttpCaptureAuto, TakesTheSocketVariantWhereTheKernelHasIt) {
   KSPAN_REQUIRE_BPF();
+  // Linux 6.3 added the socket data tracepoints: a probe that misses them
+  // there would silently drop the tp_btf tests above (and the fast path).
+  struct utsname u {};
+  ASSERT_EQ(uname(&u), 0);
+  int major = 0, minor = 0;
+  ASSERT_EQ(std::sscanf(u.release, "%d.%d", &major, &minor), 2) << u.release;
+  if (major > 6 || (major == 6 && minor >= 3)) {
+    EXPECT_TRUE(KernelHasSockLengthTracepoints()) << u.release;
+  }
   auto pins = PinDirectory::Create(::kspan::testing::TestPinDir());
   ASSERT_TRUE(pins.ok()) << pins.status();
   HttpCaptureOptions opts;
