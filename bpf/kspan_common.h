@@ -24,4 +24,35 @@ enum kspan_event_type {
 	KSPAN_EVENT_HTTP = 30,          /* bpf/http.h */
 };
 
+/* Per-CPU record rings: fixed-size records written by one BPF program per
+ * CPU, drained by userspace (userspace/percpu_ring) through mmap.
+ *
+ * Two BPF_MAP_TYPE_ARRAY maps with BPF_F_MMAPABLE:
+ *   records    value_size: the record slot (a multiple of 8);
+ *              max_entries: cpus * slots (slots a power of two); the slots of
+ *              CPU c are entries c * slots .. c * slots + slots - 1.
+ *   positions  one struct kspan_percpu_pos per CPU.
+ *
+ * The producer (a BPF program; the kernel runs a program at most once at a
+ * time per CPU) reads head and tail; if head - tail == slots the record is
+ * dropped and counted; else it fills slot head % slots, and then stores
+ * head + 1. Only the producer writes head, only the consumer writes tail.
+ * Both count records, never wrap (64 bits).
+ * The consumer loads head (acquire), hands over the records from tail up to
+ * head, then stores tail = head (release). x86-64 keeps stores in program
+ * order, so the producer needs only a compiler barrier between the record
+ * and head; kspan's programs are x86-64 only (the syscall table). A record
+ * is visible to the consumer only once it is whole.
+ *
+ * The producer also rings a doorbell (an 8-byte record with a forced wakeup
+ * on a small BPF ring buffer, whose contents are ignored) every so many
+ * records, so the consumer sleeps in epoll rather than polling busy rings;
+ * its poll timeout drains what is left between doorbells. */
+struct kspan_percpu_pos {
+	__u64 head;      /* records written on this CPU (producer) */
+	__u64 pad0[7];   /* head and tail on separate cache lines */
+	__u64 tail;      /* records consumed (consumer) */
+	__u64 pad1[7];
+};
+
 #endif /* KSPAN_BPF_COMMON_H */
