@@ -12,8 +12,10 @@
 //
 // The loop is send() of one byte on a connected UDP socket over 127.0.0.1
 // (sendto, a socket syscall in the default set). Phases are interleaved over
-// several rounds and the median of each is reported, so drift (frequency,
-// other load) hits all phases alike.
+// several rounds, in a shuffled order each round; each phase's added cost is
+// taken against the off phase of the same round and the median over rounds
+// is reported, so drift (frequency, other load) hits all phases alike. The
+// loop runs on CPU 0 and the ring reader on CPU 1 (where there are two).
 //
 //   kspan_syscall_overhead [--variant tp_btf|raw_tp|tracepoint|all]
 //                          [--iterations N] [--rounds R]
@@ -28,6 +30,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,6 +42,7 @@
 #include <cstring>
 #include <map>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -105,6 +109,16 @@ std::uint64_t ProgRunTimeNs(int prog_fd) {
   std::uint32_t len = sizeof(info);
   if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) != 0) return 0;
   return info.run_time_ns;
+}
+
+// Pins the calling thread (and threads it creates later) to `cpu`, where the
+// machine has it.
+void PinTo(int cpu) {
+  if (cpu >= static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN))) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  (void)sched_setaffinity(0, sizeof(set), &set);
 }
 
 double Median(std::vector<double> v) {
@@ -179,7 +193,9 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
   CountingSink sink;
   RingReader reader;
   (void)reader.Add(capture.ring_fd(), "kspan_sys_ring", &sink);
+  PinTo(1);  // the reader thread inherits CPU 1
   if (drain_during) (void)reader.Start(10ms);
+  PinTo(0);
 
   UdpPair udp;
   if (!udp.Open()) return std::perror("udp"), 1;
@@ -191,8 +207,11 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
   const SyscallCapture::ProgramFds floor_fds = {bpf_program__fd(floor.enter),
                                                 bpf_program__fd(floor.exit)};
   std::uint64_t traced_calls = 0;
+  std::mt19937 shuffle_rng(1);
   for (int r = 0; r < rounds; ++r) {
-    for (const auto& phase : phases) {
+    std::vector<std::string> order = phases;
+    std::shuffle(order.begin(), order.end(), shuffle_rng);
+    for (const auto& phase : order) {
       if (phase == "floor" && !floor.Attach()) return std::perror("attach floor"), 1;
       if (phase == "filtered" || phase == "slow_only" || phase == "traced") {
         (void)filter->SetSlowThreshold(phase == "slow_only" ? 10ms : 0ns);
@@ -232,22 +251,26 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
   reader.Stop();
   const SyscallStats st = capture.ReadStats();
 
-  if (results["off"].empty()) results["off"].push_back(0);
-  const double off = Median(results["off"]);
-  for (const char* p : {"floor", "filtered", "traced"}) {
-    if (results[p].empty()) results[p].push_back(off);
-  }
-  const double floor_added = Median(results["floor"]) - off;
+  if (results["off"].empty()) results["off"].assign(static_cast<std::size_t>(rounds), 0.0);
+  // Added cost of a phase: its median over rounds of (phase - off of the
+  // same round).
+  auto added = [&](const std::string& phase) {
+    const auto& v = results[phase];
+    if (v.empty()) return 0.0;
+    std::vector<double> d;
+    for (std::size_t i = 0; i < v.size(); ++i) d.push_back(v[i] - results["off"][i]);
+    return Median(d);
+  };
+  const double floor_added = added("floor");
   std::printf("\nvariant %s%s: %zu send() calls per phase, median of %d rounds\n",
               vname.c_str(), capture.direct_walk() ? " (direct BTF loads)" : "", iterations,
               rounds);
   std::printf("%-10s %12s %12s\n", "phase", "CPU ns/call", "added ns");
   for (const auto& phase : phases) {
-    const double m = Median(results[phase]);
-    std::printf("%-10s %12.1f %12.1f\n", phase.c_str(), m, m - off);
+    std::printf("%-10s %12.1f %12.1f\n", phase.c_str(), Median(results[phase]), added(phase));
   }
-  const double filtered_added = Median(results["filtered"]) - off;
-  const double traced_added = Median(results["traced"]) - off;
+  const double filtered_added = added("filtered");
+  const double traced_added = added("traced");
   const double ratio = floor_added > 0 ? filtered_added / floor_added : 0;
   std::printf("filtered / floor (added): %.2f  (target <= 1.20: %s)\n", ratio,
               ratio <= 1.2 ? "met" : "MISSED");
@@ -279,8 +302,8 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
 
 int main(int argc, char** argv) {
   std::string variant = "all";
-  std::size_t iterations = 200'000;
-  int rounds = 7;
+  std::size_t iterations = 100'000;
+  int rounds = 15;
   bool direct_walk = true;
   std::size_t ring_kib = 64u << 10;
   std::size_t wakeup_kib = 256;
