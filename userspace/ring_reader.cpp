@@ -6,10 +6,14 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
+#include <climits>
 #include <cstring>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
+#include "userspace/percpu_ring.h"
 
 namespace kspan {
 
@@ -39,6 +43,8 @@ absl::StatusOr<RingUsage> QueryRing(int ring_map_fd) {
   return u;
 }
 
+RingReader::RingReader() = default;
+
 RingReader::~RingReader() {
   Stop();
   ring_buffer__free(rb_);
@@ -51,36 +57,116 @@ int RingReader::OnRecord(void* ctx, void* data, std::size_t size) {
   return 0;
 }
 
+int RingReader::OnDoorbell(void* ctx, void* /*data*/, std::size_t /*size*/) {
+  // A doorbell only wakes the poll; the per-CPU rings are drained after it.
+  static_cast<RingReader*>(ctx)->doorbells_.fetch_add(1, std::memory_order_relaxed);
+  return 0;
+}
+
+absl::Status RingReader::AddRingBuffer(int ring_fd, const std::string& name,
+                                       int (*fn)(void*, void*, std::size_t), void* ctx) {
+  int err = 0;
+  if (rb_ == nullptr) {
+    rb_ = ring_buffer__new(ring_fd, fn, ctx, nullptr);
+    if (rb_ == nullptr) err = errno;
+  } else {
+    err = -ring_buffer__add(rb_, ring_fd, fn, ctx);
+  }
+  if (err != 0) {
+    return absl::InternalError(absl::StrCat("ring buffer ", name, ": ", std::strerror(err)));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RingReader::Add(int ring_fd, std::string name, EventSink* sink) {
   if (thread_.joinable()) return absl::FailedPreconditionError("ring reader already started");
   auto ring = std::make_unique<Ring>(Ring{std::move(name), sink, this});
-  int err = 0;
-  if (rb_ == nullptr) {
-    rb_ = ring_buffer__new(ring_fd, &RingReader::OnRecord, ring.get(), nullptr);
-    if (rb_ == nullptr) err = errno;
-  } else {
-    err = -ring_buffer__add(rb_, ring_fd, &RingReader::OnRecord, ring.get());
-  }
-  if (err != 0) {
-    return absl::InternalError(
-        absl::StrCat("ring buffer ", ring->name, ": ", std::strerror(err)));
-  }
+  if (auto s = AddRingBuffer(ring_fd, ring->name, &RingReader::OnRecord, ring.get()); !s.ok()) return s;
   rings_.push_back(std::move(ring));
   return absl::OkStatus();
 }
 
+absl::Status RingReader::AddPerCpu(PerCpuRingSpec spec, int bell_ring_fd, EventSink* sink) {
+  if (thread_.joinable()) return absl::FailedPreconditionError("ring reader already started");
+  if (sink == nullptr) return absl::InvalidArgumentError(absl::StrCat("per-CPU ring ", spec.name, ": no sink"));
+  auto ring = PerCpuRing::Open(spec);
+  if (!ring.ok()) return ring.status();
+  if (bell_ring_fd >= 0) {
+    bpf_map_info info{};
+    std::uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(bell_ring_fd, &info, &len) != 0) {
+      const int err = errno;
+      return absl::InternalError(absl::StrCat("per-CPU ring ", spec.name, ": doorbell: ", std::strerror(err)));
+    }
+    if (info.type != BPF_MAP_TYPE_RINGBUF) {
+      return absl::InvalidArgumentError(absl::StrCat("per-CPU ring ", spec.name, ": doorbell map ", info.name,
+                                                     " is not a BPF ring buffer"));
+    }
+    // Rings that share a bell register it once: one epoll entry per map.
+    if (std::find(bell_map_ids_.begin(), bell_map_ids_.end(), info.id) == bell_map_ids_.end()) {
+      if (auto s = AddRingBuffer(bell_ring_fd, absl::StrCat(spec.name, " doorbell"), &RingReader::OnDoorbell, this);
+          !s.ok()) {
+        return s;
+      }
+      bell_map_ids_.push_back(info.id);
+    }
+  }
+  per_cpu_.push_back(PerCpu{std::move(*ring), sink});
+  return absl::OkStatus();
+}
+
+const PerCpuRing* RingReader::per_cpu_ring(std::string_view name) const {
+  for (const auto& p : per_cpu_) {
+    if (p.ring->name() == name) return p.ring.get();
+  }
+  return nullptr;
+}
+
+std::size_t RingReader::DrainPerCpu() noexcept {
+  std::size_t n = 0;
+  for (auto& p : per_cpu_) n += p.ring->Drain(p.sink);
+  if (n != 0) records_read_.fetch_add(n, std::memory_order_relaxed);
+  return n;
+}
+
+bool RingReader::PerCpuPending() const noexcept {
+  for (const auto& p : per_cpu_) {
+    if (p.ring->Pending()) return true;
+  }
+  return false;
+}
+
 int RingReader::PollOnce(std::chrono::milliseconds timeout) {
-  if (rb_ == nullptr) return 0;
-  int n = ring_buffer__poll(rb_, static_cast<int>(timeout.count()));
-  if (n < 0) return n;
-  // The BPF side skips wakeups until wakeup_bytes are waiting, so a timeout
-  // does not mean the rings are empty: drain them either way.
-  int m = ring_buffer__consume(rb_);
-  return m < 0 ? m : n + m;
+  if (rb_ == nullptr && per_cpu_.empty()) return 0;
+  const std::uint64_t bells_before = doorbells_.load(std::memory_order_relaxed);
+  std::int64_t n = 0;
+  if (rb_ != nullptr) {
+    // Per-CPU producers ring only every so many records, so records already
+    // waiting there are drained now rather than after a doorbell or timeout.
+    const int wait = PerCpuPending() ? 0 : static_cast<int>(timeout.count());
+    int polled = ring_buffer__poll(rb_, wait);
+    if (polled < 0) return polled;
+    // The BPF side skips wakeups until wakeup_bytes are waiting, so a timeout
+    // does not mean the rings are empty: drain them either way.
+    int consumed = ring_buffer__consume(rb_);
+    if (consumed < 0) return consumed;
+    n = std::int64_t{polled} + consumed -
+        static_cast<std::int64_t>(doorbells_.load(std::memory_order_relaxed) - bells_before);
+  }
+  if (!per_cpu_.empty()) {
+    std::size_t drained = DrainPerCpu();
+    if (rb_ == nullptr && drained == 0 && timeout.count() > 0) {
+      // No doorbell to wait on: the timeout is the drain period.
+      std::this_thread::sleep_for(timeout);
+      drained = DrainPerCpu();
+    }
+    n += static_cast<std::int64_t>(drained);
+  }
+  return static_cast<int>(std::min<std::int64_t>(n, INT_MAX));
 }
 
 absl::Status RingReader::Start(std::chrono::milliseconds poll_timeout) {
-  if (rb_ == nullptr) return absl::FailedPreconditionError("ring reader has no rings");
+  if (rb_ == nullptr && per_cpu_.empty()) return absl::FailedPreconditionError("ring reader has no rings");
   stop_.store(false);
   thread_ = std::thread([this, poll_timeout] {
     while (!stop_.load(std::memory_order_relaxed)) {
@@ -91,7 +177,8 @@ absl::Status RingReader::Start(std::chrono::milliseconds poll_timeout) {
       }
     }
     // Whatever was submitted before Stop() is still delivered.
-    ring_buffer__consume(rb_);
+    if (rb_ != nullptr) ring_buffer__consume(rb_);
+    DrainPerCpu();
   });
   return absl::OkStatus();
 }

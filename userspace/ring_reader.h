@@ -11,6 +11,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -35,15 +36,27 @@ struct RingUsage {
 };
 absl::StatusOr<RingUsage> QueryRing(int ring_map_fd);
 
+struct PerCpuRingSpec;
+class PerCpuRing;
+
 class RingReader {
  public:
-  RingReader() = default;
+  RingReader();
   ~RingReader();
   RingReader(const RingReader&) = delete;
   RingReader& operator=(const RingReader&) = delete;
 
   // Register before Start(). The sink must outlive the reader.
   absl::Status Add(int ring_fd, std::string name, EventSink* sink);
+
+  // Registers a per-CPU record ring (userspace/percpu_ring.h), drained into
+  // `sink` at every poll. `bell_ring_fd` is the BPF ring buffer its producer
+  // rings (records ignored, they only wake the poll), or -1: the ring is then
+  // drained every poll timeout. Several rings may share one bell.
+  absl::Status AddPerCpu(PerCpuRingSpec spec, int bell_ring_fd, EventSink* sink);
+
+  // The per-CPU ring registered under `name` (for its Usage()), or null.
+  const PerCpuRing* per_cpu_ring(std::string_view name) const;
 
   // Polls on a thread of its own. `poll_timeout` bounds how long records wait
   // when the BPF side batches wakeups.
@@ -52,10 +65,16 @@ class RingReader {
   // Stops the thread after draining what is in the rings.
   void Stop();
 
-  // Poll once on the calling thread (for tests and benchmarks).
+  // Poll once on the calling thread (for tests and benchmarks): waits up to
+  // `timeout` for a wakeup (no wait when a per-CPU ring has records), then
+  // drains every ring. Returns the records delivered (doorbells not
+  // included) or a negative errno.
   int PollOnce(std::chrono::milliseconds timeout);
 
+  // Records delivered to sinks, from ring buffers and per-CPU rings.
   std::uint64_t records_read() const { return records_read_.load(std::memory_order_relaxed); }
+  // Doorbell records consumed (and ignored).
+  std::uint64_t doorbells() const { return doorbells_.load(std::memory_order_relaxed); }
 
  private:
   struct Ring {
@@ -63,13 +82,26 @@ class RingReader {
     EventSink* sink;
     RingReader* reader;
   };
+  struct PerCpu {
+    std::unique_ptr<PerCpuRing> ring;
+    EventSink* sink;
+  };
   static int OnRecord(void* ctx, void* data, std::size_t size);
+  static int OnDoorbell(void* ctx, void* data, std::size_t size);
+  // Adds a ring buffer map to rb_ (creating rb_ for the first one).
+  absl::Status AddRingBuffer(int ring_fd, const std::string& name, int (*fn)(void*, void*, std::size_t),
+                             void* ctx);
+  std::size_t DrainPerCpu() noexcept;
+  bool PerCpuPending() const noexcept;
 
   ring_buffer* rb_ = nullptr;
   std::vector<std::unique_ptr<Ring>> rings_;
+  std::vector<PerCpu> per_cpu_;
+  std::vector<std::uint32_t> bell_map_ids_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<std::uint64_t> records_read_{0};
+  std::atomic<std::uint64_t> doorbells_{0};
 };
 
 }  // namespace kspan

@@ -1,0 +1,213 @@
+#include "userspace/percpu_ring.h"
+
+#include <bpf/bpf.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <span>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace kspan {
+
+// The BPF side writes this struct; head and tail must stay on their own
+// cache lines and at these offsets.
+static_assert(sizeof(kspan_percpu_pos) == 128);
+static_assert(offsetof(kspan_percpu_pos, head) == 0);
+static_assert(offsetof(kspan_percpu_pos, tail) == 64);
+
+namespace {
+
+std::size_t RoundUpToPages(std::size_t bytes) {
+  const auto page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  return (bytes + page - 1) / page * page;
+}
+
+// Checks one map against what the spec says it is.
+absl::Status CheckMap(const std::string& ring, const char* role, int fd, std::uint32_t value_size,
+                      std::uint32_t entries) {
+  bpf_map_info info{};
+  std::uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) {
+    const int err = errno;
+    return absl::InternalError(
+        absl::StrCat("per-CPU ring ", ring, ": ", role, " map (fd ", fd, "): ", std::strerror(err)));
+  }
+  const auto where = [&] { return absl::StrCat("per-CPU ring ", ring, ": ", role, " map ", info.name, ": "); };
+  if (info.type != BPF_MAP_TYPE_ARRAY) {
+    return absl::InvalidArgumentError(absl::StrCat(where(), "type ", info.type, ", expected an ARRAY"));
+  }
+  if ((info.map_flags & BPF_F_MMAPABLE) == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(where(), "not created with BPF_F_MMAPABLE"));
+  }
+  if (info.value_size != value_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where(), "value_size ", info.value_size, ", expected ", value_size));
+  }
+  if (info.max_entries != entries) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where(), "max_entries ", info.max_entries, ", expected ", entries));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<PerCpuRing>> PerCpuRing::Open(const PerCpuRingSpec& spec) {
+  const std::string& n = spec.name;
+  if (spec.cpus == 0) return absl::InvalidArgumentError(absl::StrCat("per-CPU ring ", n, ": no CPUs"));
+  if (spec.slots_per_cpu == 0 || (spec.slots_per_cpu & (spec.slots_per_cpu - 1)) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("per-CPU ring ", n, ": ", spec.slots_per_cpu,
+                                                   " slots per CPU, expected a power of two"));
+  }
+  // The kernel lays array values out every round_up(value_size, 8) bytes;
+  // the protocol asks for slots that need no rounding.
+  if (spec.slot_bytes == 0 || spec.slot_bytes % 8 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("per-CPU ring ", n, ": slot of ", spec.slot_bytes,
+                                                   " bytes, expected a multiple of 8"));
+  }
+  const std::uint64_t slots_total = std::uint64_t{spec.cpus} * spec.slots_per_cpu;
+  if (slots_total > UINT32_MAX) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("per-CPU ring ", n, ": ", spec.cpus, " CPUs x ", spec.slots_per_cpu, " slots do not fit a map"));
+  }
+  if (auto s = CheckMap(n, "records", spec.records_fd, spec.slot_bytes, static_cast<std::uint32_t>(slots_total));
+      !s.ok()) {
+    return s;
+  }
+  if (auto s = CheckMap(n, "positions", spec.positions_fd, sizeof(kspan_percpu_pos), spec.cpus); !s.ok()) {
+    return s;
+  }
+
+  std::unique_ptr<PerCpuRing> ring(new PerCpuRing());
+  ring->name_ = n;
+  ring->cpus_ = spec.cpus;
+  ring->slots_ = spec.slots_per_cpu;
+  ring->slot_bytes_ = spec.slot_bytes;
+  // The records are only read here; the producer alone writes them.
+  const std::size_t records_len = RoundUpToPages(slots_total * spec.slot_bytes);
+  void* rec = mmap(nullptr, records_len, PROT_READ, MAP_SHARED, spec.records_fd, 0);
+  if (rec == MAP_FAILED) {
+    const int err = errno;
+    return absl::InternalError(absl::StrCat("per-CPU ring ", n, ": mmap records: ", std::strerror(err)));
+  }
+  ring->records_ = static_cast<const std::byte*>(rec);
+  ring->records_len_ = records_len;
+  // The positions are written here too: each CPU's tail.
+  const std::size_t positions_len = RoundUpToPages(std::size_t{spec.cpus} * sizeof(kspan_percpu_pos));
+  void* pos = mmap(nullptr, positions_len, PROT_READ | PROT_WRITE, MAP_SHARED, spec.positions_fd, 0);
+  if (pos == MAP_FAILED) {
+    const int err = errno;
+    return absl::InternalError(absl::StrCat("per-CPU ring ", n, ": mmap positions: ", std::strerror(err)));
+  }
+  ring->positions_ = static_cast<kspan_percpu_pos*>(pos);
+  ring->positions_len_ = positions_len;
+  return ring;
+}
+
+PerCpuRing::~PerCpuRing() { Unmap(); }
+
+PerCpuRing::PerCpuRing(PerCpuRing&& other) noexcept { *this = std::move(other); }
+
+PerCpuRing& PerCpuRing::operator=(PerCpuRing&& other) noexcept {
+  if (this == &other) return *this;
+  Unmap();
+  name_ = std::move(other.name_);
+  cpus_ = std::exchange(other.cpus_, 0);
+  slots_ = std::exchange(other.slots_, 0);
+  slot_bytes_ = std::exchange(other.slot_bytes_, 0);
+  records_ = std::exchange(other.records_, nullptr);
+  records_len_ = std::exchange(other.records_len_, 0);
+  positions_ = std::exchange(other.positions_, nullptr);
+  positions_len_ = std::exchange(other.positions_len_, 0);
+  corrupt_.store(other.corrupt_.exchange(0, std::memory_order_relaxed), std::memory_order_relaxed);
+  corrupt_logged_ = std::exchange(other.corrupt_logged_, false);
+  return *this;
+}
+
+void PerCpuRing::Unmap() noexcept {
+  if (records_ != nullptr) munmap(const_cast<std::byte*>(records_), records_len_);
+  if (positions_ != nullptr) munmap(positions_, positions_len_);
+  records_ = nullptr;
+  positions_ = nullptr;
+}
+
+std::size_t PerCpuRing::Drain(EventSink* sink, std::size_t max_per_cpu) noexcept {
+  std::size_t delivered = 0;
+  const std::uint64_t mask = slots_ - 1;
+  const std::size_t cpu_bytes = std::size_t{slots_} * slot_bytes_;
+  for (std::uint32_t cpu = 0; cpu < cpus_; ++cpu) {
+    kspan_percpu_pos* pos = Position(cpu);
+    // Acquire pairs with the producer's ordered store of head: every record
+    // below head is whole once head is seen.
+    const std::uint64_t head = __atomic_load_n(&pos->head, __ATOMIC_ACQUIRE);
+    // Only this consumer writes tail.
+    const std::uint64_t tail = __atomic_load_n(&pos->tail, __ATOMIC_RELAXED);
+    const std::uint64_t waiting = head - tail;
+    if (waiting == 0) continue;
+    if (waiting > slots_) {
+      // Either side wrote a position it should not have; the slots cannot
+      // be trusted, so nothing is delivered from this CPU.
+      corrupt_.fetch_add(1, std::memory_order_relaxed);
+      if (!corrupt_logged_) {
+        corrupt_logged_ = true;
+        spdlog::error("per-CPU ring {}: CPU {} head {} is {} records past tail {} with {} slots; "
+                      "its records are not read",
+                      name_, cpu, head, waiting, tail, slots_);
+      }
+      continue;
+    }
+    const std::uint64_t n = std::min<std::uint64_t>(waiting, max_per_cpu);
+    const std::byte* base = records_ + cpu * cpu_bytes;
+    for (std::uint64_t i = tail; i != tail + n; ++i) {
+      sink->OnEvent(std::span<const std::byte>(base + (i & mask) * slot_bytes_, slot_bytes_));
+    }
+    // Release: the sink has finished with the slots before the producer may
+    // reuse them.
+    __atomic_store_n(&pos->tail, tail + n, __ATOMIC_RELEASE);
+    delivered += n;
+  }
+  return delivered;
+}
+
+std::uint64_t PerCpuRing::Waiting(std::uint32_t cpu) const noexcept {
+  const kspan_percpu_pos* pos = Position(cpu);
+  const std::uint64_t tail = __atomic_load_n(&pos->tail, __ATOMIC_ACQUIRE);
+  const std::uint64_t head = __atomic_load_n(&pos->head, __ATOMIC_ACQUIRE);
+  // tail is loaded before head, so a drain running meanwhile cannot make it
+  // pass head; what is left negative or too large is a corrupt position,
+  // shown as an empty or a full ring.
+  const std::uint64_t waiting = head - tail;
+  if (static_cast<std::int64_t>(waiting) < 0) return 0;
+  return std::min<std::uint64_t>(waiting, slots_);
+}
+
+bool PerCpuRing::Pending() const noexcept {
+  for (std::uint32_t cpu = 0; cpu < cpus_; ++cpu) {
+    const kspan_percpu_pos* pos = Position(cpu);
+    if (__atomic_load_n(&pos->head, __ATOMIC_RELAXED) != __atomic_load_n(&pos->tail, __ATOMIC_RELAXED)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+RingUsage PerCpuRing::Usage() const noexcept {
+  RingUsage u;
+  u.size_bytes = std::uint64_t{cpus_} * slots_ * slot_bytes_;
+  for (std::uint32_t cpu = 0; cpu < cpus_; ++cpu) u.used_bytes += Waiting(cpu) * slot_bytes_;
+  return u;
+}
+
+double PerCpuRing::MaxCpuUsedFraction() const noexcept {
+  std::uint64_t most = 0;
+  for (std::uint32_t cpu = 0; cpu < cpus_; ++cpu) most = std::max(most, Waiting(cpu));
+  return slots_ == 0 ? 0.0 : static_cast<double>(most) / slots_;
+}
+
+}  // namespace kspan

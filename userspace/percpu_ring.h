@@ -1,0 +1,92 @@
+// The consumer side of kspan's per-CPU record rings (layout and protocol in
+// bpf/kspan_common.h, struct kspan_percpu_pos): fixed-size records in one
+// mmapable BPF array, and each CPU's head/tail in a second one. Records are
+// handed to an EventSink straight from the shared mapping, in the order each
+// CPU wrote them.
+//
+// Hand-written because libbpf has a consumer for BPF ring buffers and perf
+// buffers but none for this layout; it is an mmap of two arrays and two
+// atomics per CPU.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "bpf/kspan_common.h"
+#include "userspace/ring_reader.h"
+
+namespace kspan {
+
+// What the loader knows about one family's rings. The fds stay owned by the
+// loader; the mappings keep the maps alive for as long as the ring is open.
+struct PerCpuRingSpec {
+  std::string name;             // for logs and errors, e.g. "kspan_sys_rec"
+  int records_fd = -1;          // ARRAY, BPF_F_MMAPABLE, cpus * slots_per_cpu slots
+  int positions_fd = -1;        // ARRAY, BPF_F_MMAPABLE, cpus struct kspan_percpu_pos
+  std::uint32_t cpus = 0;
+  std::uint32_t slots_per_cpu = 0;  // a power of two
+  std::uint32_t slot_bytes = 0;     // the records map's value_size, a multiple of 8
+};
+
+class PerCpuRing {
+ public:
+  // Checks `spec` against the kernel's description of both maps
+  // (InvalidArgument naming the map and the mismatch) and maps them
+  // (Internal on a failed syscall, with errno).
+  static absl::StatusOr<std::unique_ptr<PerCpuRing>> Open(const PerCpuRingSpec& spec);
+
+  ~PerCpuRing();
+  PerCpuRing(PerCpuRing&& other) noexcept;
+  PerCpuRing& operator=(PerCpuRing&& other) noexcept;
+  PerCpuRing(const PerCpuRing&) = delete;
+  PerCpuRing& operator=(const PerCpuRing&) = delete;
+
+  // Hands every record waiting on each CPU (at most `max_per_cpu` per CPU) to
+  // `sink`, oldest first, then frees their slots for the producer. One
+  // thread at a time. Returns the records delivered.
+  std::size_t Drain(EventSink* sink,
+                    std::size_t max_per_cpu = std::numeric_limits<std::size_t>::max()) noexcept;
+
+  // True when some CPU has a record waiting (one load per CPU).
+  bool Pending() const noexcept;
+
+  // Bytes of all slots and bytes of records waiting, summed over CPUs. Safe
+  // from any thread while another drains.
+  RingUsage Usage() const noexcept;
+  // The fullest CPU's share of its slots in use, 0..1: a ring can drop
+  // records on a busy CPU while the sum over CPUs looks low.
+  double MaxCpuUsedFraction() const noexcept;
+
+  const std::string& name() const { return name_; }
+  std::uint32_t cpus() const { return cpus_; }
+  std::uint32_t slots_per_cpu() const { return slots_; }
+  std::uint32_t slot_bytes() const { return slot_bytes_; }
+  // Drains that found a CPU's head more than a ring ahead of its tail (a
+  // corrupted position): nothing is delivered from that CPU.
+  std::uint64_t corrupt_positions() const { return corrupt_.load(std::memory_order_relaxed); }
+
+ private:
+  PerCpuRing() = default;
+  void Unmap() noexcept;
+  kspan_percpu_pos* Position(std::uint32_t cpu) const noexcept { return positions_ + cpu; }
+  // Records waiting on `cpu`, clamped to the ring's size.
+  std::uint64_t Waiting(std::uint32_t cpu) const noexcept;
+
+  std::string name_;
+  std::uint32_t cpus_ = 0;
+  std::uint32_t slots_ = 0;
+  std::uint32_t slot_bytes_ = 0;
+  const std::byte* records_ = nullptr;
+  std::size_t records_len_ = 0;
+  kspan_percpu_pos* positions_ = nullptr;
+  std::size_t positions_len_ = 0;
+  std::atomic<std::uint64_t> corrupt_{0};
+  bool corrupt_logged_ = false;
+};
+
+}  // namespace kspan
