@@ -1,5 +1,6 @@
-// Drains BPF ring buffers on one thread and hands each record, as bytes, to
-// the consumer registered for that ring. The reader knows nothing of record
+// Drains BPF ring buffers and per-CPU record rings (userspace/percpu_ring.h)
+// on one thread and hands each record, as bytes, to the consumer registered
+// for that ring. The reader knows nothing of record
 // layouts; consumers (userspace/event_decoder) know nothing of rings, so they
 // are unit-tested with synthetic records.
 #pragma once
