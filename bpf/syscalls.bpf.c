@@ -16,6 +16,16 @@
  * verifier) and returns unless configured; the process's trace level comes
  * from a per-tgid array cache tagged with the filter generation, so the hash
  * lookups of kspan_trace_level() run once per process and filter change.
+ *
+ * No helper call on the hot path of tp_btf: which thread is running comes
+ * from a per-CPU entry that kspan_sys_switch (tp_btf/sched_switch) writes at
+ * every context switch (kspan_sys_cur; a helper call costs some 10 ns here,
+ * and a host makes far more syscalls than context switches), and records go
+ * to per-CPU record rings (kspan_sys_rec, see bpf/kspan_common.h) with plain
+ * stores, not to a BPF ring buffer, whose reserve and commit take a lock and
+ * an atomic exchange on a cache line the consumer last touched (some 65 ns
+ * per record here). Records with a path are variable-sized and rarer; they
+ * still go to the ring buffer kspan_sys_ring.
  */
 #include "bpf/kspan_core.bpf.h"
 #include "bpf/filter.bpf.h"
@@ -34,6 +44,8 @@ const volatile __u64 wakeup_bytes = 0; /* 0: kernel default wakeups; see sys_wak
 const volatile __u32 wakeup_shift = 16; /* log2 of wakeup_bytes, rounded down */
 const volatile __u32 wakeup_check_mask = 0; /* query the ring every (mask + 1) records per CPU */
 const volatile __u32 infl_mask = 32767; /* kspan_sys_infl entries - 1 (a power of two) */
+const volatile __u32 rec_slots_shift = 10; /* log2 of the slots per CPU in kspan_sys_rec */
+const volatile __u32 bell_mask = 0; /* ring kspan_sys_bell every (bell_mask + 1) records of a CPU */
 
 /* Macros have no BTF: the UAPI values, fixed across kernels. */
 #define S_IFMT 00170000
@@ -130,6 +142,48 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 * 1024 * 1024); /* resized by the loader */
 } kspan_sys_ring SEC(".maps");
+
+/* Per-CPU record rings (bpf/kspan_common.h): the slots of CPU c are entries
+ * c << rec_slots_shift onwards; kspan_sys_pos holds each CPU's head and
+ * tail. Both are mmapped by the agent. Sized by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1024); /* resized by the loader */
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct kspan_syscall_event);
+} kspan_sys_rec SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1); /* resized by the loader: possible CPUs */
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct kspan_percpu_pos);
+} kspan_sys_pos SEC(".maps");
+
+/* Doorbells of the record rings: 8-byte records with a forced wakeup, which
+ * wake the agent's reader; their contents are not read. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096); /* resized by the loader: one page */
+} kspan_sys_bell SEC(".maps");
+
+/* The thread running on this CPU, written by kspan_sys_switch at every
+ * context switch (and at exec, which may change the thread id); both words
+ * zero: unknown (before the first switch since attach), then the programs
+ * ask the kernel. Cleared by the loader when it attaches. */
+struct sys_current {
+	__u64 task;     /* struct task_struct * */
+	__u64 pid_tgid; /* tgid << 32 | thread id */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sys_current);
+} kspan_sys_cur SEC(".maps");
 
 /* The ring position (>> wakeup_shift) of the last forced wakeup. */
 struct {
@@ -490,6 +544,54 @@ static __always_inline void submit(void *e)
 	bpf_ringbuf_submit(e, sys_wakeup_flag(count));
 }
 
+/* A slot of this CPU's record ring for the next record, and the ring's
+ * positions in *posp; NULL when the ring is full (counted). */
+static __always_inline struct kspan_syscall_event *rec_reserve(struct kspan_percpu_pos **posp)
+{
+	__u32 cpu = bpf_get_smp_processor_id(); /* inlined by the verifier */
+	struct kspan_percpu_pos *pos = bpf_map_lookup_elem(&kspan_sys_pos, &cpu);
+	if (!pos)
+		return NULL;
+	__u64 mask = (1ull << (rec_slots_shift & 31)) - 1;
+	__u64 head = pos->head;
+	__u64 tail = *(volatile __u64 *)&pos->tail;
+	struct kspan_syscall_event *e = NULL;
+	if (head - tail <= mask) {
+		__u32 idx = (cpu << (rec_slots_shift & 31)) | (__u32)(head & mask);
+		e = bpf_map_lookup_elem(&kspan_sys_rec, &idx);
+	}
+	if (!e) {
+		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_RING_FULL);
+		return NULL;
+	}
+	*posp = pos;
+	return e;
+}
+
+/* Publishes the record rec_reserve() gave: head moves past it once it is
+ * whole (a compiler barrier suffices on x86-64, see bpf/kspan_common.h). */
+static __always_inline void rec_commit(struct kspan_percpu_pos *pos)
+{
+	__u64 head = pos->head + 1;
+	asm volatile("" ::: "memory");
+	*(volatile __u64 *)&pos->head = head;
+	kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_EMITTED);
+	if (!(head & bell_mask))
+		bpf_ringbuf_output(&kspan_sys_bell, &head, sizeof(head), BPF_RB_FORCE_WAKEUP);
+}
+
+/* The thread running on this CPU from kspan_sys_cur; false when unknown. */
+static __always_inline bool cached_current(struct sys_current *out)
+{
+	__u32 zero = 0;
+	struct sys_current *cur = bpf_map_lookup_elem(&kspan_sys_cur, &zero);
+	if (!cur)
+		return false;
+	out->task = cur->task;
+	out->pid_tgid = cur->pid_tgid;
+	return out->task != 0 && out->pid_tgid != 0;
+}
+
 static __always_inline bool futex_waits(__u64 op)
 {
 	switch (op & FUTEX_CMD_MASK) {
@@ -734,13 +836,12 @@ static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 			emit_path_record_probe(&r);
 		return;
 	}
-	struct kspan_syscall_event *e = bpf_ringbuf_reserve(&kspan_sys_ring, sizeof(*e), 0);
-	if (!e) {
-		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_RING_FULL);
+	struct kspan_percpu_pos *pos = NULL;
+	struct kspan_syscall_event *e = rec_reserve(&pos);
+	if (!e || !pos)
 		return;
-	}
 	fill_event(e, flp, t, now, ret, args, c, fd, f, kind, direct);
-	submit(e);
+	rec_commit(pos);
 }
 
 /* sys_exit once the process is known to be traced (fc set).
@@ -791,19 +892,29 @@ static __always_inline int sys_exit_traced(struct kspan_syscall_config *c,
 	return 0;
 }
 
-/* The exits that know the syscall number first (tp_btf, tracepoint). */
+/* The exits that know the syscall number first (tp_btf, tracepoint).
+ * `cached`: the thread comes from kspan_sys_cur (tp_btf, where
+ * kspan_sys_switch keeps it). */
 static __always_inline int sys_exit_common(long nr, long ret, struct pt_regs *regs,
-					   bool args_in_regs, bool direct)
+					   bool args_in_regs, bool direct, bool cached)
 {
 	struct kspan_syscall_config *c = sys_config(nr);
 	if (!c)
 		return 0;
 	struct sys_thread t = {};
-	if (direct) {
+	struct sys_current cur;
+	if (cached && cached_current(&cur)) {
+		t.tgid = cur.pid_tgid >> 32;
+		t.tid = (__u32)cur.pid_tgid;
+		if (direct)
+			t.task = bpf_rdonly_cast((void *)cur.task,
+						 bpf_core_type_id_kernel(struct task_struct));
+	} else if (direct) {
 		/* One helper call for the ids, comm, compat status and fd table. */
-		t.task = bpf_get_current_task_btf();
-		t.tgid = t.task->tgid;
-		t.tid = t.task->pid;
+		struct task_struct *task = bpf_get_current_task_btf();
+		t.task = bpf_rdonly_cast(task, bpf_core_type_id_kernel(struct task_struct));
+		t.tgid = task->tgid;
+		t.tid = task->pid;
 	} else {
 		__u64 pid_tgid = bpf_get_current_pid_tgid();
 		t.tgid = pid_tgid >> 32;
@@ -824,7 +935,8 @@ int BPF_PROG(kspan_sys_e_btf, struct pt_regs *regs, long id)
 	struct kspan_syscall_config *c = sys_config(id);
 	if (!c)
 		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct sys_current cur;
+	__u64 pid_tgid = cached_current(&cur) ? cur.pid_tgid : bpf_get_current_pid_tgid();
 	struct kspan_filter_config *fc = NULL;
 	int level = sys_level(pid_tgid >> 32, &fc);
 	if (level == KSPAN_TRACE_NONE)
@@ -837,14 +949,14 @@ int BPF_PROG(kspan_sys_e_btf, struct pt_regs *regs, long id)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(kspan_sys_x_btf, struct pt_regs *regs, long ret)
 {
-	return sys_exit_common(regs->orig_ax, ret, regs, true, false);
+	return sys_exit_common(regs->orig_ax, ret, regs, true, false, true);
 }
 
 /* The loader's choice over kspan_sys_x_btf where the kernel has bpf_rdonly_cast. */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(kspan_sys_x_ptr, struct pt_regs *regs, long ret)
 {
-	return sys_exit_common(regs->orig_ax, ret, regs, true, true);
+	return sys_exit_common(regs->orig_ax, ret, regs, true, true, true);
 }
 
 /* ---- variant raw_tp: raw_syscalls, arguments through probe reads ---- */
@@ -908,7 +1020,7 @@ int kspan_sys_x_tp(struct trace_event_raw_sys_exit *ctx)
 {
 	long id = ctx->id;
 	long ret = ctx->ret;
-	return sys_exit_common(id, ret, NULL, false, false);
+	return sys_exit_common(id, ret, NULL, false, false, false);
 }
 
 /* ---- level cache invalidation, on every variant ---- */
@@ -931,10 +1043,30 @@ static __always_inline void forget_thread(void)
 	bpf_map_delete_elem(&kspan_sys_spill, &tid);
 }
 
-/* exec changes comm (and is where containers' processes enter their cgroup). */
+/* The thread that runs on this CPU from now on (tp_btf variant only). */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(kspan_sys_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	__u32 zero = 0;
+	struct sys_current *cur = bpf_map_lookup_elem(&kspan_sys_cur, &zero);
+	if (cur) {
+		cur->task = (__u64)next;
+		cur->pid_tgid = ((__u64)next->tgid << 32) | (__u32)next->pid;
+	}
+	return 0;
+}
+
+/* exec changes comm (and is where containers' processes enter their cgroup);
+ * a thread other than the leader that execs takes the leader's thread id. */
 SEC("tracepoint/sched/sched_process_exec")
 int kspan_sys_exec(void *ctx)
 {
+	__u32 zero = 0;
+	struct sys_current *cur = bpf_map_lookup_elem(&kspan_sys_cur, &zero);
+	if (cur && cur->task) {
+		cur->task = bpf_get_current_task();
+		cur->pid_tgid = bpf_get_current_pid_tgid();
+	}
 	return forget_level();
 }
 

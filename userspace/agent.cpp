@@ -98,6 +98,10 @@ absl::Status Agent::Start() {
     if (auto s = reader_->Add(syscalls_->ring_fd(), "kspan_sys_ring", decoder_.get()); !s.ok()) {
       return s;
     }
+    if (auto s = reader_->AddPerCpu(syscalls_->record_rings(), syscalls_->bell_fd(), decoder_.get());
+        !s.ok()) {
+      return s;
+    }
   }
   if (config_.capture.dns) {
     DnsCaptureOptions opts;
@@ -419,6 +423,13 @@ std::string Agent::StatusJson() {
                  {"in_flight_table_full", st[KSPAN_SYS_STAT_ENTER_NO_SLOT]}};
     if (auto ring = QueryRing(syscalls_->ring_fd()); ring.ok()) {
       f["ring"] = {{"size_bytes", ring->size_bytes}, {"used_bytes", ring->used_bytes}};
+    }
+    if (const PerCpuRing* rings = reader_ ? reader_->per_cpu_ring("kspan_sys_rec") : nullptr) {
+      const RingUsage u = rings->Usage();  // safe while the reader drains
+      f["record_rings"] = {{"cpus", rings->cpus()},
+                           {"size_bytes", u.size_bytes},
+                           {"used_bytes", u.used_bytes},
+                           {"fullest_cpu_used", rings->MaxCpuUsedFraction()}};
     }
     families.push_back(f);
   }

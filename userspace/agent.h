@@ -26,6 +26,7 @@
 #include "userspace/otlp_receiver.h"
 #include "userspace/pin_directory.h"
 #include "userspace/process_resources.h"
+#include "userspace/percpu_ring.h"
 #include "userspace/ring_reader.h"
 #include "userspace/span_assembler.h"
 #include "userspace/dns_capture.h"

@@ -57,6 +57,15 @@ void PrintHuman(const nlohmann::json& j) {
       std::printf("\n  ring: %.0f of %.0f KiB in use (%.1f%%)", used / 1024, size / 1024,
                   size > 0 ? 100.0 * used / size : 0.0);
     }
+    if (f.contains("record_rings")) {
+      const auto& r = f["record_rings"];
+      const double size = r.value("size_bytes", 0.0);
+      const double used = r.value("used_bytes", 0.0);
+      std::printf("\n  record rings (per CPU, %d CPUs): %.0f of %.0f KiB in use (%.1f%%), "
+                  "fullest CPU %.1f%%",
+                  r.value("cpus", 0), used / 1024, size / 1024,
+                  size > 0 ? 100.0 * used / size : 0.0, 100.0 * r.value("fullest_cpu_used", 0.0));
+    }
     std::printf("\n");
   }
   if (j.contains("filter")) {

@@ -93,13 +93,49 @@ absl::Status SyscallCapture::Open() {
   return absl::OkStatus();
 }
 
+SyscallCapture::RecordRingSizes SyscallCapture::RecordRingSizesFor(std::size_t ring_buffer_bytes,
+                                                                 std::uint64_t wakeup_bytes,
+                                                                 std::uint32_t cpus) {
+  constexpr std::size_t kRecord = sizeof(kspan_syscall_event);
+  constexpr std::uint32_t kMinSlots = 1024;     // ~136 KiB a CPU
+  constexpr std::uint32_t kMaxSlots = 1u << 20;  // 136 MiB a CPU
+  RecordRingSizes r;
+  // Each CPU's share of ring_buffer_bytes, at least kMinSlots records: the
+  // largest power of two of records that fits.
+  const std::size_t share = ring_buffer_bytes / std::max<std::uint32_t>(cpus, 1) / kRecord;
+  while (r.slots_shift < 20 && (std::size_t{2} << r.slots_shift) <= share) ++r.slots_shift;
+  while ((1u << r.slots_shift) < kMinSlots) ++r.slots_shift;
+  r.slots_per_cpu = std::min(1u << r.slots_shift, kMaxSlots);
+  // A doorbell per wakeup_bytes of records, rounded down to a power of two,
+  // and at least four per ring so the reader wakes well before it fills.
+  std::uint32_t bell = 1;
+  while (std::uint64_t{bell} * 2 * kRecord <= wakeup_bytes && bell * 2 <= r.slots_per_cpu / 4) {
+    bell *= 2;
+  }
+  r.bell_every = bell;
+  // Records with a path (file I/O above its minimum, openat): a quarter.
+  const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  r.path_ring_bytes = page;
+  while (r.path_ring_bytes < ring_buffer_bytes / 4) r.path_ring_bytes <<= 1;
+  return r;
+}
+
 absl::Status SyscallCapture::Configure() {
   skel_->rodata->kspan_self_tgid = options_.self_tgid;
   skel_->rodata->wakeup_bytes = options_.wakeup_bytes;
-  // The programs wake the consumer per power of two of bytes (a shift, not
-  // a division, per record): the largest one not above wakeup_bytes.
+  const int possible = libbpf_num_possible_cpus();
+  if (possible <= 0) return Failed("configure", "possible CPUs", -possible);
+  cpus_ = static_cast<std::uint32_t>(possible);
+  sizes_ = RecordRingSizesFor(options_.ring_buffer_bytes, options_.wakeup_bytes, cpus_);
+  skel_->rodata->rec_slots_shift = sizes_.slots_shift;
+  skel_->rodata->bell_mask = sizes_.bell_every - 1;
+  // The programs wake the consumer of the path ring per power of two of
+  // bytes (a shift, not a division, per record): the largest one not above
+  // wakeup_bytes, nor above a quarter of that ring.
+  const std::uint64_t wake = std::min<std::uint64_t>(options_.wakeup_bytes,
+                                                     sizes_.path_ring_bytes / 4);
   std::uint32_t shift = 0;
-  while (shift < 63 && (std::uint64_t{2} << shift) <= options_.wakeup_bytes) ++shift;
+  while (shift < 63 && (std::uint64_t{2} << shift) <= wake) ++shift;
   skel_->rodata->wakeup_shift = shift;
   // The programs look at the producer position only every 2^k-th record of
   // a CPU (a helper call saved per record): at most an eighth of the wakeup
@@ -110,16 +146,16 @@ absl::Status SyscallCapture::Configure() {
   while (std::uint64_t{check} * 2 <= per_check && check < (1u << 16)) check <<= 1;
   skel_->rodata->wakeup_check_mask = check - 1;
   skel_->rodata->infl_mask = PerThreadSlots() - 1;
-  // The ring must be a power-of-two multiple of the page size.
-  std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-  std::size_t bytes = page;
-  while (bytes < options_.ring_buffer_bytes) bytes <<= 1;
+  const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
   struct {
     bpf_map* map;
     std::size_t entries;
     const char* name;
   } sizes[] = {
-      {skel_->maps.kspan_sys_ring, bytes, "kspan_sys_ring"},
+      {skel_->maps.kspan_sys_ring, sizes_.path_ring_bytes, "kspan_sys_ring"},
+      {skel_->maps.kspan_sys_rec, std::size_t{cpus_} * sizes_.slots_per_cpu, "kspan_sys_rec"},
+      {skel_->maps.kspan_sys_pos, cpus_, "kspan_sys_pos"},
+      {skel_->maps.kspan_sys_bell, page, "kspan_sys_bell"},
       {skel_->maps.kspan_sys_lvl, PidMax(), "kspan_sys_lvl"},
       {skel_->maps.kspan_sys_infl, PerThreadSlots(), "kspan_sys_infl"},
       {skel_->maps.kspan_sys_spill, std::max<std::uint32_t>(options_.max_in_flight, 64),
@@ -152,6 +188,7 @@ absl::Status SyscallCapture::Configure() {
   const std::pair<bpf_program*, bool> exits[] = {
       {skel_->progs.kspan_sys_x_btf, tp_btf && !attempt_direct_},
       {skel_->progs.kspan_sys_x_ptr, tp_btf && attempt_direct_},
+      {skel_->progs.kspan_sys_switch, tp_btf},
   };
   for (const auto& [prog, load] : exits) {
     if (int err = bpf_program__set_autoload(prog, load)) {
@@ -191,6 +228,21 @@ absl::Status SyscallCapture::Attach() {
       enter = skel_->progs.kspan_sys_e_tp, exit = skel_->progs.kspan_sys_x_tp;
       enter_link = &skel_->links.kspan_sys_e_tp, exit_link = &skel_->links.kspan_sys_x_tp;
       break;
+  }
+  // tp_btf: the running thread's cache first, and emptied once it is
+  // attached (what it held from an earlier attach is stale; an entry the
+  // switch program writes meanwhile is either kept or zeroed, both safe),
+  // so the syscall programs only ever see a current entry or none.
+  if (attempt_ == SyscallVariant::kTpBtf && skel_->links.kspan_sys_switch == nullptr) {
+    skel_->links.kspan_sys_switch = bpf_program__attach(skel_->progs.kspan_sys_switch);
+    if (skel_->links.kspan_sys_switch == nullptr) {
+      return Failed("attach", "kspan_sys_switch (variant tp_btf)", errno);
+    }
+    std::vector<std::byte> zeros(sizeof(std::uint64_t) * 2 * cpus_);
+    const std::uint32_t zero = 0;
+    if (bpf_map_update_elem(bpf_map__fd(skel_->maps.kspan_sys_cur), &zero, zeros.data(), BPF_ANY)) {
+      return Failed("attach", "clear kspan_sys_cur", errno);
+    }
   }
   struct {
     bpf_program* prog;
@@ -258,11 +310,35 @@ absl::Status SyscallCapture::Start() {
 }
 
 void SyscallCapture::Detach() {
-  if (skel_ != nullptr) syscalls_bpf::detach(skel_);
+  if (skel_ == nullptr) return;
+  // The syscall programs before the switch program whose cache they read.
+  for (bpf_link** link : {&skel_->links.kspan_sys_e_btf, &skel_->links.kspan_sys_e_raw,
+                          &skel_->links.kspan_sys_e_tp, &skel_->links.kspan_sys_x_btf,
+                          &skel_->links.kspan_sys_x_ptr, &skel_->links.kspan_sys_x_raw,
+                          &skel_->links.kspan_sys_x_tp}) {
+    bpf_link__destroy(*link);
+    *link = nullptr;
+  }
+  syscalls_bpf::detach(skel_);
 }
 
 int SyscallCapture::ring_fd() const {
   return skel_ ? bpf_map__fd(skel_->maps.kspan_sys_ring) : -1;
+}
+
+PerCpuRingSpec SyscallCapture::record_rings() const {
+  PerCpuRingSpec spec;
+  spec.name = "kspan_sys_rec";
+  spec.records_fd = skel_ ? bpf_map__fd(skel_->maps.kspan_sys_rec) : -1;
+  spec.positions_fd = skel_ ? bpf_map__fd(skel_->maps.kspan_sys_pos) : -1;
+  spec.cpus = cpus_;
+  spec.slots_per_cpu = sizes_.slots_per_cpu;
+  spec.slot_bytes = sizeof(kspan_syscall_event);
+  return spec;
+}
+
+int SyscallCapture::bell_fd() const {
+  return skel_ ? bpf_map__fd(skel_->maps.kspan_sys_bell) : -1;
 }
 
 SyscallCapture::ProgramFds SyscallCapture::program_fds() const {

@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "bpf/syscalls.h"
+#include "userspace/percpu_ring.h"
 
 struct syscalls_bpf;
 
@@ -97,7 +98,25 @@ class SyscallCapture {
   // Stops new records while the ring stays readable for a final drain.
   void Detach();
 
+  // The BPF ring buffer of records with a path (files, openat).
   int ring_fd() const;
+  // The per-CPU record rings of every other record, and the ring buffer of
+  // their doorbells (RingReader::AddPerCpu).
+  PerCpuRingSpec record_rings() const;
+  int bell_fd() const;
+
+  // How ring_buffer_bytes and wakeup_bytes are spent: per CPU, a record ring
+  // of slots_per_cpu records (a power of two; its share of ring_buffer_bytes,
+  // at least 1024), a doorbell every bell_every records (about wakeup_bytes,
+  // at least four per ring); a quarter for the ring of path records.
+  struct RecordRingSizes {
+    std::uint32_t slots_shift = 0;
+    std::uint32_t slots_per_cpu = 1;
+    std::uint32_t bell_every = 1;
+    std::size_t path_ring_bytes = 0;
+  };
+  static RecordRingSizes RecordRingSizesFor(std::size_t ring_buffer_bytes,
+                                            std::uint64_t wakeup_bytes, std::uint32_t cpus);
   // The variant taken ("tp_btf", "raw_tp", "tracepoint"); empty before Start.
   const std::string& variant() const { return variant_; }
   // Whether the tp_btf exit program with direct BTF loads was taken.
@@ -136,6 +155,8 @@ class SyscallCapture {
   void Destroy();
 
   SyscallCaptureOptions options_;
+  std::uint32_t cpus_ = 1;  // possible CPUs
+  RecordRingSizes sizes_;
   SyscallVariant attempt_;
   bool attempt_direct_ = false;  // tp_btf: kspan_sys_x_ptr instead of kspan_sys_x_btf
   bool direct_walk_ = false;

@@ -193,6 +193,9 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
   CountingSink sink;
   RingReader reader;
   (void)reader.Add(capture.ring_fd(), "kspan_sys_ring", &sink);
+  if (auto s = reader.AddPerCpu(capture.record_rings(), capture.bell_fd(), &sink); !s.ok()) {
+    return std::fprintf(stderr, "%s\n", s.ToString().c_str()), 1;
+  }
   PinTo(1);  // the reader thread inherits CPU 1
   if (drain_during) (void)reader.Start(10ms);
   PinTo(0);

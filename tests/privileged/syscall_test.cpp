@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
@@ -122,6 +123,28 @@ void SleepFor(std::chrono::nanoseconds d) {
 
 using Child = ::kspan::testing::ChildProcess;
 
+// Keeps the calling thread on the CPU it runs on, for tests whose figures
+// depend on one CPU's record ring; the old affinity comes back at the end.
+class PinnedToThisCpu {
+ public:
+  PinnedToThisCpu() {
+    saved_ok_ = sched_getaffinity(0, sizeof(saved_), &saved_) == 0;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    pinned_ = sched_setaffinity(0, sizeof(one), &one) == 0;
+  }
+  ~PinnedToThisCpu() {
+    if (saved_ok_) (void)sched_setaffinity(0, sizeof(saved_), &saved_);
+  }
+  bool ok() const { return pinned_; }
+
+ private:
+  cpu_set_t saved_{};
+  bool saved_ok_ = false;
+  bool pinned_ = false;
+};
+
 class SyscallSpans : public ::testing::TestWithParam<SyscallVariant> {
  protected:
   // Starts capture in the forced variant, this process fully traced, every
@@ -165,6 +188,8 @@ class SyscallSpans : public ::testing::TestWithParam<SyscallVariant> {
     ASSERT_TRUE(filter_->SetSlowThreshold(0ns).ok());
     ASSERT_TRUE(filter_->AllowPid(static_cast<std::uint32_t>(getpid())).ok());
     ASSERT_TRUE(reader_.Add(capture_->ring_fd(), "kspan_sys_ring", &decoder_).ok());
+    ASSERT_TRUE(
+        reader_.AddPerCpu(capture_->record_rings(), capture_->bell_fd(), &decoder_).ok());
     if (start_reader) {
       ASSERT_TRUE(reader_.Start(poll_timeout).ok());
     }
@@ -664,15 +689,71 @@ TEST_P(SyscallSpans, SyscallSetAndThresholdsChangeWithoutReload) {
   close(fd);
 }
 
-// Overload: a one-page ring nobody drains fills up; every record is either
-// in the ring or counted as lost, none vanishes.
+// Which thread runs comes from the context-switch program's per-CPU entry
+// on tp_btf: two threads handing a token back and forth over pipes on one
+// CPU switch at every hand-over, and each record still names the thread that
+// made the call, never the other one.
+TEST_P(SyscallSpans, ThreadsSwitchingOnOneCpuKeepTheirOwnIds) {
+  KSPAN_REQUIRE_BPF();
+  StartCapture();
+  if (IsSkipped() || HasFatalFailure()) return;
+  PinnedToThisCpu pin;  // the thread below inherits the one CPU
+  ASSERT_TRUE(pin.ok());
+  int ab[2], ba[2];
+  ASSERT_EQ(pipe2(ab, O_CLOEXEC), 0);
+  ASSERT_EQ(pipe2(ba, O_CLOEXEC), 0);
+  constexpr int kRounds = 300;
+  const std::uint64_t since = MonoNow();
+  std::atomic<pid_t> other_tid{0};
+  std::thread other([&] {
+    other_tid = static_cast<pid_t>(CurrentTid());
+    char c;
+    for (int i = 0; i < kRounds; ++i) {
+      if (read(ab[0], &c, 1) != 1 || write(ba[1], &c, 1) != 1) return;
+    }
+  });
+  char c = 't';
+  for (int i = 0; i < kRounds; ++i) {
+    ASSERT_EQ(write(ab[1], &c, 1), 1);
+    ASSERT_EQ(read(ba[0], &c, 1), 1);
+  }
+  other.join();
+  const auto me = static_cast<std::uint32_t>(CurrentTid());
+  const auto them = static_cast<std::uint32_t>(other_tid.load());
+  auto on = [&](long nr, int fd) {
+    return [=](const Record& r) {
+      return r.e.nr == nr && r.e.fd == static_cast<std::uint32_t>(fd) && r.e.start_ns >= since &&
+             r.e.pid == static_cast<std::uint32_t>(getpid());
+    };
+  };
+  auto by = [](auto match, std::uint32_t tid) {
+    return [=](const Record& r) { return match(r) && r.e.tid == tid; };
+  };
+  EXPECT_TRUE(collector_.WaitForCount(by(on(SYS_write, ab[1]), me), kRounds));
+  EXPECT_TRUE(collector_.WaitForCount(by(on(SYS_read, ba[0]), me), kRounds));
+  EXPECT_TRUE(collector_.WaitForCount(by(on(SYS_read, ab[0]), them), kRounds));
+  EXPECT_TRUE(collector_.WaitForCount(by(on(SYS_write, ba[1]), them), kRounds));
+  // Exactly kRounds each, all by the right thread.
+  EXPECT_EQ(collector_.Count(on(SYS_write, ab[1])), static_cast<std::size_t>(kRounds));
+  EXPECT_EQ(collector_.Count(on(SYS_read, ba[0])), static_cast<std::size_t>(kRounds));
+  EXPECT_EQ(collector_.Count(on(SYS_read, ab[0])), static_cast<std::size_t>(kRounds));
+  EXPECT_EQ(collector_.Count(on(SYS_write, ba[1])), static_cast<std::size_t>(kRounds));
+  for (int fd : {ab[0], ab[1], ba[0], ba[1]}) close(fd);
+}
+
+// Overload: the smallest record rings (1024 records a CPU), nobody draining,
+// fill up; every record is either in a ring or counted as lost, none
+// vanishes.
 TEST_P(SyscallSpans, FullRingLossIsCountedExactly) {
   KSPAN_REQUIRE_BPF();
   StartCapture(static_cast<std::size_t>(sysconf(_SC_PAGESIZE)), /*start_reader=*/false);
   if (IsSkipped() || HasFatalFailure()) return;
+  EXPECT_EQ(capture_->record_rings().slots_per_cpu, 1024u);
+  PinnedToThisCpu pin;  // one CPU's ring overflows whatever the CPU count
+  ASSERT_TRUE(pin.ok());
   int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
   ASSERT_GE(fd, 0);
-  constexpr int kWrites = 2000;
+  constexpr int kWrites = 3000;
   for (int i = 0; i < kWrites; ++i) ASSERT_EQ(write(fd, "z", 1), 1);
   close(fd);
   capture_->Detach();  // nothing more is written to the ring
@@ -688,29 +769,32 @@ TEST_P(SyscallSpans, FullRingLossIsCountedExactly) {
   EXPECT_EQ(decoder_.errors(), 0u);
 }
 
-// With a wakeup size the programs wake the reader once the ring position
-// crosses a multiple of it (looked at every few records of a CPU), not per
-// record: a reader whose poll timeout is long still gets a stream of
-// records promptly, all but those written since the last crossing.
+// With a wakeup size the programs ring the reader's doorbell once per that
+// many bytes of records on a CPU, not per record: a reader whose poll
+// timeout is long still gets a stream of records promptly, all but those
+// written since the last doorbell.
 TEST_P(SyscallSpans, ReaderWokenEveryWakeupSize) {
   KSPAN_REQUIRE_BPF();
   constexpr auto kPollTimeout = 3s;
   StartCapture(1 << 20, /*start_reader=*/true, /*direct_walk=*/true,
                /*wakeup_bytes=*/16 << 10, kPollTimeout);
   if (IsSkipped() || HasFatalFailure()) return;
+  // 16 KiB of 136-byte records, rounded down to a power of two.
+  EXPECT_EQ(SyscallCapture::RecordRingSizesFor(1 << 20, 16 << 10, 2).bell_every, 64u);
+  PinnedToThisCpu pin;  // one CPU's doorbells, whatever the CPU count
+  ASSERT_TRUE(pin.ok());
   SleepFor(50ms);  // the reader asleep in its first poll of an empty ring
   int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
   ASSERT_GE(fd, 0);
   const std::uint64_t since = MonoNow();
-  // 1000 plain records (144 ring bytes each): about 140 KiB, 8 crossings.
+  // 1000 plain records: 15 doorbells.
   constexpr int kWrites = 1000;
   for (int i = 0; i < kWrites; ++i) ASSERT_EQ(write(fd, "w", 1), 1);
   const auto written = std::chrono::steady_clock::now();
-  // Everything up to the last crossing (16 KiB = 113 records, plus the
-  // records between two looks at the position) arrives long before the
-  // poll timeout would deliver it.
-  constexpr std::size_t kBeforeLastCrossing = kWrites - 113 - 16;
-  EXPECT_TRUE(collector_.WaitForCount(Mine(SYS_write, fd, since), kBeforeLastCrossing, 1s));
+  // Everything up to this CPU's last doorbell (at most 63 records after it)
+  // arrives long before the poll timeout would deliver it.
+  constexpr std::size_t kBeforeLastBell = kWrites - 63;
+  EXPECT_TRUE(collector_.WaitForCount(Mine(SYS_write, fd, since), kBeforeLastBell, 1s));
   EXPECT_LT(std::chrono::steady_clock::now() - written, kPollTimeout / 2);
   close(fd);
 }
