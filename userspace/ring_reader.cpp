@@ -129,22 +129,17 @@ std::size_t RingReader::DrainPerCpu() noexcept {
   return n;
 }
 
-bool RingReader::PerCpuPending() const noexcept {
-  for (const auto& p : per_cpu_) {
-    if (p.ring->Pending()) return true;
-  }
-  return false;
-}
-
 int RingReader::PollOnce(std::chrono::milliseconds timeout) {
   if (rb_ == nullptr && per_cpu_.empty()) return 0;
   const std::uint64_t bells_before = doorbells_.load(std::memory_order_relaxed);
   std::int64_t n = 0;
   if (rb_ != nullptr) {
-    // Per-CPU producers ring only every so many records, so records already
-    // waiting there are drained now rather than after a doorbell or timeout.
-    const int wait = PerCpuPending() ? 0 : static_cast<int>(timeout.count());
-    int polled = ring_buffer__poll(rb_, wait);
+    // Records waiting in per-CPU rings wait for their doorbell or the
+    // timeout, like records in a ring buffer for their wakeup: looking at
+    // the rings' heads before every poll would pull each head's cache line
+    // away from the producer at every record, a cost on every traced
+    // syscall, and spin this thread whenever records trickle in.
+    int polled = ring_buffer__poll(rb_, static_cast<int>(timeout.count()));
     if (polled < 0) return polled;
     // The BPF side skips wakeups until wakeup_bytes are waiting, so a timeout
     // does not mean the rings are empty: drain them either way.

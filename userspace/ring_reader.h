@@ -93,7 +93,6 @@ class RingReader {
   absl::Status AddRingBuffer(int ring_fd, const std::string& name, int (*fn)(void*, void*, std::size_t),
                              void* ctx);
   std::size_t DrainPerCpu() noexcept;
-  bool PerCpuPending() const noexcept;
 
   ring_buffer* rb_ = nullptr;
   std::vector<std::unique_ptr<Ring>> rings_;
