@@ -176,6 +176,9 @@ struct {
 struct sys_current {
 	__u64 task;     /* struct task_struct * */
 	__u64 pid_tgid; /* tgid << 32 | thread id */
+	__u32 level;    /* its process's trace level, as a kspan_sys_lvl entry
+			 * (level | 4 | filter generation << 3); 0: unknown */
+	__u32 pad;
 };
 
 struct {
@@ -580,16 +583,43 @@ static __always_inline void rec_commit(struct kspan_percpu_pos *pos)
 		bpf_ringbuf_output(&kspan_sys_bell, &head, sizeof(head), BPF_RB_FORCE_WAKEUP);
 }
 
-/* The thread running on this CPU from kspan_sys_cur; false when unknown. */
-static __always_inline bool cached_current(struct sys_current *out)
+/* The thread running on this CPU and its process's trace level: on tp_btf
+ * (`cached`) from kspan_sys_cur, where the switch program left them, so a
+ * process that is not traced costs two array reads and no helper call; else,
+ * and until the CPU's first switch, from the kernel and the per-tgid cache.
+ * `task` (may be NULL) receives the task for the direct walk (`direct`). */
+static __always_inline int thread_level(__u64 *pid_tgid, struct task_struct **task,
+					struct kspan_filter_config **fc, bool cached,
+					bool direct)
 {
 	__u32 zero = 0;
-	struct sys_current *cur = bpf_map_lookup_elem(&kspan_sys_cur, &zero);
-	if (!cur)
-		return false;
-	out->task = cur->task;
-	out->pid_tgid = cur->pid_tgid;
-	return out->task != 0 && out->pid_tgid != 0;
+	if (cached) {
+		struct sys_current *cur = bpf_map_lookup_elem(&kspan_sys_cur, &zero);
+		struct kspan_filter_config *cfg = bpf_map_lookup_elem(&kspan_cfg, &zero);
+		if (cur && cfg && cur->task && cur->pid_tgid) {
+			*fc = cfg;
+			*pid_tgid = cur->pid_tgid;
+			if (direct)
+				*task = bpf_rdonly_cast((void *)cur->task,
+							bpf_core_type_id_kernel(struct task_struct));
+			__u32 tag = (cfg->generation << 3) | 4;
+			__u32 v = cur->level;
+			if ((v & ~3u) == tag)
+				return v & 3;
+			int level = sys_level(cur->pid_tgid >> 32, fc);
+			cur->level = tag | (__u32)level;
+			return level;
+		}
+	}
+	if (direct) {
+		/* One helper call for the ids, comm, compat status and fd table. */
+		struct task_struct *t = bpf_get_current_task_btf();
+		*task = bpf_rdonly_cast(t, bpf_core_type_id_kernel(struct task_struct));
+		*pid_tgid = ((__u64)t->tgid << 32) | (__u32)t->pid;
+	} else {
+		*pid_tgid = bpf_get_current_pid_tgid();
+	}
+	return sys_level(*pid_tgid >> 32, fc);
 }
 
 static __always_inline bool futex_waits(__u64 op)
@@ -898,32 +928,17 @@ static __always_inline int sys_exit_traced(struct kspan_syscall_config *c,
 static __always_inline int sys_exit_common(long nr, long ret, struct pt_regs *regs,
 					   bool args_in_regs, bool direct, bool cached)
 {
-	struct kspan_syscall_config *c = sys_config(nr);
-	if (!c)
-		return 0;
 	struct sys_thread t = {};
-	struct sys_current cur;
-	if (cached && cached_current(&cur)) {
-		t.tgid = cur.pid_tgid >> 32;
-		t.tid = (__u32)cur.pid_tgid;
-		if (direct)
-			t.task = bpf_rdonly_cast((void *)cur.task,
-						 bpf_core_type_id_kernel(struct task_struct));
-	} else if (direct) {
-		/* One helper call for the ids, comm, compat status and fd table. */
-		struct task_struct *task = bpf_get_current_task_btf();
-		t.task = bpf_rdonly_cast(task, bpf_core_type_id_kernel(struct task_struct));
-		t.tgid = task->tgid;
-		t.tid = task->pid;
-	} else {
-		__u64 pid_tgid = bpf_get_current_pid_tgid();
-		t.tgid = pid_tgid >> 32;
-		t.tid = (__u32)pid_tgid;
-	}
 	struct kspan_filter_config *fc = NULL;
-	int level = sys_level(t.tgid, &fc);
-	if (level == KSPAN_TRACE_NONE || !fc || skipped_wait(c, level))
+	__u64 pid_tgid = 0;
+	int level = thread_level(&pid_tgid, &t.task, &fc, cached, direct);
+	if (level == KSPAN_TRACE_NONE || !fc)
 		return 0;
+	struct kspan_syscall_config *c = sys_config(nr);
+	if (!c || skipped_wait(c, level))
+		return 0;
+	t.tgid = pid_tgid >> 32;
+	t.tid = (__u32)pid_tgid;
 	return sys_exit_traced(c, &t, nr, ret, fc, regs, args_in_regs, direct);
 }
 
@@ -932,14 +947,13 @@ static __always_inline int sys_exit_common(long nr, long ret, struct pt_regs *re
 SEC("tp_btf/sys_enter")
 int BPF_PROG(kspan_sys_e_btf, struct pt_regs *regs, long id)
 {
+	struct kspan_filter_config *fc = NULL;
+	__u64 pid_tgid = 0;
+	int level = thread_level(&pid_tgid, NULL, &fc, true, false);
+	if (level == KSPAN_TRACE_NONE)
+		return 0;
 	struct kspan_syscall_config *c = sys_config(id);
 	if (!c)
-		return 0;
-	struct sys_current cur;
-	__u64 pid_tgid = cached_current(&cur) ? cur.pid_tgid : bpf_get_current_pid_tgid();
-	struct kspan_filter_config *fc = NULL;
-	int level = sys_level(pid_tgid >> 32, &fc);
-	if (level == KSPAN_TRACE_NONE)
 		return 0;
 	/* Both tp_btf exits read the arguments from pt_regs: none stored,
 	 * but futex's op and close's fd are needed here. */
@@ -1050,8 +1064,11 @@ int BPF_PROG(kspan_sys_switch, bool preempt, struct task_struct *prev, struct ta
 	__u32 zero = 0;
 	struct sys_current *cur = bpf_map_lookup_elem(&kspan_sys_cur, &zero);
 	if (cur) {
+		__u32 tgid = next->tgid;
+		__u32 *level = bpf_map_lookup_elem(&kspan_sys_lvl, &tgid);
 		cur->task = (__u64)next;
-		cur->pid_tgid = ((__u64)next->tgid << 32) | (__u32)next->pid;
+		cur->pid_tgid = ((__u64)tgid << 32) | (__u32)next->pid;
+		cur->level = level ? *level : 0;
 	}
 	return 0;
 }
@@ -1066,6 +1083,7 @@ int kspan_sys_exec(void *ctx)
 	if (cur && cur->task) {
 		cur->task = bpf_get_current_task();
 		cur->pid_tgid = bpf_get_current_pid_tgid();
+		cur->level = 0; /* comm, cgroup, maybe the tgid have changed */
 	}
 	return forget_level();
 }

@@ -238,7 +238,7 @@ absl::Status SyscallCapture::Attach() {
     if (skel_->links.kspan_sys_switch == nullptr) {
       return Failed("attach", "kspan_sys_switch (variant tp_btf)", errno);
     }
-    std::vector<std::byte> zeros(sizeof(std::uint64_t) * 2 * cpus_);
+    std::vector<std::byte> zeros(sizeof(std::uint64_t) * 3 * cpus_);  // struct sys_current
     const std::uint32_t zero = 0;
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.kspan_sys_cur), &zero, zeros.data(), BPF_ANY)) {
       return Failed("attach", "clear kspan_sys_cur", errno);
