@@ -29,7 +29,7 @@ struct AgentConfig {
 
   struct Capture {
     std::size_t ring_buffer_bytes = 4u << 20;
-    std::size_t wakeup_bytes = 64u << 10;
+    std::size_t wakeup_bytes = 256u << 10;
     std::chrono::milliseconds poll_interval{100};
 
     struct Tcp {

@@ -56,7 +56,7 @@ struct SyscallCaptureOptions {
   std::size_t ring_buffer_bytes = 8u << 20;
   // Wake the consumer once per this many bytes written, rounded down to a
   // power of two (0 = kernel default: whenever it has caught up).
-  std::uint64_t wakeup_bytes = 64u << 10;
+  std::uint64_t wakeup_bytes = 256u << 10;
   // External BTF for kernels without /sys/kernel/btf/vmlinux; empty = kernel's.
   std::string btf_path;
   // bpffs directory of the shared filter maps and the pinned kspan_sys_cfg

@@ -25,7 +25,7 @@ struct CaptureOptions {
   std::uint32_t self_tgid = 0;
   std::size_t ring_buffer_bytes = 4u << 20;
   // Wake the consumer once this many bytes wait (0 = kernel default).
-  std::uint64_t wakeup_bytes = 64u << 10;
+  std::uint64_t wakeup_bytes = 256u << 10;
   // External BTF for kernels without /sys/kernel/btf/vmlinux; empty = kernel's.
   std::string btf_path;
   // bpffs directory where the shared filter maps and the stats maps are
