@@ -12,15 +12,17 @@
  *   tracepoint  kspan_sys_e_tp  / kspan_sys_x_tp    (classic raw_syscalls:sys_*)
  *
  * Cost order for a process that is not traced (every syscall on the host
- * runs these programs): the syscall number indexes an array (inlined by the
- * verifier) and returns unless configured; the process's trace level comes
- * from a per-tgid array cache tagged with the filter generation, so the hash
- * lookups of kspan_trace_level() run once per process and filter change.
+ * runs these programs): on tp_btf the running thread and its process's trace
+ * level come from a per-CPU entry that kspan_sys_switch (tp_btf/sched_switch)
+ * writes at every context switch (kspan_sys_cur), checked against the filter
+ * generation: two inlined array reads, no helper call (some 10 ns each
+ * here; a host makes far more syscalls than context switches). Elsewhere, or
+ * when that entry is stale, the level comes from a per-tgid array cache
+ * tagged with the filter generation, so the hash lookups of
+ * kspan_trace_level() run once per process and filter change. Then the
+ * syscall number indexes an array and returns unless configured.
  *
- * No helper call on the hot path of tp_btf: which thread is running comes
- * from a per-CPU entry that kspan_sys_switch (tp_btf/sched_switch) writes at
- * every context switch (kspan_sys_cur; a helper call costs some 10 ns here,
- * and a host makes far more syscalls than context switches), and records go
+ * No helper call on the hot path of tp_btf at all: records go
  * to per-CPU record rings (kspan_sys_rec, see bpf/kspan_common.h) with plain
  * stores, not to a BPF ring buffer, whose reserve and commit take a lock and
  * an atomic exchange on a cache line the consumer last touched (some 65 ns
