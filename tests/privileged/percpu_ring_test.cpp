@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -313,45 +314,32 @@ TEST(PerCpuRingTest, OpenRefusesMapsThatDoNotMatchTheSpec) {
     ASSERT_GE(fd, 0) << std::strerror(errno);
   }
 
-  PerCpuRingSpec s = maps.spec;
-  s.records_fd = plain_rec.get();
-  refused(s, kInvalid, "BPF_F_MMAPABLE");
-  s = maps.spec;
-  s.positions_fd = plain_pos.get();
-  refused(s, kInvalid, "BPF_F_MMAPABLE");
-  s = maps.spec;
-  s.records_fd = small_rec.get();
-  refused(s, kInvalid, "value_size 128, expected 136");
-  s = maps.spec;
-  s.records_fd = long_rec.get();
-  refused(s, kInvalid, "max_entries 17, expected 16");
-  s = maps.spec;
-  s.positions_fd = small_pos.get();
-  refused(s, kInvalid, "value_size 64, expected 128");
-  s = maps.spec;
-  s.positions_fd = long_pos.get();
-  refused(s, kInvalid, "max_entries 3, expected 2");
-  s = maps.spec;
-  s.records_fd = hash.get();
-  refused(s, kInvalid, "expected an ARRAY");
-  s = maps.spec;
-  s.positions_fd = maps.records.get();  // the maps swapped
-  refused(s, kInvalid, "positions map");
-  s = maps.spec;
-  s.slots_per_cpu = 6;
-  refused(s, kInvalid, "power of two");
-  s = maps.spec;
-  s.slot_bytes = 132;
-  refused(s, kInvalid, "multiple of 8");
-  s = maps.spec;
-  s.cpus = 0;
-  refused(s, kInvalid, "no CPUs");
-  s = maps.spec;
-  s.cpus = 4;  // the maps are for two
-  refused(s, kInvalid, "max_entries 16, expected 32");
-  s = maps.spec;
-  s.records_fd = -1;
-  refused(s, absl::StatusCode::kInternal, "records map");
+  // Each case: one change to a valid spec, and the words of the refusal.
+  struct Case {
+    std::function<void(PerCpuRingSpec&)> change;
+    absl::StatusCode code;
+    const char* words;
+  };
+  const Case cases[] = {
+      {[&](auto& s) { s.records_fd = plain_rec.get(); }, kInvalid, "BPF_F_MMAPABLE"},
+      {[&](auto& s) { s.positions_fd = plain_pos.get(); }, kInvalid, "BPF_F_MMAPABLE"},
+      {[&](auto& s) { s.records_fd = small_rec.get(); }, kInvalid, "value_size 128, expected 136"},
+      {[&](auto& s) { s.records_fd = long_rec.get(); }, kInvalid, "max_entries 17, expected 16"},
+      {[&](auto& s) { s.positions_fd = small_pos.get(); }, kInvalid, "value_size 64, expected 128"},
+      {[&](auto& s) { s.positions_fd = long_pos.get(); }, kInvalid, "max_entries 3, expected 2"},
+      {[&](auto& s) { s.records_fd = hash.get(); }, kInvalid, "expected an ARRAY"},
+      {[&](auto& s) { s.positions_fd = maps.records.get(); }, kInvalid, "positions map"},  // swapped
+      {[](auto& s) { s.slots_per_cpu = 6; }, kInvalid, "power of two"},
+      {[](auto& s) { s.slot_bytes = 132; }, kInvalid, "multiple of 8"},
+      {[](auto& s) { s.cpus = 0; }, kInvalid, "no CPUs"},
+      {[](auto& s) { s.cpus = 4; }, kInvalid, "max_entries 16, expected 32"},  // maps for two
+      {[](auto& s) { s.records_fd = -1; }, absl::StatusCode::kInternal, "records map"},
+  };
+  for (const Case& c : cases) {
+    PerCpuRingSpec s = maps.spec;
+    c.change(s);
+    refused(s, c.code, c.words);
+  }
 }
 
 // Checks each delivered record against the one its CPU should send next.
