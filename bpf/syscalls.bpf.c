@@ -172,9 +172,9 @@ struct {
 } kspan_sys_bell SEC(".maps");
 
 /* The thread running on this CPU, written by kspan_sys_switch at every
- * context switch (and at exec, which may change the thread id); both words
- * zero: unknown (before the first switch since attach), then the programs
- * ask the kernel. Cleared by the loader when it attaches. */
+ * context switch (and at exec, which may change the thread id); task or
+ * pid_tgid zero: unknown (before the first switch since attach), then the
+ * programs ask the kernel. Cleared by the loader when it attaches. */
 struct sys_current {
 	__u64 task;     /* struct task_struct * */
 	__u64 pid_tgid; /* tgid << 32 | thread id */

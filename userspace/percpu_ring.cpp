@@ -8,7 +8,6 @@
 #include <cerrno>
 #include <cstring>
 #include <span>
-#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
@@ -110,31 +109,9 @@ absl::StatusOr<std::unique_ptr<PerCpuRing>> PerCpuRing::Open(const PerCpuRingSpe
   return ring;
 }
 
-PerCpuRing::~PerCpuRing() { Unmap(); }
-
-PerCpuRing::PerCpuRing(PerCpuRing&& other) noexcept { *this = std::move(other); }
-
-PerCpuRing& PerCpuRing::operator=(PerCpuRing&& other) noexcept {
-  if (this == &other) return *this;
-  Unmap();
-  name_ = std::move(other.name_);
-  cpus_ = std::exchange(other.cpus_, 0);
-  slots_ = std::exchange(other.slots_, 0);
-  slot_bytes_ = std::exchange(other.slot_bytes_, 0);
-  records_ = std::exchange(other.records_, nullptr);
-  records_len_ = std::exchange(other.records_len_, 0);
-  positions_ = std::exchange(other.positions_, nullptr);
-  positions_len_ = std::exchange(other.positions_len_, 0);
-  corrupt_.store(other.corrupt_.exchange(0, std::memory_order_relaxed), std::memory_order_relaxed);
-  corrupt_logged_ = std::exchange(other.corrupt_logged_, false);
-  return *this;
-}
-
-void PerCpuRing::Unmap() noexcept {
+PerCpuRing::~PerCpuRing() {
   if (records_ != nullptr) munmap(const_cast<std::byte*>(records_), records_len_);
   if (positions_ != nullptr) munmap(positions_, positions_len_);
-  records_ = nullptr;
-  positions_ = nullptr;
 }
 
 std::size_t PerCpuRing::Drain(EventSink* sink, std::size_t max_per_cpu) noexcept {
@@ -185,16 +162,6 @@ std::uint64_t PerCpuRing::Waiting(std::uint32_t cpu) const noexcept {
   const std::uint64_t waiting = head - tail;
   if (static_cast<std::int64_t>(waiting) < 0) return 0;
   return std::min<std::uint64_t>(waiting, slots_);
-}
-
-bool PerCpuRing::Pending() const noexcept {
-  for (std::uint32_t cpu = 0; cpu < cpus_; ++cpu) {
-    const kspan_percpu_pos* pos = Position(cpu);
-    if (__atomic_load_n(&pos->head, __ATOMIC_RELAXED) != __atomic_load_n(&pos->tail, __ATOMIC_RELAXED)) {
-      return true;
-    }
-  }
-  return false;
 }
 
 RingUsage PerCpuRing::Usage() const noexcept {

@@ -41,8 +41,6 @@ class PerCpuRing {
   static absl::StatusOr<std::unique_ptr<PerCpuRing>> Open(const PerCpuRingSpec& spec);
 
   ~PerCpuRing();
-  PerCpuRing(PerCpuRing&& other) noexcept;
-  PerCpuRing& operator=(PerCpuRing&& other) noexcept;
   PerCpuRing(const PerCpuRing&) = delete;
   PerCpuRing& operator=(const PerCpuRing&) = delete;
 
@@ -51,9 +49,6 @@ class PerCpuRing {
   // thread at a time. Returns the records delivered.
   std::size_t Drain(EventSink* sink,
                     std::size_t max_per_cpu = std::numeric_limits<std::size_t>::max()) noexcept;
-
-  // True when some CPU has a record waiting (one load per CPU).
-  bool Pending() const noexcept;
 
   // Bytes of all slots and bytes of records waiting, summed over CPUs. Safe
   // from any thread while another drains.
@@ -72,7 +67,6 @@ class PerCpuRing {
 
  private:
   PerCpuRing() = default;
-  void Unmap() noexcept;
   kspan_percpu_pos* Position(std::uint32_t cpu) const noexcept { return positions_ + cpu; }
   // Records waiting on `cpu`, clamped to the ring's size.
   std::uint64_t Waiting(std::uint32_t cpu) const noexcept;

@@ -67,9 +67,10 @@ class RingReader {
   void Stop();
 
   // Poll once on the calling thread (for tests and benchmarks): waits up to
-  // `timeout` for a wakeup (no wait when a per-CPU ring has records), then
-  // drains every ring. Returns the records delivered (doorbells not
-  // included) or a negative errno.
+  // `timeout` for a wakeup or a doorbell (per-CPU rings without a bell: the
+  // timeout, unless records are already waiting), then drains every ring.
+  // Returns the records delivered (doorbells not included) or a negative
+  // errno.
   int PollOnce(std::chrono::milliseconds timeout);
 
   // Records delivered to sinks, from ring buffers and per-CPU rings.

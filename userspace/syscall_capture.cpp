@@ -238,7 +238,9 @@ absl::Status SyscallCapture::Attach() {
     if (skel_->links.kspan_sys_switch == nullptr) {
       return Failed("attach", "kspan_sys_switch (variant tp_btf)", errno);
     }
-    std::vector<std::byte> zeros(sizeof(std::uint64_t) * 3 * cpus_);  // struct sys_current
+    // A per-CPU value is laid out every round_up(value_size, 8) bytes.
+    const std::size_t value = (bpf_map__value_size(skel_->maps.kspan_sys_cur) + 7) / 8 * 8;
+    std::vector<std::byte> zeros(value * cpus_);
     const std::uint32_t zero = 0;
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.kspan_sys_cur), &zero, zeros.data(), BPF_ANY)) {
       return Failed("attach", "clear kspan_sys_cur", errno);
