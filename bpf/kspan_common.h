@@ -44,15 +44,24 @@ enum kspan_event_type {
  * and head; kspan's programs are x86-64 only (the syscall table). A record
  * is visible to the consumer only once it is whole.
  *
- * The producer also rings a doorbell (an 8-byte record with a forced wakeup
- * on a small BPF ring buffer, whose contents are ignored) every so many
- * records, so the consumer sleeps in epoll rather than polling busy rings;
- * its poll timeout drains what is left between doorbells. */
+ * Doorbells: the consumer sleeps in epoll on a small BPF ring buffer, and
+ * the producer rings it (an 8-byte record with a forced wakeup, contents
+ * ignored) when the consumer asked to be woken: once head reaches bell_at,
+ * and again every bell_every records (a power of two, the loader's) until
+ * the consumer moves bell_at. The consumer sets bell_at after each drain:
+ * bell_every records ahead while records trickle in, half a ring ahead while
+ * a CPU writes fast enough that the consumer polls it on a timer anyway; a
+ * forced wakeup is an IPI, microseconds of the writing CPU on a VM. The
+ * repeats make up for a bell_at the producer had already passed when it was
+ * stored (its head store and bell_at load are not ordered); the consumer's
+ * poll timeout bounds the wait in any case. bell_at 0: every bell_every
+ * records from the start. */
 struct kspan_percpu_pos {
 	__u64 head;      /* records written on this CPU (producer) */
 	__u64 pad0[7];   /* head and tail on separate cache lines */
 	__u64 tail;      /* records consumed (consumer) */
-	__u64 pad1[7];
+	__u64 bell_at;   /* ring the doorbell once head reaches this (consumer) */
+	__u64 pad1[6];
 };
 
 #endif /* KSPAN_BPF_COMMON_H */

@@ -47,7 +47,7 @@ const volatile __u32 wakeup_shift = 16; /* log2 of wakeup_bytes, rounded down */
 const volatile __u32 wakeup_check_mask = 0; /* query the ring every (mask + 1) records per CPU */
 const volatile __u32 infl_mask = 32767; /* kspan_sys_infl entries - 1 (a power of two) */
 const volatile __u32 rec_slots_shift = 10; /* log2 of the slots per CPU in kspan_sys_rec */
-const volatile __u32 bell_mask = 0; /* ring kspan_sys_bell every (bell_mask + 1) records of a CPU */
+const volatile __u32 bell_mask = 0; /* doorbell repeats: every (bell_mask + 1) records past bell_at */
 
 /* Macros have no BTF: the UAPI values, fixed across kernels. */
 #define S_IFMT 00170000
@@ -574,14 +574,17 @@ static __always_inline struct kspan_syscall_event *rec_reserve(struct kspan_perc
 }
 
 /* Publishes the record rec_reserve() gave: head moves past it once it is
- * whole (a compiler barrier suffices on x86-64, see bpf/kspan_common.h). */
+ * whole (a compiler barrier suffices on x86-64, see bpf/kspan_common.h),
+ * then the doorbell if the reader asked for it at this position (bell_at,
+ * on the tail's cache line, which rec_reserve() has just read). */
 static __always_inline void rec_commit(struct kspan_percpu_pos *pos)
 {
 	__u64 head = pos->head + 1;
 	asm volatile("" ::: "memory");
 	*(volatile __u64 *)&pos->head = head;
 	kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_EMITTED);
-	if (!(head & bell_mask))
+	__s64 past = (__s64)(head - *(volatile __u64 *)&pos->bell_at);
+	if (past >= 0 && !(past & bell_mask))
 		bpf_ringbuf_output(&kspan_sys_bell, &head, sizeof(head), BPF_RB_FORCE_WAKEUP);
 }
 

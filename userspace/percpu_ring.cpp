@@ -19,6 +19,7 @@ namespace kspan {
 static_assert(sizeof(kspan_percpu_pos) == 128);
 static_assert(offsetof(kspan_percpu_pos, head) == 0);
 static_assert(offsetof(kspan_percpu_pos, tail) == 64);
+static_assert(offsetof(kspan_percpu_pos, bell_at) == 72);
 
 namespace {
 
@@ -82,12 +83,19 @@ absl::StatusOr<std::unique_ptr<PerCpuRing>> PerCpuRing::Open(const PerCpuRingSpe
   if (auto s = CheckMap(n, "positions", spec.positions_fd, sizeof(kspan_percpu_pos), spec.cpus); !s.ok()) {
     return s;
   }
+  if ((spec.bell_every & (spec.bell_every - 1)) != 0 || spec.bell_every > spec.slots_per_cpu) {
+    return absl::InvalidArgumentError(absl::StrCat("per-CPU ring ", n, ": a doorbell every ", spec.bell_every,
+                                                   " records, expected a power of two up to ",
+                                                   spec.slots_per_cpu, " or 0"));
+  }
 
   std::unique_ptr<PerCpuRing> ring(new PerCpuRing());
   ring->name_ = n;
   ring->cpus_ = spec.cpus;
   ring->slots_ = spec.slots_per_cpu;
   ring->slot_bytes_ = spec.slot_bytes;
+  ring->bell_every_ = spec.bell_every;
+  ring->delivered_since_arm_.assign(spec.cpus, 0);
   // The records are only read here; the producer alone writes them.
   const std::size_t records_len = RoundUpToPages(slots_total * spec.slot_bytes);
   void* rec = mmap(nullptr, records_len, PROT_READ, MAP_SHARED, spec.records_fd, 0);
@@ -106,6 +114,15 @@ absl::StatusOr<std::unique_ptr<PerCpuRing>> PerCpuRing::Open(const PerCpuRingSpe
   }
   ring->positions_ = static_cast<kspan_percpu_pos*>(pos);
   ring->positions_len_ = positions_len;
+  // The first doorbell of each CPU: bell_every records from where it is.
+  if (ring->bell_every_ != 0) {
+    for (std::uint32_t cpu = 0; cpu < ring->cpus_; ++cpu) {
+      kspan_percpu_pos* p = ring->Position(cpu);
+      const std::uint64_t head = __atomic_load_n(&p->head, __ATOMIC_ACQUIRE);
+      __atomic_store_n(&p->bell_at, head + ring->bell_every_, __ATOMIC_RELAXED);
+    }
+  }
+  ring->last_arm_ = std::chrono::steady_clock::now();
   return ring;
 }
 
@@ -147,9 +164,50 @@ std::size_t PerCpuRing::Drain(EventSink* sink, std::size_t max_per_cpu) noexcept
     // Release: the sink has finished with the slots before the producer may
     // reuse them.
     __atomic_store_n(&pos->tail, tail + n, __ATOMIC_RELEASE);
+    delivered_since_arm_[cpu] += n;
     delivered += n;
   }
   return delivered;
+}
+
+std::chrono::nanoseconds PerCpuRing::ArmDoorbells(std::chrono::steady_clock::time_point now,
+                                                  std::chrono::nanoseconds period) noexcept {
+  using std::chrono::duration;
+  using std::chrono::nanoseconds;
+  timed_cpus_ = 0;
+  if (bell_every_ == 0) return period;
+  const double elapsed = std::max(duration<double>(now - last_arm_).count(), 1e-6);
+  const double period_s = duration<double>(period).count();
+  last_arm_ = now;
+  nanoseconds next = period;
+  for (std::uint32_t cpu = 0; cpu < cpus_; ++cpu) {
+    const double rate = static_cast<double>(delivered_since_arm_[cpu]) / elapsed;  // records per second
+    delivered_since_arm_[cpu] = 0;
+    std::uint64_t ahead = bell_every_;
+    if (rate * period_s > bell_every_) {
+      // More than one doorbell per period: drain on a timer, and keep the
+      // doorbell for a CPU that fills half its ring before the timer.
+      ahead = std::max<std::uint64_t>(bell_every_, slots_ / 2);
+      ++timed_cpus_;
+      const auto quarter = nanoseconds(static_cast<std::int64_t>(slots_ / 4 / rate * 1e9));
+      next = std::min(next, std::max<nanoseconds>(quarter, std::chrono::milliseconds(1)));
+    }
+    kspan_percpu_pos* pos = Position(cpu);
+    const std::uint64_t tail = __atomic_load_n(&pos->tail, __ATOMIC_RELAXED);  // only this side writes it
+    __atomic_store_n(&pos->bell_at, tail + ahead, __ATOMIC_RELAXED);
+  }
+  // A producer that passed its new bell_at before seeing it rings only
+  // bell_every records later: drain again at once instead.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  for (std::uint32_t cpu = 0; cpu < cpus_; ++cpu) {
+    const kspan_percpu_pos* pos = Position(cpu);
+    const std::uint64_t head = __atomic_load_n(&pos->head, __ATOMIC_ACQUIRE);
+    const std::uint64_t tail = __atomic_load_n(&pos->tail, __ATOMIC_RELAXED);
+    const std::uint64_t bell_at = __atomic_load_n(&pos->bell_at, __ATOMIC_RELAXED);
+    if (head - tail > slots_) continue;  // a corrupt position: Drain() skips the CPU
+    if (static_cast<std::int64_t>(head - bell_at) >= 0) return nanoseconds::zero();
+  }
+  return next;
 }
 
 std::uint64_t PerCpuRing::Waiting(std::uint32_t cpu) const noexcept {

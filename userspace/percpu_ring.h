@@ -10,11 +10,13 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "bpf/kspan_common.h"
@@ -31,6 +33,9 @@ struct PerCpuRingSpec {
   std::uint32_t cpus = 0;
   std::uint32_t slots_per_cpu = 0;  // a power of two
   std::uint32_t slot_bytes = 0;     // the records map's value_size, a multiple of 8
+  // Records between doorbells the producer repeats past bell_at (its
+  // bell_mask + 1); 0: the producer rings no doorbell, bell_at is not set.
+  std::uint32_t bell_every = 0;
 };
 
 class PerCpuRing {
@@ -49,6 +54,20 @@ class PerCpuRing {
   // thread at a time. Returns the records delivered.
   std::size_t Drain(EventSink* sink,
                     std::size_t max_per_cpu = std::numeric_limits<std::size_t>::max()) noexcept;
+
+  // Sets each CPU's doorbell (bell_at) after a drain and returns how soon
+  // the consumer should drain again, at most `period` (its poll timeout);
+  // zero when a producer has already passed its new bell_at. A CPU whose
+  // records arrived fast enough since the last call to ring more than once
+  // per `period` is polled on a timer instead (drain again when a quarter
+  // of its ring would be in use, at least 1 ms apart) and rings only at
+  // half a ring; any other CPU rings bell_every records past its tail.
+  // A doorbell forces a wakeup, which costs the producing CPU an IPI.
+  // Rings without doorbells (bell_every 0) return `period`.
+  std::chrono::nanoseconds ArmDoorbells(std::chrono::steady_clock::time_point now,
+                                        std::chrono::nanoseconds period) noexcept;
+  // CPUs polled on a timer after the last ArmDoorbells().
+  std::uint32_t timed_cpus() const { return timed_cpus_; }
 
   // Bytes of all slots and bytes of records waiting, summed over CPUs. Safe
   // from any thread while another drains.
@@ -75,6 +94,11 @@ class PerCpuRing {
   std::uint32_t cpus_ = 0;
   std::uint32_t slots_ = 0;
   std::uint32_t slot_bytes_ = 0;
+  std::uint32_t bell_every_ = 0;
+  // Per CPU: records delivered since the last ArmDoorbells().
+  std::vector<std::uint64_t> delivered_since_arm_;
+  std::chrono::steady_clock::time_point last_arm_{};
+  std::uint32_t timed_cpus_ = 0;
   const std::byte* records_ = nullptr;
   std::size_t records_len_ = 0;
   kspan_percpu_pos* positions_ = nullptr;

@@ -129,8 +129,19 @@ std::size_t RingReader::DrainPerCpu() noexcept {
   return n;
 }
 
+std::chrono::nanoseconds RingReader::ArmPerCpu(std::chrono::nanoseconds period) noexcept {
+  const auto now = std::chrono::steady_clock::now();
+  std::chrono::nanoseconds next = std::chrono::nanoseconds::max();
+  for (auto& p : per_cpu_) next = std::min(next, p.ring->ArmDoorbells(now, period));
+  // The whole period: no ring asks for an earlier poll.
+  return next < period ? next : std::chrono::nanoseconds::max();
+}
+
 int RingReader::PollOnce(std::chrono::milliseconds timeout) {
   if (rb_ == nullptr && per_cpu_.empty()) return 0;
+  // A busy per-CPU ring is drained on a timer shorter than the timeout.
+  const auto wait = std::chrono::ceil<std::chrono::milliseconds>(
+      std::min<std::chrono::nanoseconds>(timeout, pace_));
   const std::uint64_t bells_before = doorbells_.load(std::memory_order_relaxed);
   std::int64_t n = 0;
   if (rb_ != nullptr) {
@@ -139,7 +150,7 @@ int RingReader::PollOnce(std::chrono::milliseconds timeout) {
     // the rings' heads before every poll would pull each head's cache line
     // away from the producer at every record, a cost on every traced
     // syscall, and spin this thread whenever records trickle in.
-    int polled = ring_buffer__poll(rb_, static_cast<int>(timeout.count()));
+    int polled = ring_buffer__poll(rb_, static_cast<int>(wait.count()));
     if (polled < 0) return polled;
     // The BPF side skips wakeups until wakeup_bytes are waiting, so a timeout
     // does not mean the rings are empty: drain them either way.
@@ -150,12 +161,13 @@ int RingReader::PollOnce(std::chrono::milliseconds timeout) {
   }
   if (!per_cpu_.empty()) {
     std::size_t drained = DrainPerCpu();
-    if (rb_ == nullptr && drained == 0 && timeout.count() > 0) {
+    if (rb_ == nullptr && drained == 0 && wait.count() > 0) {
       // No doorbell to wait on: the timeout is the drain period.
-      std::this_thread::sleep_for(timeout);
+      std::this_thread::sleep_for(wait);
       drained = DrainPerCpu();
     }
     n += static_cast<std::int64_t>(drained);
+    pace_ = ArmPerCpu(timeout);
   }
   return static_cast<int>(std::min<std::int64_t>(n, INT_MAX));
 }

@@ -68,9 +68,11 @@ class RingReader {
 
   // Poll once on the calling thread (for tests and benchmarks): waits up to
   // `timeout` for a wakeup or a doorbell (per-CPU rings without a bell: the
-  // timeout, unless records are already waiting), then drains every ring.
-  // Returns the records delivered (doorbells not included) or a negative
-  // errno.
+  // timeout, unless records are already waiting), or less when the last
+  // poll found a per-CPU ring busy enough to be drained on a timer
+  // (PerCpuRing::ArmDoorbells), then drains every ring and sets the
+  // per-CPU rings' doorbells. Returns the records delivered (doorbells not
+  // included) or a negative errno.
   int PollOnce(std::chrono::milliseconds timeout);
 
   // Records delivered to sinks, from ring buffers and per-CPU rings.
@@ -94,6 +96,8 @@ class RingReader {
   absl::Status AddRingBuffer(int ring_fd, const std::string& name, int (*fn)(void*, void*, std::size_t),
                              void* ctx);
   std::size_t DrainPerCpu() noexcept;
+  // Sets the per-CPU rings' doorbells; the wait of the next poll.
+  std::chrono::nanoseconds ArmPerCpu(std::chrono::nanoseconds period) noexcept;
 
   ring_buffer* rb_ = nullptr;
   std::vector<std::unique_ptr<Ring>> rings_;
@@ -103,6 +107,8 @@ class RingReader {
   std::atomic<bool> stop_{false};
   std::atomic<std::uint64_t> records_read_{0};
   std::atomic<std::uint64_t> doorbells_{0};
+  // How long the next poll may wait at most (per-CPU rings polled on a timer).
+  std::chrono::nanoseconds pace_ = std::chrono::nanoseconds::max();
 };
 
 }  // namespace kspan

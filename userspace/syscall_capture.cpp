@@ -336,6 +336,7 @@ PerCpuRingSpec SyscallCapture::record_rings() const {
   spec.cpus = cpus_;
   spec.slots_per_cpu = sizes_.slots_per_cpu;
   spec.slot_bytes = sizeof(kspan_syscall_event);
+  spec.bell_every = sizes_.bell_every;
   return spec;
 }
 

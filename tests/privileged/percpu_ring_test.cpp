@@ -140,6 +140,11 @@ struct CopyingSink : EventSink {
   }
 };
 
+struct CountingSink : EventSink {
+  std::size_t records = 0;
+  void OnEvent(std::span<const std::byte>) noexcept override { ++records; }
+};
+
 #define SETUP_RING(maps, cpus, slots)                                  \
   KSPAN_REQUIRE_BPF();                                                 \
   RingMaps maps(cpus, slots);                                          \
@@ -332,6 +337,8 @@ TEST(PerCpuRingTest, OpenRefusesMapsThatDoNotMatchTheSpec) {
       {[](auto& s) { s.slots_per_cpu = 6; }, kInvalid, "power of two"},
       {[](auto& s) { s.slot_bytes = 132; }, kInvalid, "multiple of 8"},
       {[](auto& s) { s.cpus = 0; }, kInvalid, "no CPUs"},
+      {[](auto& s) { s.bell_every = 3; }, kInvalid, "a doorbell every 3 records"},
+      {[](auto& s) { s.bell_every = 16; }, kInvalid, "power of two up to 8"},
       {[](auto& s) { s.cpus = 4; }, kInvalid, "max_entries 16, expected 32"},  // maps for two
       {[](auto& s) { s.records_fd = -1; }, absl::StatusCode::kInternal, "records map"},
   };
@@ -340,6 +347,90 @@ TEST(PerCpuRingTest, OpenRefusesMapsThatDoNotMatchTheSpec) {
     c.change(s);
     refused(s, c.code, c.words);
   }
+}
+
+// The doorbell each CPU's producer rings (bpf/kspan_common.h): bell_every
+// records past where the CPU was when the ring was opened.
+TEST(PerCpuRingTest, OpenSetsEachCpusFirstDoorbell) {
+  SETUP_RING(maps, 2, 16);
+  maps.spec.bell_every = 4;
+  Producer producer(maps.spec);
+  ASSERT_TRUE(producer.ok());
+  for (std::uint64_t i = 0; i < 5; ++i) ASSERT_TRUE(producer.Write(1, MakeRecord(1, i)));
+  auto ring = PerCpuRing::Open(maps.spec);
+  ASSERT_TRUE(ring.ok()) << ring.status();
+  EXPECT_EQ(producer.pos(0).bell_at, 4u);
+  EXPECT_EQ(producer.pos(1).bell_at, 9u);
+
+  // Without doorbells the positions' bell_at is left alone.
+  RingMaps quiet(2, 16);
+  ASSERT_TRUE(quiet.ok());
+  Producer quiet_producer(quiet.spec);
+  ASSERT_TRUE(quiet_producer.ok());
+  ASSERT_TRUE(PerCpuRing::Open(quiet.spec).ok());
+  EXPECT_EQ(quiet_producer.pos(0).bell_at, 0u);
+}
+
+// After a drain: a CPU whose records trickle in rings bell_every records
+// past its tail and the reader may wait its whole period; a CPU that wrote
+// more than a doorbell's worth per period is drained on a timer (when a
+// quarter of its ring would be in use, 1 ms at least) and rings only at
+// half its ring.
+TEST(PerCpuRingTest, ArmDoorbellsPutsBusyCpusOnATimer) {
+  SETUP_RING(maps, 2, 1024);
+  maps.spec.bell_every = 16;
+  Producer producer(maps.spec);
+  ASSERT_TRUE(producer.ok());
+  auto ring = PerCpuRing::Open(maps.spec);
+  ASSERT_TRUE(ring.ok()) << ring.status();
+  CountingSink sink;
+  using std::chrono::milliseconds;
+  const auto period = milliseconds(100);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ((*ring)->ArmDoorbells(t0, period), period);  // nothing yet: both wait
+
+  // CPU 0: 512 records in 10 ms (51 200 a second, 5120 a period); CPU 1:
+  // one (10 a period, fewer than a doorbell's worth).
+  for (std::uint64_t i = 0; i < 512; ++i) ASSERT_TRUE(producer.Write(0, MakeRecord(0, i)));
+  ASSERT_TRUE(producer.Write(1, MakeRecord(1, 0)));
+  EXPECT_EQ((*ring)->Drain(&sink), 513u);
+  auto next = (*ring)->ArmDoorbells(t0 + milliseconds(10), period);
+  // A quarter ring (256 records) at 51 200 a second: 5 ms.
+  EXPECT_NEAR((std::chrono::duration<double, std::milli>(next).count()), 5.0, 0.01);
+  EXPECT_EQ((*ring)->timed_cpus(), 1u);
+  EXPECT_EQ(producer.pos(0).bell_at, 512u + 512u);
+  EXPECT_EQ(producer.pos(1).bell_at, 1u + 16u);
+
+  // Faster still: the timer is held at 1 ms.
+  for (std::uint64_t i = 512; i < 1024; ++i) ASSERT_TRUE(producer.Write(0, MakeRecord(0, i)));
+  EXPECT_EQ((*ring)->Drain(&sink), 512u);
+  next = (*ring)->ArmDoorbells(t0 + milliseconds(11), period);
+  EXPECT_EQ(next, milliseconds(1));
+  EXPECT_EQ(producer.pos(0).bell_at, 1024u + 512u);
+
+  // Quiet again: back to doorbells and the whole period.
+  next = (*ring)->ArmDoorbells(t0 + milliseconds(111), period);
+  EXPECT_EQ(next, period);
+  EXPECT_EQ((*ring)->timed_cpus(), 0u);
+  EXPECT_EQ(producer.pos(0).bell_at, 1024u + 16u);
+}
+
+// A producer that is already past the bell_at it is given would ring only
+// bell_every records later: the reader is told to drain again at once.
+TEST(PerCpuRingTest, ArmDoorbellsSaysDrainNowWhenAProducerIsPastItsBell) {
+  SETUP_RING(maps, 2, 64);
+  maps.spec.bell_every = 4;
+  Producer producer(maps.spec);
+  ASSERT_TRUE(producer.ok());
+  auto ring = PerCpuRing::Open(maps.spec);
+  ASSERT_TRUE(ring.ok()) << ring.status();
+  for (std::uint64_t i = 0; i < 10; ++i) ASSERT_TRUE(producer.Write(1, MakeRecord(1, i)));
+  const auto now = std::chrono::steady_clock::now();
+  EXPECT_EQ((*ring)->ArmDoorbells(now, std::chrono::milliseconds(100)), std::chrono::nanoseconds::zero());
+  CountingSink sink;
+  EXPECT_EQ((*ring)->Drain(&sink), 10u);
+  EXPECT_GT((*ring)->ArmDoorbells(now + std::chrono::seconds(1), std::chrono::milliseconds(100)),
+            std::chrono::nanoseconds::zero());
 }
 
 // Checks each delivered record against the one its CPU should send next.
@@ -565,6 +656,35 @@ TEST(PerCpuRingTest, DoorbellRingBufferWakesThePollAndIsNotCountedAsARecord) {
   reader.PollOnce(std::chrono::milliseconds(0));
   EXPECT_EQ(reader.doorbells(), 2u);
   EXPECT_EQ(reader.records_read(), 4u);
+}
+
+// A reader that found a ring busy drains it again on its timer, without
+// waiting for a doorbell or its own poll timeout.
+TEST(PerCpuRingTest, ReaderDrainsABusyRingOnATimer) {
+  SETUP_RING(maps, 2, 1024);
+  maps.spec.bell_every = 4;
+  Fd bell(bpf_map_create(BPF_MAP_TYPE_RINGBUF, "test_bell", 0, 0, 4096, nullptr));
+  ASSERT_GE(bell.get(), 0) << std::strerror(errno);
+  Producer producer(maps.spec);
+  ASSERT_TRUE(producer.ok());
+  CountingSink sink;
+  RingReader reader;
+  ASSERT_TRUE(reader.AddPerCpu(maps.spec, bell.get(), &sink).ok());
+  // 600 records within one 100 ms poll (the producer rings no doorbell):
+  // far more than a doorbell's worth per poll timeout.
+  for (std::uint64_t i = 0; i < 600; ++i) ASSERT_TRUE(producer.Write(0, MakeRecord(0, i)));
+  EXPECT_EQ(reader.PollOnce(std::chrono::milliseconds(100)), 600);
+  EXPECT_EQ(producer.pos(0).bell_at, 600u + 512u);  // rings only at half the ring
+
+  // Two records, fewer than a doorbell's worth and no doorbell: the next
+  // poll returns with them after the timer, not after its 10 s timeout.
+  ASSERT_TRUE(producer.Write(0, MakeRecord(0, 600)));
+  ASSERT_TRUE(producer.Write(0, MakeRecord(0, 601)));
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(reader.PollOnce(std::chrono::seconds(10)), 2);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(1));
+  EXPECT_EQ(sink.records, 602u);
+  EXPECT_EQ(reader.doorbells(), 0u);
 }
 
 }  // namespace

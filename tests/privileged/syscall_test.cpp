@@ -2,10 +2,12 @@
 // capture for this process, make the real syscall, assert each record field
 // and the span built from it; processes outside the filter produce nothing.
 #include <arpa/inet.h>
+#include <bpf/libbpf.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/futex.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
@@ -26,6 +28,7 @@
 #include "userspace/capture_filter.h"
 #include "userspace/clock_sync.h"
 #include "userspace/event_decoder.h"
+#include "userspace/percpu_ring.h"
 #include "userspace/pin_directory.h"
 #include "userspace/ring_reader.h"
 #include "userspace/syscall_capture.h"
@@ -770,10 +773,11 @@ TEST_P(SyscallSpans, FullRingLossIsCountedExactly) {
 }
 
 // With a wakeup size the programs ring the reader's doorbell once per that
-// many bytes of records on a CPU, not per record: a reader whose poll
-// timeout is long still gets a stream of records promptly, all but those
-// written since the last doorbell.
-TEST_P(SyscallSpans, ReaderWokenEveryWakeupSize) {
+// many bytes of records on a CPU, not per record, and the reader drains a
+// CPU that keeps writing on a timer: a reader whose poll timeout is long
+// still gets a stream of records promptly, all but those written since the
+// last doorbell.
+TEST_P(SyscallSpans, RecordsArriveLongBeforeThePollTimeout) {
   KSPAN_REQUIRE_BPF();
   constexpr auto kPollTimeout = 3s;
   StartCapture(1 << 20, /*start_reader=*/true, /*direct_walk=*/true,
@@ -781,13 +785,13 @@ TEST_P(SyscallSpans, ReaderWokenEveryWakeupSize) {
   if (IsSkipped() || HasFatalFailure()) return;
   // 16 KiB of 136-byte records, rounded down to a power of two.
   EXPECT_EQ(SyscallCapture::RecordRingSizesFor(1 << 20, 16 << 10, 2).bell_every, 64u);
+  EXPECT_EQ(capture_->record_rings().bell_every, 64u);
   PinnedToThisCpu pin;  // one CPU's doorbells, whatever the CPU count
   ASSERT_TRUE(pin.ok());
   SleepFor(50ms);  // the reader asleep in its first poll of an empty ring
   int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
   ASSERT_GE(fd, 0);
   const std::uint64_t since = MonoNow();
-  // 1000 plain records: 15 doorbells.
   constexpr int kWrites = 1000;
   for (int i = 0; i < kWrites; ++i) ASSERT_EQ(write(fd, "w", 1), 1);
   const auto written = std::chrono::steady_clock::now();
@@ -796,7 +800,59 @@ TEST_P(SyscallSpans, ReaderWokenEveryWakeupSize) {
   constexpr std::size_t kBeforeLastBell = kWrites - 63;
   EXPECT_TRUE(collector_.WaitForCount(Mine(SYS_write, fd, since), kBeforeLastBell, 1s));
   EXPECT_LT(std::chrono::steady_clock::now() - written, kPollTimeout / 2);
+  EXPECT_GE(reader_.doorbells(), 1u);
   close(fd);
+}
+
+// The programs ring the doorbell where the reader asked (bell_at, in
+// kspan_sys_pos) and every bell_every records past it, never before it:
+// the doorbells are counted on kspan_sys_bell itself against this CPU's head.
+TEST_P(SyscallSpans, DoorbellRungAtBellAtThenEveryBellEvery) {
+  KSPAN_REQUIRE_BPF();
+  StartCapture(1 << 20, /*start_reader=*/false, /*direct_walk=*/true, /*wakeup_bytes=*/16 << 10);
+  if (IsSkipped() || HasFatalFailure()) return;
+  const PerCpuRingSpec spec = capture_->record_rings();
+  ASSERT_EQ(spec.bell_every, 64u);
+  ASSERT_GE(spec.slots_per_cpu, 1024u);  // room for every record below: no drain
+  PinnedToThisCpu pin;
+  ASSERT_TRUE(pin.ok());
+  const auto page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  const std::size_t len = (spec.cpus * sizeof(kspan_percpu_pos) + page - 1) / page * page;
+  void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, spec.positions_fd, 0);
+  ASSERT_NE(m, MAP_FAILED) << std::strerror(errno);
+  kspan_percpu_pos* pos = static_cast<kspan_percpu_pos*>(m) + sched_getcpu();
+  std::uint64_t bells = 0;
+  ring_buffer* rb = ring_buffer__new(
+      capture_->bell_fd(),
+      [](void* ctx, void*, std::size_t) {
+        ++*static_cast<std::uint64_t*>(ctx);
+        return 0;
+      },
+      &bells, nullptr);
+  ASSERT_NE(rb, nullptr) << std::strerror(errno);
+  int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  auto head = [&] { return __atomic_load_n(&pos->head, __ATOMIC_ACQUIRE); };
+
+  // Far ahead: no doorbell at all.
+  ring_buffer__consume(rb);
+  bells = 0;
+  __atomic_store_n(&pos->bell_at, head() + 100000, __ATOMIC_RELAXED);
+  for (int i = 0; i < 200; ++i) ASSERT_EQ(write(fd, "b", 1), 1);
+  ring_buffer__consume(rb);
+  EXPECT_EQ(bells, 0u);
+
+  // Ten records ahead: a doorbell there, then one every 64 records.
+  const std::uint64_t at = head() + 10;
+  __atomic_store_n(&pos->bell_at, at, __ATOMIC_RELAXED);
+  for (int i = 0; i < 300; ++i) ASSERT_EQ(write(fd, "b", 1), 1);
+  const std::uint64_t end = head();
+  ring_buffer__consume(rb);
+  ASSERT_GE(end, at + 256);
+  EXPECT_EQ(bells, (end - at) / 64 + 1);
+  ring_buffer__free(rb);
+  close(fd);
+  munmap(m, len);
 }
 
 INSTANTIATE_TEST_SUITE_P(Syscall, SyscallSpans, ::testing::ValuesIn(kSyscallVariants),
