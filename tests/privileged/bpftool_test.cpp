@@ -1,12 +1,16 @@
 // The bpftool commands docs/bpftool.md shows, run against a live agent:
 // kspan's programs are listed by name, its pinned stats dump with real
 // counts, and a filter changed with bpftool takes effect at once.
+#include <bpf/libbpf.h>
 #include <gtest/gtest.h>
 #include <stdio.h>
 #include <unistd.h>
 
 #include <set>
+#include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "nlohmann/json.hpp"
 #include "tests/privileged/agent_process.h"
@@ -107,6 +111,30 @@ TEST(BpftoolInspection, DocumentedCommandsShowAndSteerKspan) {
     for (const auto& cpu : entry["formatted"]["values"]) connects += cpu["value"].get<std::uint64_t>();
   }
   EXPECT_GE(connects, 1u) << out;
+
+  // The syscall record rings' positions, found by name: head, tail and
+  // bell_at for every CPU, in that order, with no record consumed that was
+  // not written.
+  out = Shell("bpftool map dump name kspan_sys_pos | grep -E '\"(head|tail|bell_at)\"'", &rc);
+  ASSERT_EQ(rc, 0) << out;
+  std::vector<std::pair<std::string, std::uint64_t>> fields;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    const auto q1 = line.find('"');
+    const auto q2 = line.find('"', q1 + 1);
+    const auto colon = line.find(':', q2);
+    ASSERT_TRUE(q1 != std::string::npos && q2 != std::string::npos && colon != std::string::npos) << line;
+    fields.emplace_back(line.substr(q1 + 1, q2 - q1 - 1), std::stoull(line.substr(colon + 1)));
+  }
+  const int cpus = libbpf_num_possible_cpus();
+  ASSERT_EQ(fields.size(), 3u * static_cast<std::size_t>(cpus)) << out;
+  for (std::size_t i = 0; i < fields.size(); i += 3) {
+    EXPECT_EQ(fields[i].first, "head");
+    EXPECT_EQ(fields[i + 1].first, "tail");
+    EXPECT_EQ(fields[i + 2].first, "bell_at");
+    EXPECT_LE(fields[i + 1].second, fields[i].second) << out;
+    EXPECT_GT(fields[i + 2].second, fields[i + 1].second) << "no doorbell set:\n" << out;
+  }
 
   // Deny this process with bpftool: its connects stop producing spans...
   const std::string key = HexLe32(static_cast<std::uint32_t>(getpid()));
