@@ -174,7 +174,6 @@ std::chrono::nanoseconds PerCpuRing::ArmDoorbells(std::chrono::steady_clock::tim
                                                   std::chrono::nanoseconds period) noexcept {
   using std::chrono::duration;
   using std::chrono::nanoseconds;
-  timed_cpus_ = 0;
   if (bell_every_ == 0) return period;
   const double elapsed = std::max(duration<double>(now - last_arm_).count(), 1e-6);
   const double period_s = duration<double>(period).count();
@@ -188,7 +187,6 @@ std::chrono::nanoseconds PerCpuRing::ArmDoorbells(std::chrono::steady_clock::tim
       // More than one doorbell per period: drain on a timer, and keep the
       // doorbell for a CPU that fills half its ring before the timer.
       ahead = std::max<std::uint64_t>(bell_every_, slots_ / 2);
-      ++timed_cpus_;
       const auto quarter = nanoseconds(static_cast<std::int64_t>(slots_ / 4 / rate * 1e9));
       next = std::min(next, std::max<nanoseconds>(quarter, std::chrono::milliseconds(1)));
     }

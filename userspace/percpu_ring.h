@@ -66,8 +66,6 @@ class PerCpuRing {
   // Rings without doorbells (bell_every 0) return `period`.
   std::chrono::nanoseconds ArmDoorbells(std::chrono::steady_clock::time_point now,
                                         std::chrono::nanoseconds period) noexcept;
-  // CPUs polled on a timer after the last ArmDoorbells().
-  std::uint32_t timed_cpus() const { return timed_cpus_; }
 
   // Bytes of all slots and bytes of records waiting, summed over CPUs. Safe
   // from any thread while another drains.
@@ -98,7 +96,6 @@ class PerCpuRing {
   // Per CPU: records delivered since the last ArmDoorbells().
   std::vector<std::uint64_t> delivered_since_arm_;
   std::chrono::steady_clock::time_point last_arm_{};
-  std::uint32_t timed_cpus_ = 0;
   const std::byte* records_ = nullptr;
   std::size_t records_len_ = 0;
   kspan_percpu_pos* positions_ = nullptr;

@@ -397,7 +397,6 @@ TEST(PerCpuRingTest, ArmDoorbellsPutsBusyCpusOnATimer) {
   auto next = (*ring)->ArmDoorbells(t0 + milliseconds(10), period);
   // A quarter ring (256 records) at 51 200 a second: 5 ms.
   EXPECT_NEAR((std::chrono::duration<double, std::milli>(next).count()), 5.0, 0.01);
-  EXPECT_EQ((*ring)->timed_cpus(), 1u);
   EXPECT_EQ(producer.pos(0).bell_at, 512u + 512u);
   EXPECT_EQ(producer.pos(1).bell_at, 1u + 16u);
 
@@ -411,7 +410,6 @@ TEST(PerCpuRingTest, ArmDoorbellsPutsBusyCpusOnATimer) {
   // Quiet again: back to doorbells and the whole period.
   next = (*ring)->ArmDoorbells(t0 + milliseconds(111), period);
   EXPECT_EQ(next, period);
-  EXPECT_EQ((*ring)->timed_cpus(), 0u);
   EXPECT_EQ(producer.pos(0).bell_at, 1024u + 16u);
 }
 

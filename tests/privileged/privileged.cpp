@@ -13,8 +13,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <string>
 
 #include "userspace/clock_sync.h"
 #include "userspace/kernel_features.h"
@@ -155,17 +153,6 @@ bool ChildProcess::RunAndWait() {
 std::uint64_t RealtimeNowNs() { return Now(CLOCK_REALTIME); }
 
 int CurrentTid() { return static_cast<int>(syscall(SYS_gettid)); }
-
-bool UnderEmulation() {
-  static const bool emulated = [] {
-    std::ifstream cpuinfo("/proc/cpuinfo");
-    for (std::string line; std::getline(cpuinfo, line);) {
-      if (line.rfind("model name", 0) == 0) return line.find("QEMU TCG") != std::string::npos;
-    }
-    return false;
-  }();
-  return emulated;
-}
 
 }  // namespace kspan::testing
 

@@ -98,9 +98,4 @@ class ChildProcess {
 std::uint64_t RealtimeNowNs();
 int CurrentTid();
 
-// Whether the CPUs are emulated (qemu TCG, as in vm-tests/): a vCPU may then
-// stall for milliseconds between any two instructions, so orderings that
-// depend on scheduling get a wider tolerance.
-bool UnderEmulation();
-
 }  // namespace kspan::testing
