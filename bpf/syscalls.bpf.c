@@ -384,11 +384,14 @@ static __always_inline struct file *file_btf(struct file *f)
 	return bpf_rdonly_cast(f, bpf_core_type_id_kernel(struct file));
 }
 
+/* `f` as fd_file_direct() or file_btf() gave it: a BTF pointer, read
+ * without a cast (each cast is a call to the compiler, which then keeps
+ * live values out of the registers a call clobbers). */
 static __always_inline __u8 file_kind_direct(struct file *f)
 {
 	if (!f)
 		return KSPAN_FD_NONE;
-	struct inode *inode = file_btf(f)->f_inode;
+	struct inode *inode = f->f_inode;
 	if (!inode)
 		return KSPAN_FD_NONE;
 	return mode_kind(inode->i_mode);
@@ -397,7 +400,7 @@ static __always_inline __u8 file_kind_direct(struct file *f)
 /* Socket fields of a record whose socket fields are still zero. */
 static __always_inline void fill_socket_direct(struct kspan_syscall_event *e, struct file *f)
 {
-	void *priv = file_btf(f)->private_data;
+	void *priv = f->private_data;
 	if (!priv)
 		return;
 	struct socket *sock = bpf_rdonly_cast(priv, bpf_core_type_id_kernel(struct socket));
@@ -469,6 +472,63 @@ static __always_inline bool thread_is_compat(const struct sys_thread *t, bool di
 	return task_is_compat();
 }
 
+/* The socket fields of a record, each written once: none for an fd that
+ * is not a socket (or a socket without its struct sock). */
+static __always_inline void sock_fields_none(struct kspan_syscall_event *e)
+{
+	__u64 *a = (__u64 *)e->saddr;
+	e->family = 0;
+	e->sock_type = 0;
+	e->protocol = 0;
+	e->sport = 0;
+	e->dport = 0;
+	a[0] = 0;
+	a[1] = 0;
+	a[2] = 0;
+	a[3] = 0;
+}
+
+/* A record's fields up to the arguments, and its fd; no path. */
+static __always_inline void fill_head(struct kspan_syscall_event *e, __u32 tgid, __u32 tid,
+				      const struct in_flight *fl,
+				      const struct kspan_syscall_config *c, __u64 now, long ret,
+				      __u32 fd, __u8 kind)
+{
+	e->type = KSPAN_EVENT_SYSCALL;
+	e->pid = tgid;
+	e->tid = tid;
+	e->nr = fl->nr;
+	e->syscall_class = kind == KSPAN_FD_SOCKET ? KSPAN_SYSCALL_CLASS_SOCKET_IO : c->syscall_class;
+	e->trace_level = fl->level;
+	e->start_ns = fl->start_ns;
+	e->end_ns = now;
+	e->ret = (__u64)ret;
+	e->fd = fd;
+	e->fd_kind = kind;
+	e->path_len = 0;
+	e->path_source = KSPAN_PATH_NONE;
+	e->pad0 = 0;
+}
+
+/* A record's comm and socket fields. `task`: the direct walk's task. */
+static __always_inline void fill_tail(struct kspan_syscall_event *e, struct task_struct *task,
+				      struct file *f, __u8 kind, bool direct)
+{
+	if (direct)
+		comm_direct(e->comm, task);
+	else
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
+	/* Zeroed first: a socket without its struct sock, or of a family
+	 * without addresses, leaves them so. */
+	sock_fields_none(e);
+	if (kind != KSPAN_FD_SOCKET)
+		return;
+	if (direct)
+		fill_socket_direct(e, f);
+	else
+		fill_socket(e, f);
+}
+
 /* Every field but the path tail. */
 static __always_inline void fill_event(struct kspan_syscall_event *e, const struct in_flight *fl,
 				       const struct sys_thread *t, __u64 now, long ret,
@@ -476,41 +536,12 @@ static __always_inline void fill_event(struct kspan_syscall_event *e, const stru
 				       const struct kspan_syscall_config *c, __u32 fd,
 				       struct file *f, __u8 kind, bool direct)
 {
-	e->type = KSPAN_EVENT_SYSCALL;
-	e->pid = t->tgid;
-	e->tid = t->tid;
-	e->nr = fl->nr;
-	e->syscall_class = kind == KSPAN_FD_SOCKET ? KSPAN_SYSCALL_CLASS_SOCKET_IO : c->syscall_class;
-	e->trace_level = fl->level;
-	e->start_ns = fl->start_ns;
-	e->end_ns = now;
-	e->ret = (__u64)ret;
+	fill_head(e, t->tgid, t->tid, fl, c, now, ret, fd, kind);
 	e->args[0] = args->a[0];
 	e->args[1] = args->a[1];
 	e->args[2] = args->a[2];
 	e->args[3] = args->a[3];
-	e->fd = fd;
-	e->fd_kind = kind;
-	e->family = 0;
-	e->sock_type = 0;
-	e->protocol = 0;
-	e->sport = 0;
-	e->dport = 0;
-	e->path_len = 0;
-	e->path_source = KSPAN_PATH_NONE;
-	e->pad0 = 0;
-	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
-	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
-	if (direct)
-		comm_direct(e->comm, t->task);
-	else
-		bpf_get_current_comm(e->comm, sizeof(e->comm));
-	if (kind == KSPAN_FD_SOCKET) {
-		if (direct)
-			fill_socket_direct(e, f);
-		else
-			fill_socket(e, f);
-	}
+	fill_tail(e, t->task, f, kind, direct);
 }
 
 /* Wake the consumer once per 2^wakeup_shift bytes written (the power of two
@@ -783,7 +814,23 @@ static __noinline int emit_path_record_probe(const struct sys_record *r)
 	return emit_path_record(r, false);
 }
 
-/* A paired syscall: the record, if slow enough. */
+/* A record with a path, out of line. */
+static __always_inline void emit_path(const struct kspan_syscall_config *c,
+				      const struct in_flight *fl, const struct sys_thread *t,
+				      const struct sys_args *args, struct file *f, __u64 now, long ret,
+				      __u32 fd, __u8 kind, bool direct)
+{
+	struct sys_record r = {
+		.c = c, .fl = fl, .t = t, .args = args, .f = f,
+		.now = now, .ret = ret, .fd = fd, .kind = kind,
+	};
+	if (direct)
+		emit_path_record_direct(&r);
+	else
+		emit_path_record_probe(&r);
+}
+
+
 /* The arguments, from the tp_btf exits' pt_regs or from the slot. Read only
  * once a record is certain: most paired syscalls are below their minimum. */
 static __always_inline void read_args(struct sys_args *a, const struct in_flight *fl,
@@ -802,33 +849,74 @@ static __always_inline void read_args(struct sys_args *a, const struct in_flight
 	}
 }
 
-static __always_inline void exit_traced(const struct kspan_syscall_config *c,
-					const struct in_flight *flp, const struct sys_thread *t,
-					__u64 now, long ret, struct pt_regs *regs,
-					bool args_in_regs, const struct kspan_filter_config *fc,
-					bool direct)
+/* Whether a paired syscall that took `duration` is below its minimum:
+ * KEEP it, SKIP it (counted), or keep it only IF_SOCKET (a lower minimum
+ * for sockets). A process that is watched for slow syscalls only has the
+ * host-wide threshold as its minimum too. */
+enum sys_keep { SYS_SKIP, SYS_KEEP, SYS_KEEP_IF_SOCKET };
+
+static __always_inline enum sys_keep keep_record(const struct kspan_syscall_config *c, __u8 level,
+						 __u64 duration)
 {
-	__u8 flags = c->flags;
 	__u64 min_ns = c->min_duration_ns;
 	__u64 sock_min_ns = c->socket_min_ns;
-	if (flp->level != KSPAN_TRACE_FULL) {
+	if (level != KSPAN_TRACE_FULL) {
+		__u32 zero = 0;
+		struct kspan_filter_config *fc = bpf_map_lookup_elem(&kspan_cfg, &zero);
+		if (!fc)
+			return SYS_SKIP;
 		if (fc->slow_threshold_ns > min_ns)
 			min_ns = fc->slow_threshold_ns;
 		if (fc->slow_threshold_ns > sock_min_ns)
 			sock_min_ns = fc->slow_threshold_ns;
 	}
-	__u64 duration = now - flp->start_ns;
-	bool only_if_socket = false;
-	if (duration < min_ns) {
-		/* Fast enough to skip, unless the fd is a socket with a lower minimum. */
-		if (duration < sock_min_ns ||
-		    !(flags & (KSPAN_SYSCALL_F_FD_ARG0 | KSPAN_SYSCALL_F_FD_RET |
-			       KSPAN_SYSCALL_F_FD_AT_ENTER))) {
-			kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_BELOW_THRESHOLD);
-			return;
-		}
-		only_if_socket = true;
+	if (duration >= min_ns)
+		return SYS_KEEP;
+	if (duration >= sock_min_ns &&
+	    (c->flags & (KSPAN_SYSCALL_F_FD_ARG0 | KSPAN_SYSCALL_F_FD_RET | KSPAN_SYSCALL_F_FD_AT_ENTER)))
+		return SYS_KEEP_IF_SOCKET;
+	kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_BELOW_THRESHOLD);
+	return SYS_SKIP;
+}
+
+/* The fd a record describes (*fd, KSPAN_SYSCALL_NO_FD if none) and its
+ * struct file: the return value (accept, openat), the file remembered at
+ * enter (close), or the first argument `a0`. */
+static __always_inline struct file *record_file(const struct kspan_syscall_config *c,
+						const struct in_flight *fl, long ret, __u64 a0,
+						struct task_struct *task, __u32 *fd, bool direct)
+{
+	__u8 flags = c->flags;
+	*fd = KSPAN_SYSCALL_NO_FD;
+	if (flags & KSPAN_SYSCALL_F_FD_AT_ENTER) {
+		struct file *f = (struct file *)fl->file;
+		*fd = (__u32)a0;
+		if (direct && f)
+			f = file_btf(f);
+		return f;
 	}
+	__u32 n;
+	if (flags & KSPAN_SYSCALL_F_FD_RET) {
+		if (ret < 0)
+			return NULL;
+		n = (__u32)ret;
+	} else if (flags & KSPAN_SYSCALL_F_FD_ARG0) {
+		n = (__u32)a0;
+	} else {
+		return NULL;
+	}
+	*fd = n;
+	return direct ? fd_file_direct(task, n) : fd_file(n);
+}
+
+static __always_inline void exit_traced(const struct kspan_syscall_config *c,
+					const struct in_flight *flp, const struct sys_thread *t,
+					__u64 now, long ret, struct pt_regs *regs,
+					bool args_in_regs, bool direct)
+{
+	enum sys_keep keep = keep_record(c, flp->level, now - flp->start_ns);
+	if (keep == SYS_SKIP)
+		return;
 	/* An ia32 syscall: its numbers differ, the config does not apply.
 	 * Checked here, not at enter, so fast syscalls never pay for it. */
 	if (thread_is_compat(t, direct))
@@ -836,39 +924,15 @@ static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 	struct sys_args a;
 	read_args(&a, flp, regs, args_in_regs);
 	const struct sys_args *args = &a;
-
-	__u32 fd = KSPAN_SYSCALL_NO_FD;
-	struct file *f = NULL;
-	bool walk = false; /* one copy of the fd table walk in the program */
-	if (flags & KSPAN_SYSCALL_F_FD_RET) {
-		if (ret >= 0) {
-			fd = (__u32)ret;
-			walk = true;
-		}
-	} else if (flags & KSPAN_SYSCALL_F_FD_AT_ENTER) {
-		fd = (__u32)args->a[0];
-		f = (struct file *)flp->file;
-	} else if (flags & KSPAN_SYSCALL_F_FD_ARG0) {
-		fd = (__u32)args->a[0];
-		walk = true;
-	}
-	if (walk)
-		f = direct ? fd_file_direct(t->task, fd) : fd_file(fd);
+	__u32 fd;
+	struct file *f = record_file(c, flp, ret, args->a[0], t->task, &fd, direct);
 	__u8 kind = direct ? file_kind_direct(f) : file_kind(f);
-	if (only_if_socket && kind != KSPAN_FD_SOCKET) {
+	if (keep == SYS_KEEP_IF_SOCKET && kind != KSPAN_FD_SOCKET) {
 		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_BELOW_THRESHOLD);
 		return;
 	}
-
-	if (kind == KSPAN_FD_FILE || (flags & KSPAN_SYSCALL_F_PATH_ARG1)) {
-		struct sys_record r = {
-			.c = c, .fl = flp, .t = t, .args = args, .f = f,
-			.now = now, .ret = ret, .fd = fd, .kind = kind,
-		};
-		if (direct)
-			emit_path_record_direct(&r);
-		else
-			emit_path_record_probe(&r);
+	if (kind == KSPAN_FD_FILE || (c->flags & KSPAN_SYSCALL_F_PATH_ARG1)) {
+		emit_path(c, flp, t, args, f, now, ret, fd, kind, direct);
 		return;
 	}
 	struct kspan_percpu_pos *pos = NULL;
@@ -879,14 +943,40 @@ static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 	rec_commit(pos);
 }
 
-/* sys_exit once the process is known to be traced (fc set).
+/* The exit of a paired syscall: its record if it is one, then the close
+ * bookkeeping. */
+static __always_inline void exit_paired(const struct kspan_syscall_config *c,
+					const struct in_flight *slot, const struct sys_thread *t,
+					long nr, long ret, struct pt_regs *regs, bool args_in_regs,
+					bool direct)
+{
+	__u64 now = bpf_ktime_get_ns();
+	if (slot->nr != (__u16)nr) {
+		/* The exit of another syscall than the one entered: its own
+		 * exit was lost. */
+		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_EXIT_NO_ENTER);
+		return;
+	}
+	exit_traced(c, slot, t, now, ret, regs, args_in_regs, direct);
+	/* close: the remembered path dies with the fd, recorded or not. */
+	if ((c->flags & KSPAN_SYSCALL_F_FD_AT_ENTER) && ret == 0) {
+		__u64 fd;
+		if (args_in_regs)
+			fd = regs->di;
+		else
+			fd = slot->args[0];
+		struct path_key key = {.tgid = t->tgid, .fd = (__u32)fd};
+		bpf_map_delete_elem(&kspan_sys_paths, &key);
+	}
+}
+
+/* sys_exit once the process is known to be traced.
  * `args_in_regs` (a constant: the verifier refuses one load instruction
  * serving both a BTF pointer and a map value): the arguments are read from
  * the tp_btf exits' `regs`, else from the slot. */
 static __always_inline int sys_exit_traced(struct kspan_syscall_config *c,
 					   const struct sys_thread *t, long nr, long ret,
-					   struct kspan_filter_config *fc, struct pt_regs *regs,
-					   bool args_in_regs, bool direct)
+					   struct pt_regs *regs, bool args_in_regs, bool direct)
 {
 	__u32 tid = t->tid;
 	__u32 idx = tid & infl_mask;
@@ -897,29 +987,14 @@ static __always_inline int sys_exit_traced(struct kspan_syscall_config *c,
 	if (!slot) {
 		/* Began before capture started, was not recorded for lack of a
 		 * slot (counted at enter), or the process became traced
-		 * meanwhile; ia32 syscalls are never recorded. */
-		if (!thread_is_compat(t, direct))
+		 * meanwhile; ia32 syscalls are never recorded. A futex call
+		 * without a slot is most likely one that is not a wait (no
+		 * slot taken at its enter); the tp_btf exits tell them apart. */
+		if (!(c->flags & KSPAN_SYSCALL_F_FUTEX_WAIT) && !thread_is_compat(t, direct))
 			kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_EXIT_NO_ENTER);
 		return 0;
 	}
-	__u64 now = bpf_ktime_get_ns();
-	if (slot->nr != (__u16)nr) {
-		/* The exit of another syscall than the one entered: its own
-		 * exit was lost. */
-		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_EXIT_NO_ENTER);
-	} else {
-		exit_traced(c, slot, t, now, ret, regs, args_in_regs, fc, direct);
-		/* close: the remembered path dies with the fd, recorded or not. */
-		if ((c->flags & KSPAN_SYSCALL_F_FD_AT_ENTER) && ret == 0) {
-			__u64 fd;
-			if (args_in_regs)
-				fd = regs->di;
-			else
-				fd = slot->args[0];
-			struct path_key key = {.tgid = t->tgid, .fd = (__u32)fd};
-			bpf_map_delete_elem(&kspan_sys_paths, &key);
-		}
-	}
+	exit_paired(c, slot, t, nr, ret, regs, args_in_regs, direct);
 	if (in_array)
 		slot->tid = 0;
 	else
@@ -944,7 +1019,123 @@ static __always_inline int sys_exit_common(long nr, long ret, struct pt_regs *re
 		return 0;
 	t.tgid = pid_tgid >> 32;
 	t.tid = (__u32)pid_tgid;
-	return sys_exit_traced(c, &t, nr, ret, fc, regs, args_in_regs, direct);
+	return sys_exit_traced(c, &t, nr, ret, regs, args_in_regs, direct);
+}
+
+/* The rare cases of the tp_btf exits, out of line: the thread not yet known
+ * on this CPU, or no array slot of its own (a spilled or unpaired syscall). */
+static __noinline int sys_exit_btf_rare_direct(struct pt_regs *regs, long ret)
+{
+	return sys_exit_common(regs->orig_ax, ret, regs, true, true, true);
+}
+
+static __noinline int sys_exit_btf_rare_probe(struct pt_regs *regs, long ret)
+{
+	return sys_exit_common(regs->orig_ax, ret, regs, true, false, true);
+}
+
+/* A fixed-size record (no path) on the tp_btf exits: every field written
+ * once, the arguments straight from pt_regs. */
+static __always_inline void fill_record_btf(struct kspan_syscall_event *e,
+					    const struct sys_thread *t,
+					    const struct kspan_syscall_config *c,
+					    const struct in_flight *slot, struct pt_regs *regs,
+					    __u64 now, long ret, __u32 fd, struct file *f, __u8 kind,
+					    bool direct)
+{
+	fill_head(e, t->tgid, t->tid, slot, c, now, ret, fd, kind);
+	e->args[0] = regs->di;
+	e->args[1] = regs->si;
+	e->args[2] = regs->dx;
+	e->args[3] = regs->r10;
+	fill_tail(e, t->task, f, kind, direct);
+}
+
+/* exit_traced() for the tp_btf exits: the thread from kspan_sys_cur, the
+ * arguments from pt_regs, fixed-size records filled in place; records with
+ * a path out of line. */
+static __always_inline void exit_traced_btf(const struct sys_current *cur,
+					    const struct kspan_syscall_config *c,
+					    const struct in_flight *slot, __u64 now, long ret,
+					    struct pt_regs *regs, bool direct)
+{
+	enum sys_keep keep = keep_record(c, slot->level, now - slot->start_ns);
+	if (keep == SYS_SKIP)
+		return;
+	struct sys_thread t = {.tgid = cur->pid_tgid >> 32, .tid = (__u32)cur->pid_tgid};
+	if (direct)
+		t.task = bpf_rdonly_cast((void *)cur->task, bpf_core_type_id_kernel(struct task_struct));
+	if (thread_is_compat(&t, direct))
+		return;
+	__u32 fd;
+	struct file *f = record_file(c, slot, ret, regs->di, t.task, &fd, direct);
+	__u8 kind = direct ? file_kind_direct(f) : file_kind(f);
+	if (keep == SYS_KEEP_IF_SOCKET && kind != KSPAN_FD_SOCKET) {
+		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_BELOW_THRESHOLD);
+		return;
+	}
+	if (kind == KSPAN_FD_FILE || (c->flags & KSPAN_SYSCALL_F_PATH_ARG1)) {
+		struct sys_args a;
+		read_args(&a, slot, regs, true);
+		emit_path(c, slot, &t, &a, f, now, ret, fd, kind, direct);
+		return;
+	}
+	struct kspan_percpu_pos *pos = NULL;
+	struct kspan_syscall_event *e = rec_reserve(&pos);
+	if (!e || !pos)
+		return;
+	fill_record_btf(e, &t, c, slot, regs, now, ret, fd, f, kind, direct);
+	rec_commit(pos);
+}
+
+/* The tp_btf exits: the common case written out (the thread and its trace
+ * level from kspan_sys_cur, its own array slot), for the fewest
+ * instructions and registers spilled on the path of every traced syscall.
+ * Everything else (the thread not yet known on this CPU, a level computed
+ * for an older filter, no array slot of its own) goes to the general exit
+ * out of line. */
+static __always_inline int sys_exit_btf(struct pt_regs *regs, long ret, bool direct)
+{
+	__u32 zero = 0;
+	struct sys_current *cur = bpf_map_lookup_elem(&kspan_sys_cur, &zero);
+	struct kspan_filter_config *fc = bpf_map_lookup_elem(&kspan_cfg, &zero);
+	if (!cur || !fc)
+		return 0;
+	__u32 v = cur->level;
+	__u64 pid_tgid = cur->pid_tgid;
+	if ((v & ~3u) != ((fc->generation << 3) | 4) || !cur->task || !pid_tgid)
+		goto rare;
+	int level = v & 3;
+	if (level == KSPAN_TRACE_NONE)
+		return 0;
+	long nr = regs->orig_ax;
+	struct kspan_syscall_config *c = sys_config(nr);
+	if (!c || skipped_wait(c, level))
+		return 0;
+	/* A futex call other than a wait took no slot at its enter. */
+	if ((c->flags & KSPAN_SYSCALL_F_FUTEX_WAIT) && !futex_waits(regs->si))
+		return 0;
+	struct sys_thread t = {.tgid = pid_tgid >> 32, .tid = (__u32)pid_tgid};
+	__u32 idx = t.tid & infl_mask;
+	struct in_flight *slot = bpf_map_lookup_elem(&kspan_sys_infl, &idx);
+	if (!slot || slot->tid != t.tid)
+		goto rare;
+	__u64 now = bpf_ktime_get_ns();
+	if (slot->nr != (__u16)nr) {
+		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_EXIT_NO_ENTER);
+	} else {
+		exit_traced_btf(cur, c, slot, now, ret, regs, direct);
+		if ((c->flags & KSPAN_SYSCALL_F_FD_AT_ENTER) && ret == 0) {
+			struct path_key key = {.tgid = t.tgid, .fd = (__u32)regs->di};
+			bpf_map_delete_elem(&kspan_sys_paths, &key);
+		}
+	}
+	slot->tid = 0;
+	return 0;
+rare:
+	if (direct)
+		return sys_exit_btf_rare_direct(regs, ret);
+	return sys_exit_btf_rare_probe(regs, ret);
 }
 
 /* ---- variant tp_btf: raw_syscalls with BTF-typed arguments ---- */
@@ -968,14 +1159,14 @@ int BPF_PROG(kspan_sys_e_btf, struct pt_regs *regs, long id)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(kspan_sys_x_btf, struct pt_regs *regs, long ret)
 {
-	return sys_exit_common(regs->orig_ax, ret, regs, true, false, true);
+	return sys_exit_btf(regs, ret, false);
 }
 
 /* The loader's choice over kspan_sys_x_btf where the kernel has bpf_rdonly_cast. */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(kspan_sys_x_ptr, struct pt_regs *regs, long ret)
 {
-	return sys_exit_common(regs->orig_ax, ret, regs, true, true, true);
+	return sys_exit_btf(regs, ret, true);
 }
 
 /* ---- variant raw_tp: raw_syscalls, arguments through probe reads ---- */
@@ -1013,7 +1204,7 @@ int kspan_sys_x_raw(struct bpf_raw_tracepoint_args *ctx)
 	struct kspan_syscall_config *c = sys_config(nr);
 	if (!c || skipped_wait(c, level))
 		return 0;
-	return sys_exit_traced(c, &t, nr, (long)ctx->args[1], fc, NULL, false, false);
+	return sys_exit_traced(c, &t, nr, (long)ctx->args[1], NULL, false, false);
 }
 
 /* ---- variant tracepoint: the classic raw_syscalls:sys_enter/sys_exit ---- */

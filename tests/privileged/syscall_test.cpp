@@ -574,6 +574,28 @@ TEST_P(SyscallSpans, SlowNanosleepAndFutexWaitAboveThreshold) {
             0u);
 }
 
+// A futex call other than a wait takes no slot at its enter, so its exit is
+// not one that lost its enter: a thousand FUTEX_WAKEs of a traced process
+// leave the unpaired-exit count where it was. (Other processes on the host
+// may add a few of their own: one per thread that was inside a syscall when
+// capture started.)
+TEST_P(SyscallSpans, FutexWakesAreNotUnpairedExits) {
+  KSPAN_REQUIRE_BPF();
+  StartCapture();
+  if (IsSkipped() || HasFatalFailure()) return;
+  int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  ASSERT_EQ(write(fd, "y", 1), 1);
+  ASSERT_TRUE(collector_.WaitFor(Mine(SYS_write, fd)).has_value()) << "capture is not live";
+  close(fd);
+  alignas(4) static std::uint32_t word = 0;
+  const std::uint64_t before = capture_->ReadStats()[KSPAN_SYS_STAT_EXIT_NO_ENTER];
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_GE(syscall(SYS_futex, &word, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0), 0);
+  }
+  const std::uint64_t after = capture_->ReadStats()[KSPAN_SYS_STAT_EXIT_NO_ENTER];
+  EXPECT_LT(after - before, 100u) << "FUTEX_WAKE exits counted as unpaired";
+}
+
 TEST_P(SyscallSpans, ProcessOutsideTheFilterProducesNothing) {
   KSPAN_REQUIRE_BPF();
   StartCapture();
