@@ -400,6 +400,10 @@ static __always_inline __u8 file_kind_direct(struct file *f)
 /* Socket fields of a record whose socket fields are still zero. */
 static __always_inline void fill_socket_direct(struct kspan_syscall_event *e, struct file *f)
 {
+	/* NULL never comes with a socket kind, but the verifier cannot know
+	 * that of a record it reads back from the stack (path records). */
+	if (!f)
+		return;
 	void *priv = f->private_data;
 	if (!priv)
 		return;
@@ -490,15 +494,14 @@ static __always_inline void sock_fields_none(struct kspan_syscall_event *e)
 
 /* A record's fields up to the arguments, and its fd; no path. */
 static __always_inline void fill_head(struct kspan_syscall_event *e, __u32 tgid, __u32 tid,
-				      const struct in_flight *fl,
-				      const struct kspan_syscall_config *c, __u64 now, long ret,
-				      __u32 fd, __u8 kind)
+				      const struct in_flight *fl, __u8 syscall_class, __u64 now,
+				      long ret, __u32 fd, __u8 kind)
 {
 	e->type = KSPAN_EVENT_SYSCALL;
 	e->pid = tgid;
 	e->tid = tid;
 	e->nr = fl->nr;
-	e->syscall_class = kind == KSPAN_FD_SOCKET ? KSPAN_SYSCALL_CLASS_SOCKET_IO : c->syscall_class;
+	e->syscall_class = kind == KSPAN_FD_SOCKET ? KSPAN_SYSCALL_CLASS_SOCKET_IO : syscall_class;
 	e->trace_level = fl->level;
 	e->start_ns = fl->start_ns;
 	e->end_ns = now;
@@ -532,11 +535,10 @@ static __always_inline void fill_tail(struct kspan_syscall_event *e, struct task
 /* Every field but the path tail. */
 static __always_inline void fill_event(struct kspan_syscall_event *e, const struct in_flight *fl,
 				       const struct sys_thread *t, __u64 now, long ret,
-				       const struct sys_args *args,
-				       const struct kspan_syscall_config *c, __u32 fd,
+				       const struct sys_args *args, __u8 syscall_class, __u32 fd,
 				       struct file *f, __u8 kind, bool direct)
 {
-	fill_head(e, t->tgid, t->tid, fl, c, now, ret, fd, kind);
+	fill_head(e, t->tgid, t->tid, fl, syscall_class, now, ret, fd, kind);
 	e->args[0] = args->a[0];
 	e->args[1] = args->a[1];
 	e->args[2] = args->a[2];
@@ -773,15 +775,15 @@ static __always_inline void fill_openat_path(struct kspan_syscall_path_event *e,
 
 /* A paired, resolved syscall on its way to the ring. */
 struct sys_record {
-	const struct kspan_syscall_config *c;
-	const struct in_flight *fl;
+	const struct in_flight *fl; /* its args hold the arguments (record_args()) */
 	const struct sys_thread *t;
-	const struct sys_args *args;
 	struct file *f;
 	__u64 now;
 	long ret;
 	__u32 fd;
 	__u8 kind;
+	__u8 syscall_class; /* the config's */
+	__u8 flags;         /* the config's */
 };
 
 /* A record with its path tail (files, openat). */
@@ -792,9 +794,11 @@ static __always_inline int emit_path_record(const struct sys_record *r, bool dir
 		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_RING_FULL);
 		return 0;
 	}
-	fill_event(&e->ev, r->fl, r->t, r->now, r->ret, r->args, r->c, r->fd, r->f, r->kind, direct);
-	if (r->c->flags & KSPAN_SYSCALL_F_PATH_ARG1)
-		fill_openat_path(e, r->fl, r->args->a[1], r->t->tgid, r->ret, r->f);
+	const struct sys_args *args = (const struct sys_args *)r->fl->args;
+	fill_event(&e->ev, r->fl, r->t, r->now, r->ret, args, r->syscall_class, r->fd, r->f,
+		   r->kind, direct);
+	if (r->flags & KSPAN_SYSCALL_F_PATH_ARG1)
+		fill_openat_path(e, r->fl, args->a[1], r->t->tgid, r->ret, r->f);
 	else
 		fill_path(e, r->t->tgid, r->fd, r->f);
 	submit(e);
@@ -817,12 +821,12 @@ static __noinline int emit_path_record_probe(const struct sys_record *r)
 /* A record with a path, out of line. */
 static __always_inline void emit_path(const struct kspan_syscall_config *c,
 				      const struct in_flight *fl, const struct sys_thread *t,
-				      const struct sys_args *args, struct file *f, __u64 now, long ret,
-				      __u32 fd, __u8 kind, bool direct)
+				      struct file *f, __u64 now, long ret, __u32 fd, __u8 kind,
+				      bool direct)
 {
 	struct sys_record r = {
-		.c = c, .fl = fl, .t = t, .args = args, .f = f,
-		.now = now, .ret = ret, .fd = fd, .kind = kind,
+		.fl = fl, .t = t, .f = f, .now = now, .ret = ret, .fd = fd, .kind = kind,
+		.syscall_class = c->syscall_class, .flags = c->flags,
 	};
 	if (direct)
 		emit_path_record_direct(&r);
@@ -831,22 +835,22 @@ static __always_inline void emit_path(const struct kspan_syscall_config *c,
 }
 
 
-/* The arguments, from the tp_btf exits' pt_regs or from the slot. Read only
- * once a record is certain: most paired syscalls are below their minimum. */
-static __always_inline void read_args(struct sys_args *a, const struct in_flight *fl,
-				      struct pt_regs *regs, bool args_in_regs)
+/* The arguments in the slot's args, where a record reads them: the
+ * raw_tp and tracepoint enters stored them there; the tp_btf exits copy
+ * them from pt_regs now, once a record is certain (most paired syscalls are
+ * below their minimum). In the slot rather than on the stack: the exits'
+ * subprograms' frames must fit in 512 bytes together. */
+static __always_inline const struct sys_args *record_args(const struct in_flight *fl,
+							  struct pt_regs *regs, bool args_in_regs)
 {
+	struct in_flight *w = (struct in_flight *)fl;
 	if (args_in_regs) {
-		a->a[0] = regs->di;
-		a->a[1] = regs->si;
-		a->a[2] = regs->dx;
-		a->a[3] = regs->r10;
-	} else {
-		a->a[0] = fl->args[0];
-		a->a[1] = fl->args[1];
-		a->a[2] = fl->args[2];
-		a->a[3] = fl->args[3];
+		w->args[0] = regs->di;
+		w->args[1] = regs->si;
+		w->args[2] = regs->dx;
+		w->args[3] = regs->r10;
 	}
+	return (const struct sys_args *)w->args;
 }
 
 /* Whether a paired syscall that took `duration` is below its minimum:
@@ -921,9 +925,7 @@ static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 	 * Checked here, not at enter, so fast syscalls never pay for it. */
 	if (thread_is_compat(t, direct))
 		return;
-	struct sys_args a;
-	read_args(&a, flp, regs, args_in_regs);
-	const struct sys_args *args = &a;
+	const struct sys_args *args = record_args(flp, regs, args_in_regs);
 	__u32 fd;
 	struct file *f = record_file(c, flp, ret, args->a[0], t->task, &fd, direct);
 	__u8 kind = direct ? file_kind_direct(f) : file_kind(f);
@@ -932,14 +934,14 @@ static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 		return;
 	}
 	if (kind == KSPAN_FD_FILE || (c->flags & KSPAN_SYSCALL_F_PATH_ARG1)) {
-		emit_path(c, flp, t, args, f, now, ret, fd, kind, direct);
+		emit_path(c, flp, t, f, now, ret, fd, kind, direct);
 		return;
 	}
 	struct kspan_percpu_pos *pos = NULL;
 	struct kspan_syscall_event *e = rec_reserve(&pos);
 	if (!e || !pos)
 		return;
-	fill_event(e, flp, t, now, ret, args, c, fd, f, kind, direct);
+	fill_event(e, flp, t, now, ret, args, c->syscall_class, fd, f, kind, direct);
 	rec_commit(pos);
 }
 
@@ -1022,18 +1024,6 @@ static __always_inline int sys_exit_common(long nr, long ret, struct pt_regs *re
 	return sys_exit_traced(c, &t, nr, ret, regs, args_in_regs, direct);
 }
 
-/* The rare cases of the tp_btf exits, out of line: the thread not yet known
- * on this CPU, or no array slot of its own (a spilled or unpaired syscall). */
-static __noinline int sys_exit_btf_rare_direct(struct pt_regs *regs, long ret)
-{
-	return sys_exit_common(regs->orig_ax, ret, regs, true, true, true);
-}
-
-static __noinline int sys_exit_btf_rare_probe(struct pt_regs *regs, long ret)
-{
-	return sys_exit_common(regs->orig_ax, ret, regs, true, false, true);
-}
-
 /* A fixed-size record (no path) on the tp_btf exits: every field written
  * once, the arguments straight from pt_regs. */
 static __always_inline void fill_record_btf(struct kspan_syscall_event *e,
@@ -1043,7 +1033,7 @@ static __always_inline void fill_record_btf(struct kspan_syscall_event *e,
 					    __u64 now, long ret, __u32 fd, struct file *f, __u8 kind,
 					    bool direct)
 {
-	fill_head(e, t->tgid, t->tid, slot, c, now, ret, fd, kind);
+	fill_head(e, t->tgid, t->tid, slot, c->syscall_class, now, ret, fd, kind);
 	e->args[0] = regs->di;
 	e->args[1] = regs->si;
 	e->args[2] = regs->dx;
@@ -1075,9 +1065,8 @@ static __always_inline void exit_traced_btf(const struct sys_current *cur,
 		return;
 	}
 	if (kind == KSPAN_FD_FILE || (c->flags & KSPAN_SYSCALL_F_PATH_ARG1)) {
-		struct sys_args a;
-		read_args(&a, slot, regs, true);
-		emit_path(c, slot, &t, &a, f, now, ret, fd, kind, direct);
+		record_args(slot, regs, true);
+		emit_path(c, slot, &t, f, now, ret, fd, kind, direct);
 		return;
 	}
 	struct kspan_percpu_pos *pos = NULL;
@@ -1092,8 +1081,10 @@ static __always_inline void exit_traced_btf(const struct sys_current *cur,
  * level from kspan_sys_cur, its own array slot), for the fewest
  * instructions and registers spilled on the path of every traced syscall.
  * Everything else (the thread not yet known on this CPU, a level computed
- * for an older filter, no array slot of its own) goes to the general exit
- * out of line. */
+ * for an older filter, no array slot of its own) goes to the general exit.
+ * (Not a subprogram: with the path record's, three frames would exceed the
+ * 512 bytes of stack that kernels before private stacks (6.13) allow a
+ * call chain.) */
 static __always_inline int sys_exit_btf(struct pt_regs *regs, long ret, bool direct)
 {
 	__u32 zero = 0;
@@ -1133,9 +1124,7 @@ static __always_inline int sys_exit_btf(struct pt_regs *regs, long ret, bool dir
 	slot->tid = 0;
 	return 0;
 rare:
-	if (direct)
-		return sys_exit_btf_rare_direct(regs, ret);
-	return sys_exit_btf_rare_probe(regs, ret);
+	return sys_exit_common(regs->orig_ax, ret, regs, true, direct, true);
 }
 
 /* ---- variant tp_btf: raw_syscalls with BTF-typed arguments ---- */
