@@ -1,5 +1,6 @@
 #include "tests/privileged/privileged.h"
 
+#include <spdlog/spdlog.h>
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <netinet/tcp.h>
@@ -159,5 +160,14 @@ int CurrentTid() { return static_cast<int>(syscall(SYS_gettid)); }
 namespace {
 // libbpf's own messages (expected while variants are probed) go to spdlog
 // at debug level, as in the agent, instead of flooding the test log.
-[[maybe_unused]] const bool kLibbpfRouted = (kspan::RouteLibbpfLogs(), true);
+// KSPAN_TEST_LOG=debug (or trace) shows them, with the verifier's log of a
+// refused program: `vm-tests/run-matrix.sh --env KSPAN_TEST_LOG=debug`.
+bool RouteLogs() {
+  kspan::RouteLibbpfLogs();
+  if (const char* level = std::getenv("KSPAN_TEST_LOG")) {
+    spdlog::set_level(spdlog::level::from_str(level));
+  }
+  return true;
+}
+[[maybe_unused]] const bool kLibbpfRouted = RouteLogs();
 }  // namespace
