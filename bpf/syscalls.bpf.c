@@ -461,14 +461,6 @@ struct sys_thread {
 	__u32 tid;
 };
 
-/* The syscall's first four arguments at sys_exit. On x86_64 the tp_btf
- * exits read them from pt_regs, which still holds them (only ax has become
- * the return value; ptrace and seccomp changes come before sys_enter), so
- * their enter stores none; the other variants keep them in the slot. */
-struct sys_args {
-	__u64 a[4];
-};
-
 static __always_inline bool thread_is_compat(const struct sys_thread *t, bool direct)
 {
 	if (direct)
@@ -532,17 +524,29 @@ static __always_inline void fill_tail(struct kspan_syscall_event *e, struct task
 		fill_socket(e, f);
 }
 
-/* Every field but the path tail. */
+/* Every field but the path tail, each written once. The syscall's first
+ * four arguments come straight from the tp_btf exits' `regs`
+ * (`args_in_regs`): on x86_64 pt_regs still holds them at sys_exit (only ax
+ * has become the return value; ptrace and seccomp changes come before
+ * sys_enter), so their enter stores none. Else they come from the slot's
+ * args, where the other variants' enters store them (see record_args()). */
 static __always_inline void fill_event(struct kspan_syscall_event *e, const struct in_flight *fl,
 				       const struct sys_thread *t, __u64 now, long ret,
-				       const struct sys_args *args, __u8 syscall_class, __u32 fd,
-				       struct file *f, __u8 kind, bool direct)
+				       struct pt_regs *regs, bool args_in_regs, __u8 syscall_class,
+				       __u32 fd, struct file *f, __u8 kind, bool direct)
 {
 	fill_head(e, t->tgid, t->tid, fl, syscall_class, now, ret, fd, kind);
-	e->args[0] = args->a[0];
-	e->args[1] = args->a[1];
-	e->args[2] = args->a[2];
-	e->args[3] = args->a[3];
+	if (args_in_regs) {
+		e->args[0] = regs->di;
+		e->args[1] = regs->si;
+		e->args[2] = regs->dx;
+		e->args[3] = regs->r10;
+	} else {
+		e->args[0] = fl->args[0];
+		e->args[1] = fl->args[1];
+		e->args[2] = fl->args[2];
+		e->args[3] = fl->args[3];
+	}
 	fill_tail(e, t->task, f, kind, direct);
 }
 
@@ -794,11 +798,10 @@ static __always_inline int emit_path_record(const struct sys_record *r, bool dir
 		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_RING_FULL);
 		return 0;
 	}
-	const struct sys_args *args = (const struct sys_args *)r->fl->args;
-	fill_event(&e->ev, r->fl, r->t, r->now, r->ret, args, r->syscall_class, r->fd, r->f,
+	fill_event(&e->ev, r->fl, r->t, r->now, r->ret, NULL, false, r->syscall_class, r->fd, r->f,
 		   r->kind, direct);
 	if (r->flags & KSPAN_SYSCALL_F_PATH_ARG1)
-		fill_openat_path(e, r->fl, args->a[1], r->t->tgid, r->ret, r->f);
+		fill_openat_path(e, r->fl, r->fl->args[1], r->t->tgid, r->ret, r->f);
 	else
 		fill_path(e, r->t->tgid, r->fd, r->f);
 	submit(e);
@@ -818,7 +821,7 @@ static __noinline int emit_path_record_probe(const struct sys_record *r)
 	return emit_path_record(r, false);
 }
 
-/* A record with a path, out of line. */
+/* A record with a path, by the subprogram out of line. */
 static __always_inline void emit_path(const struct kspan_syscall_config *c,
 				      const struct in_flight *fl, const struct sys_thread *t,
 				      struct file *f, __u64 now, long ret, __u32 fd, __u8 kind,
@@ -834,23 +837,20 @@ static __always_inline void emit_path(const struct kspan_syscall_config *c,
 		emit_path_record_probe(&r);
 }
 
-
-/* The arguments in the slot's args, where a record reads them: the
+/* The arguments in the slot's args, where a path record reads them: the
  * raw_tp and tracepoint enters stored them there; the tp_btf exits copy
- * them from pt_regs now, once a record is certain (most paired syscalls are
- * below their minimum). In the slot rather than on the stack: the exits'
- * subprograms' frames must fit in 512 bytes together. */
-static __always_inline const struct sys_args *record_args(const struct in_flight *fl,
-							  struct pt_regs *regs, bool args_in_regs)
+ * them from pt_regs once a path record is certain. In the slot rather than
+ * on the stack: the program's frame and the path record subprogram's must
+ * fit in 512 bytes together on kernels without private stacks. */
+static __always_inline void record_args(struct in_flight *fl, struct pt_regs *regs,
+					bool args_in_regs)
 {
-	struct in_flight *w = (struct in_flight *)fl;
 	if (args_in_regs) {
-		w->args[0] = regs->di;
-		w->args[1] = regs->si;
-		w->args[2] = regs->dx;
-		w->args[3] = regs->r10;
+		fl->args[0] = regs->di;
+		fl->args[1] = regs->si;
+		fl->args[2] = regs->dx;
+		fl->args[3] = regs->r10;
 	}
-	return (const struct sys_args *)w->args;
 }
 
 /* Whether a paired syscall that took `duration` is below its minimum:
@@ -914,7 +914,7 @@ static __always_inline struct file *record_file(const struct kspan_syscall_confi
 }
 
 static __always_inline void exit_traced(const struct kspan_syscall_config *c,
-					const struct in_flight *flp, const struct sys_thread *t,
+					struct in_flight *flp, const struct sys_thread *t,
 					__u64 now, long ret, struct pt_regs *regs,
 					bool args_in_regs, bool direct)
 {
@@ -925,15 +925,16 @@ static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 	 * Checked here, not at enter, so fast syscalls never pay for it. */
 	if (thread_is_compat(t, direct))
 		return;
-	const struct sys_args *args = record_args(flp, regs, args_in_regs);
 	__u32 fd;
-	struct file *f = record_file(c, flp, ret, args->a[0], t->task, &fd, direct);
+	struct file *f = record_file(c, flp, ret, args_in_regs ? regs->di : flp->args[0], t->task,
+				     &fd, direct);
 	__u8 kind = direct ? file_kind_direct(f) : file_kind(f);
 	if (keep == SYS_KEEP_IF_SOCKET && kind != KSPAN_FD_SOCKET) {
 		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_BELOW_THRESHOLD);
 		return;
 	}
 	if (kind == KSPAN_FD_FILE || (c->flags & KSPAN_SYSCALL_F_PATH_ARG1)) {
+		record_args(flp, regs, args_in_regs);
 		emit_path(c, flp, t, f, now, ret, fd, kind, direct);
 		return;
 	}
@@ -941,14 +942,14 @@ static __always_inline void exit_traced(const struct kspan_syscall_config *c,
 	struct kspan_syscall_event *e = rec_reserve(&pos);
 	if (!e || !pos)
 		return;
-	fill_event(e, flp, t, now, ret, args, c->syscall_class, fd, f, kind, direct);
+	fill_event(e, flp, t, now, ret, regs, args_in_regs, c->syscall_class, fd, f, kind, direct);
 	rec_commit(pos);
 }
 
 /* The exit of a paired syscall: its record if it is one, then the close
  * bookkeeping. */
 static __always_inline void exit_paired(const struct kspan_syscall_config *c,
-					const struct in_flight *slot, const struct sys_thread *t,
+					struct in_flight *slot, const struct sys_thread *t,
 					long nr, long ret, struct pt_regs *regs, bool args_in_regs,
 					bool direct)
 {
@@ -1024,59 +1025,6 @@ static __always_inline int sys_exit_common(long nr, long ret, struct pt_regs *re
 	return sys_exit_traced(c, &t, nr, ret, regs, args_in_regs, direct);
 }
 
-/* A fixed-size record (no path) on the tp_btf exits: every field written
- * once, the arguments straight from pt_regs. */
-static __always_inline void fill_record_btf(struct kspan_syscall_event *e,
-					    const struct sys_thread *t,
-					    const struct kspan_syscall_config *c,
-					    const struct in_flight *slot, struct pt_regs *regs,
-					    __u64 now, long ret, __u32 fd, struct file *f, __u8 kind,
-					    bool direct)
-{
-	fill_head(e, t->tgid, t->tid, slot, c->syscall_class, now, ret, fd, kind);
-	e->args[0] = regs->di;
-	e->args[1] = regs->si;
-	e->args[2] = regs->dx;
-	e->args[3] = regs->r10;
-	fill_tail(e, t->task, f, kind, direct);
-}
-
-/* exit_traced() for the tp_btf exits: the thread from kspan_sys_cur, the
- * arguments from pt_regs, fixed-size records filled in place; records with
- * a path out of line. */
-static __always_inline void exit_traced_btf(const struct sys_current *cur,
-					    const struct kspan_syscall_config *c,
-					    const struct in_flight *slot, __u64 now, long ret,
-					    struct pt_regs *regs, bool direct)
-{
-	enum sys_keep keep = keep_record(c, slot->level, now - slot->start_ns);
-	if (keep == SYS_SKIP)
-		return;
-	struct sys_thread t = {.tgid = cur->pid_tgid >> 32, .tid = (__u32)cur->pid_tgid};
-	if (direct)
-		t.task = bpf_rdonly_cast((void *)cur->task, bpf_core_type_id_kernel(struct task_struct));
-	if (thread_is_compat(&t, direct))
-		return;
-	__u32 fd;
-	struct file *f = record_file(c, slot, ret, regs->di, t.task, &fd, direct);
-	__u8 kind = direct ? file_kind_direct(f) : file_kind(f);
-	if (keep == SYS_KEEP_IF_SOCKET && kind != KSPAN_FD_SOCKET) {
-		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_BELOW_THRESHOLD);
-		return;
-	}
-	if (kind == KSPAN_FD_FILE || (c->flags & KSPAN_SYSCALL_F_PATH_ARG1)) {
-		record_args(slot, regs, true);
-		emit_path(c, slot, &t, f, now, ret, fd, kind, direct);
-		return;
-	}
-	struct kspan_percpu_pos *pos = NULL;
-	struct kspan_syscall_event *e = rec_reserve(&pos);
-	if (!e || !pos)
-		return;
-	fill_record_btf(e, &t, c, slot, regs, now, ret, fd, f, kind, direct);
-	rec_commit(pos);
-}
-
 /* The tp_btf exits: the common case written out (the thread and its trace
  * level from kspan_sys_cur, its own array slot), for the fewest
  * instructions and registers spilled on the path of every traced syscall.
@@ -1111,16 +1059,9 @@ static __always_inline int sys_exit_btf(struct pt_regs *regs, long ret, bool dir
 	struct in_flight *slot = bpf_map_lookup_elem(&kspan_sys_infl, &idx);
 	if (!slot || slot->tid != t.tid)
 		goto rare;
-	__u64 now = bpf_ktime_get_ns();
-	if (slot->nr != (__u16)nr) {
-		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_EXIT_NO_ENTER);
-	} else {
-		exit_traced_btf(cur, c, slot, now, ret, regs, direct);
-		if ((c->flags & KSPAN_SYSCALL_F_FD_AT_ENTER) && ret == 0) {
-			struct path_key key = {.tgid = t.tgid, .fd = (__u32)regs->di};
-			bpf_map_delete_elem(&kspan_sys_paths, &key);
-		}
-	}
+	if (direct)
+		t.task = bpf_rdonly_cast((void *)cur->task, bpf_core_type_id_kernel(struct task_struct));
+	exit_paired(c, slot, &t, nr, ret, regs, true, direct);
 	slot->tid = 0;
 	return 0;
 rare:
