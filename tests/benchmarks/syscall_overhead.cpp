@@ -3,6 +3,10 @@
 //
 //   off        no BPF program on raw_syscalls
 //   floor      empty programs on the same attach points (syscall_floor.bpf.c)
+//   min_record tp_btf only: the least a recording pair can do (syscall_floor.bpf.c):
+//              a clock read at enter, a clock read and a record of kspan's
+//              size into a per-CPU ring at exit; traced minus this is the
+//              cost of kspan's own logic
 //   filtered   kspan attached, this process filtered out in the kernel (NONE)
 //   slow_only  kspan attached, this process not selected but the host-wide
 //              slow threshold set (10 ms, the agent's default): every
@@ -19,7 +23,7 @@
 //
 //   kspan_syscall_overhead [--variant tp_btf|raw_tp|tracepoint|all]
 //                          [--iterations N] [--rounds R]
-//                          [--phases off,floor,filtered,slow_only,traced]
+//                          [--phases off,floor,filtered,slow_only,traced[,min_record]]
 //                          [--direct-walk 1|0]   (tp_btf: direct BTF loads or probe reads)
 //                          [--ring-kib N] [--wakeup-kib N]
 //                          [--drain during|after]  (reader thread draining while the loop
@@ -163,6 +167,8 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
     bpf_program__set_autoload(all[i][0], i == vi);
     bpf_program__set_autoload(all[i][1], i == vi);
   }
+  bpf_program__set_autoload(floor.skel->progs.min_e_btf, variant == SyscallVariant::kTpBtf);
+  bpf_program__set_autoload(floor.skel->progs.min_x_btf, variant == SyscallVariant::kTpBtf);
   if (syscall_floor_bpf::load(floor.skel) != 0) {
     std::fprintf(stderr, "%s: floor programs refused by this kernel\n", vname.c_str());
     syscall_floor_bpf::destroy(floor.skel);
@@ -170,6 +176,11 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
   }
   floor.enter = all[vi][0];
   floor.exit = all[vi][1];
+  // The least a recording pair costs, on tp_btf only.
+  FloorLinks min_record;
+  const bool has_min_record = variant == SyscallVariant::kTpBtf;
+  min_record.enter = floor.skel->progs.min_e_btf;
+  min_record.exit = floor.skel->progs.min_x_btf;
 
   auto pins = PinDirectory::Create("/sys/fs/bpf/kspan-bench-" + std::to_string(getpid()));
   if (!pins.ok()) return std::fprintf(stderr, "%s\n", pins.status().ToString().c_str()), 1;
@@ -209,13 +220,19 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
   const SyscallCapture::ProgramFds kspan_fds = capture.program_fds();
   const SyscallCapture::ProgramFds floor_fds = {bpf_program__fd(floor.enter),
                                                 bpf_program__fd(floor.exit)};
+  const SyscallCapture::ProgramFds min_fds = {bpf_program__fd(min_record.enter),
+                                              bpf_program__fd(min_record.exit)};
   std::uint64_t traced_calls = 0;
   std::mt19937 shuffle_rng(1);
   for (int r = 0; r < rounds; ++r) {
     std::vector<std::string> order = phases;
     std::shuffle(order.begin(), order.end(), shuffle_rng);
     for (const auto& phase : order) {
+      if (phase == "min_record" && !has_min_record) continue;
       if (phase == "floor" && !floor.Attach()) return std::perror("attach floor"), 1;
+      if (phase == "min_record" && !min_record.Attach()) {
+        return std::perror("attach min_record"), 1;
+      }
       if (phase == "filtered" || phase == "slow_only" || phase == "traced") {
         (void)filter->SetSlowThreshold(phase == "slow_only" ? 10ms : 0ns);
         if (phase == "traced") {
@@ -229,7 +246,7 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
         }
       }
       Loop(udp.tx, iterations / 10);  // warm-up (and the level cache)
-      const auto& fds = phase == "floor" ? floor_fds : kspan_fds;
+      const auto& fds = phase == "floor" ? floor_fds : phase == "min_record" ? min_fds : kspan_fds;
       const std::uint64_t e0 = ProgRunTimeNs(fds.enter), x0 = ProgRunTimeNs(fds.exit);
       results[phase].push_back(Loop(udp.tx, iterations));
       if (bpf_stats && phase != "off") {
@@ -242,6 +259,7 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
       }
       if (phase == "traced") traced_calls += iterations + iterations / 10;
       if (phase == "floor") floor.Detach();
+      if (phase == "min_record") min_record.Detach();
       capture.Detach();
       if (!drain_during) {
         while (reader.PollOnce(0ms) > 0) {
@@ -270,6 +288,7 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
               rounds);
   std::printf("%-10s %12s %12s\n", "phase", "CPU ns/call", "added ns");
   for (const auto& phase : phases) {
+    if (results[phase].empty()) continue;
     std::printf("%-10s %12.1f %12.1f\n", phase.c_str(), Median(results[phase]), added(phase));
   }
   const double filtered_added = added("filtered");
@@ -279,6 +298,10 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
               ratio <= 1.2 ? "met" : "MISSED");
   std::printf("traced added: %.1f ns  (target <= 350 ns: %s)\n", traced_added,
               traced_added <= 350 ? "met" : "MISSED");
+  if (!results["min_record"].empty() && !results["traced"].empty()) {
+    std::printf("kspan's own logic (traced - min_record): %.1f ns\n",
+                traced_added - added("min_record"));
+  }
   if (bpf_stats) {
     std::printf("BPF run time per send() (bpf_stats, median; includes the statistics' own\n"
                 "clock reads, about what the floor programs show):\n");
