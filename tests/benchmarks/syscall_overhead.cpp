@@ -18,8 +18,13 @@
 // (sendto, a socket syscall in the default set). Phases are interleaved over
 // several rounds, in a shuffled order each round; each phase's added cost is
 // taken against the off phase of the same round and the median over rounds
-// is reported, so drift (frequency, other load) hits all phases alike. The
-// loop runs on CPU 0 and the ring reader on CPU 1 (where there are two).
+// is reported, so drift (frequency, other load) hits all phases alike. Many
+// short rounds (45 of 30 000 calls each) rather than a few long ones: on a
+// shared VM the host's load changes from second to second, and with 15
+// rounds of 100 000 calls one run's traced figure could differ from the next
+// by 150 ns; with 45 short rounds runs agree within some 30 ns. The loop
+// runs on CPU 0 and the ring reader on CPU 1 (where there are two), with the
+// agent's default ring size (capture.ring_buffer_bytes, 4 MiB).
 //
 //   kspan_syscall_overhead [--variant tp_btf|raw_tp|tracepoint|all]
 //                          [--iterations N] [--rounds R]
@@ -294,10 +299,14 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
   const double filtered_added = added("filtered");
   const double traced_added = added("traced");
   const double ratio = floor_added > 0 ? filtered_added / floor_added : 0;
-  std::printf("filtered / floor (added): %.2f  (target <= 1.20: %s)\n", ratio,
-              ratio <= 1.2 ? "met" : "MISSED");
-  std::printf("traced added: %.1f ns  (target <= 350 ns: %s)\n", traced_added,
-              traced_added <= 350 ? "met" : "MISSED");
+  if (!results["filtered"].empty() && !results["floor"].empty()) {
+    std::printf("filtered / floor (added): %.2f  (target <= 1.20: %s)\n", ratio,
+                ratio <= 1.2 ? "met" : "MISSED");
+  }
+  if (!results["traced"].empty()) {
+    std::printf("traced added: %.1f ns  (target <= 350 ns: %s)\n", traced_added,
+                traced_added <= 350 ? "met" : "MISSED");
+  }
   if (!results["min_record"].empty() && !results["traced"].empty()) {
     std::printf("kspan's own logic (traced - min_record): %.1f ns\n",
                 traced_added - added("min_record"));
@@ -328,10 +337,10 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
 
 int main(int argc, char** argv) {
   std::string variant = "all";
-  std::size_t iterations = 100'000;
-  int rounds = 15;
+  std::size_t iterations = 30'000;
+  int rounds = 45;
   bool direct_walk = true;
-  std::size_t ring_kib = 64u << 10;
+  std::size_t ring_kib = 4u << 10;  // the agent's default capture.ring_buffer_bytes
   std::size_t wakeup_kib = 256;
   bool drain_during = true;
   bool bpf_stats = false;
