@@ -33,6 +33,8 @@
 //                          [--ring-kib N] [--wakeup-kib N]
 //                          [--drain during|after]  (reader thread draining while the loop
 //                                                   runs, or the ring drained after each phase)
+//                          [--loop send|recv|getppid]  (recv: on an empty socket, EAGAIN;
+//                                                  getppid: not recorded, the filter alone)
 //                          [--bpf-stats 0|1]  (run time of the enter and exit programs per
 //                                              send(), from the kernel's BPF statistics)
 #include <arpa/inet.h>
@@ -41,6 +43,7 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -99,13 +102,33 @@ std::uint64_t ThreadCpuNow() {
 // CPU ns per send() over `n` calls. Thread CPU time (user + system, which
 // includes the BPF programs run in the syscall) rather than wall time, so
 // other load on the host (preemption) does not count.
+// What the loop calls. send() by default. The others are some 10-20 times
+// cheaper, so the host's noise is smaller in absolute terms:
+//   kRecv     recv() on an empty socket (EAGAIN): a socket syscall kspan
+//             records in full (fd walk, socket addresses, the error);
+//   kGetppid  a syscall kspan does not record (not in its set): every
+//             phase then costs the filter alone.
+enum class LoopCall { kSend, kRecv, kGetppid };
+LoopCall g_loop_call = LoopCall::kSend;
+
 double Loop(int fd, std::size_t n) {
   char b = 'x';
   const std::uint64_t t0 = ThreadCpuNow();
-  for (std::size_t i = 0; i < n; ++i) {
-    if (send(fd, &b, 1, MSG_DONTWAIT) < 0 && errno != EAGAIN && errno != ENOBUFS) {
-      std::perror("send");
-      std::exit(1);
+  if (g_loop_call == LoopCall::kGetppid) {
+    for (std::size_t i = 0; i < n; ++i) (void)syscall(SYS_getppid);
+  } else if (g_loop_call == LoopCall::kRecv) {
+    for (std::size_t i = 0; i < n; ++i) {
+      if (recv(fd, &b, 1, MSG_DONTWAIT) >= 0 || errno != EAGAIN) {
+        std::fprintf(stderr, "recv on the empty socket did not fail with EAGAIN\n");
+        std::exit(1);
+      }
+    }
+  } else {
+    for (std::size_t i = 0; i < n; ++i) {
+      if (send(fd, &b, 1, MSG_DONTWAIT) < 0 && errno != EAGAIN && errno != ENOBUFS) {
+        std::perror("send");
+        std::exit(1);
+      }
     }
   }
   return static_cast<double>(ThreadCpuNow() - t0) / static_cast<double>(n);
@@ -250,10 +273,11 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
           return 1;
         }
       }
-      Loop(udp.tx, iterations / 10);  // warm-up (and the level cache)
+      const int loop_fd = g_loop_call == LoopCall::kRecv ? udp.rx : udp.tx;
+      Loop(loop_fd, iterations / 10);  // warm-up (and the level cache)
       const auto& fds = phase == "floor" ? floor_fds : phase == "min_record" ? min_fds : kspan_fds;
       const std::uint64_t e0 = ProgRunTimeNs(fds.enter), x0 = ProgRunTimeNs(fds.exit);
-      results[phase].push_back(Loop(udp.tx, iterations));
+      results[phase].push_back(Loop(loop_fd, iterations));
       if (bpf_stats && phase != "off") {
         // Every process's syscalls run the programs; others' (mostly an
         // early return) are counted in too, so this is an upper bound.
@@ -355,6 +379,12 @@ int main(int argc, char** argv) {
     else if (k == "--wakeup-kib") wakeup_kib = std::strtoull(argv[i + 1], nullptr, 10);
     else if (k == "--drain") drain_during = std::string(argv[i + 1]) != "after";
     else if (k == "--bpf-stats") bpf_stats = std::atoi(argv[i + 1]) != 0;
+    else if (k == "--loop") {
+      const std::string call = argv[i + 1];
+      kspan::g_loop_call = call == "getppid" ? kspan::LoopCall::kGetppid
+                           : call == "recv"  ? kspan::LoopCall::kRecv
+                                             : kspan::LoopCall::kSend;
+    }
     else if (k == "--phases") {
       phases.clear();
       std::string list = argv[i + 1];
