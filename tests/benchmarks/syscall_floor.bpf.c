@@ -97,7 +97,9 @@ int BPF_PROG(min_x_btf, struct pt_regs *regs, long ret)
 	struct kspan_syscall_event *e = bpf_map_lookup_elem(&floor_rec, &idx);
 	if (!e)
 		return 0;
-	/* Every 8 bytes of the record written once, as kspan's exit does. */
+	/* Every byte of the record written (zeroed, then the fields a
+	 * recording design cannot do without), as kspan's exit writes all of
+	 * it. */
 	__u64 *w = (__u64 *)e;
 #pragma unroll
 	for (int i = 0; i < (int)(sizeof(*e) / 8); i++)

@@ -36,7 +36,7 @@
 //                          [--loop send|recv|getppid]  (recv: on an empty socket, EAGAIN;
 //                                                  getppid: not recorded, the filter alone)
 //                          [--bpf-stats 0|1]  (run time of the enter and exit programs per
-//                                              send(), from the kernel's BPF statistics)
+//                                              call, from the kernel's BPF statistics)
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -99,9 +99,6 @@ std::uint64_t ThreadCpuNow() {
   return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ull + ts.tv_nsec;
 }
 
-// CPU ns per send() over `n` calls. Thread CPU time (user + system, which
-// includes the BPF programs run in the syscall) rather than wall time, so
-// other load on the host (preemption) does not count.
 // What the loop calls. send() by default. The others are some 10-20 times
 // cheaper, so the host's noise is smaller in absolute terms:
 //   kRecv     recv() on an empty socket (EAGAIN): a socket syscall kspan
@@ -111,6 +108,9 @@ std::uint64_t ThreadCpuNow() {
 enum class LoopCall { kSend, kRecv, kGetppid };
 LoopCall g_loop_call = LoopCall::kSend;
 
+// CPU ns per call over `n` calls. Thread CPU time (user + system, which
+// includes the BPF programs run in the syscall) rather than wall time, so
+// other load on the host (preemption) does not count.
 double Loop(int fd, std::size_t n) {
   char b = 'x';
   const std::uint64_t t0 = ThreadCpuNow();
@@ -336,7 +336,7 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
                 traced_added - added("min_record"));
   }
   if (bpf_stats) {
-    std::printf("BPF run time per send() (bpf_stats, median; includes the statistics' own\n"
+    std::printf("BPF run time per call (bpf_stats, median; includes the statistics' own\n"
                 "clock reads, about what the floor programs show):\n");
     std::printf("%-10s %12s %12s\n", "phase", "enter ns", "exit ns");
     for (const auto& phase : phases) {
@@ -381,9 +381,10 @@ int main(int argc, char** argv) {
     else if (k == "--bpf-stats") bpf_stats = std::atoi(argv[i + 1]) != 0;
     else if (k == "--loop") {
       const std::string call = argv[i + 1];
-      kspan::g_loop_call = call == "getppid" ? kspan::LoopCall::kGetppid
-                           : call == "recv"  ? kspan::LoopCall::kRecv
-                                             : kspan::LoopCall::kSend;
+      if (call == "send") kspan::g_loop_call = kspan::LoopCall::kSend;
+      else if (call == "recv") kspan::g_loop_call = kspan::LoopCall::kRecv;
+      else if (call == "getppid") kspan::g_loop_call = kspan::LoopCall::kGetppid;
+      else return std::fprintf(stderr, "--loop: send, recv or getppid, not %s\n", call.c_str()), 2;
     }
     else if (k == "--phases") {
       phases.clear();
