@@ -22,6 +22,10 @@
  * kspan_trace_level() run once per process and filter change. Then the
  * syscall number indexes an array and returns unless configured.
  *
+ * A traced syscall waits for its exit in the same per-CPU entry on tp_btf
+ * (struct sys_current), and goes to the thread's in-flight slot only when
+ * the thread is switched out before its exit.
+ *
  * No helper call on the hot path of tp_btf at all: records go
  * to per-CPU record rings (kspan_sys_rec, see bpf/kspan_common.h) with plain
  * stores, not to a BPF ring buffer, whose reserve and commit take a lock and
@@ -82,17 +86,19 @@ struct {
 	__type(value, __u32);
 } kspan_sys_lvl SEC(".maps");
 
+/* What sys_enter leaves for sys_exit; the fields every syscall uses first. */
 struct in_flight {
 	__u64 start_ns;
-	__u64 args[4]; /* raw_tp and tracepoint only: tp_btf exits read pt_regs */
 	__u64 file; /* struct file * resolved at enter (close) */
 	__u32 tid;  /* owner of an array slot; 0: free */
 	__u16 nr;
 	__u8 level;
 	__u8 pad;
+	__u64 args[4]; /* raw_tp and tracepoint (and path records): tp_btf exits read pt_regs */
 };
 
-/* Syscalls between enter and exit. The fast path is an array slot per
+/* Syscalls between enter and exit (on tp_btf only those whose thread was
+ * switched out in between: see struct sys_current). An array slot per
  * thread, tid & infl_mask (lock-free and inlined: a hash update plus a
  * lookup and delete cost several hundred ns per syscall); a thread whose slot
  * another thread holds spills into the hash map below. The loader sizes the
@@ -174,13 +180,21 @@ struct {
 /* The thread running on this CPU, written by kspan_sys_switch at every
  * context switch (and at exec, which may change the thread id); task or
  * pid_tgid zero: unknown (before the first switch since attach), then the
- * programs ask the kernel. Cleared by the loader when it attaches. */
+ * programs ask the kernel. Cleared by the loader when it attaches.
+ *
+ * `fl` is that thread's traced syscall between its enter and its exit
+ * (tp_btf): most syscalls return without a context switch, so enter and
+ * exit meet on this CPU's line, which both read anyway, and never touch the
+ * thread's in-flight slot. A thread switched out in between (it blocked or
+ * was preempted) has `fl` parked in its slot by kspan_sys_switch, and its
+ * exit, wherever it runs, finds it there. fl.tid 0: none. */
 struct sys_current {
 	__u64 task;     /* struct task_struct * */
 	__u64 pid_tgid; /* tgid << 32 | thread id */
 	__u32 level;    /* its process's trace level, as a kspan_sys_lvl entry
 			 * (level | 4 | filter generation << 3); 0: unknown */
 	__u32 pad;
+	struct in_flight fl;
 };
 
 struct {
@@ -629,16 +643,19 @@ static __always_inline void rec_commit(struct kspan_percpu_pos *pos)
  * (`cached`) from kspan_sys_cur, where the switch program left them, so a
  * process that is not traced costs two array reads and no helper call; else,
  * and until the CPU's first switch, from the kernel and the per-tgid cache.
- * `task` (may be NULL) receives the task for the direct walk (`direct`). */
+ * `task` (may be NULL) receives the task for the direct walk (`direct`),
+ * `curp` (may be NULL) the kspan_sys_cur entry when it describes the thread. */
 static __always_inline int thread_level(__u64 *pid_tgid, struct task_struct **task,
 					struct kspan_filter_config **fc, bool cached,
-					bool direct)
+					bool direct, struct sys_current **curp)
 {
 	__u32 zero = 0;
 	if (cached) {
 		struct sys_current *cur = bpf_map_lookup_elem(&kspan_sys_cur, &zero);
 		struct kspan_filter_config *cfg = bpf_map_lookup_elem(&kspan_cfg, &zero);
 		if (cur && cfg && cur->task && cur->pid_tgid) {
+			if (curp)
+				*curp = cur;
 			*fc = cfg;
 			*pid_tgid = cur->pid_tgid;
 			if (direct)
@@ -680,10 +697,13 @@ static __always_inline bool futex_waits(__u64 op)
 
 /* Everything after the cheap checks of sys_enter: the process is traced.
  * `keep_args`: store the arguments for an exit that cannot read them from
- * pt_regs (raw_tp, tracepoint). */
+ * pt_regs (raw_tp, tracepoint). `cur`: the tp_btf enter's kspan_sys_cur
+ * entry when it describes this thread, where the syscall is kept instead of
+ * the thread's slot (see struct sys_current). */
 static __always_inline int enter_traced(const struct kspan_syscall_config *c, long nr,
 					__u64 pid_tgid, int level, __u64 a0, __u64 a1,
-					__u64 a2, __u64 a3, bool keep_args)
+					__u64 a2, __u64 a3, bool keep_args,
+					struct sys_current *cur)
 {
 	if (skipped_wait(c, level))
 		return 0;
@@ -694,6 +714,14 @@ static __always_inline int enter_traced(const struct kspan_syscall_config *c, lo
 	if (flags & KSPAN_SYSCALL_F_FD_AT_ENTER)
 		file = (__u64)fd_file((__u32)a0);
 	__u32 tid = (__u32)pid_tgid;
+	if (cur) {
+		cur->fl.file = file;
+		cur->fl.nr = (__u16)nr;
+		cur->fl.level = (__u8)level;
+		cur->fl.tid = tid;
+		cur->fl.start_ns = bpf_ktime_get_ns();
+		return 0;
+	}
 	__u32 idx = tid & infl_mask;
 	struct in_flight *slot = bpf_map_lookup_elem(&kspan_sys_infl, &idx);
 	if (slot && (slot->tid == 0 || slot->tid == tid)) {
@@ -1014,7 +1042,7 @@ static __always_inline int sys_exit_common(long nr, long ret, struct pt_regs *re
 	struct sys_thread t = {};
 	struct kspan_filter_config *fc = NULL;
 	__u64 pid_tgid = 0;
-	int level = thread_level(&pid_tgid, &t.task, &fc, cached, direct);
+	int level = thread_level(&pid_tgid, &t.task, &fc, cached, direct, NULL);
 	if (level == KSPAN_TRACE_NONE || !fc)
 		return 0;
 	struct kspan_syscall_config *c = sys_config(nr);
@@ -1025,11 +1053,13 @@ static __always_inline int sys_exit_common(long nr, long ret, struct pt_regs *re
 	return sys_exit_traced(c, &t, nr, ret, regs, args_in_regs, direct);
 }
 
-/* The tp_btf exits: the common case written out (the thread and its trace
- * level from kspan_sys_cur, its own array slot), for the fewest
- * instructions and registers spilled on the path of every traced syscall.
- * Everything else (the thread not yet known on this CPU, a level computed
- * for an older filter, no array slot of its own) goes to the general exit.
+/* The tp_btf exits: the common cases written out, for the fewest
+ * instructions and registers spilled on the path of every traced syscall:
+ * a syscall entered on this CPU (in kspan_sys_cur's entry, filtered at its
+ * enter), then one parked in the thread's own array slot (the thread and its
+ * trace level from kspan_sys_cur). Everything else (the thread not yet known
+ * on this CPU, a level computed for an older filter, no array slot of its
+ * own) goes to the general exit.
  * (Not a subprogram: with the path record's, three frames would exceed the
  * 512 bytes of stack that kernels before private stacks (6.13) allow a
  * call chain.) */
@@ -1037,8 +1067,26 @@ static __always_inline int sys_exit_btf(struct pt_regs *regs, long ret, bool dir
 {
 	__u32 zero = 0;
 	struct sys_current *cur = bpf_map_lookup_elem(&kspan_sys_cur, &zero);
+	if (!cur)
+		return 0;
+	if (cur->fl.tid) {
+		/* Entered on this CPU and not switched out since: the enter
+		 * has filtered it already (see struct sys_current). */
+		long nr = regs->orig_ax;
+		struct kspan_syscall_config *c = sys_config(nr);
+		__u64 id = cur->pid_tgid;
+		if (c && id) {
+			struct sys_thread t = {.tgid = id >> 32, .tid = (__u32)id};
+			if (direct)
+				t.task = bpf_rdonly_cast((void *)cur->task,
+							 bpf_core_type_id_kernel(struct task_struct));
+			exit_paired(c, &cur->fl, &t, nr, ret, regs, true, direct);
+		}
+		cur->fl.tid = 0;
+		return 0;
+	}
 	struct kspan_filter_config *fc = bpf_map_lookup_elem(&kspan_cfg, &zero);
-	if (!cur || !fc)
+	if (!fc)
 		return 0;
 	__u32 v = cur->level;
 	__u64 pid_tgid = cur->pid_tgid;
@@ -1074,8 +1122,9 @@ SEC("tp_btf/sys_enter")
 int BPF_PROG(kspan_sys_e_btf, struct pt_regs *regs, long id)
 {
 	struct kspan_filter_config *fc = NULL;
+	struct sys_current *cur = NULL;
 	__u64 pid_tgid = 0;
-	int level = thread_level(&pid_tgid, NULL, &fc, true, false);
+	int level = thread_level(&pid_tgid, NULL, &fc, true, false, &cur);
 	if (level == KSPAN_TRACE_NONE)
 		return 0;
 	struct kspan_syscall_config *c = sys_config(id);
@@ -1083,7 +1132,7 @@ int BPF_PROG(kspan_sys_e_btf, struct pt_regs *regs, long id)
 		return 0;
 	/* Both tp_btf exits read the arguments from pt_regs: none stored,
 	 * but futex's op and close's fd are needed here. */
-	return enter_traced(c, id, pid_tgid, level, regs->di, regs->si, 0, 0, false);
+	return enter_traced(c, id, pid_tgid, level, regs->di, regs->si, 0, 0, false, cur);
 }
 
 SEC("tp_btf/sys_exit")
@@ -1116,7 +1165,7 @@ int kspan_sys_e_raw(struct bpf_raw_tracepoint_args *ctx)
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
 	return enter_traced(c, id, pid_tgid, level, BPF_CORE_READ(regs, di),
 			    BPF_CORE_READ(regs, si), BPF_CORE_READ(regs, dx),
-			    BPF_CORE_READ(regs, r10), true);
+			    BPF_CORE_READ(regs, r10), true, NULL);
 }
 
 SEC("raw_tp/sys_exit")
@@ -1152,7 +1201,7 @@ int kspan_sys_e_tp(struct trace_event_raw_sys_enter *ctx)
 	if (level == KSPAN_TRACE_NONE)
 		return 0;
 	__u64 a0 = ctx->args[0], a1 = ctx->args[1], a2 = ctx->args[2], a3 = ctx->args[3];
-	return enter_traced(c, id, pid_tgid, level, a0, a1, a2, a3, true);
+	return enter_traced(c, id, pid_tgid, level, a0, a1, a2, a3, true, NULL);
 }
 
 SEC("tracepoint/raw_syscalls/sys_exit")
@@ -1183,6 +1232,38 @@ static __always_inline void forget_thread(void)
 	bpf_map_delete_elem(&kspan_sys_spill, &tid);
 }
 
+/* A syscall of `prev` between its enter and exit, kept in `cur` (see
+ * struct sys_current), moves to prev's in-flight slot (or the spill-over)
+ * as prev leaves the CPU: its exit may run on another. */
+static __always_inline void park_syscall(struct sys_current *cur, struct task_struct *prev)
+{
+	__u32 tid = cur->fl.tid;
+	cur->fl.tid = 0;
+	/* Not prev's: the entry was stale (cannot happen while the switch
+	 * program runs at every switch); its exit counts it as unpaired. */
+	if (cur->task != (__u64)prev || tid != (__u32)prev->pid)
+		return;
+	__u32 idx = tid & infl_mask;
+	struct in_flight *slot = bpf_map_lookup_elem(&kspan_sys_infl, &idx);
+	if (slot && (slot->tid == 0 || slot->tid == tid)) {
+		slot->start_ns = cur->fl.start_ns;
+		slot->file = cur->fl.file;
+		slot->nr = cur->fl.nr;
+		slot->level = cur->fl.level;
+		slot->tid = tid;
+		return;
+	}
+	struct in_flight fl = {
+		.start_ns = cur->fl.start_ns,
+		.file = cur->fl.file,
+		.tid = tid,
+		.nr = cur->fl.nr,
+		.level = cur->fl.level,
+	};
+	if (bpf_map_update_elem(&kspan_sys_spill, &tid, &fl, BPF_ANY))
+		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_ENTER_NO_SLOT);
+}
+
 /* The thread that runs on this CPU from now on (tp_btf variant only). */
 SEC("tp_btf/sched_switch")
 int BPF_PROG(kspan_sys_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
@@ -1190,6 +1271,8 @@ int BPF_PROG(kspan_sys_switch, bool preempt, struct task_struct *prev, struct ta
 	__u32 zero = 0;
 	struct sys_current *cur = bpf_map_lookup_elem(&kspan_sys_cur, &zero);
 	if (cur) {
+		if (cur->fl.tid)
+			park_syscall(cur, prev);
 		__u32 tgid = next->tgid;
 		__u32 *level = bpf_map_lookup_elem(&kspan_sys_lvl, &tgid);
 		cur->task = (__u64)next;
@@ -1219,5 +1302,12 @@ SEC("tracepoint/sched/sched_process_exit")
 int kspan_sys_gone(void *ctx)
 {
 	forget_thread();
+	/* Nothing of the exiting thread stays on this CPU either (it exits
+	 * from exit_group or a signal, outside any traced syscall, so this
+	 * only guards against a lost exit). */
+	__u32 zero = 0;
+	struct sys_current *cur = bpf_map_lookup_elem(&kspan_sys_cur, &zero);
+	if (cur)
+		cur->fl.tid = 0;
 	return forget_level();
 }

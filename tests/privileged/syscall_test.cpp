@@ -766,6 +766,77 @@ TEST_P(SyscallSpans, ThreadsSwitchingOnOneCpuKeepTheirOwnIds) {
   for (int fd : {ab[0], ab[1], ba[0], ba[1]}) close(fd);
 }
 
+// A syscall that blocks leaves its CPU before its exit: tp_btf keeps a
+// running syscall in its CPU's kspan_sys_cur entry and parks it in the
+// thread's in-flight slot when the thread is switched out, and the exit may
+// then run on another CPU. A read() entered on one CPU, blocked, moved to a
+// second CPU and woken there is still exactly one record, with its thread,
+// fd, byte count and whole duration.
+TEST_P(SyscallSpans, SyscallBlockedOnOneCpuEndsOnAnother) {
+  KSPAN_REQUIRE_BPF();
+  cpu_set_t allowed;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE && cpus.size() < 2; ++c) {
+    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
+  }
+  if (cpus.size() < 2) {
+    if (::kspan::testing::BpfRequired()) FAIL() << "needs two CPUs";
+    GTEST_SKIP() << "needs two CPUs";
+  }
+  StartCapture();
+  if (IsSkipped() || HasFatalFailure()) return;
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  const auto on_cpu = [](int cpu) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    return one;
+  };
+  std::atomic<pid_t> tid{0};
+  std::atomic<int> cpu_at_enter{-1}, cpu_at_exit{-1};
+  std::atomic<ssize_t> got{0};
+  const std::uint64_t before = MonoNow();
+  std::thread blocked([&] {
+    const cpu_set_t first = on_cpu(cpus[0]);
+    const bool pinned = sched_setaffinity(0, sizeof(first), &first) == 0;
+    cpu_at_enter = sched_getcpu();
+    tid = static_cast<pid_t>(CurrentTid());
+    if (!pinned) return;
+    char c;
+    got = read(p[0], &c, 1);
+    cpu_at_exit = sched_getcpu();
+  });
+  while (tid.load() == 0) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(50ms);  // blocked in read() by now
+  const cpu_set_t second = on_cpu(cpus[1]);
+  ASSERT_EQ(sched_setaffinity(tid.load(), sizeof(second), &second), 0);
+  std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(write(p[1], "x", 1), 1);
+  blocked.join();
+  const std::uint64_t after = MonoNow();
+  ASSERT_EQ(got.load(), 1);
+  EXPECT_EQ(cpu_at_enter.load(), cpus[0]);
+  EXPECT_EQ(cpu_at_exit.load(), cpus[1]);
+  const auto t = static_cast<std::uint32_t>(tid.load());
+  const auto mine = [&](const Record& r) {
+    return r.e.tid == t && r.e.nr == SYS_read && r.e.fd == static_cast<std::uint32_t>(p[0]);
+  };
+  auto r = collector_.WaitFor(mine);
+  ASSERT_TRUE(r.has_value()) << "no record of the read() that changed CPU";
+  EXPECT_EQ(r->e.pid, static_cast<std::uint32_t>(getpid()));
+  EXPECT_EQ(Ret(r->e), 1);
+  EXPECT_EQ(r->e.fd_kind, KSPAN_FD_PIPE);
+  EXPECT_EQ(r->e.trace_level, KSPAN_TRACE_FULL);
+  EXPECT_GE(r->e.start_ns, before);
+  EXPECT_LE(r->e.end_ns, after);
+  EXPECT_GE(r->e.end_ns - r->e.start_ns, 70'000'000u);  // the 50 + 20 ms it was blocked
+  EXPECT_EQ(collector_.Count(mine), 1u);
+  close(p[0]);
+  close(p[1]);
+}
+
 // Overload: the smallest record rings (1024 records a CPU), nobody draining,
 // fill up; every record is either in a ring or counted as lost, none
 // vanishes.
