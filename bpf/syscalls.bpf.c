@@ -1033,16 +1033,14 @@ static __always_inline int sys_exit_traced(struct kspan_syscall_config *c,
 	return 0;
 }
 
-/* The exits that know the syscall number first (tp_btf, tracepoint).
- * `cached`: the thread comes from kspan_sys_cur (tp_btf, where
- * kspan_sys_switch keeps it). */
-static __always_inline int sys_exit_common(long nr, long ret, struct pt_regs *regs,
-					   bool args_in_regs, bool direct, bool cached)
+/* The tracepoint variant's exit: the syscall number first, then the
+ * thread from the kernel. */
+static __always_inline int sys_exit_common(long nr, long ret)
 {
 	struct sys_thread t = {};
 	struct kspan_filter_config *fc = NULL;
 	__u64 pid_tgid = 0;
-	int level = thread_level(&pid_tgid, &t.task, &fc, cached, direct, NULL);
+	int level = thread_level(&pid_tgid, &t.task, &fc, false, false, NULL);
 	if (level == KSPAN_TRACE_NONE || !fc)
 		return 0;
 	struct kspan_syscall_config *c = sys_config(nr);
@@ -1050,16 +1048,19 @@ static __always_inline int sys_exit_common(long nr, long ret, struct pt_regs *re
 		return 0;
 	t.tgid = pid_tgid >> 32;
 	t.tid = (__u32)pid_tgid;
-	return sys_exit_traced(c, &t, nr, ret, regs, args_in_regs, direct);
+	return sys_exit_traced(c, &t, nr, ret, NULL, false, false);
 }
 
-/* The tp_btf exits: the common cases written out, for the fewest
- * instructions and registers spilled on the path of every traced syscall:
- * a syscall entered on this CPU (in kspan_sys_cur's entry, filtered at its
- * enter), then one parked in the thread's own array slot (the thread and its
- * trace level from kspan_sys_cur). Everything else (the thread not yet known
- * on this CPU, a level computed for an older filter, no array slot of its
- * own) goes to the general exit.
+/* The tp_btf exits. Where the syscall's enter is, most likely first:
+ *   - in kspan_sys_cur's entry: entered on this CPU and not switched out
+ *     since (filtered at its enter, see struct sys_current);
+ *   - parked in the thread's array slot, or in the spill-over, with the
+ *     thread and its trace level from kspan_sys_cur (or from the kernel
+ *     until the CPU's first switch, or the per-tgid cache for an older
+ *     filter).
+ * One inlined copy of the exit for all three, so the program stays small
+ * and its hot path short for the instruction cache: send() and the like
+ * run microseconds of kernel code between enter and exit.
  * (Not a subprogram: with the path record's, three frames would exceed the
  * 512 bytes of stack that kernels before private stacks (6.13) allow a
  * call chain.) */
@@ -1069,51 +1070,59 @@ static __always_inline int sys_exit_btf(struct pt_regs *regs, long ret, bool dir
 	struct sys_current *cur = bpf_map_lookup_elem(&kspan_sys_cur, &zero);
 	if (!cur)
 		return 0;
-	if (cur->fl.tid) {
-		/* Entered on this CPU and not switched out since: the enter
-		 * has filtered it already (see struct sys_current). */
-		long nr = regs->orig_ax;
-		struct kspan_syscall_config *c = sys_config(nr);
-		__u64 id = cur->pid_tgid;
-		if (c && id) {
-			struct sys_thread t = {.tgid = id >> 32, .tid = (__u32)id};
-			if (direct)
-				t.task = bpf_rdonly_cast((void *)cur->task,
-							 bpf_core_type_id_kernel(struct task_struct));
-			exit_paired(c, &cur->fl, &t, nr, ret, regs, true, direct);
-		}
-		cur->fl.tid = 0;
-		return 0;
-	}
-	struct kspan_filter_config *fc = bpf_map_lookup_elem(&kspan_cfg, &zero);
-	if (!fc)
-		return 0;
-	__u32 v = cur->level;
-	__u64 pid_tgid = cur->pid_tgid;
-	if ((v & ~3u) != ((fc->generation << 3) | 4) || !cur->task || !pid_tgid)
-		goto rare;
-	int level = v & 3;
-	if (level == KSPAN_TRACE_NONE)
-		return 0;
 	long nr = regs->orig_ax;
-	struct kspan_syscall_config *c = sys_config(nr);
-	if (!c || skipped_wait(c, level))
-		return 0;
-	/* A futex call other than a wait took no slot at its enter. */
-	if ((c->flags & KSPAN_SYSCALL_F_FUTEX_WAIT) && !futex_waits(regs->si))
-		return 0;
-	struct sys_thread t = {.tgid = pid_tgid >> 32, .tid = (__u32)pid_tgid};
-	__u32 idx = t.tid & infl_mask;
-	struct in_flight *slot = bpf_map_lookup_elem(&kspan_sys_infl, &idx);
-	if (!slot || slot->tid != t.tid)
-		goto rare;
-	if (direct)
-		t.task = bpf_rdonly_cast((void *)cur->task, bpf_core_type_id_kernel(struct task_struct));
-	exit_paired(c, slot, &t, nr, ret, regs, true, direct);
-	slot->tid = 0;
+	struct sys_thread t = {};
+	struct kspan_syscall_config *c;
+	struct in_flight *fl;
+	bool spilled = false;
+	if (__builtin_expect(cur->fl.tid != 0, 1)) {
+		c = sys_config(nr);
+		__u64 id = cur->pid_tgid;
+		if (!c || !id) {
+			cur->fl.tid = 0;
+			return 0;
+		}
+		t.tgid = id >> 32;
+		t.tid = (__u32)id;
+		if (direct)
+			t.task = bpf_rdonly_cast((void *)cur->task,
+						 bpf_core_type_id_kernel(struct task_struct));
+		fl = &cur->fl;
+	} else {
+		struct kspan_filter_config *fc = NULL;
+		__u64 pid_tgid = 0;
+		int level = thread_level(&pid_tgid, &t.task, &fc, true, direct, NULL);
+		if (level == KSPAN_TRACE_NONE || !fc)
+			return 0;
+		c = sys_config(nr);
+		if (!c || skipped_wait(c, level))
+			return 0;
+		/* A futex call other than a wait took no slot at its enter. */
+		if ((c->flags & KSPAN_SYSCALL_F_FUTEX_WAIT) && !futex_waits(regs->si))
+			return 0;
+		t.tgid = pid_tgid >> 32;
+		t.tid = (__u32)pid_tgid;
+		__u32 idx = t.tid & infl_mask;
+		fl = bpf_map_lookup_elem(&kspan_sys_infl, &idx);
+		if (!fl || fl->tid != t.tid) {
+			fl = bpf_map_lookup_elem(&kspan_sys_spill, &t.tid);
+			spilled = true;
+		}
+		if (!fl) {
+			/* Began before capture started, lost at enter (counted
+			 * there), or the process became traced meanwhile; ia32
+			 * syscalls are never recorded. */
+			if (!thread_is_compat(&t, direct))
+				kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_EXIT_NO_ENTER);
+			return 0;
+		}
+	}
+	exit_paired(c, fl, &t, nr, ret, regs, true, direct);
+	if (spilled)
+		bpf_map_delete_elem(&kspan_sys_spill, &t.tid);
+	else
+		fl->tid = 0;
 	return 0;
-rare:
-	return sys_exit_common(regs->orig_ax, ret, regs, true, direct, true);
 }
 
 /* ---- variant tp_btf: raw_syscalls with BTF-typed arguments ---- */
@@ -1209,7 +1218,7 @@ int kspan_sys_x_tp(struct trace_event_raw_sys_exit *ctx)
 {
 	long id = ctx->id;
 	long ret = ctx->ret;
-	return sys_exit_common(id, ret, NULL, false, false, false);
+	return sys_exit_common(id, ret);
 }
 
 /* ---- level cache invalidation, on every variant ---- */
