@@ -695,6 +695,48 @@ static __always_inline bool futex_waits(__u64 op)
 	}
 }
 
+/* Thread `tid`'s array slot when it is free or already the thread's, else
+ * NULL: a thread whose slot another thread holds spills. */
+static __always_inline struct in_flight *claim_slot(__u32 tid)
+{
+	__u32 idx = tid & infl_mask;
+	struct in_flight *slot = bpf_map_lookup_elem(&kspan_sys_infl, &idx);
+	if (slot && (slot->tid == 0 || slot->tid == tid))
+		return slot;
+	return NULL;
+}
+
+/* Keeps `fl` in the spill-over under its thread id; a full table is
+ * counted (the syscall is lost). */
+static __always_inline void spill_in_flight(struct in_flight *fl)
+{
+	__u32 tid = fl->tid;
+	if (bpf_map_update_elem(&kspan_sys_spill, &tid, fl, BPF_ANY))
+		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_ENTER_NO_SLOT);
+}
+
+/* Where the exit finds a syscall that is not in kspan_sys_cur: thread
+ * `*tid`'s array slot when the thread holds it, else the spill-over
+ * (*spilled); NULL if neither has it. */
+static __always_inline struct in_flight *parked_in_flight(const __u32 *tid, bool *spilled)
+{
+	__u32 idx = *tid & infl_mask;
+	struct in_flight *slot = bpf_map_lookup_elem(&kspan_sys_infl, &idx);
+	*spilled = !slot || slot->tid != *tid;
+	if (*spilled)
+		slot = bpf_map_lookup_elem(&kspan_sys_spill, tid);
+	return slot;
+}
+
+/* Frees what parked_in_flight() found, once the exit is done with it. */
+static __always_inline void free_in_flight(struct in_flight *fl, const __u32 *tid, bool spilled)
+{
+	if (spilled)
+		bpf_map_delete_elem(&kspan_sys_spill, tid);
+	else
+		fl->tid = 0;
+}
+
 /* Everything after the cheap checks of sys_enter: the process is traced.
  * `keep_args`: store the arguments for an exit that cannot read them from
  * pt_regs (raw_tp, tracepoint). `cur`: the tp_btf enter's kspan_sys_cur
@@ -722,9 +764,8 @@ static __always_inline int enter_traced(const struct kspan_syscall_config *c, lo
 		cur->fl.start_ns = bpf_ktime_get_ns();
 		return 0;
 	}
-	__u32 idx = tid & infl_mask;
-	struct in_flight *slot = bpf_map_lookup_elem(&kspan_sys_infl, &idx);
-	if (slot && (slot->tid == 0 || slot->tid == tid)) {
+	struct in_flight *slot = claim_slot(tid);
+	if (slot) {
 		/* Claimed before it is filled: a thread sharing the slot
 		 * spills from now on. Two threads claiming the same free slot
 		 * at the same instant is the one race left; the loser's exit
@@ -750,8 +791,7 @@ static __always_inline int enter_traced(const struct kspan_syscall_config *c, lo
 		.level = (__u8)level,
 	};
 	fl.start_ns = bpf_ktime_get_ns();
-	if (bpf_map_update_elem(&kspan_sys_spill, &tid, &fl, BPF_ANY))
-		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_ENTER_NO_SLOT);
+	spill_in_flight(&fl);
 	return 0;
 }
 
@@ -1010,11 +1050,8 @@ static __always_inline int sys_exit_traced(struct kspan_syscall_config *c,
 					   struct pt_regs *regs, bool args_in_regs, bool direct)
 {
 	__u32 tid = t->tid;
-	__u32 idx = tid & infl_mask;
-	struct in_flight *slot = bpf_map_lookup_elem(&kspan_sys_infl, &idx);
-	bool in_array = slot && slot->tid == tid;
-	if (!in_array)
-		slot = bpf_map_lookup_elem(&kspan_sys_spill, &tid);
+	bool spilled;
+	struct in_flight *slot = parked_in_flight(&tid, &spilled);
 	if (!slot) {
 		/* Began before capture started, was not recorded for lack of a
 		 * slot (counted at enter), or the process became traced
@@ -1026,10 +1063,7 @@ static __always_inline int sys_exit_traced(struct kspan_syscall_config *c,
 		return 0;
 	}
 	exit_paired(c, slot, t, nr, ret, regs, args_in_regs, direct);
-	if (in_array)
-		slot->tid = 0;
-	else
-		bpf_map_delete_elem(&kspan_sys_spill, &tid);
+	free_in_flight(slot, &tid, spilled);
 	return 0;
 }
 
@@ -1102,12 +1136,7 @@ static __always_inline int sys_exit_btf(struct pt_regs *regs, long ret, bool dir
 			return 0;
 		t.tgid = pid_tgid >> 32;
 		t.tid = (__u32)pid_tgid;
-		__u32 idx = t.tid & infl_mask;
-		fl = bpf_map_lookup_elem(&kspan_sys_infl, &idx);
-		if (!fl || fl->tid != t.tid) {
-			fl = bpf_map_lookup_elem(&kspan_sys_spill, &t.tid);
-			spilled = true;
-		}
+		fl = parked_in_flight(&t.tid, &spilled);
 		if (!fl) {
 			/* Began before capture started, lost at enter (counted
 			 * there), or the process became traced meanwhile; ia32
@@ -1118,10 +1147,7 @@ static __always_inline int sys_exit_btf(struct pt_regs *regs, long ret, bool dir
 		}
 	}
 	exit_paired(c, fl, &t, nr, ret, regs, true, direct);
-	if (spilled)
-		bpf_map_delete_elem(&kspan_sys_spill, &t.tid);
-	else
-		fl->tid = 0;
+	free_in_flight(fl, &t.tid, spilled);
 	return 0;
 }
 
@@ -1252,9 +1278,8 @@ static __always_inline void park_syscall(struct sys_current *cur, struct task_st
 	 * program runs at every switch); its exit counts it as unpaired. */
 	if (cur->task != (__u64)prev || tid != (__u32)prev->pid)
 		return;
-	__u32 idx = tid & infl_mask;
-	struct in_flight *slot = bpf_map_lookup_elem(&kspan_sys_infl, &idx);
-	if (slot && (slot->tid == 0 || slot->tid == tid)) {
+	struct in_flight *slot = claim_slot(tid);
+	if (slot) {
 		slot->start_ns = cur->fl.start_ns;
 		slot->file = cur->fl.file;
 		slot->nr = cur->fl.nr;
@@ -1269,8 +1294,7 @@ static __always_inline void park_syscall(struct sys_current *cur, struct task_st
 		.nr = cur->fl.nr,
 		.level = cur->fl.level,
 	};
-	if (bpf_map_update_elem(&kspan_sys_spill, &tid, &fl, BPF_ANY))
-		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_ENTER_NO_SLOT);
+	spill_in_flight(&fl);
 }
 
 /* The thread that runs on this CPU from now on (tp_btf variant only). */
