@@ -810,6 +810,18 @@ TEST_P(SyscallSpans, SyscallBlockedOnOneCpuEndsOnAnother) {
     got = read(p[0], &c, 1);
     cpu_at_exit = sched_getcpu();
   });
+  // A failed assertion below must not leave the thread blocked and joinable
+  // (std::terminate): wake it and join it on the way out.
+  struct Unblock {
+    int fd;
+    std::thread& thread;
+    ~Unblock() {
+      if (thread.joinable()) {
+        (void)!write(fd, "x", 1);
+        thread.join();
+      }
+    }
+  } unblock{p[1], blocked};
   while (tid.load() == 0) std::this_thread::sleep_for(1ms);
   // Blocked in read() once the kernel says so (/proc/.../syscall starts
   // with the number of the syscall a blocked thread is in, read is 0).
