@@ -1280,20 +1280,16 @@ static __always_inline void park_syscall(struct sys_current *cur, struct task_st
 		return;
 	struct in_flight *slot = claim_slot(tid);
 	if (slot) {
+		/* Claimed before it is filled, as at enter (enter_traced). */
+		slot->tid = tid;
 		slot->start_ns = cur->fl.start_ns;
 		slot->file = cur->fl.file;
 		slot->nr = cur->fl.nr;
 		slot->level = cur->fl.level;
-		slot->tid = tid;
 		return;
 	}
-	struct in_flight fl = {
-		.start_ns = cur->fl.start_ns,
-		.file = cur->fl.file,
-		.tid = tid,
-		.nr = cur->fl.nr,
-		.level = cur->fl.level,
-	};
+	struct in_flight fl = cur->fl;
+	fl.tid = tid;
 	spill_in_flight(&fl);
 }
 
