@@ -16,6 +16,16 @@ KSPAN_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   curl iproute2
   nginx-light wrk  # HTTP capture acceptance test and benchmark
+  # Container tests (tests/containers): rootful podman with CNI bridge
+  # networking. runc named beside podman so apt takes it for podman's
+  # "crun | runc" (the tests run runc: crun refuses hosts with hybrid
+  # cgroups and no systemd); containernetworking-plugins named so apt does
+  # not pick netavark for containers-common's network stack; iptables for
+  # the bridge plugin's NAT and firewall rules. conmon is podman's monitor.
+  runc podman conmon containernetworking-plugins iptables
+  # The test image is built from Debian packages (no registry is reachable):
+  # debootstrap, with the archive key it verifies the Release file against.
+  debootstrap debian-archive-keyring
 )
 
 kspan_log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
@@ -72,6 +82,13 @@ kspan_prepare_demo() {
     kspan_log "installing the demo's npm packages (OpenTelemetry SDK)"
     (cd "$demo" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   fi
+}
+
+# The image the container tests run the demo services in
+# (tests/containers/build-image.sh): built once per version of that script,
+# about a minute; a no-op when the image is there.
+kspan_prepare_test_image() {
+  "$KSPAN_ROOT/tests/containers/build-image.sh"
 }
 
 kspan_setup() {

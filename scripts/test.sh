@@ -8,6 +8,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 # shellcheck disable=SC2046  # the vm-tests package list is word-split on purpose
 kspan_setup $("$KSPAN_ROOT/vm-tests/run-matrix.sh" --packages)
 kspan_prepare_demo
+kspan_prepare_test_image
 
 # In CI a privileged test that cannot run fails instead of skipping.
 if [ "${CI:-}" = "true" ]; then export KSPAN_REQUIRE_BPF=1; fi

@@ -26,8 +26,8 @@ struct OtlpHttpTestServer::State {
 
 using opentelemetry::proto::collector::trace::v1::ExportTraceServiceResponse;
 
-OtlpHttpTestServer::OtlpHttpTestServer(std::optional<HttpServerTls> tls)
-    : state_(std::make_shared<State>()) {
+OtlpHttpTestServer::OtlpHttpTestServer(std::optional<HttpServerTls> tls, std::string bind_address)
+    : state_(std::make_shared<State>()), bind_address_(std::move(bind_address)) {
   if (tls) {
     tls_ = true;
     server_ = std::make_unique<httplib::SSLServer>(
@@ -40,6 +40,7 @@ OtlpHttpTestServer::OtlpHttpTestServer(std::optional<HttpServerTls> tls)
   server_->Post(R"(/.*)", [state](const httplib::Request& req, httplib::Response& res) {
     RecordedHttpRequest r;
     r.path = req.path;
+    r.remote_addr = req.remote_addr;
     r.at = std::chrono::steady_clock::now();
     for (const auto& [k, v] : req.headers) r.headers.emplace(absl::AsciiStrToLower(k), v);
     r.content_type = req.get_header_value("Content-Type");
@@ -95,9 +96,9 @@ OtlpHttpTestServer::OtlpHttpTestServer(std::optional<HttpServerTls> tls)
     }
     state->cv.notify_all();
   });
-  port_ = server_->bind_to_any_port("127.0.0.1");
+  port_ = server_->bind_to_any_port(bind_address_);
   if (port_ <= 0) {
-    std::fprintf(stderr, "OtlpHttpTestServer: cannot listen\n");
+    std::fprintf(stderr, "OtlpHttpTestServer: cannot listen on %s\n", bind_address_.c_str());
     std::abort();
   }
   thread_ = std::thread([this] { server_->listen_after_bind(); });
@@ -119,7 +120,7 @@ void OtlpHttpTestServer::Stop() {
 }
 
 std::string OtlpHttpTestServer::base_url() const {
-  return absl::StrCat(tls_ ? "https" : "http", "://127.0.0.1:", port_);
+  return absl::StrCat(tls_ ? "https" : "http", "://", HostForUrl(bind_address_), ":", port_);
 }
 
 void OtlpHttpTestServer::PushResponse(HttpScriptedResponse r) {

@@ -1,5 +1,6 @@
 // A real OTLP/HTTP (and Zipkin) receiver for tests: an in-process
-// cpp-httplib server on 127.0.0.1 (ephemeral port), plaintext or TLS (with
+// cpp-httplib server on 127.0.0.1 (ephemeral port; another local address
+// when asked, e.g. a container bridge's gateway), plaintext or TLS (with
 // optional client-certificate verification for mTLS). It records every
 // request (body decompressed and decoded) and answers as scripted: any
 // status, Retry-After, partial success, google.rpc.Status bodies, delays.
@@ -38,6 +39,7 @@ struct HttpScriptedResponse {
 
 struct RecordedHttpRequest {
   std::string path;
+  std::string remote_addr;  // the sender's address (a container's, on a bridge)
   std::string content_type;
   std::string content_encoding;
   std::multimap<std::string, std::string> headers;  // lower-case names
@@ -54,11 +56,16 @@ struct HttpServerTls {
 
 class OtlpHttpTestServer {
  public:
-  explicit OtlpHttpTestServer(std::optional<HttpServerTls> tls = std::nullopt);
+  // `bind_address`: a local IPv4 or IPv6 address to listen on. Aborts the
+  // test binary if it cannot listen there.
+  explicit OtlpHttpTestServer(std::optional<HttpServerTls> tls = std::nullopt,
+                              std::string bind_address = "127.0.0.1");
   ~OtlpHttpTestServer();
 
   int port() const { return port_; }
-  // "http://127.0.0.1:PORT" (https with TLS).
+  const std::string& bind_address() const { return bind_address_; }
+  // "http://127.0.0.1:PORT" (https with TLS; the bind address in place of
+  // 127.0.0.1, bracketed when IPv6).
   std::string base_url() const;
 
   void PushResponse(HttpScriptedResponse r);
@@ -79,6 +86,7 @@ class OtlpHttpTestServer {
   std::shared_ptr<State> state_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
+  std::string bind_address_;
   int port_ = 0;
   bool tls_ = false;
 };

@@ -93,25 +93,33 @@ class OtlpTestServer::Service final : public TraceService::Service {
   bool stopping_ = false;
 };
 
-OtlpTestServer::OtlpTestServer(int port) : OtlpTestServer(port, grpc::InsecureServerCredentials()) {}
+std::string HostForUrl(const std::string& address) {
+  return address.find(':') != std::string::npos ? absl::StrCat("[", address, "]") : address;
+}
 
-OtlpTestServer::OtlpTestServer(int port, std::shared_ptr<grpc::ServerCredentials> credentials)
-    : service_(std::make_unique<Service>()) {
+OtlpTestServer::OtlpTestServer(int port, std::string bind_address)
+    : OtlpTestServer(port, grpc::InsecureServerCredentials(), std::move(bind_address)) {}
+
+OtlpTestServer::OtlpTestServer(int port, std::shared_ptr<grpc::ServerCredentials> credentials,
+                               std::string bind_address)
+    : service_(std::make_unique<Service>()), bind_address_(std::move(bind_address)) {
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(absl::StrCat("127.0.0.1:", port), credentials, &port_);
+  builder.AddListeningPort(absl::StrCat(HostForUrl(bind_address_), ":", port), credentials, &port_);
   builder.RegisterService(service_.get());
   // The OTLP specification recommends receivers accept 64 MiB.
   builder.SetMaxReceiveMessageSize(64 << 20);
   server_ = builder.BuildAndStart();
   if (!server_ || port_ == 0) {
-    std::fprintf(stderr, "OtlpTestServer: cannot listen on 127.0.0.1:%d\n", port);
+    std::fprintf(stderr, "OtlpTestServer: cannot listen on %s:%d\n", bind_address_.c_str(), port);
     std::abort();
   }
 }
 
 OtlpTestServer::~OtlpTestServer() { Shutdown(); }
 
-std::string OtlpTestServer::endpoint() const { return absl::StrCat("http://127.0.0.1:", port_); }
+std::string OtlpTestServer::endpoint() const {
+  return absl::StrCat("http://", HostForUrl(bind_address_), ":", port_);
+}
 
 void OtlpTestServer::PushResponse(ScriptedResponse response) {
   std::lock_guard lock(service_->mu_);

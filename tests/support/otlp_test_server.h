@@ -1,5 +1,6 @@
 // A real OTLP/gRPC trace receiver for tests: an in-process gRPC server on
-// 127.0.0.1 (ephemeral port) that records what it accepts and answers as
+// 127.0.0.1 (ephemeral port; another local address when asked, e.g. a
+// container bridge's gateway) that records what it accepts and answers as
 // scripted (error statuses, partial success, delays).
 #pragma once
 
@@ -54,19 +55,23 @@ struct ScriptedResponse {
 
 class OtlpTestServer {
  public:
-  // Listens on 127.0.0.1:`port` (0 = ephemeral). Aborts the test binary if
-  // the server cannot start (tests cannot continue anyway).
-  explicit OtlpTestServer(int port = 0);
+  // Listens on `bind_address`:`port` (0 = ephemeral; an IPv4 or IPv6
+  // address). Aborts the test binary if the server cannot start (tests
+  // cannot continue anyway).
+  explicit OtlpTestServer(int port = 0, std::string bind_address = "127.0.0.1");
   // With TLS (grpc::SslServerCredentials; mTLS when it requires a client
   // certificate).
-  OtlpTestServer(int port, std::shared_ptr<grpc::ServerCredentials> credentials);
+  OtlpTestServer(int port, std::shared_ptr<grpc::ServerCredentials> credentials,
+                 std::string bind_address = "127.0.0.1");
   ~OtlpTestServer();  // Shutdown()
 
   OtlpTestServer(const OtlpTestServer&) = delete;
   OtlpTestServer& operator=(const OtlpTestServer&) = delete;
 
   int port() const { return port_; }
-  // "http://127.0.0.1:PORT", as OTEL_EXPORTER_OTLP_ENDPOINT would read.
+  const std::string& bind_address() const { return bind_address_; }
+  // "http://127.0.0.1:PORT" (the bind address, bracketed when IPv6), as
+  // OTEL_EXPORTER_OTLP_ENDPOINT would read.
   std::string endpoint() const;
 
   // Answers, in order, for the next Export calls; afterwards OK.
@@ -100,7 +105,11 @@ class OtlpTestServer {
 
   std::unique_ptr<Service> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::string bind_address_;
   int port_ = 0;
 };
+
+// `address` as the host part of a URL: IPv6 addresses in brackets.
+std::string HostForUrl(const std::string& address);
 
 }  // namespace kspan::testing

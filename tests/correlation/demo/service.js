@@ -4,9 +4,14 @@
 //   ROLE=backend  PORT=p                      GET /work   -> 200 after a child span
 //   ROLE=frontend PORT=p BACKEND=http://h:p   GET /order  -> calls the backend twice
 //
+// HOST is the address to listen on (default 127.0.0.1; 0.0.0.0 in a
+// container, where the host and the other service reach it over a bridge).
+// The service name is OTEL_SERVICE_NAME when set, else kspan-demo-<role>.
+//
 // Spans go, over OTLP/HTTP (protobuf), to kspan's receiver (KSPAN_OTLP_URL)
 // and, unchanged, to a reference collector (REFERENCE_OTLP_URL) so a test can
-// compare what kspan forwarded with what the SDK produced.
+// compare what kspan forwarded with what the SDK produced; to either alone
+// when only one is set.
 'use strict';
 
 const { NodeSDK, tracing } = require('@opentelemetry/sdk-node');
@@ -15,6 +20,7 @@ const { HttpInstrumentation } = require('@opentelemetry/instrumentation-http');
 
 const role = process.env.ROLE;
 const port = Number(process.env.PORT || 0);
+const host = process.env.HOST || '127.0.0.1';
 const delay = Number(process.env.EXPORT_DELAY_MS || 200);
 
 function processor(url) {
@@ -24,8 +30,13 @@ function processor(url) {
 }
 
 const sdk = new NodeSDK({
-  serviceName: `kspan-demo-${role}`,
-  spanProcessors: [processor(process.env.KSPAN_OTLP_URL), processor(process.env.REFERENCE_OTLP_URL)],
+  // Set explicitly, the SDK would prefer it to OTEL_SERVICE_NAME.
+  serviceName: process.env.OTEL_SERVICE_NAME || `kspan-demo-${role}`,
+  // Only to the receivers named: a test without kspan (the container
+  // plumbing test) sets REFERENCE_OTLP_URL alone.
+  spanProcessors: [process.env.KSPAN_OTLP_URL, process.env.REFERENCE_OTLP_URL]
+    .filter((url) => url)
+    .map(processor),
   instrumentations: [new HttpInstrumentation()],
 });
 sdk.start();
@@ -83,7 +94,7 @@ async function frontend(req, res) {
 }
 
 const server = http.createServer(role === 'backend' ? backend : frontend);
-server.listen(port, '127.0.0.1', () => {
+server.listen(port, host, () => {
   console.log(`listening ${server.address().port} pid ${process.pid}`);
 });
 
