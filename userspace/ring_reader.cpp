@@ -59,7 +59,7 @@ RingReader::Ring::~Ring() {
   if (producer_page != nullptr) munmap(producer_page, page_size);
 }
 
-int RingReader::OnRecord(void* ctx, void* data, std::size_t size) {
+int RingReader::OnRecord(void* ctx, void* data, std::size_t size) noexcept {
   auto* ring = static_cast<Ring*>(ctx);
   if (ring->sink == nullptr) {
     // A doorbell only wakes the poll; the per-CPU rings are drained after it.
@@ -164,14 +164,12 @@ std::size_t RingReader::DrainPerCpu(bool bounded) noexcept {
   return n;
 }
 
-void RingReader::DeliverHeld() noexcept {
-  for (auto& r : rings_) {
-    if (!r->holding) continue;
-    r->holding = false;
-    --held_;
-    records_read_.fetch_add(1, std::memory_order_relaxed);
-    r->sink->OnEvent(std::span<const std::byte>(r->held.data(), r->held.size()));
-  }
+void RingReader::DeliverHeld(Ring& r) noexcept {
+  if (!r.holding) return;
+  r.holding = false;
+  --held_;
+  records_read_.fetch_add(1, std::memory_order_relaxed);
+  r.sink->OnEvent(std::span<const std::byte>(r.held.data(), r.held.size()));
 }
 
 std::int64_t RingReader::DrainRound() noexcept {
@@ -189,13 +187,7 @@ std::int64_t RingReader::DrainRound() noexcept {
   }
   for (auto& ring : rings_) {
     Ring& r = *ring;
-    if (r.holding) {
-      // Held back last time, and older than anything else in its ring.
-      r.holding = false;
-      --held_;
-      records_read_.fetch_add(1, std::memory_order_relaxed);
-      r.sink->OnEvent(std::span<const std::byte>(r.held.data(), r.held.size()));
-    }
+    DeliverHeld(r);  // older than anything else left in its ring
     const int rc = ring_buffer__consume(r.rb);
     if (r.holding) {
       ++held_;
@@ -267,7 +259,7 @@ absl::Status RingReader::Start(std::chrono::milliseconds poll_timeout) {
       DrainPerCpu(/*bounded=*/false);
     } else {
       DrainRound();
-      DeliverHeld();
+      for (auto& r : rings_) DeliverHeld(*r);
     }
   });
   return absl::OkStatus();

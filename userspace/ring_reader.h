@@ -122,15 +122,16 @@ class RingReader {
     EventSink* sink;
     std::vector<std::uint64_t> heads;  // this drain's bound per CPU
   };
-  static int OnRecord(void* ctx, void* data, std::size_t size);
+  // libbpf's callback (C frames: nothing may unwind through it).
+  static int OnRecord(void* ctx, void* data, std::size_t size) noexcept;
   // Registers a ring buffer map (sink null: a doorbell).
   absl::Status AddRingBuffer(int ring_fd, std::string name, EventSink* sink);
   // Every ring buffer in registration order, then the per-CPU rings, each
   // up to its bound (Ring order in the comment at the top). Returns the
   // records delivered or a negative errno.
   std::int64_t DrainRound() noexcept;
-  // The records held back by the last round, without waiting for another.
-  void DeliverHeld() noexcept;
+  // The record `r` held back in the last round, if any.
+  void DeliverHeld(Ring& r) noexcept;
   std::size_t DrainPerCpu(bool bounded) noexcept;
   // Sets the per-CPU rings' doorbells; the wait of the next poll.
   std::chrono::nanoseconds ArmPerCpu(std::chrono::nanoseconds period) noexcept;
