@@ -241,7 +241,10 @@ static __always_inline void remember_receiver_peer(struct sock *sk, struct conne
 	} else {
 		BPF_CORE_READ_INTO(a, sk, __sk_common.skc_rcv_saddr);
 	}
-	__u32 netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	/* A kernel without CONFIG_NET_NS has one namespace, kspan's. */
+	__u32 netns = kspan_netns;
+	if (bpf_core_field_exists(sk->__sk_common.skc_net.net))
+		netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	if (netns != kspan_netns) {
 		/* Loopback in another namespace never reaches kspan's receiver;
 		 * recording it would let a collector in a pod, on the same port

@@ -91,11 +91,13 @@ int InetCskAcceptArity(const std::string& btf_path) {
 }
 
 // Inode number of this process's network namespace: what the kernel's
-// struct net ns.inum holds.
+// struct net ns.inum holds. 0 on a kernel without network namespaces
+// (no such file), where the programs use the same value for every socket.
 absl::StatusOr<std::uint32_t> OwnNetnsInum() {
   struct stat st {};
   if (stat("/proc/self/ns/net", &st) != 0) {
     const int err = errno;
+    if (err == ENOENT && access("/proc/self", F_OK) == 0) return 0u;
     return absl::InternalError(
         absl::StrCat("tcp capture: stat /proc/self/ns/net: ", std::strerror(err)));
   }
