@@ -22,6 +22,7 @@ enum kspan_event_type {
 	KSPAN_EVENT_SYSCALL = 10,       /* bpf/syscalls.h */
 	KSPAN_EVENT_DNS = 20,           /* bpf/dns.h */
 	KSPAN_EVENT_HTTP = 30,          /* bpf/http.h */
+	KSPAN_EVENT_PROCESS = 40,       /* bpf/process.h: exec, exit */
 };
 
 /* Per-CPU record rings: fixed-size records written by one BPF program per

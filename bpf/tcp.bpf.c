@@ -8,6 +8,9 @@
  * - connection lifetime: ESTABLISHED until CLOSE with tcp_sock counters and
  *   which side closed first; retransmissions and resets as notes.
  *
+ * - receiver peers: who connected to kspan's own OTLP receiver (any process
+ *   not denied, traced or not), for the receiver to look up per request.
+ *
  * The state-change handler exists in three variants, chosen by the loader:
  * tp_btf (typed arguments, cheapest), raw_tp, and the classic tracepoint
  * sock:inet_sock_set_state (works everywhere). The same holds for the notes.
@@ -26,6 +29,12 @@ const volatile __u64 wakeup_bytes = 0;  /* see kspan_wakeup_flag() */
 /* 0: every process not denied (the default); 1: only selected processes
  * (kspan_trace_level() == KSPAN_TRACE_FULL), for busy hosts. */
 const volatile __u8 selected_only = 0;
+/* kspan's own network namespace (inode number of /proc/self/ns/net). */
+const volatile __u32 kspan_netns = 0;
+
+/* Entries in kspan_rcv_ports, kept by the loader (TcpCapture), so that while
+ * there are none a connect does not look the port up. */
+__u32 kspan_rcv_port_count = 0;
 
 static __always_inline bool tcp_traced(__u32 tgid)
 {
@@ -38,7 +47,10 @@ struct connect_start {
 	__u64 start_ns;
 	__u32 pid;
 	__u32 tid;
-	char comm[KSPAN_COMM_LEN];
+	char comm[KSPAN_COMM_LEN]; /* only when traced */
+	__u8 traced;   /* the filter traces the process: connect span, lifetime */
+	__u8 receiver; /* to a kspan receiver port: remember the peer */
+	__u8 pad[6];
 };
 
 /* Attempts in SYN_SENT, keyed by socket address. Every socket leaves SYN_SENT
@@ -83,6 +95,25 @@ struct {
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kspan_tcp_stats SEC(".maps");
+
+/* kspan's OTLP receiver ports (host byte order), set by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KSPAN_RCV_MAX_PORTS);
+	__type(key, __u16);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kspan_rcv_ports SEC(".maps");
+
+/* Owners of the client ends of connections to those ports, by 4-tuple as
+ * the receiver sees it (bpf/tcp.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct kspan_rcv_peer_key);
+	__type(value, struct kspan_rcv_peer);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kspan_rcv_peers SEC(".maps");
 
 static __always_inline void read_endpoints(struct sock *sk, struct kspan_tcp_endpoints *ep)
 {
@@ -178,6 +209,60 @@ static __always_inline void emit_conn(struct sock *sk, struct conn_state *c)
 	submit(e, KSPAN_TCP_STAT_CONN_EMITTED);
 }
 
+/* At SYN_SENT the destination port is set (tcp_v4_connect/tcp_v6_connect
+ * store it before the state change); the source port may still be 0. */
+static __always_inline bool to_receiver_port(struct sock *sk)
+{
+	if (!kspan_rcv_port_count)
+		return false;
+	__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	return bpf_map_lookup_elem(&kspan_rcv_ports, &dport) != NULL;
+}
+
+/* The handshake of a connection to a receiver port completed: remember who
+ * connected, under the 4-tuple the receiver will see. */
+static __always_inline void remember_receiver_peer(struct sock *sk, struct connect_start *start)
+{
+	struct kspan_rcv_peer_key k = {};
+	__u32 *a = (__u32 *)k.saddr;
+	k.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	k.sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	k.dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (k.family == AF_INET6) {
+		BPF_CORE_READ_INTO(&k.saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		if (a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff)) {
+			/* v4-mapped: an IPv4 connection, whose peer an IPv4
+			 * listener sees as plain IPv4. */
+			k.family = AF_INET;
+			a[0] = a[3];
+			a[2] = 0;
+			a[3] = 0;
+		}
+	} else {
+		BPF_CORE_READ_INTO(a, sk, __sk_common.skc_rcv_saddr);
+	}
+	/* A kernel without CONFIG_NET_NS has one namespace, kspan's. */
+	__u32 netns = kspan_netns;
+	if (bpf_core_field_exists(sk->__sk_common.skc_net.net))
+		netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	if (netns != kspan_netns) {
+		/* Loopback in another namespace never reaches kspan's receiver;
+		 * recording it would let a collector in a pod, on the same port
+		 * number, overwrite a host client's entry with the same tuple. */
+		bool loopback = k.family == AF_INET ? k.saddr[0] == 127
+						    : (a[0] | a[1] | a[2]) == 0 && a[3] == bpf_htonl(1);
+		if (loopback)
+			return;
+	}
+	struct kspan_rcv_peer v = {
+		.pid = start->pid,
+		.tid = start->tid,
+		.netns = netns,
+		.established_ns = bpf_ktime_get_ns(),
+	};
+	bpf_map_update_elem(&kspan_rcv_peers, &k, &v, BPF_ANY);
+}
+
 static __always_inline void track_conn(__u64 key, struct conn_state *c)
 {
 	if (bpf_map_update_elem(&kspan_conns, &key, c, BPF_ANY))
@@ -191,14 +276,22 @@ static __always_inline int on_state(struct sock *sk, int oldstate, int newstate)
 	if (newstate == TCP_SYN_SENT) {
 		__u64 pid_tgid = bpf_get_current_pid_tgid();
 		__u32 tgid = pid_tgid >> 32;
-		if (!tcp_traced(tgid))
+		bool traced = tcp_traced(tgid);
+		/* The receiver needs the sender of every connection, also from
+		 * processes tcp.selected_only leaves out; never denied ones or
+		 * kspan itself (traced implies not denied). */
+		bool receiver = to_receiver_port(sk) && (traced || !kspan_pid_denied(tgid));
+		if (!traced && !receiver)
 			return 0;
 		struct connect_start start = {
 			.start_ns = bpf_ktime_get_ns(),
 			.pid = tgid,
 			.tid = (__u32)pid_tgid,
+			.traced = traced,
+			.receiver = receiver,
 		};
-		bpf_get_current_comm(&start.comm, sizeof(start.comm));
+		if (traced)
+			bpf_get_current_comm(&start.comm, sizeof(start.comm));
 		if (bpf_map_update_elem(&kspan_connects, &key, &start, BPF_ANY))
 			kspan_count(&kspan_tcp_stats, KSPAN_TCP_STAT_START_TABLE_FULL);
 		return 0;
@@ -208,17 +301,23 @@ static __always_inline int on_state(struct sock *sk, int oldstate, int newstate)
 		struct connect_start *start = bpf_map_lookup_elem(&kspan_connects, &key);
 		if (!start)
 			return 0; /* began before kspan attached, or not traced */
-		emit_connect(sk, start, newstate);
-		if (newstate == TCP_ESTABLISHED) {
-			struct conn_state c = {
-				.start_ns = bpf_ktime_get_ns(),
-				.pid = start->pid,
-				.tid = start->tid,
-				.direction = KSPAN_TCP_DIR_OUT,
-			};
-			__builtin_memcpy(c.comm, start->comm, sizeof(c.comm));
-			track_conn(key, &c);
+		if (start->traced) {
+			emit_connect(sk, start, newstate);
+			if (newstate == TCP_ESTABLISHED) {
+				struct conn_state c = {
+					.start_ns = bpf_ktime_get_ns(),
+					.pid = start->pid,
+					.tid = start->tid,
+					.direction = KSPAN_TCP_DIR_OUT,
+				};
+				__builtin_memcpy(c.comm, start->comm, sizeof(c.comm));
+				track_conn(key, &c);
+			}
 		}
+		/* Before the final ACK goes out (tcp_finish_connect() runs
+		 * first), so before the receiver can accept the connection. */
+		if (start->receiver && newstate == TCP_ESTABLISHED)
+			remember_receiver_peer(sk, start);
 		bpf_map_delete_elem(&kspan_connects, &key);
 		return 0;
 	}

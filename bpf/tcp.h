@@ -98,6 +98,30 @@ struct kspan_tcp_note {
 	__u32 pad0;
 };
 
+/* Who connected to kspan's OTLP receiver: map kspan_rcv_peers, written when
+ * a connection to a port in kspan_rcv_ports completes its handshake and
+ * read by the receiver when a request arrives (userspace/tcp_capture,
+ * LookupReceiverPeer). Entries are never removed; the LRU map evicts the
+ * oldest, and a 4-tuple used again overwrites its entry. */
+struct kspan_rcv_peer_key {
+	__u16 family;   /* AF_INET (also for v4-mapped IPv6) or AF_INET6 */
+	__u16 sport;    /* the client's port, host byte order */
+	__u16 dport;    /* the receiver's port, host byte order */
+	__u16 pad;
+	__u8 saddr[16]; /* the client's address as the receiver sees it; IPv4 in
+			 * the first 4 bytes, the rest zero */
+};
+
+struct kspan_rcv_peer {
+	__u32 pid;   /* tgid (host pid namespace) of the thread that called connect() */
+	__u32 tid;
+	__u32 netns; /* inode number of the client socket's network namespace */
+	__u32 pad;
+	__u64 established_ns; /* CLOCK_MONOTONIC: handshake completed */
+};
+
+#define KSPAN_RCV_MAX_PORTS 16
+
 /* Per-CPU counters of the TCP family (map kspan_tcp_stats), summed by userspace. */
 enum kspan_tcp_stat {
 	KSPAN_TCP_STAT_CONNECT_EMITTED = 0,   /* connect records submitted to the ring */

@@ -56,6 +56,14 @@ static_assert(offsetof(kspan_syscall_event, daddr) == 104);
 static_assert(offsetof(kspan_syscall_event, comm) == 120);
 static_assert(sizeof(kspan_syscall_path_event) == 136 + KSPAN_SYSCALL_PATH_MAX);
 static_assert(sizeof(kspan_syscall_config) == 24);
+static_assert(sizeof(kspan_proc_event) == 48 + KSPAN_PROC_FILENAME_LEN);
+static_assert(offsetof(kspan_proc_event, kind) == 4);
+static_assert(offsetof(kspan_proc_event, pid) == 8);
+static_assert(offsetof(kspan_proc_event, ppid) == 12);
+static_assert(offsetof(kspan_proc_event, ts_ns) == 16);
+static_assert(offsetof(kspan_proc_event, cgroup_id) == 24);
+static_assert(offsetof(kspan_proc_event, comm) == 32);
+static_assert(offsetof(kspan_proc_event, filename) == 48);
 
 namespace {
 constexpr char kErrors[] = "kspan_decoder_errors_total";
@@ -114,6 +122,11 @@ void EventDecoder::OnEvent(std::span<const std::byte> record) noexcept {
     case KSPAN_EVENT_HTTP: {
       kspan_http_event e;
       if (Copy(record, &e)) handler_.OnHttp(e);
+      return;
+    }
+    case KSPAN_EVENT_PROCESS: {
+      kspan_proc_event e;
+      if (Copy(record, &e)) handler_.OnProcess(e);
       return;
     }
     case KSPAN_EVENT_TCP_CONN_EVENT: {

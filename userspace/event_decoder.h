@@ -10,6 +10,7 @@
 #include "bpf/syscalls.h"
 #include "bpf/dns.h"
 #include "bpf/http.h"
+#include "bpf/process.h"
 #include "bpf/tcp.h"
 #include "exporter/self_metrics.h"
 #include "userspace/ring_reader.h"
@@ -27,6 +28,8 @@ class KernelEventHandler {
   virtual void OnTcpNote(const kspan_tcp_note&) noexcept {}
   virtual void OnDns(const kspan_dns_event&) noexcept {}
   virtual void OnHttp(const kspan_http_event&) noexcept {}
+  // A process exec'd or exited (bpf/process.h).
+  virtual void OnProcess(const kspan_proc_event&) noexcept {}
 };
 
 class EventDecoder final : public EventSink {

@@ -131,7 +131,15 @@ PerCpuRing::~PerCpuRing() {
   if (positions_ != nullptr) munmap(positions_, positions_len_);
 }
 
-std::size_t PerCpuRing::Drain(EventSink* sink, std::size_t max_per_cpu) noexcept {
+void PerCpuRing::Heads(std::vector<std::uint64_t>& out) const {
+  out.resize(cpus_);
+  for (std::uint32_t cpu = 0; cpu < cpus_; ++cpu) {
+    out[cpu] = __atomic_load_n(&Position(cpu)->head, __ATOMIC_ACQUIRE);
+  }
+}
+
+std::size_t PerCpuRing::Drain(EventSink* sink, std::size_t max_per_cpu,
+                              const std::vector<std::uint64_t>* upto) noexcept {
   std::size_t delivered = 0;
   const std::uint64_t mask = slots_ - 1;
   const std::size_t cpu_bytes = std::size_t{slots_} * slot_bytes_;
@@ -156,7 +164,15 @@ std::size_t PerCpuRing::Drain(EventSink* sink, std::size_t max_per_cpu) noexcept
       }
       continue;
     }
-    const std::uint64_t n = std::min<std::uint64_t>(waiting, max_per_cpu);
+    std::uint64_t n = std::min<std::uint64_t>(waiting, max_per_cpu);
+    if (upto != nullptr && cpu < upto->size()) {
+      // Records written since `upto` was read wait for the next drain; a
+      // bound behind tail (never, unless a position is corrupt) delivers
+      // nothing.
+      const std::uint64_t before_bound = (*upto)[cpu] - tail;
+      n = std::min<std::uint64_t>(n, before_bound <= slots_ ? before_bound : 0);
+      if (n == 0) continue;
+    }
     const std::byte* base = records_ + cpu * cpu_bytes;
     for (std::uint64_t i = tail; i != tail + n; ++i) {
       sink->OnEvent(std::span<const std::byte>(base + (i & mask) * slot_bytes_, slot_bytes_));

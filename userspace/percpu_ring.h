@@ -52,8 +52,15 @@ class PerCpuRing {
   // Hands every record waiting on each CPU (at most `max_per_cpu` per CPU) to
   // `sink`, oldest first, then frees their slots for the producer. One
   // thread at a time. Returns the records delivered.
+  // With `upto` (one entry per CPU, from Heads()), only records written
+  // before those heads are delivered: RingReader drains its rings up to
+  // positions read before the drain (userspace/ring_reader.h, ring order).
   std::size_t Drain(EventSink* sink,
-                    std::size_t max_per_cpu = std::numeric_limits<std::size_t>::max()) noexcept;
+                    std::size_t max_per_cpu = std::numeric_limits<std::size_t>::max(),
+                    const std::vector<std::uint64_t>* upto = nullptr) noexcept;
+
+  // Each CPU's head now (records written), for Drain()'s `upto`.
+  void Heads(std::vector<std::uint64_t>& out) const;
 
   // Sets each CPU's doorbell (bell_at) after a drain and returns how soon
   // the consumer should drain again, at most `period` (its poll timeout);

@@ -3,17 +3,33 @@
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 #include "userspace/bpf_stats.h"
 #include "tcp.skel.h"
 
 namespace kspan {
+
+// The BPF side writes and reads these; a layout drift must not compile.
+static_assert(sizeof(kspan_rcv_peer_key) == 24);
+static_assert(offsetof(kspan_rcv_peer_key, sport) == 2);
+static_assert(offsetof(kspan_rcv_peer_key, dport) == 4);
+static_assert(offsetof(kspan_rcv_peer_key, saddr) == 8);
+static_assert(sizeof(kspan_rcv_peer) == 24);
+static_assert(offsetof(kspan_rcv_peer, netns) == 8);
+static_assert(offsetof(kspan_rcv_peer, established_ns) == 16);
+
 namespace {
 
 absl::Status Failed(const std::string& stage, const std::string& object, int err) {
@@ -74,6 +90,49 @@ int InetCskAcceptArity(const std::string& btf_path) {
   return arity;
 }
 
+// Inode number of this process's network namespace: what the kernel's
+// struct net ns.inum holds. 0 on a kernel without network namespaces
+// (no such file), where the programs use the same value for every socket.
+absl::StatusOr<std::uint32_t> OwnNetnsInum() {
+  struct stat st {};
+  if (stat("/proc/self/ns/net", &st) != 0) {
+    const int err = errno;
+    if (err == ENOENT && access("/proc/self", F_OK) == 0) return 0u;
+    return absl::InternalError(
+        absl::StrCat("tcp capture: stat /proc/self/ns/net: ", std::strerror(err)));
+  }
+  return static_cast<std::uint32_t>(st.st_ino);
+}
+
+// `address` as the BPF side stores a receiver peer: IPv4 (also v4-mapped
+// IPv6) in the first 4 bytes with family AF_INET.
+bool ReceiverPeerKey(const std::string& address, std::uint16_t port, std::uint16_t server_port,
+                     kspan_rcv_peer_key* key) {
+  std::memset(key, 0, sizeof(*key));
+  key->sport = port;
+  key->dport = server_port;
+  std::string text = address;
+  if (text.size() >= 2 && text.front() == '[' && text.back() == ']') {
+    text = text.substr(1, text.size() - 2);
+  }
+  in_addr v4{};
+  if (inet_pton(AF_INET, text.c_str(), &v4) == 1) {
+    key->family = AF_INET;
+    std::memcpy(key->saddr, &v4, sizeof(v4));
+    return true;
+  }
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, text.c_str(), &v6) != 1) return false;
+  if (IN6_IS_ADDR_V4MAPPED(&v6)) {
+    key->family = AF_INET;
+    std::memcpy(key->saddr, &v6.s6_addr[12], 4);
+    return true;
+  }
+  key->family = AF_INET6;
+  std::memcpy(key->saddr, &v6, sizeof(v6));
+  return true;
+}
+
 }  // namespace
 
 const char* VariantName(TcpVariant v) {
@@ -97,6 +156,7 @@ TcpCapture::TcpCapture(CaptureOptions options) : options_(std::move(options)) {}
 TcpCapture::~TcpCapture() { Destroy(); }
 
 void TcpCapture::Destroy() {
+  rcv_peers_fd_.store(-1);
   tcp_bpf::destroy(skel_);  // detaches links, closes maps; null-safe
   skel_ = nullptr;
 }
@@ -117,6 +177,9 @@ absl::Status TcpCapture::Configure(TcpVariant variant, AcceptVariant accept) {
   skel_->rodata->kspan_self_tgid = options_.self_tgid;
   skel_->rodata->wakeup_bytes = options_.wakeup_bytes;
   skel_->rodata->selected_only = options_.tcp_selected_only ? 1 : 0;
+  auto netns = OwnNetnsInum();
+  if (!netns.ok()) return netns.status();
+  skel_->rodata->kspan_netns = *netns;
   // The ring must be a power-of-two multiple of the page size.
   std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
   std::size_t bytes = page;
@@ -150,7 +213,69 @@ absl::Status TcpCapture::Load() {
   if (int err = tcp_bpf::load(skel_)) {
     return Failed("load", absl::StrCat("tcp_bpf (", VariantName(chosen_), " variant)"), err);
   }
+  if (auto s = ApplyReceiverPorts(); !s.ok()) return s;
+  rcv_peers_fd_.store(bpf_map__fd(skel_->maps.kspan_rcv_peers));
   return absl::OkStatus();
+}
+
+absl::Status TcpCapture::SetReceiverPorts(const std::vector<std::uint16_t>& ports) {
+  std::vector<std::uint16_t> wanted = ports;
+  std::sort(wanted.begin(), wanted.end());
+  wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
+  if (!wanted.empty() && wanted.front() == 0) {
+    return absl::InvalidArgumentError("tcp capture: receiver port 0");
+  }
+  if (wanted.size() > KSPAN_RCV_MAX_PORTS) {
+    return absl::InvalidArgumentError(absl::StrCat("tcp capture: ", wanted.size(),
+                                                   " receiver ports, at most ",
+                                                   KSPAN_RCV_MAX_PORTS));
+  }
+  receiver_ports_ = std::move(wanted);
+  return ApplyReceiverPorts();
+}
+
+absl::Status TcpCapture::ApplyReceiverPorts() {
+  if (skel_ == nullptr || skel_->bss == nullptr) return absl::OkStatus();  // at Load()
+  const int fd = bpf_map__fd(skel_->maps.kspan_rcv_ports);
+  if (fd < 0) return absl::OkStatus();  // opened, not loaded yet
+  // The map is pinned: it may hold another run's or another set's ports.
+  std::vector<std::uint16_t> stale;
+  std::uint16_t key = 0;
+  std::uint16_t next = 0;
+  const std::uint16_t* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    if (!std::binary_search(receiver_ports_.begin(), receiver_ports_.end(), next)) {
+      stale.push_back(next);
+    }
+    key = next;
+    prev = &key;
+  }
+  for (std::uint16_t port : stale) {
+    if (bpf_map_delete_elem(fd, &port) != 0 && errno != ENOENT) {
+      return Failed("remove receiver port from", "map kspan_rcv_ports", errno);
+    }
+  }
+  const std::uint8_t one = 1;
+  for (std::uint16_t port : receiver_ports_) {
+    if (bpf_map_update_elem(fd, &port, &one, BPF_ANY) != 0) {
+      return Failed("add receiver port to", "map kspan_rcv_ports", errno);
+    }
+  }
+  // The programs look ports up only while this is non-zero.
+  __atomic_store_n(&skel_->bss->kspan_rcv_port_count,
+                   static_cast<std::uint32_t>(receiver_ports_.size()), __ATOMIC_RELEASE);
+  return absl::OkStatus();
+}
+
+std::optional<ReceiverPeerOwner> TcpCapture::LookupReceiverPeer(const std::string& address,
+                                                                std::uint16_t port,
+                                                                std::uint16_t server_port) const {
+  const int fd = rcv_peers_fd_.load();
+  kspan_rcv_peer_key key{};
+  if (fd < 0 || !ReceiverPeerKey(address, port, server_port, &key)) return std::nullopt;
+  kspan_rcv_peer value{};
+  if (bpf_map_lookup_elem(fd, &key, &value) != 0) return std::nullopt;
+  return ReceiverPeerOwner{value.pid, value.tid, value.netns, value.established_ns};
 }
 
 absl::Status TcpCapture::Attach() {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -48,6 +49,15 @@ std::optional<TcpVariant> ParseTcpVariant(const std::string& name);
 
 using TcpStats = std::array<std::uint64_t, KSPAN_TCP_STAT_MAX>;
 
+// The process that owns the client end of a connection to kspan's receiver
+// (bpf/tcp.h struct kspan_rcv_peer).
+struct ReceiverPeerOwner {
+  std::uint32_t pid = 0;    // tgid in the host pid namespace
+  std::uint32_t tid = 0;    // the thread that called connect()
+  std::uint32_t netns = 0;  // inode number of the client's network namespace
+  std::uint64_t established_ns = 0;  // CLOCK_MONOTONIC: handshake completed
+};
+
 class TcpCapture {
  public:
   explicit TcpCapture(CaptureOptions options);
@@ -78,8 +88,28 @@ class TcpCapture {
   // Per-CPU counters summed; zeros before Load().
   TcpStats ReadStats() const;
 
+  // The ports kspan's OTLP receiver listens on (at most KSPAN_RCV_MAX_PORTS,
+  // none 0): connections to them are remembered by their owner, for every
+  // process not denied, traced or not. Replaces the previous set; kept
+  // across Start()'s variant retries, so it may be called before Start().
+  // Not concurrently with itself or Start().
+  absl::Status SetReceiverPorts(const std::vector<std::uint16_t>& ports);
+  const std::vector<std::uint16_t>& receiver_ports() const { return receiver_ports_; }
+
+  // Who owns the client end of the connection from `address`:`port` (as the
+  // receiver sees it: "10.88.0.5", "::1"; "::ffff:127.0.0.1" is read as
+  // IPv4) to the receiver port `server_port`, or nullopt when kspan did not
+  // see its handshake: begun before the port was set, from a denied process
+  // or kspan itself, loopback from another network namespace, or evicted.
+  // Safe from any thread between Start() and destruction: one map lookup.
+  std::optional<ReceiverPeerOwner> LookupReceiverPeer(const std::string& address,
+                                                      std::uint16_t port,
+                                                      std::uint16_t server_port) const;
+
  private:
   void Destroy();
+  // Writes receiver_ports_ into the loaded object's kspan_rcv_ports.
+  absl::Status ApplyReceiverPorts();
 
   CaptureOptions options_;
   tcp_bpf* skel_ = nullptr;
@@ -89,6 +119,10 @@ class TcpCapture {
   std::string accept_variant_;
   bool accept_attached_ = false;
   std::vector<std::string> attached_;
+  std::vector<std::uint16_t> receiver_ports_;
+  // kspan_rcv_peers of the loaded object, for LookupReceiverPeer() on
+  // receiver threads; -1 when none is loaded.
+  std::atomic<int> rcv_peers_fd_{-1};
 };
 
 }  // namespace kspan
