@@ -79,7 +79,7 @@ Span DnsTracker::Build(const Pending& q, const kspan_dns_event* response,
   const std::uint64_t end_mono =
       response ? response->ts_ns : e.ts_ns + static_cast<std::uint64_t>(timeout_.count());
   s.end_unix_nano = ctx.clock.ToUnixNanos(end_mono);
-  s.resource = ctx.resources.For(e.pid, std::string(e.comm, strnlen(e.comm, sizeof(e.comm))));
+  s.resource = ctx.resources.For(e.pid, std::string(e.comm, strnlen(e.comm, sizeof(e.comm))), e.ts_ns);
   const std::string server = FormatAddress(e.family, e.server);
   s.attributes = {
       {"dns.question.name", q.message.qname},

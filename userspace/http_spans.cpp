@@ -140,7 +140,7 @@ Span HttpTracker::Build(const Connection& c, const Exchange& x, const char* no_r
   if (!IsValid(s.trace_id)) s.trace_id = ctx.ids.NewTraceId();
   s.start_unix_nano = ctx.clock.ToUnixNanos(rq.start_ns);
   s.end_unix_nano = ctx.clock.ToUnixNanos(std::max(end_ns, rq.start_ns));
-  s.resource = ctx.resources.For(e.pid, std::string(e.comm, strnlen(e.comm, sizeof(e.comm))));
+  s.resource = ctx.resources.For(e.pid, std::string(e.comm, strnlen(e.comm, sizeof(e.comm))), rq.start_ns);
 
   const std::string local = Address(e.family, e.local_addr);
   const std::string peer = Address(e.family, e.peer_addr);

@@ -116,6 +116,20 @@ void SpanAssembler::Emit(Counter& counter, Build&& build) noexcept {
   }
 }
 
+void SpanAssembler::OnProcess(const kspan_proc_event& e) noexcept {
+  try {
+    if (e.kind == KSPAN_PROC_EXEC) {
+      ctx_.resources.OnExec(e.pid, e.ppid, e.ts_ns, std::string_view(e.comm, strnlen(e.comm, sizeof(e.comm))),
+                            std::string_view(e.filename, strnlen(e.filename, sizeof(e.filename))));
+    } else if (e.kind == KSPAN_PROC_EXIT) {
+      ctx_.resources.OnExit(e.pid, e.ts_ns);
+    }
+  } catch (const std::exception& ex) {
+    assembly_failed_.Add();
+    spdlog::error("process identity update failed: {}", ex.what());
+  }
+}
+
 void SpanAssembler::OnTcpConnect(const kspan_tcp_connect_event& event) noexcept {
   Emit(connect_spans_, [&] { return BuildTcpConnectSpan(event, ctx_); });
 }

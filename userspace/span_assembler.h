@@ -35,6 +35,8 @@ class SpanAssembler final : public KernelEventHandler {
   void ExpireDns(std::uint64_t now_mono_ns) noexcept;
   void OnSyscall(const kspan_syscall_event& event, std::string_view path) noexcept override;
   void OnHttp(const kspan_http_event& event) noexcept override;
+  // exec and exit: the process's identity changes or ends (no span).
+  void OnProcess(const kspan_proc_event& event) noexcept override;
   // Ends HTTP responses gone quiet and requests left unanswered (any thread).
   void ExpireHttp(std::uint64_t now_mono_ns) noexcept;
   // Ends every HTTP exchange still open (shutdown, after the rings drained).

@@ -236,7 +236,7 @@ Span BuildSyscallSpan(const kspan_syscall_event& e, std::string_view path, Clock
   s.start_unix_nano = clock.ToUnixNanos(e.start_ns);
   s.end_unix_nano = clock.ToUnixNanos(e.end_ns);
   s.scope = KernelScope();
-  s.resource = resources.For(e.pid, std::string_view(e.comm, strnlen(e.comm, sizeof(e.comm))));
+  s.resource = resources.For(e.pid, std::string_view(e.comm, strnlen(e.comm, sizeof(e.comm))), e.start_ns);
 
   const auto ret = static_cast<std::int64_t>(e.ret);
   Attributes& a = s.attributes;

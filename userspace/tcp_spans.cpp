@@ -22,7 +22,7 @@ Span NewRootSpan(SpanBuildContext& ctx, std::string name, SpanKind kind, std::ui
   s.start_unix_nano = ctx.clock.ToUnixNanos(start_mono);
   s.end_unix_nano = ctx.clock.ToUnixNanos(end_mono);
   s.scope = KernelScope();
-  s.resource = ctx.resources.For(pid, Comm(comm));
+  s.resource = ctx.resources.For(pid, Comm(comm), start_mono);
   return s;
 }
 

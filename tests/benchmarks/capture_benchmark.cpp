@@ -33,7 +33,7 @@ kspan_tcp_connect_event SampleConnect(std::uint32_t pid) {
 void BM_DecodeAndAssembleTcpConnect(benchmark::State& state) {
   ClockSync clock;
   ProcessResources resources(
-      ProcessResources::Options{"/nonexistent", "bench-host", 8192, std::chrono::seconds(60)});
+      ProcessResources::Options{.proc_root = "/nonexistent", .host_name = "bench-host", .max_entries = 8192});
   MetricsRegistry metrics;
   std::size_t sink = 0;
   SpanAssembler assembler(clock, resources, metrics,

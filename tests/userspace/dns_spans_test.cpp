@@ -71,7 +71,7 @@ class DnsTrackerTest : public ::testing::Test {
  protected:
   ClockSync clock_{std::chrono::hours(1), [] { return ClockSync::Sample{1'000'000'000, 1}; }};
   ProcessResources resources_{
-      ProcessResources::Options{"/nonexistent", "h", 16, std::chrono::seconds(60)}};
+      ProcessResources::Options{.proc_root = "/nonexistent", .host_name = "h", .max_entries = 16}};
   IdGenerator ids_;
   SpanBuildContext ctx_{clock_, resources_, ids_};
 };

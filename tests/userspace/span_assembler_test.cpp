@@ -16,8 +16,7 @@ constexpr std::int64_t kOffset = 1'700'000'000'000'000'000;
 class SpanAssemblerTest : public ::testing::Test {
  protected:
   ClockSync clock_{std::chrono::hours(1), [] { return ClockSync::Sample{kOffset, 1}; }};
-  ProcessResources resources_{ProcessResources::Options{"/nonexistent-proc", "host-a", 16,
-                                                        std::chrono::seconds(60)}};
+  ProcessResources resources_{ProcessResources::Options{.proc_root = "/nonexistent-proc", .host_name = "host-a", .max_entries = 16}};
   MetricsRegistry metrics_;
   std::vector<Span> out_;
   SpanAssembler assembler_{clock_, resources_, metrics_, [this](Span&& s) { out_.push_back(std::move(s)); }};

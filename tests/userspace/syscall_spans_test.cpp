@@ -73,7 +73,7 @@ class SyscallSpansTest : public ::testing::Test {
 
   ClockSync clock_{std::chrono::hours(1), [] { return ClockSync::Sample{kOffset, 1}; }};
   ProcessResources resources_{
-      ProcessResources::Options{"/nonexistent-proc", "host-a", 16, std::chrono::seconds(60)}};
+      ProcessResources::Options{.proc_root = "/nonexistent-proc", .host_name = "host-a", .max_entries = 16}};
   IdGenerator ids_;
 };
 

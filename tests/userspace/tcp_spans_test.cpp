@@ -15,7 +15,7 @@ class TcpSpansTest : public ::testing::Test {
  protected:
   ClockSync clock_{std::chrono::hours(1), [] { return ClockSync::Sample{kOffset, 1}; }};
   ProcessResources resources_{
-      ProcessResources::Options{"/nonexistent", "host-a", 16, std::chrono::seconds(60)}};
+      ProcessResources::Options{.proc_root = "/nonexistent", .host_name = "host-a", .max_entries = 16}};
   IdGenerator ids_;
   SpanBuildContext ctx_{clock_, resources_, ids_};
 
