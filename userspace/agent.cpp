@@ -1,10 +1,14 @@
 #include "userspace/agent.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <set>
 #include <variant>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "exporter/export_metrics.h"
 #include "nlohmann/json.hpp"
@@ -38,7 +42,23 @@ absl::Status Agent::Start() {
   pipeline_ = std::move(*pipeline);
 
   clock_ = std::make_unique<ClockSync>();
-  resources_ = std::make_unique<ProcessResources>();
+  {
+    const auto& rc = config_.resource;
+    ContainerMetadata::Options co;
+    co.host_root = rc.host_root;
+    containers_ = std::make_unique<ContainerMetadata>(co, &metrics_);
+    ProcessResources::Options ro;
+    ro.host_attributes = DetectHostAttributes(rc.host_root);
+    for (const auto& [k, v] : rc.attributes) ro.extra_attributes.push_back({k, v});
+    ro.host_service_name = rc.host_service_name;
+    ro.containers = containers_.get();
+    // An exited process's late spans: those the HTTP tracker ends on its
+    // response timeout come last.
+    ro.exited_grace = std::max<std::chrono::seconds>(
+        std::chrono::seconds(120),
+        std::chrono::duration_cast<std::chrono::seconds>(config_.capture.http.response_timeout) * 2);
+    resources_ = std::make_unique<ProcessResources>(std::move(ro), &metrics_);
+  }
   if (config_.correlation.enabled) {
     const auto& cc = config_.correlation;
     CorrelatorOptions co;
@@ -62,6 +82,13 @@ absl::Status Agent::Start() {
   decoder_ = std::make_unique<EventDecoder>(*assembler_, metrics_);
   reader_ = std::make_unique<RingReader>();
 
+  const bool any_capture = config_.capture.tcp.enabled || config_.capture.syscalls.enabled ||
+                           config_.capture.dns || config_.capture.http.enabled;
+  // First: the reader drains rings in the order they are added, so a
+  // process's exec and exit are seen before the records it made after them.
+  if (any_capture) {
+    if (auto s = StartProcessFamily(); !s.ok()) return s;
+  }
   if (config_.capture.tcp.enabled) {
     CaptureOptions opts;
     opts.self_tgid = static_cast<std::uint32_t>(getpid());
@@ -154,9 +181,83 @@ absl::Status Agent::Start() {
   return absl::OkStatus();
 }
 
+absl::Status Agent::StartProcessFamily() {
+  ProcessCaptureOptions opts;
+  opts.self_tgid = static_cast<std::uint32_t>(getpid());
+  opts.wakeup_bytes = config_.capture.wakeup_bytes;
+  opts.btf_path = config_.bpf.btf;
+  opts.pin_dir = pins_->path();
+  process_ = std::make_unique<ProcessCapture>(opts);
+  if (auto s = process_->Start(); !s.ok()) {
+    // Identities then follow exec only when re-read (every minute).
+    spdlog::warn("process family unavailable ({}): a process's identity is refreshed every {}s "
+                 "instead of at exec",
+                 std::string(s.message()), 60);
+    process_.reset();
+    return absl::OkStatus();
+  }
+  return reader_->Add(process_->ring_fd(), "kspan_proc_ring", decoder_.get());
+}
+
+void Agent::WarnIfExposed(const char* transport, const std::string& endpoint) {
+  const auto colon = endpoint.rfind(':');
+  std::string host = colon == std::string::npos ? endpoint : endpoint.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  in6_addr a6{};
+  in_addr a4{};
+  bool loopback = host == "localhost";
+  bool any = false;
+  if (inet_pton(AF_INET, host.c_str(), &a4) == 1) {
+    loopback = (ntohl(a4.s_addr) >> 24) == 127;
+    any = a4.s_addr == INADDR_ANY;
+  } else if (inet_pton(AF_INET6, host.c_str(), &a6) == 1) {
+    loopback = IN6_IS_ADDR_LOOPBACK(&a6);
+    any = IN6_IS_ADDR_UNSPECIFIED(&a6);
+  }
+  if (loopback) return;
+  if (any) {
+    spdlog::warn("OTLP/{} receiver on {}: every network interface. Any host that can reach this "
+                 "one, not only local containers, can send spans through kspan to its destinations; "
+                 "prefer a container bridge address, or firewall the port",
+                 transport, endpoint);
+  } else {
+    spdlog::warn("OTLP/{} receiver on {} (not loopback): every process, container and host that "
+                 "can reach this address can send spans through kspan to its destinations. Each "
+                 "request is attributed only to the process the kernel says sent it",
+                 transport, endpoint);
+  }
+}
+
 absl::Status Agent::StartReceiver() {
   const auto& rc = config_.receiver;
   if (!rc.grpc_enabled && !rc.http_enabled) return absl::OkStatus();
+  // The kernel learns a receiver port's clients as they connect: ports
+  // known from the config are set before the first client can come.
+  auto port_of = [](bool enabled, const std::string& endpoint) -> std::uint16_t {
+    if (!enabled) return 0;
+    const auto colon = endpoint.rfind(':');
+    int port = 0;
+    if (colon == std::string::npos || !absl::SimpleAtoi(endpoint.substr(colon + 1), &port)) return 0;
+    return port > 0 && port < 65536 ? static_cast<std::uint16_t>(port) : 0;
+  };
+  auto set_ports = [this](std::uint16_t grpc, std::uint16_t http) {
+    if (!tcp_) return;
+    std::vector<std::uint16_t> ports;
+    for (auto p : {grpc, http}) {
+      if (p != 0) ports.push_back(p);
+    }
+    if (auto s = tcp_->SetReceiverPorts(ports); !s.ok()) {
+      spdlog::warn("receiver: senders will be found through /proc: {}", std::string(s.message()));
+    }
+  };
+  set_ports(port_of(rc.grpc_enabled, rc.grpc_endpoint), port_of(rc.http_enabled, rc.http_endpoint));
+  senders_ = std::make_unique<SenderIdentity>(
+      metrics_, [this](const ReceiverPeer& peer, std::uint16_t server_port) -> std::optional<std::uint32_t> {
+        if (!tcp_) return std::nullopt;
+        auto owner = tcp_->LookupReceiverPeer(peer.address, peer.port, server_port);
+        if (!owner) return std::nullopt;
+        return owner->pid;
+      });
   OtlpReceiverOptions ro;
   ro.grpc_enabled = rc.grpc_enabled;
   ro.grpc_address = rc.grpc_endpoint;
@@ -165,11 +266,20 @@ absl::Status Agent::StartReceiver() {
   ro.max_request_bytes = rc.max_request_bytes;
   AppSpanSink sink = [this, pipeline = PipelineSink(*pipeline_)](std::vector<Span>&& spans,
                                                                  const ReceiverPeer& peer) {
-    auto sender = SenderOf(spans, peer);
+    const SenderAttribution who = senders_->Attribute(spans, peer);
+    if (who.sender && who.sender_sent_own_spans) {
+      if (enrollment_) enrollment_->Seen(*who.sender);
+      // Its kernel spans sit with its own in the backend's service list.
+      if (!who.own_service_name.empty()) resources_->LearnServiceName(*who.sender, who.own_service_name);
+    }
     // Indexed before they leave, so the kernel spans they contain find them.
-    if (correlator_) correlator_->IndexAppSpans(spans, sender);
+    if (correlator_) {
+      correlator_->IndexAppSpans(spans, [&who](const Span& s) { return who.PidOf(s.resource.get()); });
+    }
     return pipeline(std::move(spans), peer);
   };
+  if (rc.grpc_enabled) WarnIfExposed("gRPC", rc.grpc_endpoint);
+  if (rc.http_enabled) WarnIfExposed("HTTP", rc.http_endpoint);
   auto receiver = OtlpReceiver::Start(ro, std::move(sink), metrics_);
   if (!receiver.ok()) {
     return absl::Status(receiver.status().code(),
@@ -178,51 +288,11 @@ absl::Status Agent::StartReceiver() {
   receiver_ = std::move(*receiver);
   receiver_grpc_port_ = receiver_->grpc_port();
   receiver_http_port_ = receiver_->http_port();
+  senders_->SetServerPorts(receiver_->grpc_port(), receiver_->http_port());
+  set_ports(static_cast<std::uint16_t>(receiver_->grpc_port()),
+            static_cast<std::uint16_t>(receiver_->http_port()));
   if (correlator_) correlator_->SetOwnPorts({receiver_->grpc_port(), receiver_->http_port()});
   return absl::OkStatus();
-}
-
-std::optional<std::uint32_t> Agent::SenderOf(const std::vector<Span>& spans,
-                                             const ReceiverPeer& peer) {
-  // The pid the spans name (one process per request in practice).
-  std::optional<std::uint32_t> named;
-  const Resource* last = nullptr;
-  for (const Span& s : spans) {
-    if (!s.resource || s.resource.get() == last) continue;
-    last = s.resource.get();
-    const AttributeValue* v = FindAttribute(s.resource->attributes, "process.pid");
-    if (const auto* pid = v ? std::get_if<std::int64_t>(v) : nullptr; pid && *pid > 0) {
-      named = static_cast<std::uint32_t>(*pid);
-      break;
-    }
-  }
-  // The process on the other end of the connection, looked up once per
-  // connection.
-  std::optional<std::uint32_t> owner;
-  const int server_port = peer.transport == ReceiverTransport::kGrpc ? receiver_grpc_port_.load()
-                                                                     : receiver_http_port_.load();
-  if (!peer.address.empty() && peer.port != 0 && server_port > 0) {
-    const std::string key = absl::StrCat(peer.address, "|", peer.port);
-    std::lock_guard lock(peers_mu_);
-    auto it = peer_pids_.find(key);
-    if (it == peer_pids_.end()) {
-      if (peer_pids_.size() >= 4096) peer_pids_.clear();
-      it = peer_pids_
-               .emplace(key, PidOfTcpClient(peer.address, peer.port,
-                                            static_cast<std::uint16_t>(server_port), named))
-               .first;
-    }
-    owner = it->second;
-  }
-  std::optional<std::uint32_t> sender;
-  if (owner) {
-    // A collector forwarding other processes' spans is not those processes.
-    if (!named || *named == *owner) sender = owner;
-  } else if (named && access(absl::StrCat("/proc/", *named).c_str(), F_OK) == 0) {
-    sender = named;
-  }
-  if (sender && enrollment_) enrollment_->Seen(*sender);
-  return sender;
 }
 
 absl::Status Agent::ApplyProcessFilter() {
@@ -312,6 +382,15 @@ void Agent::RegisterCaptureMetrics() {
     RegisterStatSlots("http", kHttpSlots,
                       [this](int i) { return http_->ReadStats()[static_cast<std::size_t>(i)]; });
   }
+  if (process_) {
+    static constexpr StatSlot kProcSlots[] = {
+        {KSPAN_PROC_STAT_EXEC_EMITTED, StatSlot::kEvent, "exec"},
+        {KSPAN_PROC_STAT_EXIT_EMITTED, StatSlot::kEvent, "exit"},
+        {KSPAN_PROC_STAT_RING_FULL, StatSlot::kLost, "ring_full"},
+    };
+    RegisterStatSlots("process", kProcSlots,
+                      [this](int i) { return process_->ReadStats()[static_cast<std::size_t>(i)]; });
+  }
   if (tcp_) {
     static constexpr StatSlot kTcpSlots[] = {
         {KSPAN_TCP_STAT_CONNECT_EMITTED, StatSlot::kEvent, "tcp_connect"},
@@ -389,8 +468,22 @@ std::string Agent::StatusJson() {
                      {"http_port", receiver_http_port_.load()}};
   }
   if (enrollment_) j["enrolled_pids"] = enrollment_->Enrolled();
+  if (resources_) {
+    j["identity"] = {{"processes", resources_->size()},
+                     {"containers", containers_ ? containers_->size() : 0},
+                     {"follows_exec", process_ != nullptr}};
+  }
   if (correlator_) j["correlation"] = {{"pending_kernel_spans", correlator_->pending()}};
   auto& families = j["capture"] = nlohmann::json::array();
+  if (process_) {
+    const auto st = process_->ReadStats();
+    nlohmann::json f;
+    f["family"] = "process";
+    f["variant"] = "tracepoint";
+    f["events"] = {{"exec", st[KSPAN_PROC_STAT_EXEC_EMITTED]}, {"exit", st[KSPAN_PROC_STAT_EXIT_EMITTED]}};
+    f["lost"] = {{"ring_full", st[KSPAN_PROC_STAT_RING_FULL]}};
+    families.push_back(f);
+  }
   if (tcp_) {
     const auto st = tcp_->ReadStats();
     nlohmann::json f;
@@ -484,7 +577,12 @@ void Agent::Tick() {
   if (assembler_) assembler_->ExpireDns(MonotonicNowNs());
   if (assembler_) assembler_->ExpireHttp(MonotonicNowNs());
   if (enrollment_) enrollment_->Expire();
+  if (resources_) resources_->Sweep(MonotonicNowNs());
   const auto now = std::chrono::steady_clock::now();
+  if (containers_ && now - last_container_sweep_ >= std::chrono::seconds(30)) {
+    last_container_sweep_ = now;
+    containers_->Sweep();
+  }
   if (now - last_totals_log_ >= std::chrono::seconds(60)) {
     last_totals_log_ = now;
     LogTotals();
@@ -497,6 +595,7 @@ void Agent::Stop(std::chrono::milliseconds deadline) {
   if (admin_) admin_->SetReady(false);
   // No new app spans; those accepted are already in the pipeline.
   if (receiver_) receiver_->Shutdown();
+  if (process_) process_->Detach();
   if (tcp_) tcp_->Detach();
   if (syscalls_) syscalls_->Detach();
   if (dns_) dns_->Detach();
@@ -515,6 +614,7 @@ void Agent::Stop(std::chrono::milliseconds deadline) {
   dns_.reset();
   http_.reset();
   tcp_.reset();   // destroys the skeletons
+  process_.reset();
   pins_.reset();  // removes /sys/fs/bpf/kspan
   if (admin_) admin_->Stop();
 }

@@ -20,14 +20,17 @@
 #include "userspace/capture_filter.h"
 #include "userspace/clock_sync.h"
 #include "userspace/config.h"
+#include "userspace/container_metadata.h"
 #include "userspace/correlator.h"
 #include "userspace/enrollment.h"
 #include "userspace/event_decoder.h"
 #include "userspace/otlp_receiver.h"
 #include "userspace/pin_directory.h"
+#include "userspace/process_capture.h"
 #include "userspace/process_resources.h"
 #include "userspace/percpu_ring.h"
 #include "userspace/ring_reader.h"
+#include "userspace/sender_identity.h"
 #include "userspace/span_assembler.h"
 #include "userspace/dns_capture.h"
 #include "userspace/http_capture.h"
@@ -63,9 +66,9 @@ class Agent {
   };
   absl::Status ApplyProcessFilter();
   absl::Status StartReceiver();
-  // The process that sent `spans` over the connection of `peer`, enrolled
-  // for full capture when it is the process the spans name.
-  std::optional<std::uint32_t> SenderOf(const std::vector<Span>& spans, const ReceiverPeer& peer);
+  // Says in the log who can reach a receiver endpoint that is not loopback.
+  static void WarnIfExposed(const char* transport, const std::string& endpoint);
+  absl::Status StartProcessFamily();
   void RegisterCaptureMetrics();
   void RegisterStatSlots(const char* family, std::span<const StatSlot> slots,
                          std::function<std::uint64_t(int)> read);
@@ -78,9 +81,11 @@ class Agent {
   std::optional<CaptureFilter> filter_;
   std::unique_ptr<ExportPipeline> pipeline_;
   std::unique_ptr<ClockSync> clock_;
+  std::unique_ptr<ContainerMetadata> containers_;
   std::unique_ptr<ProcessResources> resources_;
   std::unique_ptr<SpanAssembler> assembler_;
   std::unique_ptr<EventDecoder> decoder_;
+  std::unique_ptr<ProcessCapture> process_;
   std::unique_ptr<TcpCapture> tcp_;
   std::unique_ptr<SyscallCapture> syscalls_;
   std::unique_ptr<DnsCapture> dns_;
@@ -88,13 +93,12 @@ class Agent {
   std::unique_ptr<RingReader> reader_;
   std::unique_ptr<Correlator> correlator_;
   std::unique_ptr<Enrollment> enrollment_;
+  std::unique_ptr<SenderIdentity> senders_;
   std::unique_ptr<OtlpReceiver> receiver_;
   std::atomic<int> receiver_grpc_port_{0};
   std::atomic<int> receiver_http_port_{0};
-  // Receiver connections already traced to their process ("addr|port").
-  std::mutex peers_mu_;
-  std::unordered_map<std::string, std::optional<std::uint32_t>> peer_pids_;
   std::chrono::steady_clock::time_point last_totals_log_;
+  std::chrono::steady_clock::time_point last_container_sweep_;
   std::uint64_t last_logged_spans_ = 0;
   std::uint64_t last_logged_lost_ = 0;
   bool stopped_ = false;

@@ -376,11 +376,43 @@ absl::Status ReadCorrelation(const ConfigReader& r, const YAML::Node& n,
   return absl::OkStatus();
 }
 
+absl::Status ReadResource(const ConfigReader& r, const YAML::Node& n,
+                          AgentConfig::ResourceSettings* rs) {
+  if (!n) return absl::OkStatus();
+  KSPAN_RETURN_IF_ERROR(r.CheckKeys(n, "resource", {"attributes", "host_service_name", "host_root"}));
+  if (const auto& a = n["attributes"]; a) {
+    if (!a.IsMap()) return r.Error(a, "resource.attributes", "must be a mapping of key: value");
+    for (const auto& kv : a) {
+      const std::string key = kv.first.as<std::string>();
+      if (key.empty()) return r.Error(kv.first, "resource.attributes", "an attribute key is empty");
+      if (!kv.second.IsScalar()) {
+        return r.Error(kv.second, absl::StrCat("resource.attributes.", key), "must be a string");
+      }
+      // Per process in kspan's resources; the file's names the host's own.
+      if (key == "service.name") {
+        rs->host_service_name = kv.second.as<std::string>();
+        continue;
+      }
+      rs->attributes.emplace_back(key, kv.second.as<std::string>());
+    }
+  }
+  KSPAN_RETURN_IF_ERROR(
+      r.String(n["host_service_name"], "resource.host_service_name", &rs->host_service_name));
+  if (rs->host_service_name.empty()) {
+    return r.Error(n["host_service_name"], "resource.host_service_name", "is empty");
+  }
+  KSPAN_RETURN_IF_ERROR(r.String(n["host_root"], "resource.host_root", &rs->host_root));
+  if (rs->host_root.empty() || rs->host_root.front() != '/') {
+    return r.Error(n["host_root"], "resource.host_root", "must be an absolute path");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ReadFile(const ConfigReader& r, const YAML::Node& root, AgentConfig* c) {
   if (!root || root.IsNull()) return absl::OkStatus();  // empty file: all defaults
   KSPAN_RETURN_IF_ERROR(r.CheckKeys(
       root, "", {"log_level", "state_dir", "admin", "bpf", "capture", "receiver", "correlation",
-                 "batch", "destinations"}));
+                 "resource", "batch", "destinations"}));
   KSPAN_RETURN_IF_ERROR(r.String(root["log_level"], "log_level", &c->log_level));
   KSPAN_RETURN_IF_ERROR(r.String(root["state_dir"], "state_dir", &c->state_dir));
   if (const auto& a = root["admin"]; a) {
@@ -488,6 +520,7 @@ absl::Status ReadFile(const ConfigReader& r, const YAML::Node& root, AgentConfig
   }
   KSPAN_RETURN_IF_ERROR(ReadReceiver(r, root["receiver"], &c->receiver));
   KSPAN_RETURN_IF_ERROR(ReadCorrelation(r, root["correlation"], &c->correlation));
+  KSPAN_RETURN_IF_ERROR(ReadResource(r, root["resource"], &c->resource));
   if (const auto& b = root["batch"]; b) {
     KSPAN_RETURN_IF_ERROR(
         r.CheckKeys(b, "batch", {"max_queue_size", "max_export_batch_size", "schedule_delay"}));
@@ -537,6 +570,27 @@ absl::Status ApplyEnvironment(const GetEnv& getenv, AgentConfig* c) {
   set("KSPAN_ADMIN_LISTEN", &c->admin_listen);
   set("KSPAN_BTF", &c->bpf.btf);
   set("KSPAN_PIN_PATH", &c->bpf.pin_path);
+  set("KSPAN_HOST_ROOT", &c->resource.host_root);
+
+  // The OpenTelemetry resource variables, as every SDK reads them: the
+  // agent's own attributes, added to the resources of its kernel spans.
+  if (const char* v = getenv("OTEL_RESOURCE_ATTRIBUTES"); v != nullptr && *v != '\0') {
+    auto pairs = ParseOtlpHeaders(v);
+    if (!pairs.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("OTEL_RESOURCE_ATTRIBUTES: ", pairs.status().message()));
+    }
+    auto& attrs = c->resource.attributes;
+    for (auto& [k, val] : *pairs) {
+      if (k == "service.name") {
+        if (!val.empty()) c->resource.host_service_name = val;
+        continue;
+      }
+      std::erase_if(attrs, [&k](const auto& a) { return a.first == k; });
+      attrs.emplace_back(std::move(k), std::move(val));
+    }
+  }
+  set("OTEL_SERVICE_NAME", &c->resource.host_service_name);
 
   auto has = [&](const char* var) {
     const char* v = getenv(var);
@@ -646,6 +700,10 @@ absl::Status Validate(const std::string& origin, const AgentConfig& c) {
   }
   if (c.capture.poll_interval.count() < 1 || c.capture.poll_interval.count() > 10000) {
     return absl::InvalidArgumentError(origin + ": capture.poll_interval: must be 1ms to 10s");
+  }
+  if (c.resource.host_root.empty() || c.resource.host_root.front() != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ": resource.host_root: '", c.resource.host_root, "' is not an absolute path"));
   }
   std::set<std::string> names;
   for (const auto& d : c.exporter.destinations) {

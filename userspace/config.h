@@ -9,6 +9,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -104,6 +105,21 @@ struct AgentConfig {
     bool enroll_senders = true;
     std::chrono::milliseconds enrollment_linger{60000};
   } correlation;
+  // What kspan says about the processes and the host in the resources of
+  // kernel spans (app spans keep their own resources).
+  struct ResourceSettings {
+    // Added to every kernel span's resource under keys kspan did not set
+    // from the kernel's view (k8s.cluster.name, deployment.environment.name,
+    // ...). OTEL_RESOURCE_ATTRIBUTES adds to (and overrides) these.
+    std::vector<std::pair<std::string, std::string>> attributes;
+    // service.name of work no process owns (a connection nobody accepted);
+    // OTEL_SERVICE_NAME, else service.name in OTEL_RESOURCE_ATTRIBUTES.
+    std::string host_service_name = "kernel";
+    // Where the node's own files are (/etc/machine-id, /var/log/pods,
+    // /var/lib/docker, /run/containerd, ...): "/" on a host, the mount
+    // point of the node's root in a container (a DaemonSet's /host).
+    std::string host_root = "/";
+  } resource;
   ExportConfig exporter;
   // True when no destination was configured anywhere and the embedded
   // default (local file store + console) was filled in.

@@ -45,7 +45,9 @@ std::string StringAttribute(const Attributes& attrs, std::string_view key) {
   return {};
 }
 
-// process.pid of a span: a span attribute (kernel spans) or its resource's.
+// The host pid of a kernel span: its process.pid attribute or its resource's
+// (kspan writes both from the kernel's view; app spans are indexed by the
+// pid their sender's identity gives, never by this).
 std::optional<std::uint32_t> PidOf(const Span& s) {
   auto pid = IntAttribute(s.attributes, "process.pid");
   if (!pid && s.resource) pid = IntAttribute(s.resource->attributes, "process.pid");
@@ -202,13 +204,11 @@ Correlator::Container Correlator::ContainerOf(const Span& s,
   return c;
 }
 
-void Correlator::IndexAppSpans(const std::vector<Span>& spans,
-                               std::optional<std::uint32_t> sender) {
+void Correlator::IndexAppSpans(const std::vector<Span>& spans, const HostPidOf& host_pid) {
   std::lock_guard lock(mu_);
   const auto now = now_();
   for (const Span& s : spans) {
-    auto pid = PidOf(s);
-    if (!pid) pid = sender;
+    const auto pid = host_pid(s);
     if (!pid || !IsValid(s.trace_id) || !IsValid(s.span_id)) continue;
     ProcessIndex& idx = processes_[*pid];
     Container c = ContainerOf(s, now);

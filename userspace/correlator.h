@@ -82,11 +82,13 @@ class Correlator {
 
   // A kernel span from span assembly (any thread). Waits in the window.
   void OnKernelSpan(Span&& span);
-  // App spans accepted by the receiver, before they are exported: indexed so
-  // kernel spans can find them. They are not kept or changed. `sender` is
-  // the process that sent them, for spans whose resource has no process.pid.
-  void IndexAppSpans(const std::vector<Span>& spans,
-                     std::optional<std::uint32_t> sender = std::nullopt);
+  // The host pid an app span belongs to (nullopt: none kspan can vouch for).
+  using HostPidOf = std::function<std::optional<std::uint32_t>(const Span&)>;
+  // App spans accepted by the receiver, before they are exported: indexed,
+  // under the host pid `host_pid` gives (userspace/sender_identity.h: never
+  // the pid a payload claims, which in a container is its own namespace's),
+  // so kernel spans can find them. They are not kept or changed.
+  void IndexAppSpans(const std::vector<Span>& spans, const HostPidOf& host_pid);
 
   // Places and hands on every kernel span whose window has passed.
   void Release();

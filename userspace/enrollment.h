@@ -4,11 +4,9 @@
 // instrumented application thus gets its kernel children with no
 // configuration.
 //
-// Which process sent a request: the process.pid of the spans' resource
-// (OpenTelemetry SDKs set it), checked against the process that owns the
-// client end of the receiving connection; when a resource has no pid, that
-// process. A collector forwarding other processes' spans is not the process
-// named in them: such pids are not enrolled.
+// Which process sent a request is decided from the kernel's view of the
+// connection (userspace/sender_identity.h): only a sender whose spans are its
+// own is enrolled, never a pid that a payload names.
 #pragma once
 
 #include <chrono>
@@ -16,7 +14,6 @@
 #include <functional>
 #include <map>
 #include <mutex>
-#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -25,14 +22,6 @@
 #include "exporter/self_metrics.h"
 
 namespace kspan {
-
-// The process that owns the TCP socket whose local end is address:port and
-// whose peer port is `server_port` (the client end of a connection to kspan),
-// from /proc/net/tcp{,6} and /proc/*/fd. `hint` is checked first.
-std::optional<std::uint32_t> PidOfTcpClient(const std::string& address, std::uint16_t port,
-                                            std::uint16_t server_port,
-                                            std::optional<std::uint32_t> hint = std::nullopt,
-                                            const std::string& proc_root = "/proc");
 
 class Enrollment {
  public:

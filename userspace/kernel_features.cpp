@@ -3,7 +3,9 @@
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
+#include <fcntl.h>
 #include <linux/magic.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -138,6 +140,30 @@ absl::Status EnsureBpffs(const KernelRequirements& req) {
   }
   spdlog::info("mounted bpffs at {}", req.bpffs);
   return absl::OkStatus();
+}
+
+void JoinHostCgroupNamespace(const std::string& proc_root) {
+  struct stat self {};
+  struct stat init {};
+  const std::string init_ns = proc_root + "/1/ns/cgroup";
+  // No cgroup namespaces (kernel before 4.6), or pid 1 not inspectable
+  // (kspan in a pid namespace of its own sees its own init): nothing to do.
+  if (stat((proc_root + "/self/ns/cgroup").c_str(), &self) != 0 || stat(init_ns.c_str(), &init) != 0) {
+    return;
+  }
+  if (self.st_ino == init.st_ino && self.st_dev == init.st_dev) return;
+  const int fd = open(init_ns.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || setns(fd, CLONE_NEWCGROUP) != 0) {
+    const int err = errno;
+    if (fd >= 0) close(fd);
+    spdlog::warn("kspan runs in a cgroup namespace of its own and cannot enter the host's ({}): "
+                 "other processes' cgroups read as \"/../..\", so their spans carry no container ids; "
+                 "run kspan with the host's cgroup namespace (--cgroupns=host)",
+                 std::strerror(err));
+    return;
+  }
+  close(fd);
+  spdlog::info("entered the host's cgroup namespace: container ids are read as the host sees them");
 }
 
 }  // namespace kspan

@@ -48,6 +48,14 @@ std::uint32_t PerThreadSlots();
 // --btf file describes types, not what the running kernel provides.
 bool KernelBtfHas(const char* name, int btf_kind);
 
+// Enters the cgroup namespace of the host's init (/proc/1) when kspan runs
+// in another one and sees the host's pids (a container with the host's pid
+// namespace): /proc/<pid>/cgroup then names every container's cgroup as the
+// host does, instead of "/../..". Must run before kspan starts a thread (a
+// namespace is per thread; new threads inherit it). Logs what it did; a
+// refusal only costs container ids, so it is not an error.
+void JoinHostCgroupNamespace(const std::string& proc_root = "/proc");
+
 // Routes libbpf's own messages into spdlog at debug level: the user sees
 // kspan's summary of a failure, and `--log-level debug` shows libbpf's detail.
 void RouteLibbpfLogs();

@@ -39,6 +39,8 @@ int Run(const std::string& config_path, const kspan::FlagOverrides& flags) {
   }
   SetUpLogging(config->log_level);
   kspan::RouteLibbpfLogs();
+  // Before any thread: namespaces are per thread, inherited by new ones.
+  kspan::JoinHostCgroupNamespace();
 
   // Signals are taken synchronously by the main thread; every thread the
   // agent starts inherits this mask.

@@ -331,4 +331,66 @@ TEST(Config, OtlpProtocolVariableSelectsHttp) {
   EXPECT_FALSE(d->otlp_grpc.endpoint_is_full_url);
 }
 
+TEST(Config, ResourceAttributesFromFileAndTheOtelVariables) {
+  auto d = Parse("");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->resource.attributes.empty());
+  EXPECT_EQ(d->resource.host_service_name, "kernel");
+  EXPECT_EQ(d->resource.host_root, "/");
+
+  const std::string yaml =
+      "resource:\n"
+      "  attributes:\n"
+      "    k8s.cluster.name: prod-eu\n"
+      "    deployment.environment.name: staging\n"
+      "  host_root: /host\n";
+  auto f = Parse(yaml);
+  ASSERT_TRUE(f.ok()) << f.status();
+  ASSERT_EQ(f->resource.attributes.size(), 2u);
+  EXPECT_EQ(f->resource.attributes[0].first, "k8s.cluster.name");
+  EXPECT_EQ(f->resource.attributes[0].second, "prod-eu");
+  EXPECT_EQ(f->resource.host_root, "/host");
+
+  // OTEL_RESOURCE_ATTRIBUTES overrides the file key by key (percent-decoded,
+  // as the SDKs read it); its service.name and OTEL_SERVICE_NAME name the host.
+  FakeEnv env;
+  env.vars["OTEL_RESOURCE_ATTRIBUTES"] = "deployment.environment.name=prod,team=a%2Cb,service.name=edge";
+  auto e = Parse(yaml, env);
+  ASSERT_TRUE(e.ok()) << e.status();
+  std::map<std::string, std::string> attrs(e->resource.attributes.begin(), e->resource.attributes.end());
+  EXPECT_EQ(attrs["k8s.cluster.name"], "prod-eu");
+  EXPECT_EQ(attrs["deployment.environment.name"], "prod");
+  EXPECT_EQ(attrs["team"], "a,b");
+  EXPECT_FALSE(attrs.contains("service.name"));
+  EXPECT_EQ(e->resource.host_service_name, "edge");
+  env.vars["OTEL_SERVICE_NAME"] = "node-7";
+  env.vars["KSPAN_HOST_ROOT"] = "/node";
+  auto n = Parse(yaml, env);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(n->resource.host_service_name, "node-7");
+  EXPECT_EQ(n->resource.host_root, "/node");
+}
+
+TEST(Config, BadResourceSettingsNameTheKeyOrVariable) {
+  auto a = Parse("resource:\n  attributes: [a, b]\n");
+  ASSERT_FALSE(a.ok());
+  EXPECT_NE(a.status().message().find("resource.attributes"), std::string::npos) << a.status();
+  auto r = Parse("resource:\n  host_root: relative/path\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("resource.host_root"), std::string::npos) << r.status();
+  auto u = Parse("resource:\n  labels: {}\n");
+  ASSERT_FALSE(u.ok());
+  EXPECT_NE(u.status().message().find("resource.labels"), std::string::npos) << u.status();
+  FakeEnv env;
+  env.vars["OTEL_RESOURCE_ATTRIBUTES"] = "novalue";
+  auto e = Parse("", env);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.status().message().find("OTEL_RESOURCE_ATTRIBUTES"), std::string::npos) << e.status();
+  env.vars["OTEL_RESOURCE_ATTRIBUTES"] = "";
+  env.vars["KSPAN_HOST_ROOT"] = "host";
+  auto h = Parse("", env);
+  ASSERT_FALSE(h.ok());
+  EXPECT_NE(h.status().message().find("resource.host_root"), std::string::npos) << h.status();
+}
+
 }  // namespace kspan

@@ -82,6 +82,16 @@ void OnConnection(Span& s, std::string peer, std::int64_t port) {
   s.attributes.push_back({"network.peer.port", port});
 }
 
+// The host pid an app span is indexed under: in these tests every sender
+// is in kspan's pid namespace and names itself (userspace/sender_identity
+// decides this in the agent).
+std::optional<std::uint32_t> ResourcePid(const Span& s) {
+  const AttributeValue* v = s.resource ? FindAttribute(s.resource->attributes, "process.pid") : nullptr;
+  const auto* pid = v ? std::get_if<std::int64_t>(v) : nullptr;
+  if (pid == nullptr || *pid <= 0) return std::nullopt;
+  return static_cast<std::uint32_t>(*pid);
+}
+
 class CorrelatorTest : public ::testing::Test {
  protected:
   void Make(CorrelatorOptions options = {}) {
@@ -92,7 +102,7 @@ class CorrelatorTest : public ::testing::Test {
   }
   // `pid` has sent spans before: its kernel spans wait for app spans.
   void Known(std::int64_t pid) {
-    correlator_->IndexAppSpans({AppSpan(pid, 0x01, 0xf0, 0, 900'000, 900'001)});
+    correlator_->IndexAppSpans({AppSpan(pid, 0x01, 0xf0, 0, 900'000, 900'001)}, ResourcePid);
   }
   const Span* Out(std::uint8_t id) const {
     for (const auto& s : out_)
@@ -115,7 +125,7 @@ TEST_F(CorrelatorTest, KernelSpanWaitsForTheWindowThenJoinsTheInnermostAppSpan) 
   EXPECT_TRUE(out_.empty()) << "left before the window passed";
   correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x01, 0, 0, 50),
                               AppSpan(42, 0xaa, 0x02, 0x01, 10, 20),
-                              AppSpan(42, 0xaa, 0x03, 0x01, 30, 40)});
+                              AppSpan(42, 0xaa, 0x03, 0x01, 30, 40)}, ResourcePid);
   now_ += 2100ms;
   correlator_->Release();
   ASSERT_EQ(out_.size(), 1u);
@@ -133,7 +143,7 @@ TEST_F(CorrelatorTest, OtherProcessesAndOtherThreadsDoNotAdopt) {
   correlator_->OnKernelSpan(KernelSpan(42, 42, 0x33, 10'200, 10'400));
   Span app = AppSpan(42, 0xaa, 0x02, 0, 10, 20);
   app.attributes.push_back({"thread.id", std::int64_t{42}});
-  correlator_->IndexAppSpans({app});
+  correlator_->IndexAppSpans({app}, ResourcePid);
   correlator_->Flush();
   ASSERT_EQ(out_.size(), 3u);
   EXPECT_EQ(Out(0x31)->trace_id, Trace(0xee));
@@ -159,7 +169,7 @@ TEST_F(CorrelatorTest, KernelSpanWithTraceContextStaysWhereItSays) {
   http.trace_id = Trace(0xbb);
   http.parent_span_id = Id(0x77);
   correlator_->OnKernelSpan(std::move(http));
-  correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x02, 0, 0, 50)});
+  correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x02, 0, 0, 50)}, ResourcePid);
   correlator_->Flush();
   ASSERT_EQ(out_.size(), 1u);
   EXPECT_EQ(out_[0].trace_id, Trace(0xbb));
@@ -211,7 +221,7 @@ TEST_F(CorrelatorTest, ConnectionParentWithoutTraceContextIsPlacedFirst) {
   OnConnection(write, "10.0.0.1", 80);
   correlator_->OnKernelSpan(std::move(write));
   correlator_->OnKernelSpan(std::move(http));
-  correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x02, 0, 10, 20)});
+  correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x02, 0, 10, 20)}, ResourcePid);
   correlator_->Flush();
   ASSERT_EQ(out_.size(), 2u);
   EXPECT_EQ(Out(0x40)->trace_id, Trace(0xaa));
@@ -236,7 +246,7 @@ TEST_F(CorrelatorTest, HttpServerSpanWithoutContextJoinsTheAppServerSpanOfItsReq
   other.attributes.push_back({"net.peer.port", std::int64_t{41001}});
   Span app = AppSpan(42, 0xaa, 0x02, 0, 10, 20, SpanKind::kServer);
   app.attributes.push_back({"net.peer.port", std::int64_t{41000}});
-  correlator_->IndexAppSpans({other, app});
+  correlator_->IndexAppSpans({other, app}, ResourcePid);
   correlator_->Flush();
   ASSERT_EQ(out_.size(), 2u);
   EXPECT_EQ(Out(0x40)->trace_id, Trace(0xaa));
@@ -255,7 +265,7 @@ TEST_F(CorrelatorTest, AppTelemetryToKspanIsNotPartOfTheAppsWork) {
   OnConnection(other, "127.0.0.1", 8080);
   correlator_->OnKernelSpan(std::move(write));
   correlator_->OnKernelSpan(std::move(other));
-  correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x02, 0, 10, 20)});
+  correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x02, 0, 10, 20)}, ResourcePid);
   correlator_->Flush();
   EXPECT_FALSE(IsValid(Out(0x31)->parent_span_id));
   EXPECT_EQ(Out(0x32)->parent_span_id, Id(0x02));
@@ -271,7 +281,7 @@ TEST_F(CorrelatorTest, ToleranceCoversTheAppClockResolution) {
   // tolerance (the next connection accepted right after a response).
   correlator_->OnKernelSpan(KernelSpan(42, 42, 0x32, 20'300, 20'500));
   correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x02, 0, 10, 20),
-                              AppSpan(42, 0xab, 0x03, 0, 21, 30)});
+                              AppSpan(42, 0xab, 0x03, 0, 21, 30)}, ResourcePid);
   correlator_->Flush();
   ASSERT_EQ(out_.size(), 2u);
   EXPECT_EQ(Out(0x31)->parent_span_id, Id(0x02));
@@ -286,7 +296,7 @@ TEST_F(CorrelatorTest, ClockOffsetLearnedFromOneRequestSeenBothWays) {
   http.trace_id = Trace(0xaa);
   http.parent_span_id = Id(0x77);
   correlator_->OnKernelSpan(std::move(http));
-  correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x02, 0x77, 15, 25, SpanKind::kServer)});
+  correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x02, 0x77, 15, 25, SpanKind::kServer)}, ResourcePid);
   auto offset = correlator_->ClockOffsetNs(42);
   ASSERT_TRUE(offset.has_value());
   // Bounds: d <= 15 - 10 (+1 ms clock resolution) = 6 ms and
@@ -299,7 +309,7 @@ TEST_F(CorrelatorTest, ClockOffsetLearnedFromOneRequestSeenBothWays) {
   client.trace_id = Trace(0xac);
   client.parent_span_id = Id(0x05);
   correlator_->OnKernelSpan(std::move(client));
-  correlator_->IndexAppSpans({AppSpan(42, 0xac, 0x05, 0, 31, 40, SpanKind::kClient)});
+  correlator_->IndexAppSpans({AppSpan(42, 0xac, 0x05, 0, 31, 40, SpanKind::kClient)}, ResourcePid);
   offset = correlator_->ClockOffsetNs(42);
   ASSERT_TRUE(offset.has_value());
   EXPECT_EQ(*offset, 3 * static_cast<std::int64_t>(kMs));
@@ -338,7 +348,7 @@ TEST_F(CorrelatorTest, IndexIsBoundedAndForgetsOldSpans) {
   for (int i = 0; i < 25; ++i) {
     many.push_back(AppSpan(42, 0xaa, static_cast<std::uint8_t>(i + 1), 0, i, i + 1));
   }
-  correlator_->IndexAppSpans(many);
+  correlator_->IndexAppSpans(many, ResourcePid);
   EXPECT_EQ(metrics_.CounterTotal("kspan_correlator_index_evicted_total"), 15u);
   // The newest are still known.
   correlator_->OnKernelSpan(KernelSpan(42, 42, 0x99, 24'100, 24'200));
@@ -346,7 +356,7 @@ TEST_F(CorrelatorTest, IndexIsBoundedAndForgetsOldSpans) {
   correlator_->Release();
   // Past retention everything is forgotten.
   now_ += 30s;
-  correlator_->IndexAppSpans({});
+  correlator_->IndexAppSpans({}, ResourcePid);
   correlator_->OnKernelSpan(KernelSpan(42, 42, 0x98, 24'100, 24'200));
   correlator_->Flush();
   EXPECT_EQ(Out(0x99)->parent_span_id, Id(25));
@@ -385,7 +395,7 @@ TEST(CorrelatorThread, ReleasesOnItsOwnAfterTheWindow) {
     std::lock_guard lock(mu);
     out.push_back(std::move(s));
   });
-  c.IndexAppSpans({AppSpan(42, 0x01, 0xf0, 0, 900'000, 900'001)});
+  c.IndexAppSpans({AppSpan(42, 0x01, 0xf0, 0, 900'000, 900'001)}, ResourcePid);
   c.OnKernelSpan(KernelSpan(42, 42, 0x31, 100, 200));
   {
     std::lock_guard lock(mu);

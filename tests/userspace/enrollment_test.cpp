@@ -1,12 +1,9 @@
-// Enrollment: the process behind a receiver connection is found through
-// /proc, joins the allow-list when it sends spans and leaves it after it
-// stops (or exits); configured processes and kspan itself are left alone.
+// Enrollment: a process that sends its own spans joins the allow-list and
+// leaves it after it stops (or exits); configured processes and kspan itself
+// are left alone.
 #include "userspace/enrollment.h"
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,41 +13,6 @@ namespace kspan {
 namespace {
 
 using namespace std::chrono_literals;
-
-TEST(PidOfTcpClient, FindsTheProcessOwningTheClientEndOfALoopbackConnection) {
-  int srv = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(srv, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(srv, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-  ASSERT_EQ(listen(srv, 1), 0);
-  socklen_t len = sizeof(a);
-  ASSERT_EQ(getsockname(srv, reinterpret_cast<sockaddr*>(&a), &len), 0);
-  const std::uint16_t server_port = ntohs(a.sin_port);
-  int cli = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_EQ(connect(cli, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-  int acc = accept(srv, nullptr, nullptr);
-  ASSERT_GE(acc, 0);
-  // What the receiver sees: the client's address and port.
-  sockaddr_in peer{};
-  len = sizeof(peer);
-  ASSERT_EQ(getpeername(acc, reinterpret_cast<sockaddr*>(&peer), &len), 0);
-  const std::uint16_t client_port = ntohs(peer.sin_port);
-
-  const auto self = static_cast<std::uint32_t>(getpid());
-  EXPECT_EQ(PidOfTcpClient("127.0.0.1", client_port, server_port), self);
-  EXPECT_EQ(PidOfTcpClient("127.0.0.1", client_port, server_port, self), self);
-  // A wrong hint falls back to the search.
-  EXPECT_EQ(PidOfTcpClient("127.0.0.1", client_port, server_port, 1u), self);
-  // No such connection.
-  EXPECT_EQ(PidOfTcpClient("127.0.0.1", client_port, static_cast<std::uint16_t>(server_port + 1)),
-            std::nullopt);
-  EXPECT_EQ(PidOfTcpClient("not-an-address", client_port, server_port), std::nullopt);
-  close(acc);
-  close(cli);
-  close(srv);
-}
 
 class EnrollmentTest : public ::testing::Test {
  protected:
