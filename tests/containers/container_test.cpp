@@ -12,8 +12,12 @@
 // network().gateway() is the host address to put kspan's receiver on, and
 // StartDemo()'s extra environment reaches both services
 // (KSPAN_OTLP_URL=http://<gateway>:<port>/v1/traces).
+#include <arpa/inet.h>
+#include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -30,15 +34,21 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "nlohmann/json.hpp"
+#include "tests/privileged/agent_process.h"
 #include "tests/privileged/privileged.h"
 #include "tests/support/otlp_http_test_server.h"
+#include "tests/support/otlp_test_server.h"
 #include "tests/support/podman.h"
 
 namespace kspan {
 namespace {
 
 using namespace std::chrono_literals;
+using ::kspan::testing::AgentProcess;
 using ::kspan::testing::ContainerSpec;
+using ::kspan::testing::MetricValue;
+using ::kspan::testing::OtlpTestServer;
 using ::kspan::testing::OtlpHttpTestServer;
 using ::kspan::testing::PodmanContainer;
 using ::kspan::testing::PodmanNetwork;
@@ -107,6 +117,34 @@ bool HasStringContaining(const ReceivedSpan& s, const std::string& needle) {
     }
   }
   return false;
+}
+
+std::string StrAttr(const ReceivedSpan& s, std::string_view key) {
+  const auto* v = s.Attribute(key);
+  return v ? v->string_value() : "";
+}
+
+std::int64_t IntAttr(const ReceivedSpan& s, std::string_view key) {
+  const auto* v = s.Attribute(key);
+  return v ? v->int_value() : -1;
+}
+
+bool IsKernel(const ReceivedSpan& s) { return s.scope.name() == "kspan"; }
+
+// A TCP port free on `address` (a bridge gateway) for the agent to bind.
+int FreePortOn(const std::string& address) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  if (fd < 0 || inet_pton(AF_INET, address.c_str(), &a.sin_addr) != 1 ||
+      bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
 }
 
 // The helpers themselves: arguments reach the container verbatim (no shell
@@ -242,6 +280,38 @@ class ContainerDemo : public ::testing::Test {
     return s;
   }
 
+  // kspan with its OTLP/HTTP receiver on the bridge's gateway, where the
+  // containers reach the host, exporting to `backend`.
+  std::unique_ptr<AgentProcess> StartAgent(const OtlpTestServer& backend) {
+    receiver_port_ = FreePortOn(network().gateway());
+    EXPECT_GT(receiver_port_, 0);
+    char tmpl[] = "/tmp/kspan-ctr-XXXXXX";
+    const std::string dir = mkdtemp(tmpl);
+    std::ofstream(dir + "/kspan.yaml")
+        << "correlation:\n  join_window: 2s\nbatch:\n  schedule_delay: 200ms\n";
+    auto agent = std::make_unique<AgentProcess>(std::vector<std::string>{
+        "-c", dir + "/kspan.yaml", "--otlp-endpoint", backend.endpoint(), "--receiver-http",
+        network().gateway() + ":" + std::to_string(receiver_port_), "--no-console"});
+    EXPECT_TRUE(agent->WaitReady(60s)) << agent->log();
+    return agent;
+  }
+  std::string ReceiverUrl() const {
+    return "http://" + network().gateway() + ":" + std::to_string(receiver_port_) + "/v1/traces";
+  }
+  // The agent's /status.
+  static nlohmann::json Status(const AgentProcess& agent) {
+    httplib::Client admin("127.0.0.1", agent.admin_port());
+    auto res = admin.Get("/status");
+    if (!res || res->status != 200) return nlohmann::json::object();
+    return nlohmann::json::parse(res->body, nullptr, false);
+  }
+  static std::set<std::uint32_t> Enrolled(const AgentProcess& agent) {
+    auto pids = Status(agent).value("enrolled_pids", nlohmann::json::array());
+    std::set<std::uint32_t> out;
+    for (const auto& p : pids) out.insert(p.get<std::uint32_t>());
+    return out;
+  }
+
   const PodmanNetwork& network() const { return *network_; }
   OtlpHttpTestServer& reference() { return *reference_; }
   const PodmanContainer& frontend() const { return *frontend_; }
@@ -249,6 +319,7 @@ class ContainerDemo : public ::testing::Test {
 
   std::optional<PodmanNetwork> network_;
   std::unique_ptr<OtlpHttpTestServer> reference_;
+  int receiver_port_ = 0;
   std::optional<PodmanContainer> backend_;
   std::optional<PodmanContainer> frontend_;
 };
@@ -377,6 +448,242 @@ TEST_F(ContainerDemo, SdkTracesFromTwoContainersReachACollectorOnTheBridge) {
   auto ms = [](auto d) { return static_cast<long long>(duration_cast<milliseconds>(d).count()); };
   std::printf("KSPAN-TIMING start+listening %lld ms, burst %lld ms, stop %lld ms\n",
               ms(started - t0), ms(served - started), ms(stopped - served));
+}
+
+// kspan on the container host: the demo's two services in their own pid
+// and network namespaces export to kspan's receiver on the bridge's
+// gateway. Every request's trace at the backend holds the kernel spans of
+// both containers nested under their SDK spans, exactly as on the host
+// (tests/correlation), and each kernel span says which container it came
+// from: the id podman reports, podman as the runtime, the container's name
+// and the service name the SDK uses.
+TEST_F(ContainerDemo, KernelSpansOfBothContainersNestUnderTheirSdkSpans) {
+  KSPAN_REQUIRE_BPF();
+  OtlpTestServer backend_otlp;
+  auto agent = StartAgent(backend_otlp);
+  ASSERT_NE(agent->log().find("not loopback"), std::string::npos)
+      << "a receiver on the bridge must say who can reach it\n" << agent->log();
+  ASSERT_NO_FATAL_FAILURE(StartDemo({{"KSPAN_OTLP_URL", ReceiverUrl()}}));
+  struct Service {
+    const PodmanContainer* c;
+    std::string name;
+  };
+  const std::map<std::uint32_t, Service> by_host_pid = {
+      {static_cast<std::uint32_t>(frontend().host_pid()), {&frontend(), kFrontendService}},
+      {static_cast<std::uint32_t>(backend().host_pid()), {&backend(), kBackendService}}};
+
+  // Enrolled as they send their first spans (each in its own namespace; the
+  // SDK names itself pid 1), as on the host; nobody else is.
+  bool enrolled = false;
+  for (int i = 0; i < 100 && !enrolled; ++i) {
+    const auto status = SendBurst(1);
+    ASSERT_EQ(status[0], 200) << Logs();
+    std::this_thread::sleep_for(300ms);
+    const auto pids = Enrolled(*agent);
+    enrolled = pids.size() == 2 && pids.contains(frontend().host_pid()) && pids.contains(backend().host_pid());
+  }
+  ASSERT_TRUE(enrolled) << agent->log();
+  std::this_thread::sleep_for(200ms);  // the filter change reaches every program
+
+  // A burst, back to back.
+  constexpr int kRequests = 5;
+  for (int i = 0; i < kRequests; ++i) {
+    httplib::Client client(frontend().ip(), kServicePort);
+    client.set_read_timeout(20s);
+    auto res = client.Get("/order?burst=" + std::to_string(i));
+    ASSERT_TRUE(res) << Logs();
+    ASSERT_EQ(res->status, 200) << res->body;
+  }
+  ASSERT_NO_FATAL_FAILURE(StopDemo());
+
+  // The requests' traces, as the SDK produced them.
+  std::map<std::string, int> request_of;
+  std::map<std::string, std::vector<ReceivedSpan>> want;
+  for (const auto& s : reference().spans()) {
+    for (int i = 0; i < kRequests; ++i) {
+      if (s.span.kind() == otlp_proto::Span::SPAN_KIND_SERVER && s.span.parent_span_id().empty() &&
+          HasStringContaining(s, "burst=" + std::to_string(i))) {
+        request_of[s.trace_id_hex()] = i;
+      }
+    }
+  }
+  for (const auto& s : reference().spans()) {
+    if (request_of.contains(s.trace_id_hex())) want[s.trace_id_hex()].push_back(s);
+  }
+  ASSERT_EQ(want.size(), static_cast<std::size_t>(kRequests)) << Logs();
+  // kspan holds kernel spans for the join window, then exports.
+  std::this_thread::sleep_for(3s);
+  const std::string metrics = agent->Metrics();
+  ASSERT_EQ(agent->Terminate(30s), 0) << agent->log();
+  EXPECT_GE(MetricValue(metrics, "kspan_receiver_senders_total{identified_by=\"kernel\"}"), 2)
+      << "the containers' connections were found by the kernel's record of them";
+  EXPECT_EQ(MetricValue(metrics, "kspan_receiver_pid_claims_refused_total{reason=\"not_in_sender_namespace\"}"), 0);
+
+  std::map<std::string, std::vector<ReceivedSpan>> got;
+  for (const auto& s : backend_otlp.spans()) {
+    if (request_of.contains(s.trace_id_hex())) got[s.trace_id_hex()].push_back(s);
+  }
+  for (const auto& [trace, app_spans] : want) {
+    SCOPED_TRACE("request " + std::to_string(request_of[trace]) + " trace " + trace);
+    ASSERT_EQ(app_spans.size(), 7u);
+    const auto& spans = got[trace];
+    std::map<std::string, const ReceivedSpan*> by_id;
+    for (const auto& s : spans) {
+      EXPECT_TRUE(by_id.emplace(s.span_id_hex(), &s).second) << "duplicated span " << s.span.name();
+    }
+    // The SDK's spans are there, unchanged (resources too: process.pid 1).
+    for (const auto& a : app_spans) {
+      auto it = by_id.find(a.span_id_hex());
+      ASSERT_NE(it, by_id.end()) << "app span missing: " << a.span.name();
+      // An empty `status {}` and no status are the same OTLP span (the SDK
+      // writes the former, kspan's encoder the latter); all else must match.
+      std::string diff;
+      google::protobuf::util::MessageDifferencer differ;
+      differ.set_message_field_comparison(google::protobuf::util::MessageDifferencer::EQUIVALENT);
+      differ.ReportDifferencesToString(&diff);
+      EXPECT_TRUE(differ.Compare(a.span, it->second->span)) << a.span.name() << " changed:\n" << diff;
+      EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(a.resource, it->second->resource));
+    }
+    int connects = 0, syscalls = 0, http_client = 0, http_server = 0;
+    for (const auto& s : spans) {
+      if (!IsKernel(s)) continue;
+      SCOPED_TRACE(s.span.name() + " " + s.span_id_hex());
+      // Which container: its host pid, and everything kspan says of it.
+      const auto pid = static_cast<std::uint32_t>(IntResource(s, "process.pid"));
+      ASSERT_TRUE(by_host_pid.contains(pid)) << "kernel span of pid " << pid << " in the trace";
+      const Service& svc = by_host_pid.at(pid);
+      EXPECT_EQ(StrResource(s, "container.id"), svc.c->id());
+      EXPECT_EQ(StrResource(s, "container.runtime"), "podman");
+      EXPECT_EQ(StrResource(s, "container.name"), svc.c->name());
+      EXPECT_EQ(StrResource(s, "service.name"), svc.name) << "the name its SDK uses";
+      EXPECT_EQ(IntResource(s, "kspan.process.namespace_pid"), 1) << "node is the container's pid 1";
+      // Nested: its parent is in the trace and contains it.
+      ASSERT_FALSE(s.span.parent_span_id().empty());
+      auto parent = by_id.find(s.parent_span_id_hex());
+      ASSERT_NE(parent, by_id.end()) << "orphaned kernel span";
+      const ReceivedSpan& p = *parent->second;
+      constexpr std::uint64_t kTol = 2'000'000;  // app clocks stamp in milliseconds
+      EXPECT_LE(p.span.start_time_unix_nano(), s.span.start_time_unix_nano() + kTol);
+      EXPECT_GE(p.span.end_time_unix_nano() + kTol, s.span.end_time_unix_nano());
+      const bool http = !StrAttr(s, "http.request.method").empty();
+      if (!http) {
+        // The same process: the app span's own pid (its namespace's) is the
+        // kernel span's namespace pid, and the same service.
+        if (!IsKernel(p)) {
+          EXPECT_EQ(IntResource(p, "process.pid"), IntResource(s, "kspan.process.namespace_pid"));
+        }
+        EXPECT_EQ(StrResource(p, "service.name"), svc.name);
+      }
+      if (s.span.name() == "tcp connect") {
+        ++connects;
+        EXPECT_EQ(svc.c, &frontend());
+        EXPECT_EQ(IntAttr(s, "server.port"), kServicePort);
+        EXPECT_EQ(StrAttr(s, "network.peer.address"), backend().ip());
+      } else if (s.span.name().rfind("syscall ", 0) == 0) {
+        ++syscalls;
+      } else if (http && s.span.kind() == otlp_proto::Span::SPAN_KIND_CLIENT) {
+        ++http_client;
+        EXPECT_EQ(svc.c, &frontend());
+        EXPECT_FALSE(IsKernel(p));
+        EXPECT_EQ(p.span.kind(), otlp_proto::Span::SPAN_KIND_CLIENT);
+        EXPECT_EQ(s.span.name(), "GET /work");
+      } else if (http && s.span.kind() == otlp_proto::Span::SPAN_KIND_SERVER && svc.c == &backend()) {
+        ++http_server;
+        // Placed by the traceparent the frontend's SDK sent across the bridge.
+        EXPECT_EQ(p.span.kind(), otlp_proto::Span::SPAN_KIND_CLIENT);
+        EXPECT_EQ(StrResource(p, "service.name"), kFrontendService);
+        EXPECT_EQ(s.span.name(), "GET /work");
+      }
+    }
+    EXPECT_EQ(connects, 2) << "one TCP connect per backend call";
+    EXPECT_GE(syscalls, 4) << "reads and writes of both services";
+    EXPECT_EQ(http_client, 2) << "the frontend's two calls, from the wire";
+    EXPECT_EQ(http_server, 2) << "the backend's two requests, from the wire";
+  }
+}
+
+// Containers that name a pid in their spans' resources: pid 1 (in a
+// container, its own init; on the host, systemd) and the pid of a process
+// on the host. Neither enrolls anything; both are counted; the spans pass
+// on unchanged. The client is curl, run by a shell (not the container's
+// first process), posting OTLP/JSON; it is short-lived, and its kernel
+// spans still name its container (read at its exec).
+TEST_F(ContainerDemo, PidClaimsFromContainersEnrollNothingOutsideThem) {
+  KSPAN_REQUIRE_BPF();
+  OtlpTestServer backend_otlp;
+  auto agent = StartAgent(backend_otlp);
+  const auto host_pid = static_cast<std::int64_t>(getpid());
+  auto body = [](std::int64_t claim, const std::string& trace) {
+    return "{\"resourceSpans\":[{\"resource\":{\"attributes\":["
+           "{\"key\":\"service.name\",\"value\":{\"stringValue\":\"claimer\"}},"
+           "{\"key\":\"process.pid\",\"value\":{\"intValue\":\"" + std::to_string(claim) + "\"}}]},"
+           "\"scopeSpans\":[{\"spans\":[{\"traceId\":\"" + trace + "\",\"spanId\":\"0102030405060708\","
+           "\"name\":\"claim\",\"kind\":1,\"startTimeUnixNano\":\"1700000000000000000\","
+           "\"endTimeUnixNano\":\"1700000000001000000\"}]}]}]}";
+  };
+  const std::string trace_one(31, '1'), trace_host(31, '2');
+  std::vector<PodmanContainer> claimers;
+  for (const auto& [suffix, claim, trace] :
+       {std::tuple{"claims-one", std::int64_t{1}, trace_one + "a"},
+        std::tuple{"claims-host", host_pid, trace_host + "b"}}) {
+    ContainerSpec spec;
+    spec.name = network().name() + "-" + suffix;
+    spec.network = network().name();
+    spec.env = {{"BODY", body(claim, trace)}, {"URL", ReceiverUrl()}};
+    // `; echo`: the shell stays pid 1 and curl is its child.
+    spec.command = {"sh", "-c",
+                    "curl -sS -o /dev/null -w 'status %{http_code}\\n' -H 'Content-Type: application/json' "
+                    "--data \"$BODY\" \"$URL\"; echo done; exec sleep 60"};
+    auto c = PodmanContainer::Run(spec);
+    ASSERT_TRUE(c.ok()) << c.status();
+    claimers.push_back(std::move(*c));
+  }
+  for (const auto& c : claimers) {
+    ASSERT_TRUE(c.WaitLog("done", 30s)) << c.logs();
+    EXPECT_NE(c.logs().find("status 200"), std::string::npos) << c.logs();
+  }
+  ASSERT_TRUE(backend_otlp.WaitForSpans(
+      [&](const auto& spans) {
+        int n = 0;
+        for (const auto& s : spans) n += s.span.name() == "claim";
+        return n == 2;
+      },
+      30s))
+      << agent->log();
+  // Nobody enrolled: not the host's pid 1, not this test process, not the
+  // containers' own processes (their spans are not their own).
+  EXPECT_TRUE(Enrolled(*agent).empty()) << Status(*agent).dump();
+  EXPECT_EQ(agent->log().find("enrollment: process"), std::string::npos) << agent->log();
+  const std::string metrics = agent->Metrics();
+  EXPECT_EQ(MetricValue(metrics, "kspan_receiver_pid_claims_refused_total{reason=\"other_process\"}"), 1)
+      << "pid 1 of the container is its shell, not the sender";
+  EXPECT_EQ(MetricValue(metrics, "kspan_receiver_pid_claims_refused_total{reason=\"not_in_sender_namespace\"}"), 1)
+      << "a host pid is no process of the container";
+  EXPECT_EQ(MetricValue(metrics, "kspan_enrollment_joined_total"), 0);
+  // The TCP connects of the short-lived curl processes carry their
+  // container and, with no SDK, the container's name as service.
+  std::this_thread::sleep_for(1s);
+  ASSERT_EQ(agent->Terminate(30s), 0) << agent->log();
+  for (const auto& c : claimers) {
+    SCOPED_TRACE(c.name());
+    bool seen = false;
+    for (const auto& s : backend_otlp.spans()) {
+      if (s.span.name() != "tcp connect" || StrResource(s, "container.id") != c.id()) continue;
+      if (IntAttr(s, "network.peer.port") != receiver_port_) continue;
+      seen = true;
+      EXPECT_EQ(StrResource(s, "process.executable.name"), "curl");
+      EXPECT_EQ(StrResource(s, "service.name"), c.name());
+      EXPECT_EQ(StrResource(s, "container.name"), c.name());
+      EXPECT_NE(IntResource(s, "process.pid"), c.host_pid()) << "curl is the shell's child";
+    }
+    EXPECT_TRUE(seen) << "no connect span of curl in " << c.name();
+  }
+  // The claims themselves pass unchanged.
+  for (const auto& s : backend_otlp.spans()) {
+    if (s.span.name() != "claim") continue;
+    const auto claim = IntResource(s, "process.pid");
+    EXPECT_TRUE(claim == 1 || claim == host_pid) << claim;
+  }
 }
 
 }  // namespace

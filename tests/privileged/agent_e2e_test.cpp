@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -147,6 +148,60 @@ TEST(AgentEndToEnd, ConnectSpansReachAnOtlpReceiver) {
   EXPECT_EQ(MetricValue(metrics,
                         "kspan_bpf_dropped_total{family=\"tcp\",reason=\"ring_full\"}"),
             0);
+}
+
+// A process forked from another and then exec'ing (a program started from
+// a shell) is that program on every kernel span from its exec on; what it
+// did before the exec stays the parent program's. The pid is the same.
+TEST(AgentEndToEnd, IdentityFollowsExec) {
+  KSPAN_REQUIRE_BPF();
+  OtlpTestServer receiver;
+  AgentProcess agent({"--otlp-endpoint", receiver.endpoint(), "--no-console"});
+  ASSERT_TRUE(agent.WaitReady(std::chrono::seconds(60))) << agent.log();
+
+  Listener before(AF_INET);
+  ClosedPort after(AF_INET);
+  const std::string kspan = ::kspan::testing::KspanBinary();
+  char resolved[PATH_MAX];
+  ASSERT_NE(realpath(kspan.c_str(), resolved), nullptr) << kspan;
+  const std::string admin = "127.0.0.1:" + std::to_string(after.port());
+  // Before the exec: this test program connects; then it becomes `kspan
+  // status`, whose request to a closed port is the second connect.
+  ::kspan::testing::ChildProcess child([&] {
+    auto r = ConnectLoopback(AF_INET, before.port());
+    if (r.err != 0) _exit(3);
+    execl(resolved, "kspan", "status", "--admin", admin.c_str(), nullptr);
+    _exit(4);
+  });
+  const std::uint32_t pid = child.pid();
+  child.RunAndWait();  // `kspan status` fails: nobody listens there
+
+  auto of_child = [&](const std::vector<ReceivedSpan>& spans) {
+    std::vector<ReceivedSpan> out;
+    for (const auto& s : spans) {
+      const auto* p = s.ResourceAttribute("process.pid");
+      if (s.span.name() == "tcp connect" && p != nullptr && p->int_value() == pid) out.push_back(s);
+    }
+    return out;
+  };
+  ASSERT_TRUE(receiver.WaitForSpans([&](const auto& spans) { return of_child(spans).size() >= 2; },
+                                    std::chrono::seconds(30)))
+      << agent.log();
+  EXPECT_EQ(agent.Terminate(std::chrono::seconds(20)), 0) << agent.log();
+  const auto spans = of_child(receiver.spans());
+  ASSERT_EQ(spans.size(), 2u);
+  for (const auto& s : spans) {
+    SCOPED_TRACE("connect to port " + std::to_string(IntAttr(s, "network.peer.port")));
+    if (IntAttr(s, "network.peer.port") == before.port()) {
+      EXPECT_EQ(s.ResourceAttribute("service.name")->string_value(), "kspan_privileged_tests");
+      EXPECT_EQ(s.ResourceAttribute("process.executable.name")->string_value(), "kspan_privileged_tests");
+    } else {
+      ASSERT_EQ(IntAttr(s, "network.peer.port"), after.port());
+      EXPECT_EQ(s.ResourceAttribute("service.name")->string_value(), "kspan");
+      EXPECT_EQ(s.ResourceAttribute("process.executable.name")->string_value(), "kspan");
+      EXPECT_EQ(s.ResourceAttribute("process.executable.path")->string_value(), resolved);
+    }
+  }
 }
 
 TEST(AgentEndToEnd, UnreachableBackendDoesNotStopCapture) {
