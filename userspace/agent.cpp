@@ -8,6 +8,7 @@
 #include <set>
 #include <variant>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "exporter/export_metrics.h"
@@ -169,7 +170,8 @@ absl::Status Agent::Start() {
         },
         std::chrono::duration_cast<std::chrono::seconds>(config_.correlation.enrollment_linger),
         static_cast<std::uint32_t>(getpid()),
-        std::set<std::uint32_t>(p.pids.begin(), p.pids.end()), metrics_);
+        std::set<std::uint32_t>(p.pids.begin(), p.pids.end()), metrics_,
+        std::chrono::steady_clock::now, [this](std::uint32_t pid) { return Describe(pid); });
   }
   RegisterCaptureMetrics();
   if (auto s = StartReceiver(); !s.ok()) return s;
@@ -179,6 +181,28 @@ absl::Status Agent::Start() {
   last_totals_log_ = std::chrono::steady_clock::now();
   if (admin_) admin_->SetReady(true);
   return absl::OkStatus();
+}
+
+std::string Agent::Describe(std::uint32_t pid) {
+  if (!resources_) return {};
+  const auto r = resources_->For(pid, "", MonotonicNowNs());
+  auto str = [&r](std::string_view key) -> std::string {
+    const AttributeValue* v = FindAttribute(r->attributes, key);
+    const auto* s = v ? std::get_if<std::string>(v) : nullptr;
+    return s ? *s : std::string();
+  };
+  std::string out = str("service.name");
+  if (const std::string name = str("container.name"); !name.empty()) {
+    absl::StrAppend(&out, ", container ", name);
+  } else if (const std::string id = str("container.id"); !id.empty()) {
+    absl::StrAppend(&out, ", container ", id.substr(0, 12));
+  }
+  if (const std::string pod = str("k8s.pod.name"); !pod.empty()) {
+    absl::StrAppend(&out, ", pod ", str("k8s.namespace.name"), "/", pod);
+  }
+  // Names come from processes' environments and spans: escaped for the log
+  // and the terminal.
+  return absl::Utf8SafeCHexEscape(out);
 }
 
 absl::Status Agent::StartProcessFamily() {
@@ -467,7 +491,12 @@ std::string Agent::StatusJson() {
     j["receiver"] = {{"grpc_port", receiver_grpc_port_.load()},
                      {"http_port", receiver_http_port_.load()}};
   }
-  if (enrollment_) j["enrolled_pids"] = enrollment_->Enrolled();
+  if (enrollment_) {
+    const auto pids = enrollment_->Enrolled();
+    j["enrolled_pids"] = pids;
+    auto& who = j["enrolled"] = nlohmann::json::array();
+    for (auto pid : pids) who.push_back({{"pid", pid}, {"is", Describe(pid)}});
+  }
   if (resources_) {
     j["identity"] = {{"processes", resources_->size()},
                      {"containers", containers_ ? containers_->size() : 0},

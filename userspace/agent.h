@@ -69,6 +69,9 @@ class Agent {
   // Says in the log who can reach a receiver endpoint that is not loopback.
   static void WarnIfExposed(const char* transport, const std::string& endpoint);
   absl::Status StartProcessFamily();
+  // A process in a few words for the log and /status: its service name,
+  // container, pod.
+  std::string Describe(std::uint32_t pid);
   void RegisterCaptureMetrics();
   void RegisterStatSlots(const char* family, std::span<const StatSlot> slots,
                          std::function<std::uint64_t(int)> read);

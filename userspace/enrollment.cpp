@@ -8,12 +8,13 @@ namespace kspan {
 
 Enrollment::Enrollment(AllowFn allow, std::chrono::seconds linger, std::uint32_t self,
                        std::set<std::uint32_t> configured, MetricsRegistry& metrics,
-                       SteadyClock now)
+                       SteadyClock now, Describe describe)
     : allow_(std::move(allow)),
       linger_(linger),
       self_(self),
       configured_(std::move(configured)),
       now_(std::move(now)),
+      describe_(std::move(describe)),
       metrics_(metrics),
       enrolled_total_(metrics.GetCounter(
           "kspan_enrollment_joined_total",
@@ -57,7 +58,9 @@ void Enrollment::Seen(std::uint32_t pid) {
     return;
   }
   enrolled_total_.Add();
-  spdlog::info("enrollment: process {} sends spans: syscall and HTTP capture on", pid);
+  const std::string what = describe_ ? describe_(pid) : std::string();
+  spdlog::info("enrollment: process {}{}{}{} sends its spans: syscall and HTTP capture on", pid,
+               what.empty() ? "" : " (", what, what.empty() ? "" : ")");
 }
 
 void Enrollment::Expire() {

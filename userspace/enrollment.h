@@ -28,12 +28,15 @@ class Enrollment {
   // Adds or removes a pid from the in-kernel allow-list.
   using AllowFn = std::function<absl::Status(std::uint32_t pid, bool allow)>;
   using SteadyClock = std::function<std::chrono::steady_clock::time_point()>;
+  // What the log says a process is ("checkout-api, container 3f2a..."); may
+  // be empty.
+  using Describe = std::function<std::string(std::uint32_t pid)>;
 
   // `configured` pids are selected by config: never removed. kspan itself
   // (`self`) is never enrolled.
   Enrollment(AllowFn allow, std::chrono::seconds linger, std::uint32_t self,
              std::set<std::uint32_t> configured, MetricsRegistry& metrics,
-             SteadyClock now = std::chrono::steady_clock::now);
+             SteadyClock now = std::chrono::steady_clock::now, Describe describe = {});
   ~Enrollment();
 
   // The process sent spans now (any thread).
@@ -48,6 +51,7 @@ class Enrollment {
   const std::uint32_t self_;
   const std::set<std::uint32_t> configured_;
   SteadyClock now_;
+  Describe describe_;
   MetricsRegistry& metrics_;
   mutable std::mutex mu_;
   std::map<std::uint32_t, std::chrono::steady_clock::time_point> last_seen_;

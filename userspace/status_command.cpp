@@ -80,7 +80,19 @@ void PrintHuman(const nlohmann::json& j) {
     std::printf("receiver: OTLP/gRPC port %d, OTLP/HTTP port %d (0: off)\n", r.value("grpc_port", 0),
                 r.value("http_port", 0));
   }
-  if (j.contains("enrolled_pids")) {
+  if (j.contains("identity")) {
+    const auto& id = j["identity"];
+    std::printf("identity: %llu process(es), %llu container(s) named; %s\n",
+                id.value("processes", 0ull), id.value("containers", 0ull),
+                id.value("follows_exec", false) ? "refreshed at exec and exit"
+                                                : "re-read every minute (no process family)");
+  }
+  if (j.contains("enrolled") && !j["enrolled"].empty()) {
+    std::printf("enrolled (send their spans, fully captured):\n");
+    for (const auto& e : j["enrolled"]) {
+      std::printf("  %u %s\n", e.value("pid", 0u), e.value("is", "").c_str());
+    }
+  } else if (j.contains("enrolled_pids")) {
     std::string pids;
     for (const auto& pid : j["enrolled_pids"]) pids += " " + std::to_string(pid.get<std::uint32_t>());
     std::printf("enrolled (send spans, fully captured):%s\n", pids.empty() ? " none" : pids.c_str());
