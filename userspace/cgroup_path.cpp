@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "userspace/split_view.h"
 
 // Forms recognised (each has a test over the real path string):
 //
@@ -70,16 +71,6 @@ bool ConsumeSuffix(std::string_view* s, std::string_view suffix) {
   if (!s->ends_with(suffix)) return false;
   s->remove_suffix(suffix.size());
   return true;
-}
-
-std::vector<std::string_view> Split(std::string_view s, char separator) {
-  std::vector<std::string_view> parts;
-  while (true) {
-    const std::size_t at = s.find(separator);
-    parts.push_back(s.substr(0, at));
-    if (at == std::string_view::npos) return parts;
-    s.remove_prefix(at + 1);
-  }
 }
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
@@ -226,7 +217,7 @@ Found MatchContainer(const Components& c, std::size_t i, std::size_t pod_at) {
   }
 
   // "kubepods-burstable-pod<uid>.slice:cri-containerd:<id>".
-  if (std::vector<std::string_view> parts = Split(s, ':'); parts.size() == 3) {
+  if (std::vector<std::string_view> parts = SplitView(s, ':'); parts.size() == 3) {
     auto runtime = ScopePrefixRuntime(parts[1]);
     if (runtime && parts[0].ends_with(".slice") && IsFullContainerId(parts[2])) {
       return Container(*runtime, parts[2]);
@@ -369,7 +360,7 @@ absl::StatusOr<CgroupIdentity> ParseCgroupPath(std::string_view path) {
         "(kspan must run in the host's cgroup namespace)");
   }
   Components c;
-  if (path != "/") c = Split(path.substr(1), '/');
+  if (path != "/") c = SplitView(path.substr(1), '/');
   for (std::string_view s : c) {
     if (s.empty() || s == "." || s == "..") {
       return absl::InvalidArgumentError("cgroup path has an empty, \".\" or \"..\" component");
@@ -409,7 +400,7 @@ absl::StatusOr<CgroupIdentity> ParseProcCgroup(std::string_view content) {
   }
   std::vector<Line> lines;
   std::size_t number = 0;
-  for (std::string_view text : Split(content, '\n')) {
+  for (std::string_view text : SplitView(content, '\n')) {
     ++number;
     if (text.empty()) continue;  // the final newline
     if (text.size() > kMaxProcCgroupLineBytes) {

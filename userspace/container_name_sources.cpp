@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "userspace/split_view.h"
 
 namespace kspan {
 namespace {
@@ -52,16 +53,6 @@ bool IsPlainDirName(std::string_view s) {
     }
   }
   return true;
-}
-
-std::vector<std::string_view> Split(std::string_view s, char separator) {
-  std::vector<std::string_view> parts;
-  while (true) {
-    const std::size_t at = s.find(separator);
-    parts.push_back(s.substr(0, at));
-    if (at == std::string_view::npos) return parts;
-    s.remove_prefix(at + 1);
-  }
 }
 
 // Nesting depth, counted outside strings, before anything is allocated.
@@ -308,7 +299,7 @@ absl::StatusOr<std::optional<ContainerNames>> KubeletLogSource::Find(const Cgrou
         // The kubelet cuts a name over 255 bytes, losing the id's end; such
         // a container is named through its pod below.
         std::vector<std::string_view> parts =
-            Split(entry.substr(0, entry.size() - suffix.size()), '_');
+            SplitView(entry.substr(0, entry.size() - suffix.size()), '_');
         if (parts.size() != 3 || !IsDnsName(parts[0]) || !IsDnsName(parts[1]) ||
             !IsDnsName(parts[2])) {
           continue;
@@ -327,7 +318,7 @@ absl::StatusOr<std::optional<ContainerNames>> KubeletLogSource::Find(const Cgrou
     auto entries = files_.ListDirectory("var/log/pods", limits_.max_dir_entries);
     if (entries.ok()) {
       for (const auto& e : *entries) {
-        std::vector<std::string_view> parts = Split(e, '_');
+        std::vector<std::string_view> parts = SplitView(e, '_');
         if (parts.size() != 3 || parts[2] != id.pod_uid || !IsDnsName(parts[0]) ||
             !IsDnsName(parts[1])) {
           continue;

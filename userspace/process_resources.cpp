@@ -263,12 +263,7 @@ std::shared_ptr<const Resource> ProcessResources::ForAt(std::uint32_t pid, std::
   std::string exec_filename;
   {
     std::lock_guard lock(mu_);
-    auto it = cache_.find(pid);
-    if (it == cache_.end()) {
-      MakeRoom(mono_ns);
-      it = cache_.emplace(pid, Entry{}).first;
-    }
-    Entry& e = it->second;
+    Entry& e = Slot(pid, mono_ns);
     e.last_used_ns = std::max(e.last_used_ns, mono_ns);
     if (e.exited_ns != 0 && mono_ns > e.exited_ns) {
       // The pid was freed and this span is a new process's.
@@ -335,12 +330,7 @@ void ProcessResources::OnExec(std::uint32_t pid, std::uint32_t ppid, std::uint64
   if (execs_ != nullptr) execs_->Add();
   {
     std::lock_guard lock(mu_);
-    auto it = cache_.find(pid);
-    if (it == cache_.end()) {
-      MakeRoom(mono_ns);
-      it = cache_.emplace(pid, Entry{}).first;
-    }
-    Entry& e = it->second;
+    Entry& e = Slot(pid, mono_ns);
     if (e.exited_ns != 0 && mono_ns > e.exited_ns) e = Entry{};
     // A process kspan never read before this exec ran its parent's image
     // since the fork; exec'ing twice, it is the image of the first exec.
@@ -377,12 +367,7 @@ void ProcessResources::LearnServiceName(std::uint32_t pid, std::string_view name
   if (pid == 0 || name.empty() || name.starts_with("unknown_service")) return;
   name = name.substr(0, kMaxServiceName);
   std::lock_guard lock(mu_);
-  auto it = cache_.find(pid);
-  if (it == cache_.end()) {
-    MakeRoom(MonotonicNs());
-    it = cache_.emplace(pid, Entry{}).first;
-  }
-  Entry& e = it->second;
+  Entry& e = Slot(pid, MonotonicNs());
   if (e.learned_service == name || e.exited_ns != 0) return;
   e.learned_service = std::string(name);
   if (e.current) {
@@ -390,6 +375,13 @@ void ProcessResources::LearnServiceName(std::uint32_t pid, std::string_view name
     SetServiceName(r->attributes, e.learned_service);
     e.current = std::move(r);
   }
+}
+
+ProcessResources::Entry& ProcessResources::Slot(std::uint32_t pid, std::uint64_t now_ns) {
+  auto it = cache_.find(pid);
+  if (it != cache_.end()) return it->second;
+  MakeRoom(now_ns);
+  return cache_.emplace(pid, Entry{}).first->second;
 }
 
 void ProcessResources::MakeRoom(std::uint64_t now_ns) {

@@ -132,6 +132,8 @@ class ProcessResources {
   std::shared_ptr<const Resource> Minimal(std::uint32_t pid, std::string_view comm,
                                           std::string_view filename) const;
   void AddCommon(Attributes& a) const;
+  // The entry of `pid`, made (room made first) when there is none; under mu_.
+  Entry& Slot(std::uint32_t pid, std::uint64_t now_ns);
   void MakeRoom(std::uint64_t now_ns);
 
   Options options_;

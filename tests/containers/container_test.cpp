@@ -55,21 +55,6 @@ using ::kspan::testing::PodmanNetwork;
 using ::kspan::testing::ReceivedSpan;
 namespace otlp_proto = ::kspan::testing::otlp_proto;
 
-// In CI (KSPAN_REQUIRE_BPF=1, or CI=true) a container test that cannot run
-// fails; elsewhere it is skipped with the reason.
-bool ContainersRequired() {
-  const char* ci = std::getenv("CI");
-  return ::kspan::testing::BpfRequired() || (ci != nullptr && std::strcmp(ci, "true") == 0);
-}
-
-#define KSPAN_REQUIRE(cond, why)                       \
-  do {                                                 \
-    if (!(cond)) {                                     \
-      if (ContainersRequired()) FAIL() << (why);       \
-      GTEST_SKIP() << (why);                           \
-    }                                                  \
-  } while (0)
-
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
   std::stringstream ss;

@@ -40,15 +40,6 @@ using ::kspan::testing::ReceivedSpan;
 using google::protobuf::util::MessageDifferencer;
 namespace otlp_proto = ::kspan::testing::otlp_proto;
 
-// Fails in CI (KSPAN_REQUIRE_BPF=1), skips elsewhere.
-#define KSPAN_REQUIRE(cond, why)                                        \
-  do {                                                                  \
-    if (!(cond)) {                                                      \
-      if (::kspan::testing::BpfRequired()) FAIL() << (why);             \
-      GTEST_SKIP() << (why);                                            \
-    }                                                                   \
-  } while (0)
-
 // One demo service: `node service.js` with its environment.
 class NodeService {
  public:

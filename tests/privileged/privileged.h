@@ -32,6 +32,16 @@ bool BpfRequired();
     }                                                                           \
   } while (0)
 
+// Any other precondition a test cannot run without (a tool, an image):
+// fails in CI (KSPAN_REQUIRE_BPF=1 or CI=true), skips elsewhere, with `why`.
+#define KSPAN_REQUIRE(cond, why)                                \
+  do {                                                          \
+    if (!(cond)) {                                              \
+      if (::kspan::testing::BpfRequired()) FAIL() << (why);     \
+      GTEST_SKIP() << (why);                                    \
+    }                                                           \
+  } while (0)
+
 // A bpffs pin directory private to this test process, so privileged tests
 // never collide with a running agent's /sys/fs/bpf/kspan.
 std::string TestPinDir();
