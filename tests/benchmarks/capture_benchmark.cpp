@@ -7,6 +7,9 @@
 
 #include <cstring>
 
+#include <unistd.h>
+
+#include "userspace/container_metadata.h"
 #include "userspace/event_decoder.h"
 #include "userspace/span_assembler.h"
 
@@ -51,6 +54,27 @@ void BM_DecodeAndAssembleTcpConnect(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_DecodeAndAssembleTcpConnect);
+
+// What the ring reader pays at an exec on the host: the process family's
+// record makes kspan read the new image's identity from /proc at once
+// (executable, cgroup, environment's service name; and container names,
+// from the cache, for a process in a container). This process stands in for
+// the one that exec'd.
+void BM_IdentityAtExec(benchmark::State& state) {
+  MetricsRegistry metrics;
+  ContainerMetadata containers(ContainerMetadata::Options{}, &metrics);
+  ProcessResources::Options o;
+  o.containers = &containers;
+  ProcessResources resources(o, &metrics);
+  const auto pid = static_cast<std::uint32_t>(getpid());
+  const auto ppid = static_cast<std::uint32_t>(getppid());
+  std::uint64_t t = 1;
+  for (auto _ : state) {
+    resources.OnExec(pid, ppid, t++, "bench", "/usr/bin/bench");
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_IdentityAtExec);
 
 void BM_IdGeneration(benchmark::State& state) {
   IdGenerator ids;
