@@ -131,6 +131,14 @@ class AgentProcess {
 
   std::string log() const { return ReadFile(dir_ + "/agent.log"); }
   int admin_port() const { return admin_port_; }
+  // The OTLP/HTTP receiver's bound port, from /status (0 when unknown).
+  int receiver_http_port() const {
+    httplib::Client client("127.0.0.1", admin_port_);
+    auto res = client.Get("/status");
+    if (!res || res->status != 200) return 0;
+    const auto at = res->body.find("\"http_port\":");
+    return at == std::string::npos ? 0 : std::atoi(res->body.c_str() + at + 12);
+  }
 
  private:
   std::string dir_;

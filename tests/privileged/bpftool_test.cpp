@@ -3,6 +3,7 @@
 // counts, and a filter changed with bpftool takes effect at once.
 #include <bpf/libbpf.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -91,9 +92,36 @@ TEST(BpftoolInspection, DocumentedCommandsShowAndSteerKspan) {
   out = Shell(std::string("ls ") + kPins, &rc);
   ASSERT_EQ(rc, 0) << out;
   for (const char* pin : {"kspan_cfg", "kspan_pid_allow", "kspan_pid_deny", "kspan_cg_allow",
-                          "kspan_comm_pfx", "kspan_tcp_stats"}) {
+                          "kspan_comm_pfx", "kspan_tcp_stats", "kspan_proc_stats", "kspan_rcv_ports",
+                          "kspan_rcv_peers"}) {
     EXPECT_NE(out.find(pin), std::string::npos) << pin << " not pinned:\n" << out;
   }
+  EXPECT_TRUE(names.contains("kspan_proc_exec") && names.contains("kspan_proc_exit")) << "process family";
+
+  // Who sends to the receiver: an OTLP/HTTP request from this process is in
+  // kspan_rcv_peers under its connection, owned by this process, and the
+  // receiver's port is in kspan_rcv_ports.
+  {
+    httplib::Client otlp("127.0.0.1", agent.receiver_http_port());
+    auto res = otlp.Post("/v1/traces", "{}", "application/json");
+    ASSERT_TRUE(res) << agent.log();
+    EXPECT_EQ(res->status, 200) << res->body;
+  }
+  out = Shell(std::string("bpftool -j map dump pinned ") + kPins + "/kspan_rcv_ports", &rc);
+  ASSERT_EQ(rc, 0) << out;
+  bool port_listed = false;
+  for (const auto& entry : nlohmann::json::parse(out)) {
+    port_listed = port_listed || entry["formatted"]["key"] == agent.receiver_http_port();
+  }
+  EXPECT_TRUE(port_listed) << out;
+  out = Shell(std::string("bpftool -j map dump pinned ") + kPins + "/kspan_rcv_peers", &rc);
+  ASSERT_EQ(rc, 0) << out;
+  bool mine = false;
+  for (const auto& entry : nlohmann::json::parse(out)) {
+    const auto& f = entry["formatted"];
+    mine = mine || (f["key"]["dport"] == agent.receiver_http_port() && f["value"]["pid"] == getpid());
+  }
+  EXPECT_TRUE(mine) << "this process's connection to the receiver is not in kspan_rcv_peers:\n" << out;
 
   // A connect shows up in the stats dump (slot 0: connect records).
   Listener first(AF_INET);
