@@ -24,6 +24,7 @@ namespace {
 // not looked for (the sender stays unknown) rather than reading without end.
 constexpr std::size_t kMaxTcpTableBytes = 64 << 20;
 constexpr std::size_t kMaxScannedConnections = 4096;
+constexpr int kMaxScansPerSecond = 20;
 // Longest service.name taken from a sender's own resource.
 constexpr std::size_t kMaxServiceName = 256;
 
@@ -202,6 +203,9 @@ SenderIdentity::SenderIdentity(MetricsRegistry& metrics, KernelOwnerFn kernel_ow
       unknown_(metrics.GetCounter("kspan_receiver_senders_total",
                                   "OTLP requests by how their sending process was identified.",
                                   {{"identified_by", "unknown"}})),
+      scans_limited_(metrics.GetCounter(
+          "kspan_receiver_sender_scans_limited_total",
+          "Requests whose sender was not looked for in /proc: over 20 scans a second.")),
       claims_own_(metrics.GetCounter(
           "kspan_receiver_pid_claims_total",
           "Resources in OTLP requests attributed to the process that sent them.")),
@@ -254,6 +258,23 @@ std::optional<std::uint32_t> SenderIdentity::OwnerOf(const ReceiverPeer& peer) {
     cached = false;
   }
   if (!cached) {
+    {
+      // A scan reads every process's fd table: bounded per second, so that
+      // connections the kernel did not record (TCP capture off, a proxy)
+      // cannot keep the receiver's threads scanning.
+      std::lock_guard lock(mu_);
+      const auto now = std::chrono::steady_clock::now();
+      if (now - scan_window_ >= std::chrono::seconds(1)) {
+        scan_window_ = now;
+        scans_in_window_ = 0;
+      }
+      if (scans_in_window_ >= kMaxScansPerSecond) {
+        scans_limited_.Add();
+        unknown_.Add();
+        return std::nullopt;
+      }
+      ++scans_in_window_;
+    }
     owner = PidOfTcpClient(peer.address, peer.port, sport, std::nullopt, proc_root_);
     std::lock_guard lock(mu_);
     if (scanned_.size() >= kMaxScannedConnections) scanned_.clear();

@@ -23,6 +23,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -90,10 +91,13 @@ class SenderIdentity {
   // /proc answers, per connection ("addr|port"): the scan costs milliseconds.
   std::mutex mu_;
   std::unordered_map<std::string, std::optional<std::uint32_t>> scanned_;
+  std::chrono::steady_clock::time_point scan_window_{};
+  int scans_in_window_ = 0;
 
   Counter& by_kernel_;
   Counter& by_proc_;
   Counter& unknown_;
+  Counter& scans_limited_;
   Counter& claims_own_;
   Counter& refused_other_process_;
   Counter& refused_not_in_namespace_;

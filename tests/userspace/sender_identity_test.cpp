@@ -170,6 +170,17 @@ TEST_F(SenderIdentityTest, AHostCollectorForwardingSpansEnrollsNobody) {
   EXPECT_EQ(Refused("other_process"), 1u);
 }
 
+TEST_F(SenderIdentityTest, ProcScansAreBoundedPerSecond) {
+  kernel_says_ = std::nullopt;  // every connection needs a /proc scan
+  for (int i = 0; i < 25; ++i) {
+    ReceiverPeer p = Peer();
+    p.port = static_cast<std::uint16_t>(41000 + i);
+    identity_.Attribute({SpanOf(ResourceClaiming(std::int64_t{7}))}, p);
+  }
+  EXPECT_EQ(metrics_.CounterTotal("kspan_receiver_sender_scans_limited_total"), 5u);
+  EXPECT_EQ(metrics_.CounterValue("kspan_receiver_senders_total", {{"identified_by", "unknown"}}), 25u);
+}
+
 TEST_F(SenderIdentityTest, APeerWithoutAnAddressIsUnknown) {
   ReceiverPeer p = Peer();
   p.address.clear();
