@@ -185,7 +185,7 @@ absl::Status Agent::Start() {
 
 std::string Agent::Describe(std::uint32_t pid) {
   if (!resources_) return {};
-  const auto r = resources_->For(pid, "", MonotonicNowNs());
+  const auto r = resources_->For(pid, "", 0);  // its current image, whatever time it is
   auto str = [&r](std::string_view key) -> std::string {
     const AttributeValue* v = FindAttribute(r->attributes, key);
     const auto* s = v ? std::get_if<std::string>(v) : nullptr;

@@ -85,8 +85,9 @@ class ProcessResources {
   ~ProcessResources();
 
   // The resource of the process `pid` for a span that began at `mono_ns`
-  // (CLOCK_MONOTONIC). `comm` (from the kernel record) names the process when
-  // /proc no longer has it. Pid 0 is the host itself. Thread-safe.
+  // (CLOCK_MONOTONIC; 0: its current image, for a look that is no span's).
+  // `comm` (from the kernel record) names the process when /proc no longer
+  // has it. Pid 0 is the host itself. Thread-safe.
   std::shared_ptr<const Resource> For(std::uint32_t pid, std::string_view comm,
                                       std::uint64_t mono_ns);
 
