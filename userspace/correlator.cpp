@@ -5,6 +5,8 @@
 #include <string_view>
 #include <variant>
 
+#include "userspace/tcp_spans.h"
+
 namespace kspan {
 namespace {
 
@@ -61,12 +63,16 @@ bool IsSyscall(const Span& s) { return FindAttribute(s.attributes, "kspan.syscal
 
 bool IsHttp(const Span& s) { return FindAttribute(s.attributes, "http.request.method") != nullptr; }
 
-// The connection a kernel span belongs to, or "" when it has none.
+bool IsConnect(const Span& s) { return s.name == kTcpConnectSpanName; }
+
+// The connection a kernel span belongs to, or "" when it has none: the peer
+// and, where the span says it, the local port (a client's connections to
+// one server differ only there).
 std::string ConnectionOf(const Span& s) {
   std::string peer = StringAttribute(s.attributes, "network.peer.address");
   std::string port = StringAttribute(s.attributes, "network.peer.port");
   if (peer.empty() || port.empty()) return {};
-  return peer + "|" + port;
+  return peer + "|" + port + "|" + StringAttribute(s.attributes, "network.local.port");
 }
 
 std::string PairKey(const TraceId& trace, const SpanId& span, char side) {
@@ -393,6 +399,19 @@ const Correlator::Container* Correlator::FindContainer(ProcessIndex& idx, const 
   return best;
 }
 
+const Correlator::Container* Correlator::FirstRequestOn(ProcessIndex& idx, const Span& connect) {
+  auto it = idx.http_by_conn.find(ConnectionOf(connect));
+  if (it == idx.http_by_conn.end()) return nullptr;
+  // The first request written after the handshake began, if it carries the
+  // trace context the caller sent (its parent is the caller's span).
+  for (auto r = it->second.lower_bound(connect.start_unix_nano); r != it->second.end(); ++r) {
+    const Container& c = r->second;
+    if (c.kind != SpanKind::kClient) continue;
+    return IsValid(c.parent_span_id) ? &c : nullptr;
+  }
+  return nullptr;
+}
+
 const Correlator::Container* Correlator::FindSameRequest(ProcessIndex& idx, const Span& span,
                                                          std::int64_t offset) {
   const auto port = IntAttribute(span.attributes, "network.peer.port");
@@ -438,6 +457,23 @@ void Correlator::Place(Pending& p, int depth) {
       if (IsSyscall(s) && !ConnectionOf(s).empty()) {
         c = FindContainer(idx, s, offset, true);
         by_connection = c != nullptr;
+      } else if (IsConnect(s) && !ConnectionOf(s).empty()) {
+        // Concurrent calls overlap in time; the connection does not: the
+        // connect belongs where the first request on it belongs.
+        if (const Container* request = FirstRequestOn(idx, s)) {
+          if (request->pending && depth == 0) Place(*request->pending, depth + 1);
+          s.trace_id = request->pending ? request->pending->trace_id : request->trace_id;
+          s.parent_span_id = request->parent_span_id;
+          s.flags = (request->pending ? request->pending->flags : request->flags) & 0xffu;
+          p.trace_id = s.trace_id;
+          p.flags = s.flags;
+          if (offset != 0) {  // its parent is an app span: the app's clock
+            s.start_unix_nano = Shift(s.start_unix_nano, offset);
+            s.end_unix_nano = Shift(s.end_unix_nano, offset);
+          }
+          placed_by_connection_.Add();
+          return;
+        }
       } else if (IsHttp(s) && s.kind == SpanKind::kServer) {
         c = FindSameRequest(idx, s, offset);
       }

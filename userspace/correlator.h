@@ -8,7 +8,9 @@
 //   1. a kernel span that already carries trace context (an HTTP span that
 //      read a traceparent) stays where the trace context says;
 //   2. a socket syscall on a connection with a kernel HTTP span containing it
-//      becomes that HTTP span's child;
+//      becomes that HTTP span's child; a TCP connect whose connection's first
+//      request carried trace context gets that request's parent (the caller's
+//      CLIENT span): concurrent calls overlap in time, connections do not;
 //   3. a kernel HTTP server span without trace context (the client sent
 //      none) becomes the child of the app SERVER span of the same request
 //      (same process and client port, overlapping in time);
@@ -163,6 +165,9 @@ class Correlator {
   const Container* FindContainer(ProcessIndex& idx, const Span& span, std::int64_t offset,
                                  bool by_connection);
   const Container* FindSameRequest(ProcessIndex& idx, const Span& span, std::int64_t offset);
+  // The kernel HTTP client span of the first request on a connect's
+  // connection, when it carries trace context.
+  const Container* FirstRequestOn(ProcessIndex& idx, const Span& connect);
   void IndexKernelHttp(const std::shared_ptr<Pending>& p);
   void LearnFromPair(ProcessIndex& idx, const Container& c, const std::string& key);
   void LearnOffset(ProcessIndex& idx, const Container& app, const Container& kernel);

@@ -157,6 +157,8 @@ Span HttpTracker::Build(const Connection& c, const Exchange& x, const char* no_r
       {"server.port", static_cast<std::int64_t>(server ? e.local_port : e.peer_port)},
       {"network.peer.address", peer},
       {"network.peer.port", static_cast<std::int64_t>(e.peer_port)},
+      {"network.local.address", local},
+      {"network.local.port", static_cast<std::int64_t>(e.local_port)},
       {"process.pid", static_cast<std::int64_t>(e.pid)},
       {"thread.id", static_cast<std::int64_t>(rq.tid)},
   };

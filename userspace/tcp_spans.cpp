@@ -62,7 +62,7 @@ const char* TcpStateName(std::uint32_t state) {
 }
 
 Span BuildTcpConnectSpan(const kspan_tcp_connect_event& e, SpanBuildContext& ctx) {
-  Span s = NewRootSpan(ctx, "tcp connect", SpanKind::kClient, e.start_ns, e.end_ns, e.pid, e.comm);
+  Span s = NewRootSpan(ctx, kTcpConnectSpanName, SpanKind::kClient, e.start_ns, e.end_ns, e.pid, e.comm);
   AddEndpoints(s.attributes, e.family, e.sport, e.dport, e.saddr, e.daddr);
   s.attributes.push_back({"server.address", FormatAddress(e.family, e.daddr)});
   s.attributes.push_back({"server.port", static_cast<std::int64_t>(e.dport)});

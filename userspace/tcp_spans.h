@@ -22,6 +22,10 @@ struct SpanBuildContext {
   IdGenerator& ids;
 };
 
+// The name of a connect attempt's span (the correlator places it by its
+// connection).
+inline constexpr char kTcpConnectSpanName[] = "tcp connect";
+
 Span BuildTcpConnectSpan(const kspan_tcp_connect_event& e, SpanBuildContext& ctx);
 Span BuildTcpAcceptSpan(const kspan_tcp_accept_event& e, SpanBuildContext& ctx);
 Span BuildTcpConnectionSpan(const kspan_tcp_conn_event& e, std::vector<SpanEvent> notes,

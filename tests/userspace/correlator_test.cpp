@@ -77,9 +77,10 @@ Span HttpSpan(std::int64_t pid, std::uint8_t id, std::uint64_t start_us, std::ui
   return s;
 }
 
-void OnConnection(Span& s, std::string peer, std::int64_t port) {
+void OnConnection(Span& s, std::string peer, std::int64_t port, std::int64_t local_port = -1) {
   s.attributes.push_back({"network.peer.address", std::move(peer)});
   s.attributes.push_back({"network.peer.port", port});
+  if (local_port >= 0) s.attributes.push_back({"network.local.port", local_port});
 }
 
 // The host pid an app span is indexed under: in these tests every sender
@@ -208,6 +209,50 @@ TEST_F(CorrelatorTest, SocketSyscallsJoinTheHttpSpanOfTheirConnection) {
   // Not on the connection, but inside an HTTP span with trace context of the
   // same thread: the innermost container.
   EXPECT_EQ(Out(0x43)->parent_span_id, Id(0x40));
+}
+
+TEST_F(CorrelatorTest, ConcurrentCallsToOneServerKeepTheirConnectsAndSyscalls) {
+  Make();
+  // Two requests of a single-threaded app (no thread.id) call the same
+  // backend at the same time, each on a connection of its own: the app's
+  // CLIENT spans overlap, so time cannot tell the connects and syscalls
+  // apart; their connections can.
+  correlator_->IndexAppSpans({AppSpan(42, 0xa1, 0x11, 0, 10, 30, SpanKind::kClient),
+                              AppSpan(42, 0xa2, 0x21, 0, 11, 31, SpanKind::kClient)},
+                             ResourcePid);
+  struct Call {
+    std::uint8_t trace, client, connect, http, write;
+    std::int64_t local_port;
+    std::uint64_t at_us;
+  };
+  for (const Call& c : {Call{0xa1, 0x11, 0x50, 0x51, 0x52, 40001, 12'000},
+                        Call{0xa2, 0x21, 0x60, 0x61, 0x62, 40002, 12'100}}) {
+    Span connect = KernelSpan(42, 42, c.connect, c.at_us, c.at_us + 300, "tcp connect");
+    connect.kind = SpanKind::kClient;
+    OnConnection(connect, "10.0.0.9", 8080, c.local_port);
+    // The HTTP client span read the traceparent the app sent on it.
+    Span http = HttpSpan(42, c.http, c.at_us + 400, c.at_us + 9'000, "GET /work", SpanKind::kClient);
+    http.trace_id = Trace(c.trace);
+    http.parent_span_id = Id(c.client);
+    OnConnection(http, "10.0.0.9", 8080, c.local_port);
+    Span write = KernelSpan(42, 42, c.write, c.at_us + 400, c.at_us + 450, "syscall write");
+    OnConnection(write, "10.0.0.9", 8080, c.local_port);
+    correlator_->OnKernelSpan(std::move(connect));
+    correlator_->OnKernelSpan(std::move(write));
+    correlator_->OnKernelSpan(std::move(http));
+  }
+  correlator_->Flush();
+  ASSERT_EQ(out_.size(), 6u);
+  // The second call's connect lies inside both CLIENT spans; its connection
+  // says it is the second's.
+  EXPECT_EQ(Out(0x50)->trace_id, Trace(0xa1));
+  EXPECT_EQ(Out(0x50)->parent_span_id, Id(0x11));
+  EXPECT_EQ(Out(0x60)->trace_id, Trace(0xa2));
+  EXPECT_EQ(Out(0x60)->parent_span_id, Id(0x21));
+  EXPECT_EQ(Out(0x52)->parent_span_id, Id(0x51));
+  EXPECT_EQ(Out(0x62)->parent_span_id, Id(0x61));
+  EXPECT_EQ(Out(0x62)->trace_id, Trace(0xa2));
+  EXPECT_EQ(metrics_.CounterValue("kspan_correlator_placed_total", {{"by", "connection"}}), 4u);
 }
 
 TEST_F(CorrelatorTest, ConnectionParentWithoutTraceContextIsPlacedFirst) {
