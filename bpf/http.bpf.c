@@ -498,22 +498,62 @@ static __always_inline int root_allowed(__u32 tgid, __u64 now)
 	return 1;
 }
 
+static __always_inline int lower_hex(__u8 c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+/* W3C trace context: version "-" trace-id "-" parent-id "-" flags, lower-case
+ * hex, ids not all zero, version not ff; version 00 is exactly 55
+ * characters, a later one may go on after a '-'. Anything else is no trace
+ * context at all (the spec says to ignore it), so a client cannot buy its
+ * way past the root budget with "...-01" nor hide a request with "...-00".
+ * userspace/http_spans.cpp's ParseTraceParent applies the same rule to
+ * the header it is given. */
+static __always_inline int traceparent_valid(const struct kspan_http_event *m)
+{
+	__u32 len = m->traceparent_len;
+	if (len < 55 || len > KSPAN_HTTP_TRACEPARENT_MAX || (m->flags & KSPAN_HTTP_F_TRACEPARENT_CUT))
+		return 0;
+	const char *t = m->traceparent;
+	__u8 trace_bits = 0, parent_bits = 0;
+	/* A loop, not unrolled: the callers' frames leave little stack for
+	 * the temporaries of 55 unrolled checks. */
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < 55; i++) {
+		__u8 c = t[i];
+		if (i == 2 || i == 35 || i == 52) {
+			if (c != '-')
+				return 0;
+			continue;
+		}
+		if (!lower_hex(c))
+			return 0;
+		if (i >= 3 && i < 35)
+			trace_bits |= c ^ '0';
+		else if (i >= 36 && i < 52)
+			parent_bits |= c ^ '0';
+	}
+	if (!trace_bits || !parent_bits || (t[0] == 'f' && t[1] == 'f'))
+		return 0;
+	if (len > 55 && ((t[0] == '0' && t[1] == '0') || t[55] != '-'))
+		return 0;
+	return 1;
+}
+
 /* Whether request `m` is recorded: by its traceparent's sampled flag
- * (version 00 layout: the flags are characters 53-54), else by the root
- * budget. A request whose headers continue in a later syscall is recorded:
- * its traceparent may be in the part not seen yet. */
+ * (characters 53-54), else by the root budget. A request whose headers
+ * continue in a later syscall is recorded: its traceparent may be in the
+ * part not seen yet. */
 static __always_inline int sample_request(struct kspan_http_event *m)
 {
 	if (!(m->flags & KSPAN_HTTP_F_HEADERS_END))
 		return 1;
-	if (m->traceparent_len >= 55 && m->traceparent[52] == '-') {
-		int lo = hex_value(m->traceparent[54]);
-		if (lo >= 0 && hex_value(m->traceparent[53]) >= 0) {
-			if (lo & 1)
-				return 1;
-			kspan_count(&kspan_http_stats, KSPAN_HTTP_STAT_PARENT_UNSAMPLED);
-			return 0;
-		}
+	if (traceparent_valid(m)) {
+		if (hex_value(m->traceparent[54]) & 1)
+			return 1;
+		kspan_count(&kspan_http_stats, KSPAN_HTTP_STAT_PARENT_UNSAMPLED);
+		return 0;
 	}
 	if (root_allowed(m->pid, m->end_ns))
 		return 1;

@@ -48,7 +48,8 @@ std::string Address(std::uint16_t family, const std::uint8_t* addr) {
 }  // namespace
 
 std::optional<TraceParent> ParseTraceParent(std::string_view v) {
-  // version "-" trace-id "-" parent-id "-" trace-flags
+  // version "-" trace-id "-" parent-id "-" trace-flags, lower-case hex (W3C:
+  // anything else is to be ignored; bpf/http.bpf.c samples by the same rule).
   if (v.size() < 55 || v[2] != '-' || v[35] != '-' || v[52] != '-') return std::nullopt;
   std::array<std::uint8_t, 1> version{}, flags{};
   TraceParent tp;
@@ -101,6 +102,9 @@ void HttpTracker::Merge(Message& m, const kspan_http_event& e) {
   }
   if (e.tracestate_len > 0) {
     m.tracestate = std::string(Chars(e.tracestate, e.tracestate_len, sizeof(e.tracestate)));
+    // Longer than the kernel keeps: a cut list is no valid tracestate, and
+    // W3C says to discard rather than pass a partial one on.
+    m.tracestate_cut = (e.flags & KSPAN_HTTP_F_TRACESTATE_CUT) != 0;
   }
   if (!m.headers_done && (e.flags & KSPAN_HTTP_F_HEADERS_END) &&
       e.kind != KSPAN_HTTP_DATA) {
@@ -129,7 +133,7 @@ Span HttpTracker::Build(const Connection& c, const Exchange& x, const char* no_r
       // put its own span in the header, the one this request belongs to.
       s.trace_id = tp->trace_id;
       s.parent_span_id = tp->parent_id;
-      s.trace_state = rq.tracestate;
+      if (!rq.tracestate_cut) s.trace_state = rq.tracestate;
       // W3C flags in bits 0-7; bits 8-9: the parent's is-remote is known
       // and, for a server span, true.
       s.flags = tp->flags | 0x100u | (server ? 0x200u : 0u);

@@ -91,6 +91,7 @@ class HttpTracker {
     int version_minor = 1;
     std::string traceparent;
     std::string tracestate;
+    bool tracestate_cut = false;  // longer than the kernel keeps: not passed on
   };
   struct Exchange {
     Message request;

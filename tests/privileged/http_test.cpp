@@ -702,6 +702,54 @@ TEST_P(HttpRootBudgetTest, RootRequestsOverTheBudgetAreNotRecorded) {
   }
 }
 
+TEST_P(HttpRootBudgetTest, JunkTraceparentsAreRootsNotTraceContext) {
+  // A remote client cannot buy its way past the root budget with a
+  // traceparent that merely ends in -01, nor hide its request with one
+  // that ends in -00: an invalid traceparent (W3C: to be ignored) is no
+  // trace context, and the request is a root like any other.
+  const std::vector<std::string> junk = {
+      "00-" + std::string(32, '0') + "-" + kParent + "-01",             // zero trace id
+      "00-" + std::string(kTrace) + "-" + std::string(16, '0') + "-01",  // zero parent id
+      "00-4BF92F3577B34DA6A3CE929D0E0E4736-" + std::string(kParent) + "-01",  // upper case
+      "00-" + std::string(kTrace) + "-" + kParent + "-01-x",             // version 00 goes on
+      "ff-" + std::string(kTrace) + "-" + kParent + "-01",               // version ff
+      "00-" + std::string(kTrace) + "-" + kParent + "-0g",               // not hex
+      "00-" + std::string(kTrace) + "x" + std::string(kParent).substr(1) + "-01",  // no separator
+      "00-" + std::string(32, '0') + "-" + kParent + "-00",             // -00 but invalid
+  };
+  TinyHttpServer server;
+  int fd = Connect(server.port());
+  ASSERT_GE(fd, 0);
+  const int client_port = LocalPort(fd);
+  const auto stats0 = capture_->ReadStats();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (std::size_t i = 0; i < junk.size(); ++i) {
+    SendAll(fd, "GET /junk/" + std::to_string(i) + " HTTP/1.1\r\ntraceparent: " + junk[i] + "\r\n\r\n");
+    ASSERT_NE(ReadResponses(fd, 1).find("hello"), std::string::npos);
+  }
+  const auto elapsed = std::chrono::steady_clock::now() - t0;
+  std::vector<Span> servers = ServerSpansFrom(client_port, 16, 1s);
+  std::vector<Span> clients = ClientSpansTo(server.port(), 16, 500ms);
+  close(fd);
+  const auto stats = capture_->ReadStats();
+  // Not one was taken for a sampled or an unsampled parent.
+  EXPECT_EQ(stats[KSPAN_HTTP_STAT_PARENT_UNSAMPLED], stats0[KSPAN_HTTP_STAT_PARENT_UNSAMPLED]);
+  const std::size_t roots = servers.size() + clients.size();
+  const auto limited = stats[KSPAN_HTTP_STAT_ROOT_LIMITED] - stats0[KSPAN_HTTP_STAT_ROOT_LIMITED];
+  EXPECT_EQ(roots + limited, 2 * junk.size()) << "every request decided as a root once";
+  if (elapsed < 900ms) {
+    const std::size_t cpus = std::max(1u, std::thread::hardware_concurrency());
+    EXPECT_LE(roots, 4u + cpus - 1) << "the root budget held";
+  }
+  // The recorded ones start their own traces.
+  for (const auto* v : {&servers, &clients}) {
+    for (const Span& sp : *v) {
+      EXPECT_NE(ToHex(sp.trace_id), kTrace) << sp.name;
+      EXPECT_FALSE(IsValid(sp.parent_span_id)) << sp.name;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Http, HttpRootBudgetTest, ::testing::ValuesIn(RunnableHttpVariants()),
                          VariantTestName);
 

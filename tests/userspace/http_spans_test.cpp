@@ -30,6 +30,7 @@ struct Rec {
   std::uint32_t header_len = 100;  // 0: the header block did not end
   std::string traceparent;
   std::string tracestate;
+  std::uint32_t flags = 0;  // more KSPAN_HTTP_F_* bits
   std::uint64_t sock = 0x1000;
 };
 
@@ -66,6 +67,7 @@ kspan_http_event Event(const Rec& r) {
   e.tracestate_len = static_cast<std::uint16_t>(r.tracestate.size());
   std::memcpy(e.tracestate, r.tracestate.data(), r.tracestate.size());
   std::strcpy(e.comm, "server");
+  e.flags |= r.flags;
   return e;
 }
 
@@ -232,6 +234,28 @@ TEST_F(HttpTrackerTest, SplitRequestTakesTraceparentFromTheContinuation) {
   EXPECT_EQ(s.flags & 0x300, 0x300u);
   EXPECT_EQ(*Int(s, "http.request.body.size"), 10);  // 60 + 80 bytes, 60 + 70 of headers
   EXPECT_EQ(tracker_.connections(), 0u);
+}
+
+TEST_F(HttpTrackerTest, ACutTracestateIsDroppedTheTraceparentKept) {
+  // The kernel keeps 256 bytes of tracestate (W3C allows 512): a longer one
+  // arrives cut and flagged, and a partial list is not passed on.
+  Rec rq = Request(1000, "/long-state");
+  rq.traceparent = kTraceparent;
+  rq.tracestate = std::string(KSPAN_HTTP_TRACESTATE_MAX - 4, 'a') + "=bcd";
+  rq.flags = KSPAN_HTTP_F_TRACESTATE_CUT;
+  Feed(rq);
+  Feed(Response(4000, 200));
+  auto spans = tracker_.OnEvent(Event([] {
+                                  Rec c;
+                                  c.kind = KSPAN_HTTP_CLOSE;
+                                  c.start = 9000;
+                                  return c;
+                                }()),
+                                ctx_);
+  ASSERT_EQ(spans.size(), 1u);
+  EXPECT_EQ(ToHex(spans[0].trace_id), kTrace);
+  EXPECT_EQ(ToHex(spans[0].parent_span_id), kParent);
+  EXPECT_EQ(spans[0].trace_state, "");
 }
 
 TEST_F(HttpTrackerTest, ClientSpanJoinsTheInjectedTraceAndErrsOn4xx) {
