@@ -26,6 +26,7 @@
 #include "userspace/grpc_byte_buffer_peer.h"
 #include "userspace/http_server.h"
 #include "userspace/memory_budget.h"
+#include "userspace/protobuf_log.h"
 
 
 namespace kspan {
@@ -591,6 +592,8 @@ class OtlpReceiver::Impl {
   ~Impl() { metrics_.RemoveCallbacks(this); }
 
   absl::Status Start() {
+    // Requests with invalid UTF-8 would otherwise each write a line to stderr.
+    RouteProtobufLogsToSpdlog();
     if (options_.grpc_enabled) {
       auto hp = SplitHostPort(options_.grpc_address);
       if (!hp.ok()) return absl::InvalidArgumentError(absl::StrCat("OTLP/gRPC receiver: ", hp.status().message()));

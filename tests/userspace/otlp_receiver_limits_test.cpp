@@ -32,6 +32,9 @@
 #include "userspace/grpc_byte_buffer_peer.h"
 #include "tests/support/raw_client.h"
 #include "userspace/otlp_receiver.h"
+#include "userspace/protobuf_log.h"
+#include "spdlog/sinks/ostream_sink.h"
+#include "spdlog/spdlog.h"
 
 namespace kspan {
 namespace {
@@ -181,6 +184,7 @@ class OtlpReceiverLimitsTest : public ::testing::Test {
   }
 
   MetricsRegistry metrics_;
+  std::ostringstream log_;
   std::atomic<int> accepted_{0};
   std::unique_ptr<OtlpReceiver> receiver_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -471,6 +475,47 @@ TEST_F(OtlpReceiverLimitsTest, GrpcGzipBombStopsAtTheLimitAlsoInParallel) {
   EXPECT_TRUE(GrpcRaw(small, GRPC_COMPRESS_GZIP).ok());
   EXPECT_EQ(GrpcRaw("not gzip", GRPC_COMPRESS_GZIP).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_TRUE(GrpcExport().ok());
+}
+
+// Before: libprotobuf wrote one ERROR line to stderr for every request with
+// invalid UTF-8 in a string, at whatever rate a client sent them. Now its
+// lines go to spdlog, at most one per interval, the rest counted.
+TEST_F(OtlpReceiverLimitsTest, InvalidUtf8RequestsDoNotFloodTheLog) {
+  StartReceiver();
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log_);
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink));
+  // What libprotobuf would write by itself goes to fd 2.
+  std::fflush(stderr);
+  char path[] = "/tmp/kspan-stderr-XXXXXX";
+  const int capture = mkstemp(path);
+  const int saved = dup(2);
+  dup2(capture, 2);
+
+  std::string bytes = OneSpanRequest(3).SerializeAsString();
+  const auto at = bytes.find("GET /item");
+  ASSERT_NE(at, std::string::npos);
+  bytes.replace(at, 4, "\xff\xfe\xfd\xfc");
+  const std::uint64_t suppressed_before = ProtobufLogLinesSuppressed();
+  int refused = 0;
+  for (int i = 0; i < 50; ++i) refused += HttpPost(bytes) == 400 ? 1 : 0;
+  refused += GrpcRaw(bytes).error_code() == grpc::StatusCode::INVALID_ARGUMENT ? 1 : 0;
+
+  std::fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  std::ifstream in(path);
+  const std::string written((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  close(capture);
+  unlink(path);
+  spdlog::set_default_logger(previous);
+
+  EXPECT_EQ(refused, 51);
+  EXPECT_EQ(written.find("UTF-8"), std::string::npos) << written.substr(0, 300);
+  std::size_t lines = 0;
+  for (std::size_t p = log_.str().find("UTF-8"); p != std::string::npos; p = log_.str().find("UTF-8", p + 1)) ++lines;
+  EXPECT_LE(lines, 1u) << log_.str();
+  EXPECT_GE(ProtobufLogLinesSuppressed() - suppressed_before, 50u);
 }
 
 }  // namespace
