@@ -477,6 +477,48 @@ TEST_F(OtlpReceiverLimitsTest, GrpcGzipBombStopsAtTheLimitAlsoInParallel) {
   EXPECT_TRUE(GrpcExport().ok());
 }
 
+// gRPC 1.51 checks a message's size only once all of it has arrived (with no
+// quota, 256 MiB to a 4 MiB limit: RSS +251 MiB, then RESOURCE_EXHAUSTED).
+// The receiver's resource quota bounds what it buffers before that: with a
+// 16 MiB quota the same message is refused with the process about 16 MiB
+// larger at its peak.
+TEST_F(OtlpReceiverLimitsTest, GrpcOversizeMessageIsBoundedByTheResourceQuota) {
+  OtlpReceiverOptions options;
+  options.grpc_memory_bytes = 16 * kMiB;
+  StartReceiver(options);
+  ASSERT_TRUE(GrpcExport().ok());
+  // 256 MiB sent from one 1 MiB buffer: the test holds 1 MiB.
+  const std::string piece(kMiB, 'a');
+  std::vector<grpc::Slice> slices;
+  for (int i = 0; i < 256; ++i) slices.emplace_back(piece.data(), piece.size(), grpc::Slice::STATIC_SLICE);
+  grpc::ByteBuffer request(slices.data(), slices.size());
+  PeakRss rss;
+  grpc::GenericStub stub(channel_);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  grpc::ByteBuffer response;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status status;
+  stub.UnaryCall(&context, "/opentelemetry.proto.collector.trace.v1.TraceService/Export", {}, &request, &response,
+                 [&](grpc::Status s) {
+                   std::lock_guard lock(mu);
+                   status = std::move(s);
+                   done = true;
+                   cv.notify_all();
+                 });
+  {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return done; });
+  }
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_LT(rss.growth_mib(), 40) << "peak RSS growth, MiB";
+  std::printf("gRPC 256 MiB message, 16 MiB quota: peak RSS +%lld MiB (%s)\n",
+              static_cast<long long>(rss.growth_mib()), status.error_message().c_str());
+  EXPECT_TRUE(GrpcExport().ok());
+}
+
 // Before: libprotobuf wrote one ERROR line to stderr for every request with
 // invalid UTF-8 in a string, at whatever rate a client sent them. Now its
 // lines go to spdlog, at most one per interval, the rest counted.
