@@ -50,6 +50,48 @@ absl::StatusOr<std::string> GzipDecompress(std::string_view in) {
   return out;
 }
 
+struct GzipInflater::Stream {
+  z_stream z{};
+  bool ok = false;
+};
+
+GzipInflater::GzipInflater() : z_(std::make_unique<Stream>()) {
+  // 15 window bits + 32: a gzip or a zlib header, whichever comes.
+  z_->ok = inflateInit2(&z_->z, 15 + 32) == Z_OK;
+}
+
+GzipInflater::~GzipInflater() {
+  if (z_->ok) inflateEnd(&z_->z);
+}
+
+absl::Status GzipInflater::Feed(std::string_view in, std::string* out, const MayGrow& may_grow) {
+  if (!z_->ok) return absl::InternalError("inflateInit2 failed");
+  if (in.empty()) return absl::OkStatus();
+  if (finished_) return absl::InvalidArgumentError("data after the end of the gzip stream");
+  z_stream& z = z_->z;
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  z.avail_in = static_cast<uInt>(in.size());
+  char buf[16 * 1024];
+  while (z.avail_in > 0 && !finished_) {
+    z.next_out = reinterpret_cast<Bytef*>(buf);
+    z.avail_out = sizeof(buf);
+    const int rc = inflate(&z, Z_NO_FLUSH);
+    if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) return absl::InvalidArgumentError("invalid gzip data");
+    const std::size_t n = sizeof(buf) - z.avail_out;
+    if (n > 0) {
+      if (auto s = may_grow(n); !s.ok()) return s;
+      out->append(buf, n);
+    }
+    if (rc == Z_STREAM_END) {
+      finished_ = true;
+      if (z.avail_in > 0) return absl::InvalidArgumentError("data after the end of the gzip stream");
+    } else if (rc == Z_BUF_ERROR) {
+      break;  // no progress possible: the rest comes with the next piece
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> ZstdCompress(std::string_view in) {
   std::string out;
   out.resize(ZSTD_compressBound(in.size()));

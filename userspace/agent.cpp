@@ -288,6 +288,8 @@ absl::Status Agent::StartReceiver() {
   ro.http_enabled = rc.http_enabled;
   ro.http_address = rc.http_endpoint;
   ro.max_request_bytes = rc.max_request_bytes;
+  ro.max_in_flight_bytes = rc.max_in_flight_bytes;
+  ro.request_timeout = rc.request_timeout;
   AppSpanSink sink = [this, pipeline = PipelineSink(*pipeline_)](std::vector<Span>&& spans,
                                                                  const ReceiverPeer& peer) {
     const SenderAttribution who = senders_->Attribute(spans, peer);

@@ -329,7 +329,8 @@ absl::Status ReadDestination(const ConfigReader& r, const YAML::Node& n, const s
 
 absl::Status ReadReceiver(const ConfigReader& r, const YAML::Node& n, AgentConfig::Receiver* rc) {
   if (!n) return absl::OkStatus();
-  KSPAN_RETURN_IF_ERROR(r.CheckKeys(n, "receiver", {"grpc", "http", "max_request_bytes"}));
+  KSPAN_RETURN_IF_ERROR(r.CheckKeys(
+      n, "receiver", {"grpc", "http", "max_request_bytes", "max_in_flight_bytes", "request_timeout"}));
   for (const char* transport : {"grpc", "http"}) {
     const auto& t = n[transport];
     if (!t) continue;
@@ -345,6 +346,17 @@ absl::Status ReadReceiver(const ConfigReader& r, const YAML::Node& n, AgentConfi
       r.Bytes(n["max_request_bytes"], "receiver.max_request_bytes", &rc->max_request_bytes));
   if (rc->max_request_bytes < 1024) {
     return r.Error(n["max_request_bytes"], "receiver.max_request_bytes", "must be at least 1KiB");
+  }
+  KSPAN_RETURN_IF_ERROR(
+      r.Bytes(n["max_in_flight_bytes"], "receiver.max_in_flight_bytes", &rc->max_in_flight_bytes));
+  // A gzip request at the size limit holds its wire bytes and what they inflate to.
+  if (rc->max_in_flight_bytes / 2 < rc->max_request_bytes) {
+    return r.Error(n["max_in_flight_bytes"] ? n["max_in_flight_bytes"] : n["max_request_bytes"],
+                   "receiver.max_in_flight_bytes", "must be at least twice receiver.max_request_bytes");
+  }
+  KSPAN_RETURN_IF_ERROR(r.Duration(n["request_timeout"], "receiver.request_timeout", &rc->request_timeout));
+  if (rc->request_timeout < std::chrono::milliseconds(100)) {
+    return r.Error(n["request_timeout"], "receiver.request_timeout", "must be at least 100ms");
   }
   return absl::OkStatus();
 }

@@ -90,6 +90,11 @@ struct AgentConfig {
     bool http_enabled = true;
     std::string http_endpoint = "127.0.0.1:4318";
     std::size_t max_request_bytes = 4u << 20;
+    // Bytes all requests in flight may hold at once (both transports); at
+    // least twice max_request_bytes.
+    std::size_t max_in_flight_bytes = 64u << 20;
+    // An OTLP/HTTP request must arrive whole within this.
+    std::chrono::milliseconds request_timeout{10000};
   } receiver;
   // Kernel spans joined into the traces applications send.
   struct Correlation {

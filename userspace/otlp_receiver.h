@@ -11,6 +11,7 @@
 //   some spans refused      OK / 200 with partial_success (rejected_spans, error_message)
 //   malformed payload       INVALID_ARGUMENT / 400 (google.rpc.Status body)
 //   over max_request_bytes  RESOURCE_EXHAUSTED / 413 (compressed or decompressed size)
+//   over max_in_flight_bytes UNAVAILABLE with google.rpc.RetryInfo / 503 with Retry-After
 //   other content type      415;  other method: 405;  other path: 404
 //   sink full (retryable)   UNAVAILABLE with google.rpc.RetryInfo / 503 with Retry-After
 // HTTP bodies use the request's content type and content encoding.
@@ -69,15 +70,33 @@ struct OtlpReceiverOptions {
   bool http_enabled = true;
   std::string http_address = "127.0.0.1:4318";
   // Largest request accepted, checked on the wire size and, with gzip, on
-  // the decompressed size while decompressing.
+  // the decompressed size while decompressing (before it is all in memory).
   std::size_t max_request_bytes = 4 * 1024 * 1024;
+  // Bytes that all requests in flight may hold at once, both transports
+  // together: what they were sent as plus what they inflate to. A request
+  // that would pass it is refused as retryable (503 + Retry-After /
+  // UNAVAILABLE + RetryInfo) and counted (refused_total{reason="memory"}).
+  std::size_t max_in_flight_bytes = 64 * 1024 * 1024;
   // Suggested wait before a refused request is sent again (HTTP rounds up
   // to whole seconds).
   std::chrono::milliseconds retry_after{1000};
-  // HTTP worker threads. httplib serves a connection on one thread for as
-  // long as it is kept alive (idle ones are closed after 5 s), so this is
-  // the number of HTTP clients served at once; others wait for a thread.
-  int http_threads = 16;
+  // OTLP/HTTP: a whole request, head and body, must arrive within this from
+  // when kspan starts waiting for it; later bytes do not extend it. An idle
+  // keep-alive connection is closed after it too.
+  std::chrono::milliseconds request_timeout{10000};
+  // OTLP/HTTP threads. I/O is asynchronous: a thread is busy only while a
+  // request is decoded, never while a client sends slowly.
+  int http_threads = 4;
+  // OTLP/HTTP connections open at once; more are answered 503.
+  int http_max_connections = 256;
+  // OTLP/HTTP request line and headers together.
+  std::size_t http_max_header_bytes = 16 * 1024;
+  // OTLP/gRPC: concurrent calls per connection (HTTP/2 streams).
+  int grpc_max_concurrent_streams = 16;
+  // OTLP/gRPC: gRPC's own resource quota (its transport buffers), and the
+  // threads it may create for it.
+  std::size_t grpc_memory_bytes = 64 * 1024 * 1024;
+  int grpc_max_threads = 8;
 };
 
 class OtlpReceiver {
@@ -97,7 +116,9 @@ class OtlpReceiver {
   int grpc_port() const;
   int http_port() const;
 
-  // Stops listening and waits for requests in progress. Idempotent.
+  // Stops listening and ends every connection; waits for requests being
+  // decoded or handed to the sink, never for a client (at most about a
+  // second for gRPC calls in progress). Idempotent.
   void Shutdown();
 
   class Impl;

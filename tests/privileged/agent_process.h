@@ -130,6 +130,9 @@ class AgentProcess {
   }
 
   std::string log() const { return ReadFile(dir_ + "/agent.log"); }
+  pid_t pid() const { return pid_; }
+  // The test's temporary directory (for config files and such).
+  const std::string& dir() const { return dir_; }
   int admin_port() const { return admin_port_; }
   // The OTLP/HTTP receiver's bound port, from /status (0 when unknown).
   int receiver_http_port() const {

@@ -97,6 +97,8 @@ TEST(Config, ReceiverAndCorrelation) {
       "  grpc: {enabled: false}\n"
       "  http: {endpoint: \"0.0.0.0:14318\"}\n"
       "  max_request_bytes: 1MiB\n"
+      "  max_in_flight_bytes: 16MiB\n"
+      "  request_timeout: 3s\n"
       "correlation:\n"
       "  join_window: 10s\n"
       "  unmatched: drop\n"
@@ -108,6 +110,8 @@ TEST(Config, ReceiverAndCorrelation) {
   EXPECT_FALSE(c->receiver.grpc_enabled);
   EXPECT_EQ(c->receiver.http_endpoint, "0.0.0.0:14318");
   EXPECT_EQ(c->receiver.max_request_bytes, 1u << 20);
+  EXPECT_EQ(c->receiver.max_in_flight_bytes, 16u << 20);
+  EXPECT_EQ(c->receiver.request_timeout, std::chrono::seconds(3));
   EXPECT_EQ(c->correlation.join_window, std::chrono::seconds(10));
   EXPECT_FALSE(c->correlation.export_unmatched);
   EXPECT_EQ(c->correlation.clock_tolerance, std::chrono::milliseconds(2));
@@ -129,6 +133,10 @@ TEST(Config, ReceiverAndCorrelation) {
            {"correlation:\n  window: 1s\n", "unknown key"},
            {"receiver:\n  grpc: {port: 1}\n", "receiver.grpc.port"},
            {"receiver:\n  max_request_bytes: 10\n", "must be at least 1KiB"},
+           {"receiver:\n  max_in_flight_bytes: 4MiB\n",
+            "receiver.max_in_flight_bytes: must be at least twice receiver.max_request_bytes"},
+           {"receiver:\n  max_request_bytes: 64MiB\n", "receiver.max_in_flight_bytes: must be at least twice"},
+           {"receiver:\n  request_timeout: 10ms\n", "receiver.request_timeout: must be at least 100ms"},
        }) {
     auto bad = Parse(yaml);
     ASSERT_FALSE(bad.ok()) << yaml;

@@ -10,6 +10,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <thread>
+
 #include "tests/userspace/fake_proc.h"
 
 namespace kspan {
@@ -188,6 +191,59 @@ TEST_F(SenderIdentityTest, APeerWithoutAnAddressIsUnknown) {
   auto who = identity_.Attribute({SpanOf(ResourceClaiming(std::int64_t{7}))}, p);
   EXPECT_EQ(who.sender, std::nullopt);
   EXPECT_EQ(asked_port_, 0);
+}
+
+// A request whose sender the kernel knows never waits for a /proc scan that
+// another receiver thread is making for a connection the kernel did not
+// record: the scan (here through a 60 MiB connection table, about a second
+// of parsing) holds no lock the kernel path needs.
+TEST(SenderIdentityLocking, KernelLookupsDoNotWaitForAProcScan) {
+  FakeProc proc;
+  proc.Link("self", "100");
+  proc.Process(100, 1, "100");
+  proc.Process(201, 1, "201");
+  {
+    const std::string row =
+        "   0: 0100007F:1F90 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 1 1 0 20 4 30 10 -1\n";
+    std::string table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+    table.reserve(60u << 20);
+    while (table.size() + row.size() < (60u << 20)) table += row;
+    proc.File("net/tcp", table);
+  }
+  MetricsRegistry metrics;
+  std::atomic<bool> scan_asked{false};
+  SenderIdentity identity(
+      metrics,
+      [&](const ReceiverPeer& peer, std::uint16_t) -> std::optional<std::uint32_t> {
+        if (peer.port == 50000) {
+          scan_asked = true;  // the kernel does not know this one: a scan follows
+          return std::nullopt;
+        }
+        return 201;
+      },
+      proc.root());
+  identity.SetServerPorts(4317, 4318);
+  ReceiverPeer unknown;
+  unknown.address = "127.0.0.1";
+  unknown.port = 50000;
+  unknown.family = AF_INET;
+  unknown.transport = ReceiverTransport::kHttp;
+  std::atomic<bool> scan_done{false};
+  std::thread scanner([&] {
+    identity.Attribute({SpanOf(ResourceClaiming(std::nullopt))}, unknown);
+    scan_done = true;
+  });
+  while (!scan_asked) std::this_thread::yield();
+  ReceiverPeer known = unknown;
+  known.port = 50001;
+  for (int i = 0; i < 20; ++i) {
+    auto who = identity.Attribute({SpanOf(ResourceClaiming(std::nullopt))}, known);
+    EXPECT_EQ(who.sender, 201u);
+  }
+  // All twenty were answered while the scan was still reading.
+  EXPECT_FALSE(scan_done.load()) << "the scan ended before the kernel lookups: make the table larger";
+  scanner.join();
+  EXPECT_EQ(metrics.CounterValue("kspan_receiver_senders_total", {{"identified_by", "kernel"}}), 20u);
 }
 
 }  // namespace
