@@ -8,10 +8,10 @@
 #include <set>
 #include <variant>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "exporter/export_metrics.h"
+#include "exporter/terminal_text.h"
 #include "nlohmann/json.hpp"
 #include "userspace/capture_filter.h"
 #include "spdlog/spdlog.h"
@@ -201,8 +201,8 @@ std::string Agent::Describe(std::uint32_t pid) {
     absl::StrAppend(&out, ", pod ", str("k8s.namespace.name"), "/", pod);
   }
   // Names come from processes' environments and spans: escaped for the log
-  // and the terminal.
-  return absl::Utf8SafeCHexEscape(out);
+  // and the terminal (and valid UTF-8, which /status's JSON requires).
+  return EscapeForTerminal(out);
 }
 
 absl::Status Agent::StartProcessFamily() {

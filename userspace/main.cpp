@@ -17,6 +17,7 @@
 #include "userspace/agent.h"
 #include "userspace/config.h"
 #include "userspace/kernel_features.h"
+#include "userspace/log_sink.h"
 #include "userspace/status_command.h"
 
 namespace {
@@ -25,7 +26,11 @@ const char* RealGetEnv(const char* name) { return std::getenv(name); }
 
 void SetUpLogging(const std::string& level) {
   // Logs go to stderr so stdout carries only the console destination's lines.
-  auto logger = spdlog::stderr_color_mt("kspan");
+  // Through EscapingSink: messages carry names from processes and answers
+  // from collectors.
+  auto logger = std::make_shared<spdlog::logger>(
+      "kspan", std::make_shared<kspan::EscapingSink>(
+                   std::make_shared<spdlog::sinks::stderr_color_sink_mt>()));
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   spdlog::set_level(spdlog::level::from_str(level));
@@ -168,7 +173,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "kspan: %s\n", std::string(config.status().message()).c_str());
       return 2;
     }
-    spdlog::set_level(spdlog::level::warn);
+    SetUpLogging("warn");
     if (*dlq_list) {
       auto s = kspan::DlqList(config->exporter, stdout);
       if (!s.ok()) {
