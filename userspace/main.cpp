@@ -5,6 +5,7 @@
 //   kspan dlq list|replay [-c kspan.yaml] [--destination D]   the dead-letter store
 //   kspan version
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -94,6 +95,11 @@ int Run(const std::string& config_path, const kspan::FlagOverrides& flags) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Everything kspan creates (span store, disk queues, dead letters, SQLite's
+  // -wal/-shm, whatever a library adds beside them) is its owner's only,
+  // whichever subcommand creates it and whatever mode the creating code asks
+  // for. First, before anything is created.
+  umask(077);
   CLI::App app{"kspan: kernel spans joined to your traces, exported over OTLP"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("kspan ") + KSPAN_VERSION);
