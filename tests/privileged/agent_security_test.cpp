@@ -1,6 +1,7 @@
 // The hardening of issue #18, end to end with the real kspan binary:
 //   - everything under state_dir is its owner's only, files an older version
-//     left readable included.
+//     left readable included;
+//   - bpf.pin_path must be a directory of kspan's own on bpffs.
 // Every agent here pins under a directory of its own, so the tests run
 // beside an agent that holds /sys/fs/bpf/kspan.
 
@@ -160,6 +161,31 @@ TEST(AgentSecurity, StateDirectoryIsOwnerOnlyAfterARunOfAnOlderVersion) {
   EXPECT_EQ(agent.Terminate(std::chrono::seconds(30)), 0) << agent.log();
   EXPECT_EQ(Loose(state), std::vector<std::string>()) << "after the run";
   for (const auto& f : Files(state)) std::printf("  %s\n", f.c_str());
+  std::filesystem::remove_all(dir);
+}
+
+// ---------------------------------------------------------------------------
+// bpf.pin_path on something other than bpffs.
+
+// The finding: KSPAN_PIN_PATH pointed at an ordinary directory; start-up
+// "removed 2 stale pin(s)" (the user's files) and stop removed the
+// directory. Now the agent refuses to start and names the key.
+TEST(AgentSecurity, PinPathOffBpffsIsRefusedAndItsFilesKept) {
+  KSPAN_REQUIRE_BPF();
+  const std::string dir = TempDir("pinpath");
+  const std::string pins = dir + "/pins";
+  ASSERT_TRUE(std::filesystem::create_directory(pins));
+  std::ofstream(pins + "/report.txt") << "a user's file";
+  std::ofstream(pins + "/kspan_tcp_stats") << "a file with a pin's name";
+  AgentProcess agent({"--no-console"}, "", {"KSPAN_PIN_PATH=" + pins});
+  const int status = agent.WaitExit(std::chrono::seconds(60));
+  const std::string log = agent.log();
+  EXPECT_NE(status, 0) << log;
+  EXPECT_NE(status, -1) << "still running with pins in " << pins << "\n" << log;
+  EXPECT_NE(log.find("bpf.pin_path"), std::string::npos) << log;
+  EXPECT_NE(log.find("not on bpffs"), std::string::npos) << log;
+  EXPECT_TRUE(std::filesystem::exists(pins + "/report.txt"));
+  EXPECT_TRUE(std::filesystem::exists(pins + "/kspan_tcp_stats"));
   std::filesystem::remove_all(dir);
 }
 
