@@ -1,15 +1,26 @@
 // The hardening of issue #18, end to end with the real kspan binary:
 //   - everything under state_dir is its owner's only, files an older version
 //     left readable included;
-//   - bpf.pin_path must be a directory of kspan's own on bpffs.
+//   - bpf.pin_path must be a directory of kspan's own on bpffs;
+//   - no OTLP request enrolls a process other than its sender, whatever its
+//     resource claims and however the sender hangs up.
 // Every agent here pins under a directory of its own, so the tests run
 // beside an agent that holds /sys/fs/bpf/kspan.
 
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -20,6 +31,8 @@
 #include "exporter/disk_queue.h"
 #include "exporter/file_store_sender.h"
 #include "exporter/otlp_transform.h"
+#include "nlohmann/json.hpp"
+#include "opentelemetry/proto/collector/trace/v1/trace_service.pb.h"
 #include "tests/exporter/test_spans.h"
 #include "tests/privileged/agent_process.h"
 #include "tests/privileged/privileged.h"
@@ -28,6 +41,7 @@ namespace kspan {
 namespace {
 
 using ::kspan::testing::AgentProcess;
+using ::kspan::testing::MetricSum;
 using ::kspan::testing::MetricValue;
 
 std::string PinDirForAgents() { return ::kspan::testing::TestPinDir() + "-agent"; }
@@ -188,6 +202,173 @@ TEST(AgentSecurity, PinPathOffBpffsIsRefusedAndItsFilesKept) {
   EXPECT_TRUE(std::filesystem::exists(pins + "/kspan_tcp_stats"));
   std::filesystem::remove_all(dir);
 }
+
+// ---------------------------------------------------------------------------
+// No claim enrolls another process.
+
+nlohmann::json Status(const AgentProcess& agent) {
+  httplib::Client client("127.0.0.1", agent.admin_port());
+  auto res = client.Get("/status");
+  if (!res || res->status != 200) return {};
+  return nlohmann::json::parse(res->body, nullptr, false);
+}
+
+// A process that has nothing to do with the test's requests: `sleep 600`
+// (or, where there is no sleep on PATH, the same thing forked).
+class UnrelatedProcess {
+ public:
+  UnrelatedProcess() {
+    pid_ = fork();
+    if (pid_ == 0) {
+      execlp("sleep", "sleep", "600", nullptr);
+      for (;;) pause();
+    }
+  }
+  ~UnrelatedProcess() {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  std::uint32_t pid() const { return static_cast<std::uint32_t>(pid_); }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// An OTLP/HTTP protobuf request of about `bytes` whose one resource claims
+// to be process `claimed_pid`.
+std::string ClaimingRequest(std::uint32_t claimed_pid, std::size_t bytes) {
+  opentelemetry::proto::collector::trace::v1::ExportTraceServiceRequest req;
+  auto* rs = req.add_resource_spans();
+  auto* pid = rs->mutable_resource()->add_attributes();
+  pid->set_key("process.pid");
+  pid->mutable_value()->set_int_value(claimed_pid);
+  auto* name = rs->mutable_resource()->add_attributes();
+  name->set_key("service.name");
+  name->mutable_value()->set_string_value("claims-another-process");
+  auto* ss = rs->add_scope_spans();
+  const std::string filler(1024, 'x');
+  const std::size_t spans = bytes / (filler.size() + 64) + 1;
+  for (std::size_t i = 0; i < spans; ++i) {
+    auto* s = ss->add_spans();
+    std::string trace_id(16, '\x01'), span_id(8, '\x02');
+    std::memcpy(trace_id.data(), &i, sizeof(i));
+    std::memcpy(span_id.data(), &i, sizeof(i));
+    span_id[7] = '\x03';
+    s->set_trace_id(trace_id);
+    s->set_span_id(span_id);
+    s->set_name("claim");
+    const auto now = ::kspan::testing::RealtimeNowNs();
+    s->set_start_time_unix_nano(now);
+    s->set_end_time_unix_nano(now + 1000);
+    auto* a = s->add_attributes();
+    a->set_key("filler");
+    a->mutable_value()->set_string_value(filler);
+  }
+  return req.SerializeAsString();
+}
+
+enum class HangUp { kClose, kShutdownThenClose };
+
+// One request on a fresh connection, closed before the answer (after
+// shutdown(SHUT_WR) first, for kShutdownThenClose). Exit status 0 when the
+// whole request was written.
+int SendAndHangUp(int port, const std::string& body, HangUp how) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return 1;
+  const std::string request = "POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                              "Content-Type: application/x-protobuf\r\nContent-Length: " +
+                              std::to_string(body.size()) + "\r\n\r\n" + body;
+  std::size_t done = 0;
+  while (done < request.size()) {
+    const ssize_t n = write(fd, request.data() + done, request.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return 2;
+    done += static_cast<std::size_t>(n);
+  }
+  if (how == HangUp::kShutdownThenClose) shutdown(fd, SHUT_WR);
+  close(fd);
+  return 0;
+}
+
+bool InAllowList(const std::string& pin_dir, std::uint32_t pid, bool* map_found) {
+  const int fd = bpf_obj_get((pin_dir + "/kspan_pid_allow").c_str());
+  *map_found = fd >= 0;
+  if (fd < 0) return false;
+  std::uint8_t value[8] = {};
+  const bool found = bpf_map_lookup_elem(fd, &pid, value) == 0;
+  close(fd);
+  return found;
+}
+
+class NoClaimEnrolls : public ::testing::TestWithParam<bool> {};
+
+// The finding: a client sent spans naming an unrelated process's pid and
+// closed its socket at once; the agent, unable to find the owner of an
+// orphaned socket (inode 0), trusted the claim and enrolled that process for
+// full capture. With TCP capture off the sender is looked for in /proc only.
+TEST_P(NoClaimEnrolls, HungUpClientNamingAnotherProcess) {
+  KSPAN_REQUIRE_BPF();
+  const bool tcp = GetParam();
+  const std::string dir = TempDir("claims");
+  const std::string config =
+      WriteConfig(dir, std::string("capture: {tcp: {enabled: ") + (tcp ? "true" : "false") + "}}\n");
+  AgentProcess agent({"-c", config, "--no-console"});
+  ASSERT_TRUE(agent.WaitReady(std::chrono::seconds(60))) << agent.log();
+  const int port = agent.receiver_http_port();
+  ASSERT_GT(port, 0);
+
+  UnrelatedProcess victim;
+  // 3 MiB: the agent is still reading the body when the client has gone.
+  const std::string body = ClaimingRequest(victim.pid(), 3u << 20);
+  auto refused = [&] { return MetricSum(agent.Metrics(), "kspan_receiver_pid_claims_refused_total"); };
+  double expected_refusals = refused();
+  for (HangUp how : {HangUp::kClose, HangUp::kShutdownThenClose}) {
+    SCOPED_TRACE(how == HangUp::kClose ? "close" : "shutdown(SHUT_WR), close");
+    // The client is a process of its own that is gone by the time the
+    // request is handled, as an attacker's would be.
+    ::kspan::testing::ChildProcess client([&] { _exit(SendAndHangUp(port, body, how)); });
+    ASSERT_TRUE(client.RunAndWait());
+    expected_refusals += 1;  // one resource per request
+    ASSERT_TRUE(WaitFor([&] { return refused() >= expected_refusals; }, std::chrono::seconds(60)))
+        << "the request never reached sender attribution\n" << agent.Metrics() << agent.log();
+
+    // Attribution and enrollment happen before the answer: by now an
+    // enrollment would show.
+    const std::string metrics = agent.Metrics();
+    EXPECT_EQ(MetricValue(metrics, "kspan_enrollment_joined_total"), 0) << agent.log();
+    const auto status = Status(agent);
+    ASSERT_TRUE(status.contains("enrolled_pids")) << status.dump();
+    for (const auto& pid : status["enrolled_pids"]) {
+      EXPECT_NE(pid.get<std::uint32_t>(), victim.pid()) << "the claimed process was enrolled";
+    }
+    EXPECT_TRUE(status["enrolled_pids"].empty()) << status.dump();
+    bool map_found = false;
+    EXPECT_FALSE(InAllowList(PinDirForAgents(), victim.pid(), &map_found));
+    EXPECT_TRUE(map_found) << "no kspan_pid_allow under " << PinDirForAgents();
+  }
+  const std::string metrics = agent.Metrics();
+  std::printf("tcp capture %s: senders by kernel %.0f, by /proc %.0f, unknown %.0f; refused "
+              "claims: other_process %.0f, not_in_sender_namespace %.0f, sender_unknown %.0f\n",
+              tcp ? "on" : "off",
+              MetricValue(metrics, "kspan_receiver_senders_total{identified_by=\"kernel\"}"),
+              MetricValue(metrics, "kspan_receiver_senders_total{identified_by=\"proc\"}"),
+              MetricValue(metrics, "kspan_receiver_senders_total{identified_by=\"unknown\"}"),
+              MetricValue(metrics, "kspan_receiver_pid_claims_refused_total{reason=\"other_process\"}"),
+              MetricValue(metrics, "kspan_receiver_pid_claims_refused_total{reason=\"not_in_sender_namespace\"}"),
+              MetricValue(metrics, "kspan_receiver_pid_claims_refused_total{reason=\"sender_unknown\"}"));
+  EXPECT_EQ(agent.Terminate(std::chrono::seconds(30)), 0) << agent.log();
+  std::filesystem::remove_all(dir);
+}
+
+std::string CaptureName(const ::testing::TestParamInfo<bool>& p) {
+  return p.param ? "TcpCapture" : "ProcOnly";
+}
+
+INSTANTIATE_TEST_SUITE_P(AgentSecurity, NoClaimEnrolls, ::testing::Bool(), CaptureName);
 
 }  // namespace
 }  // namespace kspan
