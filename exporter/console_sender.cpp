@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "exporter/terminal_text.h"
 
 namespace kspan {
 namespace {
@@ -23,7 +24,9 @@ std::string ToText(const AttributeValue& v) {
   if (const auto* i = std::get_if<std::int64_t>(&v)) return absl::StrCat(*i);
   if (const auto* d = std::get_if<double>(&v)) return absl::StrCat(*d);
   // Strings as they are; bytes, arrays and key-value lists as JSON text.
-  return AttributeValueText(v);
+  // Escaped: attributes come from apps and from the wire (a request target
+  // an HTTP client chose), and this line goes to a terminal.
+  return EscapeForTerminal(AttributeValueText(v));
 }
 
 std::string FirstOf(const Span& span, std::initializer_list<std::string_view> keys) {
@@ -42,7 +45,7 @@ std::string FormatConsoleLine(const Span& span) {
   std::tm tm{};
   localtime_r(&secs, &tm);
   absl::StrAppendFormat(&line, "%02d:%02d:%02d.%03d %s", tm.tm_hour, tm.tm_min, tm.tm_sec,
-                        static_cast<int>(millis), span.name);
+                        static_cast<int>(millis), EscapeForTerminal(span.name));
 
   std::string peer = FirstOf(span, {"network.peer.address", "server.address"});
   if (!peer.empty()) {
@@ -70,7 +73,9 @@ std::string FormatConsoleLine(const Span& span) {
     case StatusCode::kOk: line += " OK"; break;
     case StatusCode::kError:
       line += " ERROR";
-      if (!span.status_message.empty()) absl::StrAppend(&line, " (", span.status_message, ")");
+      if (!span.status_message.empty()) {
+        absl::StrAppend(&line, " (", EscapeForTerminal(span.status_message), ")");
+      }
       break;
     case StatusCode::kUnset: line += " -"; break;
   }

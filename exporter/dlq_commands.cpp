@@ -8,6 +8,7 @@
 #include "exporter/dead_letter_store.h"
 #include "exporter/export_pipeline.h"
 #include "exporter/otlp_transform.h"
+#include "exporter/terminal_text.h"
 
 namespace kspan {
 namespace {
@@ -39,10 +40,15 @@ absl::Status DlqList(const ExportConfig& config, std::FILE* out) {
     auto list = (*store)->List();
     if (!list.ok()) return list.status();
     for (const auto& e : *list) {
+      // The code and message are a collector's words, stored as it sent
+      // them (by older versions, unescaped): they must not drive the
+      // terminal or add lines to the listing. The message keeps its
+      // backslashes: senders may have escaped it already.
       std::fprintf(out, "%-6lld %-20s %-16s %7zu %9zu %-16s %-22s %s\n",
                    static_cast<long long>(e.id), FormatTime(e.created_unix_ms).c_str(),
-                   e.destination.c_str(), e.spans, e.bytes, e.reason.c_str(), e.code.c_str(),
-                   e.message.substr(0, 120).c_str());
+                   EscapeForTerminal(e.destination).c_str(), e.spans, e.bytes,
+                   EscapeForTerminal(e.reason).c_str(), EscapeForTerminal(e.code).c_str(),
+                   EscapeControls(e.message.substr(0, 120)).c_str());
       ++total;
     }
   }
@@ -88,14 +94,17 @@ absl::StatusOr<DlqReplaySummary> DlqReplay(const ExportConfig& config,
         summary.spans_sent += batch.spans.size();
         summary.spans_rejected += static_cast<std::size_t>(std::max<std::int64_t>(r.rejected_spans, 0));
         std::fprintf(out, "%lld: sent %zu spans to '%s'%s\n", static_cast<long long>(e.id),
-                     batch.spans.size(), d.name.c_str(),
+                     batch.spans.size(), EscapeForTerminal(d.name).c_str(),
                      r.rejected_spans > 0
-                         ? absl::StrCat(" (", r.rejected_spans, " rejected: ", r.message, ")").c_str()
+                         ? absl::StrCat(" (", r.rejected_spans,
+                                        " rejected: ", EscapeControls(r.message), ")")
+                               .c_str()
                          : "");
       } else {
         ++summary.batches_failed;
         std::fprintf(out, "%lld: '%s' refused again (%s: %s); kept\n", static_cast<long long>(e.id),
-                     d.name.c_str(), r.code.c_str(), r.message.c_str());
+                     EscapeForTerminal(d.name).c_str(), EscapeForTerminal(r.code).c_str(),
+                     EscapeControls(r.message).c_str());
       }
     }
   }

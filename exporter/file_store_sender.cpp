@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "exporter/otlp_json_writer.h"
+#include "exporter/private_files.h"
 #include "spdlog/spdlog.h"
 
 namespace kspan {
@@ -45,18 +46,18 @@ FileStoreSender::~FileStoreSender() {
 
 absl::Status FileStoreSender::Open() {
   const std::filesystem::path path(options_.path);
-  std::error_code ec;
-  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
-  if (ec) {
-    return absl::FailedPreconditionError(absl::StrCat("file store: cannot create directory ",
-                                                      path.parent_path().string(), ": ",
-                                                      ec.message()));
+  if (path.has_parent_path()) {
+    if (auto s = CreatePrivateDirectories(path.parent_path().string()); !s.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("file store: ", s.message()));
+    }
   }
-  fd_ = ::open(options_.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  // Span data: the owner's only (exporter/private_files.h).
+  fd_ = ::open(options_.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
   if (fd_ < 0) {
     return absl::FailedPreconditionError(
         absl::StrCat("file store: cannot open ", options_.path, ": ", std::strerror(errno)));
   }
+  std::error_code ec;
   const auto size = std::filesystem::file_size(path, ec);
   size_ = ec ? 0 : static_cast<std::size_t>(size);
   return absl::OkStatus();

@@ -3,18 +3,20 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "exporter/private_files.h"
 
 namespace kspan {
 
 absl::StatusOr<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path,
                                                          std::string_view synchronous) {
-  std::error_code ec;
   const auto parent = std::filesystem::path(path).parent_path();
-  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-  if (ec) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot create directory ", parent.string(), ": ", ec.message()));
+  if (!parent.empty()) {
+    if (auto s = CreatePrivateDirectories(parent.string()); !s.ok()) return s;
   }
+  // SQLite creates a database 0644 (less the umask) and gives its -wal and
+  // -shm the database's mode: created here 0600 first, all three are the
+  // owner's only. An empty file is an empty database to SQLite.
+  if (auto s = CreatePrivateFile(path); !s.ok()) return s;
   sqlite3* raw = nullptr;
   const int rc = sqlite3_open_v2(path.c_str(), &raw,
                                  SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,

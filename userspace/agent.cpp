@@ -8,10 +8,11 @@
 #include <set>
 #include <variant>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "exporter/export_metrics.h"
+#include "exporter/private_files.h"
+#include "exporter/terminal_text.h"
 #include "nlohmann/json.hpp"
 #include "userspace/capture_filter.h"
 #include "spdlog/spdlog.h"
@@ -24,6 +25,9 @@ Agent::Agent(AgentConfig config) : config_(std::move(config)) {}
 Agent::~Agent() { Stop(std::chrono::seconds(5)); }
 
 absl::Status Agent::Start() {
+  // First: whatever else fails, span data an older version left readable
+  // does not stay so.
+  MakeStateOwnerOnly();
   KernelRequirements req;
   req.btf_override = config_.bpf.btf;
   if (auto s = CheckKernel(req); !s.ok()) return s;
@@ -183,6 +187,44 @@ absl::Status Agent::Start() {
   return absl::OkStatus();
 }
 
+void Agent::MakeStateOwnerOnly() {
+  TightenResult all = MakeTreeOwnerOnly(config_.state_dir);
+  auto add = [&all](TightenResult r) {
+    for (auto& t : r.tightened) all.tightened.push_back(std::move(t));
+    for (auto& e : r.errors) all.errors.push_back(std::move(e));
+  };
+  // Data files configured outside state_dir: the files only (and SQLite's
+  // and rotation's companions); their directories may be shared.
+  const std::string inside = config_.state_dir + "/";
+  auto outside = [&inside](const std::string& path) {
+    return !path.empty() && path.rfind(inside, 0) != 0;
+  };
+  for (const auto& d : config_.exporter.destinations) {
+    if (d.type == DestinationType::kFile && outside(d.file.path)) {
+      for (const char* suffix : {"", ".1"}) add(MakeFileOwnerOnly(d.file.path + suffix));
+    }
+    for (const std::string* db : {&d.queue.disk.path, &d.dead_letter.path}) {
+      if (!outside(*db)) continue;
+      for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
+        add(MakeFileOwnerOnly(*db + suffix));
+      }
+    }
+  }
+  // Each path, bounded: a state directory holds a handful of files.
+  constexpr std::size_t kListed = 20;
+  for (std::size_t i = 0; i < all.tightened.size() && i < kListed; ++i) {
+    const auto& t = all.tightened[i];
+    spdlog::warn("state: {} was readable by others (mode {:04o}): now {:04o}",
+                 EscapeForTerminal(t.path), t.was, t.now);
+  }
+  if (all.tightened.size() > kListed) {
+    spdlog::warn("state: {} more path(s) made owner-only", all.tightened.size() - kListed);
+  }
+  for (const auto& e : all.errors) {
+    spdlog::error("state: cannot make owner-only: {}", EscapeForTerminal(e));
+  }
+}
+
 std::string Agent::Describe(std::uint32_t pid) {
   if (!resources_) return {};
   const auto r = resources_->For(pid, "", 0);  // its current image, whatever time it is
@@ -201,8 +243,8 @@ std::string Agent::Describe(std::uint32_t pid) {
     absl::StrAppend(&out, ", pod ", str("k8s.namespace.name"), "/", pod);
   }
   // Names come from processes' environments and spans: escaped for the log
-  // and the terminal.
-  return absl::Utf8SafeCHexEscape(out);
+  // and the terminal (and valid UTF-8, which /status's JSON requires).
+  return EscapeForTerminal(out);
 }
 
 absl::Status Agent::StartProcessFamily() {

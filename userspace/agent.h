@@ -66,6 +66,7 @@ class Agent {
   };
   absl::Status ApplyProcessFilter();
   absl::Status StartReceiver();
+  void MakeStateOwnerOnly();
   // Says in the log who can reach a receiver endpoint that is not loopback.
   static void WarnIfExposed(const char* transport, const std::string& endpoint);
   absl::Status StartProcessFamily();

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "exporter/terminal_text.h"
 #include "spdlog/spdlog.h"
 #include "userspace/container_name_sources.h"
 
@@ -98,10 +99,12 @@ ContainerNames ContainerMetadata::Resolve(const CgroupIdentity& id) {
   for (const auto& source : sources_) {
     auto found = source->Find(id);
     if (!found.ok()) {
-      // Per container, not per event; the metric carries the count.
+      // Per container, not per event; the metric carries the count. The id
+      // comes from a cgroup path and the message may quote a container's
+      // files: escaped.
       spdlog::debug("container metadata: {} for {}: {}", source->name(),
-                    id.has_container() ? id.container_id : id.pod_uid,
-                    std::string(found.status().message()));
+                    EscapeForTerminal(id.has_container() ? id.container_id : id.pod_uid),
+                    EscapeForTerminal(std::string(found.status().message())));
       Count(source->name(), "error");
       continue;
     }

@@ -5,6 +5,7 @@
 //   kspan dlq list|replay [-c kspan.yaml] [--destination D]   the dead-letter store
 //   kspan version
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +18,7 @@
 #include "userspace/agent.h"
 #include "userspace/config.h"
 #include "userspace/kernel_features.h"
+#include "userspace/log_sink.h"
 #include "userspace/status_command.h"
 
 namespace {
@@ -25,7 +27,11 @@ const char* RealGetEnv(const char* name) { return std::getenv(name); }
 
 void SetUpLogging(const std::string& level) {
   // Logs go to stderr so stdout carries only the console destination's lines.
-  auto logger = spdlog::stderr_color_mt("kspan");
+  // Through EscapingSink: messages carry names from processes and answers
+  // from collectors.
+  auto logger = std::make_shared<spdlog::logger>(
+      "kspan", std::make_shared<kspan::EscapingSink>(
+                   std::make_shared<spdlog::sinks::stderr_color_sink_mt>()));
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   spdlog::set_level(spdlog::level::from_str(level));
@@ -89,6 +95,11 @@ int Run(const std::string& config_path, const kspan::FlagOverrides& flags) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Everything kspan creates (span store, disk queues, dead letters, SQLite's
+  // -wal/-shm, whatever a library adds beside them) is its owner's only,
+  // whichever subcommand creates it and whatever mode the creating code asks
+  // for. First, before anything is created.
+  umask(077);
   CLI::App app{"kspan: kernel spans joined to your traces, exported over OTLP"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("kspan ") + KSPAN_VERSION);
@@ -168,7 +179,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "kspan: %s\n", std::string(config.status().message()).c_str());
       return 2;
     }
-    spdlog::set_level(spdlog::level::warn);
+    SetUpLogging("warn");
     if (*dlq_list) {
       auto s = kspan::DlqList(config->exporter, stdout);
       if (!s.ok()) {

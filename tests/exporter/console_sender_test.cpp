@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <ctime>
 
+#include "exporter/terminal_text.h"
 #include "tests/exporter/test_spans.h"
 
 namespace kspan {
@@ -75,6 +76,45 @@ TEST_F(ConsoleSenderTest, SendWritesEveryLine) {
   const std::string text(buf, n);
   const std::string line = "22:13:20.345 connect 127.0.0.1:8080 curl[1234/1235] 0.231ms OK\n";
   EXPECT_EQ(text, line + line);
+}
+
+// Span names and attributes come from apps and from the wire (a kernel HTTP
+// span's url.path is whatever request target a remote client sent): none of
+// their bytes reaches the terminal raw, and none starts a line of its own.
+TEST_F(ConsoleSenderTest, UntrustedTextCannotForgeLinesOrDriveTheTerminal) {
+  const std::string forged = "\r\n22:13:20.999 connect 10.0.0.1:22 sshd[1/1] 0.001ms OK";
+  Span s = ConnectSpan();
+  s.name = "GET /a\r\n22:13:20.999 fake 1.000ms OK\x1b[2J\x1b]0;title\x07";
+  s.status_code = StatusCode::kError;
+  s.status_message = "bad\x9b" "31m\xc2\x9b" "0m\nnext";
+  s.attributes = {{"network.peer.address", std::string("10.0.0.1\n") + forged},
+                  {"network.peer.port", std::string("80\r")},
+                  {"thread.id", std::int64_t{7}}};
+  s.resource = std::make_shared<const Resource>(Resource{
+      {{"service.name", std::string("svc\x1b[31m\xff\xfe")}, {"process.pid", std::int64_t{42}}}});
+
+  std::FILE* f = std::tmpfile();
+  ASSERT_NE(f, nullptr);
+  ConsoleSender sender(f);
+  SpanBatch b;
+  b.spans = {s};
+  ASSERT_EQ(sender.Send(b, SpanSender::Clock::now()).outcome, ExportResult::Outcome::kSuccess);
+  std::rewind(f);
+  char buf[2048] = {};
+  const auto n = std::fread(buf, 1, sizeof(buf) - 1, f);
+  std::fclose(f);
+  const std::string text(buf, n);
+  ASSERT_FALSE(text.empty());
+  // One line: the only newline is the one that ends it.
+  EXPECT_EQ(text.find('\n'), text.size() - 1) << text;
+  const std::string line = text.substr(0, text.size() - 1);
+  for (unsigned char c : line) {
+    EXPECT_FALSE(c < 0x20 || c == 0x7F) << "raw control byte " << int(c) << " in " << line;
+  }
+  EXPECT_TRUE(IsTerminalSafe(line)) << line;
+  EXPECT_NE(line.find("GET /a\\x0d\\x0a22:13:20.999 fake"), std::string::npos) << line;
+  EXPECT_NE(line.find("svc\\x1b[31m\\xff\\xfe[42/7]"), std::string::npos) << line;
+  EXPECT_NE(line.find("(bad\\x9b31m\\xc2\\x9b0m\\x0anext)"), std::string::npos) << line;
 }
 
 }  // namespace

@@ -43,8 +43,10 @@ inline std::string ReadFile(const std::string& path) {
 class AgentProcess {
  public:
   // `state_dir` empty: a fresh one under the process's temporary directory;
-  // else that directory (to restart an agent on the state it left).
-  explicit AgentProcess(std::vector<std::string> extra_args, std::string state_dir = "") {
+  // else that directory (to restart an agent on the state it left). `env`:
+  // NAME=value settings added to the agent's environment.
+  explicit AgentProcess(std::vector<std::string> extra_args, std::string state_dir = "",
+                        std::vector<std::string> env = {}) {
     char tmpl[] = "/tmp/kspan-e2e-XXXXXX";
     dir_ = mkdtemp(tmpl);
     if (state_dir.empty()) state_dir = dir_ + "/state";
@@ -67,6 +69,7 @@ class AgentProcess {
       FILE* f = std::fopen(log.c_str(), "w");
       dup2(fileno(f), 1);
       dup2(fileno(f), 2);
+      for (auto& e : env) putenv(e.data());
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
@@ -109,6 +112,22 @@ class AgentProcess {
   int Terminate(std::chrono::seconds timeout) {
     if (pid_ <= 0) return -1;
     kill(pid_, SIGTERM);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return -1;
+  }
+
+  // The exit status of an agent that exits by itself (a refused start), or
+  // -1 when it still runs after `timeout`.
+  int WaitExit(std::chrono::seconds timeout) {
+    if (pid_ <= 0) return -1;
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < deadline) {
       int status = 0;
