@@ -3,6 +3,8 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include "absl/strings/str_cat.h"
+
 namespace kspan {
 
 absl::StatusOr<std::string> GzipCompress(std::string_view in) {
@@ -24,7 +26,7 @@ absl::StatusOr<std::string> GzipCompress(std::string_view in) {
   return out;
 }
 
-absl::StatusOr<std::string> GzipDecompress(std::string_view in) {
+absl::StatusOr<std::string> GzipDecompress(std::string_view in, std::size_t max_out) {
   z_stream z{};
   if (inflateInit2(&z, 15 + 32) != Z_OK) return absl::InternalError("inflateInit2 failed");
   z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
@@ -40,7 +42,13 @@ absl::StatusOr<std::string> GzipDecompress(std::string_view in) {
       inflateEnd(&z);
       return absl::InvalidArgumentError("invalid gzip data");
     }
-    out.append(buf, sizeof(buf) - z.avail_out);
+    const std::size_t produced = sizeof(buf) - z.avail_out;
+    if (produced > max_out - out.size()) {
+      inflateEnd(&z);
+      return absl::ResourceExhaustedError(
+          absl::StrCat("gzip data inflates to more than ", max_out, " bytes"));
+    }
+    out.append(buf, produced);
     if (rc == Z_OK && z.avail_in == 0 && z.avail_out != 0) {
       inflateEnd(&z);
       return absl::InvalidArgumentError("truncated gzip data");
@@ -60,20 +68,29 @@ absl::StatusOr<std::string> ZstdCompress(std::string_view in) {
   return out;
 }
 
-absl::StatusOr<std::string> ZstdDecompress(std::string_view in) {
+absl::StatusOr<std::string> ZstdDecompress(std::string_view in, std::size_t max_out) {
   ZSTD_DCtx* ctx = ZSTD_createDCtx();
+  if (ctx == nullptr) return absl::InternalError("ZSTD_createDCtx failed");
   ZSTD_inBuffer input{in.data(), in.size(), 0};
   std::string out;
   char buf[64 * 1024];
-  size_t rc = 1;
-  while (input.pos < input.size) {
+  size_t rc = 0;
+  // Until the input is consumed and the decoder holds nothing more to flush
+  // (a full output buffer means it may).
+  for (bool full = true; input.pos < input.size || full;) {
     ZSTD_outBuffer output{buf, sizeof(buf), 0};
     rc = ZSTD_decompressStream(ctx, &output, &input);
     if (ZSTD_isError(rc)) {
       ZSTD_freeDCtx(ctx);
       return absl::InvalidArgumentError(ZSTD_getErrorName(rc));
     }
+    if (output.pos > max_out - out.size()) {
+      ZSTD_freeDCtx(ctx);
+      return absl::ResourceExhaustedError(
+          absl::StrCat("zstd data decompresses to more than ", max_out, " bytes"));
+    }
     out.append(buf, output.pos);
+    full = output.pos == output.size;
   }
   ZSTD_freeDCtx(ctx);
   if (rc != 0) return absl::InvalidArgumentError("truncated zstd data");

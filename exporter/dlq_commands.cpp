@@ -8,6 +8,7 @@
 #include "exporter/dead_letter_store.h"
 #include "exporter/export_pipeline.h"
 #include "exporter/otlp_transform.h"
+#include "exporter/peer_text.h"
 
 namespace kspan {
 namespace {
@@ -41,8 +42,12 @@ absl::Status DlqList(const ExportConfig& config, std::FILE* out) {
     for (const auto& e : *list) {
       std::fprintf(out, "%-6lld %-20s %-16s %7zu %9zu %-16s %-22s %s\n",
                    static_cast<long long>(e.id), FormatTime(e.created_unix_ms).c_str(),
-                   e.destination.c_str(), e.spans, e.bytes, e.reason.c_str(), e.code.c_str(),
-                   e.message.substr(0, 120).c_str());
+                   e.destination.c_str(), e.spans, e.bytes, e.reason.c_str(),
+                   EscapePeerText(e.code, 64, Backslashes::kKeep).c_str(),
+                   // Stored escaped by the senders; escaped again here (not
+                   // doubling backslashes) for rows an older kspan stored raw:
+                   // one row per line whatever a collector answered.
+                   EscapePeerText(e.message, 120, Backslashes::kKeep).c_str());
       ++total;
     }
   }

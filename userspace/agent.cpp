@@ -288,6 +288,7 @@ absl::Status Agent::StartReceiver() {
   ro.http_enabled = rc.http_enabled;
   ro.http_address = rc.http_endpoint;
   ro.max_request_bytes = rc.max_request_bytes;
+  ro.span_limits = rc.span_limits;
   AppSpanSink sink = [this, pipeline = PipelineSink(*pipeline_)](std::vector<Span>&& spans,
                                                                  const ReceiverPeer& peer) {
     const SenderAttribution who = senders_->Attribute(spans, peer);

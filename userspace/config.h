@@ -90,6 +90,8 @@ struct AgentConfig {
     bool http_enabled = true;
     std::string http_endpoint = "127.0.0.1:4318";
     std::size_t max_request_bytes = 4u << 20;
+    // receiver.limits: what one received span may hold (see SpanLimits).
+    SpanLimits span_limits;
   } receiver;
   // Kernel spans joined into the traces applications send.
   struct Correlation {

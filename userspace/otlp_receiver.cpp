@@ -48,6 +48,7 @@ constexpr std::string_view kSpansAccepted = "kspan_receiver_spans_accepted_total
 constexpr std::string_view kSpansRejected = "kspan_receiver_spans_rejected_total";
 constexpr std::string_view kRequestBytes = "kspan_receiver_request_bytes_total";
 constexpr std::string_view kDecodeErrors = "kspan_receiver_decode_errors_total";
+constexpr std::string_view kLimited = "kspan_receiver_limited_total";
 }  // namespace metric_name
 
 // How a request was answered (the "outcome" label).
@@ -90,6 +91,23 @@ struct TransportMetrics {
                                   {{"transport", name}});
     decode_errors = &m.GetCounter(metric_name::kDecodeErrors,
                                   "OTLP requests whose payload could not be decoded.", {{"transport", name}});
+    const auto limited = [&](const char* item) {
+      return &m.GetCounter(metric_name::kLimited,
+                           "Parts of received spans the receiver's span limits dropped (attributes, "
+                           "events, links) or cut (values).",
+                           {{"transport", name}, {"item", item}});
+    };
+    limited_attributes = limited("attribute");
+    limited_events = limited("event");
+    limited_links = limited("link");
+    limited_values = limited("truncated_value");
+  }
+
+  void CountLimited(const LimitCounts& c) {
+    limited_attributes->Add(c.attributes);
+    limited_events->Add(c.events);
+    limited_links->Add(c.links);
+    limited_values->Add(c.truncated_values);
   }
 
   void Count(Outcome o) { requests[static_cast<std::size_t>(o)]->Add(); }
@@ -102,6 +120,10 @@ struct TransportMetrics {
   Counter* spans_rejected_retry;
   Counter* request_bytes;
   Counter* decode_errors;
+  Counter* limited_attributes;
+  Counter* limited_events;
+  Counter* limited_links;
+  Counter* limited_values;
 };
 
 // The answer to a well-formed request.
@@ -114,6 +136,7 @@ struct Verdict {
 // Common to both transports: spans to the sink, counted.
 Verdict Admit(DecodedSpans decoded, const ReceiverPeer& peer, const AppSpanSink& sink, TransportMetrics& m) {
   const auto valid = static_cast<std::int64_t>(decoded.spans.size());
+  m.CountLimited(decoded.limited);
   m.spans_received->Add(static_cast<std::uint64_t>(valid + decoded.invalid_spans));
   m.spans_rejected_invalid->Add(static_cast<std::uint64_t>(decoded.invalid_spans));
   Verdict v;
@@ -210,8 +233,9 @@ using TraceService = opentelemetry::proto::collector::trace::v1::TraceService;
 // service would answer gRPC's own deserialization error).
 class GrpcTraceService final : public TraceService::WithRawCallbackMethod_Export<TraceService::Service> {
  public:
-  GrpcTraceService(const AppSpanSink& sink, TransportMetrics& metrics, std::chrono::milliseconds retry_after)
-      : sink_(sink), metrics_(metrics), retry_after_(retry_after) {}
+  GrpcTraceService(const AppSpanSink& sink, TransportMetrics& metrics, std::chrono::milliseconds retry_after,
+                   const SpanLimits& limits)
+      : sink_(sink), metrics_(metrics), retry_after_(retry_after), limits_(limits) {}
 
   grpc::ServerUnaryReactor* Export(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
                                    grpc::ByteBuffer* response) override {
@@ -224,19 +248,20 @@ class GrpcTraceService final : public TraceService::WithRawCallbackMethod_Export
   grpc::Status Handle(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
                       grpc::ByteBuffer* response) {
     metrics_.request_bytes->Add(request->Length());
-    google::protobuf::Arena arena;
-    auto* message = google::protobuf::Arena::CreateMessage<otlp::ExportTraceServiceRequest>(&arena);
+    // Decoded from the request's slices straight into spans, within the
+    // span limits and the decode budget (exporter/otlp_decode.h).
+    absl::StatusOr<DecodedSpans> decoded;
     {
       grpc::ByteBuffer copy(*request);  // the reader takes a non-const buffer; slices are shared
       grpc::ProtoBufferReader reader(&copy);
-      if (!message->ParseFromZeroCopyStream(&reader)) {
-        metrics_.decode_errors->Add();
-        metrics_.Count(Outcome::kInvalid);
-        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                            "not a valid protobuf ExportTraceServiceRequest");
-      }
+      decoded = DecodeExportRequest(reader, request->Length(), limits_);
     }
-    Verdict v = Admit(SpansFromRequest(*message), PeerFromGrpc(context->peer()), sink_, metrics_);
+    if (!decoded.ok()) {
+      metrics_.decode_errors->Add();
+      metrics_.Count(Outcome::kInvalid);
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(decoded.status().message()));
+    }
+    Verdict v = Admit(*std::move(decoded), PeerFromGrpc(context->peer()), sink_, metrics_);
     if (v.retry_later) {
       metrics_.Count(Outcome::kUnavailable);
       return grpc::Status(grpc::StatusCode::UNAVAILABLE, v.message,
@@ -251,6 +276,7 @@ class GrpcTraceService final : public TraceService::WithRawCallbackMethod_Export
   const AppSpanSink& sink_;
   TransportMetrics& metrics_;
   const std::chrono::milliseconds retry_after_;
+  const SpanLimits limits_;
 };
 
 // --- OTLP/HTTP ------------------------------------------------------------
@@ -403,7 +429,7 @@ class HttpTraceServer {
       Error(res, 400, encoding, gzip, gzip ? "request body is not valid gzip" : "request body could not be read");
       return;
     }
-    auto decoded = DecodeExportRequest(body, encoding);
+    auto decoded = DecodeExportRequest(body, encoding, options_.span_limits);
     if (!decoded.ok()) {
       metrics_.decode_errors->Add();
       metrics_.Count(Outcome::kInvalid);
@@ -452,7 +478,8 @@ class OtlpReceiver::Impl {
     if (options_.grpc_enabled) {
       auto hp = SplitHostPort(options_.grpc_address);
       if (!hp.ok()) return absl::InvalidArgumentError(absl::StrCat("OTLP/gRPC receiver: ", hp.status().message()));
-      grpc_service_ = std::make_unique<GrpcTraceService>(sink_, grpc_metrics_, options_.retry_after);
+      grpc_service_ =
+          std::make_unique<GrpcTraceService>(sink_, grpc_metrics_, options_.retry_after, options_.span_limits);
       grpc::ServerBuilder builder;
       builder.AddListeningPort(options_.grpc_address, grpc::InsecureServerCredentials(), &grpc_port_);
       builder.RegisterService(grpc_service_.get());

@@ -74,6 +74,10 @@ struct OtlpReceiverOptions {
   // Suggested wait before a refused request is sent again (HTTP rounds up
   // to whole seconds).
   std::chrono::milliseconds retry_after{1000};
+  // Limits on the received spans, applied while decoding (what is over them
+  // is dropped and counted in the spans' dropped_*_count fields and in
+  // kspan_receiver_limited_total).
+  SpanLimits span_limits;
   // HTTP worker threads. httplib serves a connection on one thread for as
   // long as it is kept alive (idle ones are closed after 5 s), so this is
   // the number of HTTP clients served at once; others wait for a thread.
