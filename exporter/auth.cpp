@@ -58,9 +58,20 @@ absl::StatusOr<std::string> AuthorizationHeader(const AuthOptions& auth, const E
 
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> HeadersWithAuth(
     std::vector<std::pair<std::string, std::string>> headers, const AuthOptions& auth,
-    const EnvLookup& env) {
+    const EnvLookup& env, bool grpc) {
   auto value = AuthorizationHeader(auth, env);
   if (!value.ok()) return value.status();
+  // A secret file with "token\r\nX-Other: 1" must not become two headers.
+  if (auto s = ValidateHeader("authorization", *value, grpc); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("auth: ", s.message()));
+  }
+  // The others once more, now that the transport is known: configuration
+  // checks them too, but `kspan dlq replay` and tests build senders directly.
+  for (const auto& [name, v] : headers) {
+    if (auto s = ValidateHeader(name, v, grpc); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("headers: ", s.message()));
+    }
+  }
   if (value->empty()) return headers;
   std::erase_if(headers, [](const auto& h) { return absl::EqualsIgnoreCase(h.first, "authorization"); });
   headers.emplace_back("authorization", *std::move(value));

@@ -16,9 +16,11 @@ namespace kspan {
 // The `authorization` header for `auth` ("" when none is configured).
 absl::StatusOr<std::string> AuthorizationHeader(const AuthOptions& auth, const EnvLookup& env);
 
-// `headers` with the authorization header added (replacing one given).
+// `headers` with the authorization header added (replacing one given),
+// every header checked for the transport (ValidateHeader; `grpc`: gRPC
+// metadata rules) so that no value can inject a header line.
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> HeadersWithAuth(
     std::vector<std::pair<std::string, std::string>> headers, const AuthOptions& auth,
-    const EnvLookup& env);
+    const EnvLookup& env, bool grpc = false);
 
 }  // namespace kspan

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <iterator>
+#include <utility>
 
 #include "exporter/export_metrics.h"
 #include "spdlog/spdlog.h"
@@ -23,6 +24,10 @@ Batcher::Batcher(const BatchOptions& options, MetricsRegistry& metrics, Sink sin
   metrics_.AddCallbackGauge(
       metric::kBatcherQueueSpans, "Spans waiting in the shared batcher.", {},
       [this] { return static_cast<double>(queued_spans()); }, this);
+  metrics_.AddCallbackGauge(
+      metric::kBatcherQueueBytes,
+      "Approximate bytes of the spans waiting in the shared batcher (resources and scopes once).",
+      {}, [this] { return static_cast<double>(queued_bytes()); }, this);
   worker_ = std::thread([this] { Run(); });
 }
 
@@ -31,8 +36,96 @@ Batcher::~Batcher() {
   metrics_.RemoveCallbacks(this);
 }
 
+Batcher::SharedUse Batcher::CountShared(std::span<const Span> spans) {
+  SharedUse use;
+  // Spans of one request or process share one or two objects: a linear
+  // look-up over the few distinct ones beats a hash set here.
+  auto note = [&use](const void* object, auto size) {
+    if (object == nullptr) return;
+    for (auto& u : use) {
+      if (u.object == object) {
+        ++u.refs;
+        return;
+      }
+    }
+    use.push_back({object, 1, size()});
+  };
+  for (const auto& s : spans) {
+    note(s.resource.get(), [&] { return ApproximateBytes(*s.resource); });
+    note(s.scope.get(), [&] { return ApproximateBytes(*s.scope); });
+    if (use.size() > 64 && &s != &spans.back()) {
+      // Many distinct objects (a request of many ResourceSpans): the
+      // linear look-up would go quadratic. Start over with a hash map.
+      absl::flat_hash_map<const void*, std::size_t> index;
+      SharedUse all;
+      for (const auto& t : spans) {
+        for (const auto& [object, size] :
+             {std::pair<const void*, std::size_t>{t.resource.get(), 0},
+              std::pair<const void*, std::size_t>{t.scope.get(), 1}}) {
+          if (object == nullptr) continue;
+          auto [it, added] = index.try_emplace(object, all.size());
+          if (added) {
+            all.push_back({object, 1,
+                           size == 0 ? ApproximateBytes(*t.resource) : ApproximateBytes(*t.scope)});
+          } else {
+            ++all[it->second].refs;
+          }
+        }
+      }
+      return all;
+    }
+  }
+  return use;
+}
+
+std::size_t Batcher::NewSharedBytesLocked(const SharedUse& use) const {
+  std::size_t n = 0;
+  for (const auto& u : use) {
+    if (!shared_.contains(u.object)) n += u.bytes;
+  }
+  return n;
+}
+
+void Batcher::AddSharedLocked(const SharedUse& use) {
+  for (const auto& u : use) {
+    auto& e = shared_[u.object];
+    if (e.refs == 0) {
+      e.bytes = u.bytes;
+      queue_bytes_ += u.bytes;
+    }
+    e.refs += u.refs;
+  }
+}
+
+void Batcher::ReleaseSharedLocked(const Span& span) {
+  for (const void* object : {static_cast<const void*>(span.resource.get()),
+                             static_cast<const void*>(span.scope.get())}) {
+    if (object == nullptr) continue;
+    auto it = shared_.find(object);
+    if (it == shared_.end()) continue;
+    if (--it->second.refs == 0) {
+      queue_bytes_ -= it->second.bytes;
+      shared_.erase(it);
+    }
+  }
+}
+
+bool Batcher::FitsLocked(std::size_t spans, std::size_t bytes) const {
+  // An empty queue takes one submission of any size: a request larger than
+  // the byte bound would otherwise be refused (and retried by its client)
+  // for ever. Memory stays bounded by the bound plus one request.
+  if (queue_.empty()) return spans <= options_.max_queue_size;
+  if (queue_.size() > options_.max_queue_size || options_.max_queue_size - queue_.size() < spans) {
+    return false;
+  }
+  return options_.max_queue_bytes == 0 || (queue_bytes_ <= options_.max_queue_bytes &&
+                                           options_.max_queue_bytes - queue_bytes_ >= bytes);
+}
+
 bool Batcher::Submit(Span span) noexcept {
   submitted_.Add();
+  // Sized before taking the lock: capture threads contend on it.
+  const std::size_t bytes = span.ApproximateBytes();
   bool wake = false;
   {
     std::lock_guard lock(mu_);
@@ -40,12 +133,18 @@ bool Batcher::Submit(Span span) noexcept {
       dropped_shutdown_.Add();
       return false;
     }
-    if (queue_.size() >= options_.max_queue_size) {
-      dropped_queue_full_.Add();
-      return false;
-    }
     try {
-      queue_.push_back(std::move(span));
+      const SharedUse use = CountShared(std::span<const Span>(&span, 1));
+      if (!FitsLocked(1, bytes + NewSharedBytesLocked(use))) {
+        dropped_queue_full_.Add();
+        return false;
+      }
+      // Reserved first so that adding the references cannot throw after
+      // the span is queued.
+      shared_.reserve(shared_.size() + use.size());
+      queue_.push_back({std::move(span), bytes});
+      AddSharedLocked(use);
+      queue_bytes_ += bytes;
     } catch (...) {
       // Out of memory: the span is lost; count it like a full queue.
       dropped_queue_full_.Add();
@@ -68,19 +167,27 @@ SubmitResult Batcher::SubmitBatch(std::vector<Span>&& spans) noexcept {
   submitted_.Add(n);
   if (n == 0) return SubmitResult::kAccepted;
   bool wake = false;
-  {
+  try {
+    // Sized outside the lock; the shared objects' use is counted per
+    // distinct object so the lock is held for a few look-ups, not n.
+    std::vector<std::size_t> bytes(n);
+    std::size_t own = 0;
+    for (std::size_t i = 0; i < n; ++i) own += bytes[i] = spans[i].ApproximateBytes();
+    const SharedUse use = CountShared(spans);
     std::lock_guard lock(mu_);
     if (stopping_) {
       dropped_shutdown_.Add(n);
       return SubmitResult::kShutdown;
     }
     const std::size_t before = queue_.size();
-    if (before > options_.max_queue_size || options_.max_queue_size - before < n) {
+    if (!FitsLocked(n, own + NewSharedBytesLocked(use))) {
       dropped_queue_full_.Add(n);
       return SubmitResult::kQueueFull;
     }
     try {
-      for (auto& s : spans) queue_.push_back(std::move(s));
+      shared_.reserve(shared_.size() + use.size());  // AddSharedLocked cannot throw then
+      for (std::size_t i = 0; i < n; ++i) queue_.push_back({std::move(spans[i]), bytes[i]});
+      AddSharedLocked(use);
     } catch (...) {
       // Out of memory part way: take back what was queued (the moved-from
       // spans are gone, so the caller sees a refused, emptied batch).
@@ -88,6 +195,7 @@ SubmitResult Batcher::SubmitBatch(std::vector<Span>&& spans) noexcept {
       dropped_queue_full_.Add(n);
       return SubmitResult::kQueueFull;
     }
+    queue_bytes_ += own;
     spans.clear();
     if (before == 0) {
       oldest_ = std::chrono::steady_clock::now();
@@ -95,6 +203,9 @@ SubmitResult Batcher::SubmitBatch(std::vector<Span>&& spans) noexcept {
     }
     const std::size_t max_batch = options_.max_export_batch_size;
     wake = wake || (before < max_batch && queue_.size() >= max_batch);
+  } catch (...) {
+    dropped_queue_full_.Add(n);  // out of memory sizing the request
+    return SubmitResult::kQueueFull;
   }
   if (wake) cv_.notify_one();
   return SubmitResult::kAccepted;
@@ -115,6 +226,11 @@ std::size_t Batcher::queued_spans() const {
   return queue_.size();
 }
 
+std::size_t Batcher::queued_bytes() const {
+  std::lock_guard lock(mu_);
+  return queue_bytes_;
+}
+
 void Batcher::Run() {
   const std::size_t max_batch = std::max<std::size_t>(options_.max_export_batch_size, 1);
   std::unique_lock lock(mu_);
@@ -131,13 +247,17 @@ void Batcher::Run() {
     const std::size_t n = std::min(queue_.size(), max_batch);
     auto batch = std::make_shared<SpanBatch>();
     batch->spans.reserve(n);
-    std::move(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n),
-              std::back_inserter(batch->spans));
+    for (std::size_t i = 0; i < n; ++i) {
+      Queued& q = queue_[i];
+      queue_bytes_ -= q.bytes;
+      ReleaseSharedLocked(q.span);
+      batch->spans.push_back(std::move(q.span));
+    }
     queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
     if (!queue_.empty()) oldest_ = std::chrono::steady_clock::now();
     lock.unlock();
     // Sized once here, outside the lock, for every destination's byte bound.
-    for (const auto& s : batch->spans) batch->approx_bytes += s.ApproximateBytes();
+    batch->approx_bytes = ApproximateBatchBytes(batch->spans);
     batches_.Add();
     spdlog::debug("batcher: cut a batch of {} spans", n);
     sink_(std::move(batch));

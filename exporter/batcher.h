@@ -1,6 +1,12 @@
 // The shared batcher: capture threads Submit() spans into one bounded queue;
 // one worker cuts batches (by size or age) and hands each, shared and
 // immutable, to a sink that fans it out to every destination's queue.
+//
+// Bounded by spans (max_queue_size) and by bytes (max_queue_bytes): a span's
+// own ApproximateBytes(), plus each distinct resource and scope object once
+// while any queued span refers to it (reference-counted by address), so a
+// process's resource shared by a thousand kernel spans costs once, and an
+// app's 3 MiB resource attribute costs 3 MiB.
 #pragma once
 
 #include <chrono>
@@ -9,9 +15,12 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <span>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "exporter/export_config.h"
 #include "exporter/self_metrics.h"
 #include "exporter/sender.h"
@@ -48,8 +57,33 @@ class Batcher {
   void Shutdown();
 
   std::size_t queued_spans() const;
+  std::size_t queued_bytes() const;
 
  private:
+  struct Queued {
+    Span span;
+    std::size_t bytes;  // span.ApproximateBytes()
+  };
+  // A resource or scope object some queued spans share.
+  struct Shared {
+    std::size_t refs = 0;
+    std::size_t bytes = 0;
+  };
+  // The distinct resource and scope objects of some spans: how many of the
+  // spans refer to each, and its ApproximateBytes.
+  struct SharedRef {
+    const void* object;
+    std::size_t refs;
+    std::size_t bytes;
+  };
+  using SharedUse = std::vector<SharedRef>;
+  static SharedUse CountShared(std::span<const Span> spans);
+  // Bytes `use` adds to the queue (objects not referred to yet).
+  std::size_t NewSharedBytesLocked(const SharedUse& use) const;
+  void AddSharedLocked(const SharedUse& use);
+  void ReleaseSharedLocked(const Span& span);
+  bool FitsLocked(std::size_t spans, std::size_t bytes) const;
+
   void Run();
 
   const BatchOptions options_;
@@ -63,7 +97,9 @@ class Batcher {
   std::mutex shutdown_mu_;  // serializes Shutdown() callers
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Span> queue_;
+  std::deque<Queued> queue_;
+  std::size_t queue_bytes_ = 0;  // spans' own bytes + shared_ objects' bytes
+  absl::flat_hash_map<const void*, Shared> shared_;
   // When the oldest span now in the queue arrived (approximately, after a
   // partial cut): the batch is due schedule_delay after it.
   std::chrono::steady_clock::time_point oldest_{};

@@ -3,6 +3,8 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include "absl/strings/str_cat.h"
+
 namespace kspan {
 
 absl::StatusOr<std::string> GzipCompress(std::string_view in) {
@@ -21,32 +23,6 @@ absl::StatusOr<std::string> GzipCompress(std::string_view in) {
   out.resize(z.total_out);
   deflateEnd(&z);
   if (rc != Z_STREAM_END) return absl::InternalError("gzip compression failed");
-  return out;
-}
-
-absl::StatusOr<std::string> GzipDecompress(std::string_view in) {
-  z_stream z{};
-  if (inflateInit2(&z, 15 + 32) != Z_OK) return absl::InternalError("inflateInit2 failed");
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
-  z.avail_in = static_cast<uInt>(in.size());
-  std::string out;
-  char buf[64 * 1024];
-  int rc = Z_OK;
-  while (rc != Z_STREAM_END) {
-    z.next_out = reinterpret_cast<Bytef*>(buf);
-    z.avail_out = sizeof(buf);
-    rc = inflate(&z, Z_NO_FLUSH);
-    if (rc != Z_OK && rc != Z_STREAM_END) {
-      inflateEnd(&z);
-      return absl::InvalidArgumentError("invalid gzip data");
-    }
-    out.append(buf, sizeof(buf) - z.avail_out);
-    if (rc == Z_OK && z.avail_in == 0 && z.avail_out != 0) {
-      inflateEnd(&z);
-      return absl::InvalidArgumentError("truncated gzip data");
-    }
-  }
-  inflateEnd(&z);
   return out;
 }
 
@@ -92,6 +68,20 @@ absl::Status GzipInflater::Feed(std::string_view in, std::string* out, const May
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> GzipDecompress(std::string_view in, std::size_t max_out) {
+  GzipInflater inflater;
+  std::string out;
+  auto s = inflater.Feed(in, &out, [&](std::size_t more) {
+    if (more > max_out - out.size()) {
+      return absl::ResourceExhaustedError(absl::StrCat("gzip data inflates to more than ", max_out, " bytes"));
+    }
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  if (!inflater.finished()) return absl::InvalidArgumentError("truncated gzip data");
+  return out;
+}
+
 absl::StatusOr<std::string> ZstdCompress(std::string_view in) {
   std::string out;
   out.resize(ZSTD_compressBound(in.size()));
@@ -102,20 +92,29 @@ absl::StatusOr<std::string> ZstdCompress(std::string_view in) {
   return out;
 }
 
-absl::StatusOr<std::string> ZstdDecompress(std::string_view in) {
+absl::StatusOr<std::string> ZstdDecompress(std::string_view in, std::size_t max_out) {
   ZSTD_DCtx* ctx = ZSTD_createDCtx();
+  if (ctx == nullptr) return absl::InternalError("ZSTD_createDCtx failed");
   ZSTD_inBuffer input{in.data(), in.size(), 0};
   std::string out;
   char buf[64 * 1024];
-  size_t rc = 1;
-  while (input.pos < input.size) {
+  size_t rc = 0;
+  // Until the input is consumed and the decoder holds nothing more to flush
+  // (a full output buffer means it may).
+  for (bool full = true; input.pos < input.size || full;) {
     ZSTD_outBuffer output{buf, sizeof(buf), 0};
     rc = ZSTD_decompressStream(ctx, &output, &input);
     if (ZSTD_isError(rc)) {
       ZSTD_freeDCtx(ctx);
       return absl::InvalidArgumentError(ZSTD_getErrorName(rc));
     }
+    if (output.pos > max_out - out.size()) {
+      ZSTD_freeDCtx(ctx);
+      return absl::ResourceExhaustedError(
+          absl::StrCat("zstd data decompresses to more than ", max_out, " bytes"));
+    }
     out.append(buf, output.pos);
+    full = output.pos == output.size;
   }
   ZSTD_freeDCtx(ctx);
   if (rc != 0) return absl::InvalidArgumentError("truncated zstd data");

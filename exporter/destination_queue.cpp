@@ -12,20 +12,16 @@ std::string FormatMs(std::chrono::milliseconds d) { return std::to_string(d.coun
 
 std::size_t BatchBytes(const SpanBatch& b) {
   if (b.approx_bytes != 0) return b.approx_bytes;
-  std::size_t n = 0;
-  for (const auto& s : b.spans) n += s.ApproximateBytes();
-  return n;
+  return ApproximateBatchBytes(b.spans);
 }
 
 // The batch with only its high-priority spans; nullptr when it has none.
 std::shared_ptr<SpanBatch> HighPriorityOnly(const SpanBatch& b) {
   auto out = std::make_shared<SpanBatch>();
   for (const auto& s : b.spans) {
-    if (s.HighPriority()) {
-      out->spans.push_back(s);
-      out->approx_bytes += s.ApproximateBytes();
-    }
+    if (s.HighPriority()) out->spans.push_back(s);
   }
+  out->approx_bytes = ApproximateBatchBytes(out->spans);
   return out;
 }
 
@@ -87,7 +83,15 @@ DestinationQueue::DestinationQueue(Options options,
                                       Dest(options_.name))),
       probes_(metrics.GetCounter(metric::kCircuitProbes,
                                  "Probe requests sent while the circuit breaker was open.",
-                                 Dest(options_.name))) {
+                                 Dest(options_.name))),
+      bad_response_too_large_(metrics.GetCounter(
+          metric::kBadResponses,
+          "Answers from the destination that could not be read (the outcome stood), by reason.",
+          {{"destination", options_.name}, {"reason", "too_large"}})),
+      bad_response_unreadable_(metrics.GetCounter(
+          metric::kBadResponses,
+          "Answers from the destination that could not be read (the outcome stood), by reason.",
+          {{"destination", options_.name}, {"reason", "unreadable"}})) {
   if (senders_.empty()) senders_.push_back(nullptr);  // caught below; keeps indices valid
   for (std::size_t i = 0; i < senders_.size(); ++i) backoffs_.emplace_back(options_.retry);
 
@@ -620,13 +624,15 @@ bool DestinationQueue::AwaitBreaker(std::size_t index) {
       probes_.Add();
       static const SpanBatch kProbe;
       const ExportResult r = senders_[index]->Send(kProbe, deadline);
+      NoteResponse(r);
       lock.lock();
       probe_in_flight_ = false;
       if (r.outcome == ExportResult::Outcome::kRetryable) {
         SetCircuitLocked(CircuitState::kOpen);
         open_until_ = Clock::now() + std::max<std::chrono::milliseconds>(
                                          options_.circuit_breaker.open_duration,
-                                         r.retry_after.value_or(std::chrono::milliseconds(0)));
+                                         ClampServerDelay(r.retry_after.value_or(
+                                             std::chrono::milliseconds(0))));
         spdlog::debug("export to '{}': probe failed ({}), breaker stays open", options_.name,
                       r.code);
       } else {
@@ -644,6 +650,23 @@ bool DestinationQueue::AwaitBreaker(std::size_t index) {
   }
 }
 
+void DestinationQueue::NoteResponse(const ExportResult& result) {
+  if (result.response_issue == ExportResult::ResponseIssue::kNone) return;
+  const bool too_large = result.response_issue == ExportResult::ResponseIssue::kTooLarge;
+  (too_large ? bad_response_too_large_ : bad_response_unreadable_).Add();
+  const auto now = Clock::now();
+  {
+    std::lock_guard lock(mu_);
+    if (bad_response_logged_ && now - last_bad_response_log_ < options_.drop_log_interval) return;
+    bad_response_logged_ = true;
+    last_bad_response_log_ = now;
+  }
+  spdlog::warn("export to '{}': the destination answered {} with a body that {}; the answer's "
+               "status stands (kspan_exporter_bad_responses_total counts these)",
+               options_.name, result.code,
+               too_large ? "is larger than kspan reads" : "is not the message the protocol says");
+}
+
 void DestinationQueue::RecordAttempt(const ExportResult& result) {
   if (!options_.circuit_breaker.enabled) return;
   std::lock_guard lock(mu_);
@@ -657,7 +680,8 @@ void DestinationQueue::RecordAttempt(const ExportResult& result) {
     SetCircuitLocked(CircuitState::kOpen);
     open_until_ = Clock::now() + std::max<std::chrono::milliseconds>(
                                      options_.circuit_breaker.open_duration,
-                                     result.retry_after.value_or(std::chrono::milliseconds(0)));
+                                     ClampServerDelay(result.retry_after.value_or(
+                                         std::chrono::milliseconds(0))));
     spdlog::warn("export to '{}': {} consecutive failures ({}), circuit breaker open: probing "
                  "every {} before sending batches again",
                  options_.name, consecutive_failures_, result.code,
@@ -684,6 +708,7 @@ DestinationQueue::Fate DestinationQueue::Deliver(std::size_t index, Entry& entry
     ExportResult result = senders_[index]->Send(batch, deadline);
     metrics_.ExportDuration(Clock::now() - t0);
     RecordAttempt(result);
+    NoteResponse(result);
 
     switch (result.outcome) {
       case ExportResult::Outcome::kSuccess: {
@@ -719,8 +744,10 @@ DestinationQueue::Fate DestinationQueue::Deliver(std::size_t index, Entry& entry
 
     metrics_.BatchAttempt(batch_outcome::kRetryableError);
     // The server's hint wins over the backoff, also beyond max_backoff: the
-    // batch waits rather than being dropped.
-    const auto delay = result.retry_after.value_or(backoff.Next());
+    // batch waits rather than being dropped. Clamped again here, whatever
+    // sender it came from: an unbounded delay would overflow `now + delay`.
+    const auto delay =
+        result.retry_after ? ClampServerDelay(*result.retry_after) : backoff.Next();
     const auto now = Clock::now();
     enum { kRetry, kShutdown, kExhausted } verdict = kRetry;
     {

@@ -107,6 +107,8 @@ class DestinationQueue {
   void GiveUp(const Entry& entry, std::string_view reason, const ExportResult& result);
   bool AwaitBreaker(std::size_t index);
   void RecordAttempt(const ExportResult& result);
+  // Counts (and logs, rate-limited) an answer that could not be read.
+  void NoteResponse(const ExportResult& result);
   void SetCircuitLocked(CircuitState s);
 
   bool HardStoppedLocked(Clock::time_point now) const;
@@ -136,6 +138,8 @@ class DestinationQueue {
   Counter& resent_batches_;
   Counter& dlq_evicted_;
   Counter& probes_;
+  Counter& bad_response_too_large_;
+  Counter& bad_response_unreadable_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;        // work arrived, stop requested, breaker changed
@@ -161,6 +165,8 @@ class DestinationQueue {
   bool probe_in_flight_ = false;
   bool failing_ = false;
   Clock::time_point last_dead_letter_log_{};
+  Clock::time_point last_bad_response_log_{};
+  bool bad_response_logged_ = false;
 
   std::mutex join_mu_;
   bool joined_ = false;

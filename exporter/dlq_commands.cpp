@@ -47,8 +47,11 @@ absl::Status DlqList(const ExportConfig& config, std::FILE* out) {
       std::fprintf(out, "%-6lld %-20s %-16s %7zu %9zu %-16s %-22s %s\n",
                    static_cast<long long>(e.id), FormatTime(e.created_unix_ms).c_str(),
                    EscapeForTerminal(e.destination).c_str(), e.spans, e.bytes,
-                   EscapeForTerminal(e.reason).c_str(), EscapeForTerminal(e.code).c_str(),
-                   EscapeControls(e.message.substr(0, 120)).c_str());
+                   EscapeForTerminal(e.reason).c_str(), EscapePeerText(e.code, 64, Backslashes::kKeep).c_str(),
+                   // Stored escaped by the senders; escaped again here (not
+                   // doubling backslashes) for rows an older kspan stored raw:
+                   // one row per line whatever a collector answered.
+                   EscapePeerText(e.message, 120, Backslashes::kKeep).c_str());
       ++total;
     }
   }

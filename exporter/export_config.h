@@ -6,17 +6,54 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace kspan {
 
+// The longest duration any setting takes (a year). Far beyond any sensible
+// timeout or backoff, and small enough that `now + d` (plus a server's
+// clamped retry delay) cannot overflow a clock counting nanoseconds.
+inline constexpr std::chrono::milliseconds kMaxSettingDuration{365LL * 24 * 3600 * 1000};
+
 struct BatchOptions {
   std::size_t max_export_batch_size = 512;
   std::chrono::milliseconds schedule_delay{1000};
   // Spans waiting in the shared batcher before they are dropped (counted).
   std::size_t max_queue_size = 2048;
+  // The same bound in bytes (ApproximateBatchBytes: spans with their
+  // distinct resources and scopes counted once while queued). One request
+  // larger than this is still taken into an empty queue, so that no
+  // request is refused for ever.
+  std::size_t max_queue_bytes = 64u << 20;
+};
+
+// Limits on the spans kspan receives over OTLP, as the OpenTelemetry SDKs
+// limit the spans they record (the names follow OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT
+// and the other variables of the SDK specification; the SDKs default to 128
+// items and no value length limit). Applied while decoding, so what is over
+// a limit is never held in memory; what is dropped is added to the span's,
+// event's, link's, resource's or scope's dropped_*_count, as an SDK does.
+// The defaults are four times the SDKs': spans from an SDK pass unchanged.
+struct SpanLimits {
+  // Resource and scope attributes, and the entries of any one array or
+  // key-value list inside a value (OTEL_ATTRIBUTE_COUNT_LIMIT). An
+  // attribute whose value holds a longer list is dropped.
+  std::uint32_t attribute_count = 512;
+  // Longer string and bytes values are cut to this many bytes (on a UTF-8
+  // character boundary), as OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT cuts them.
+  std::size_t attribute_value_length = 1u << 20;
+  std::uint32_t span_attribute_count = 512;   // OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT
+  std::uint32_t span_event_count = 512;       // OTEL_SPAN_EVENT_COUNT_LIMIT
+  std::uint32_t span_link_count = 512;        // OTEL_SPAN_LINK_COUNT_LIMIT
+  std::uint32_t event_attribute_count = 512;  // OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT
+  std::uint32_t link_attribute_count = 512;   // OTEL_LINK_ATTRIBUTE_COUNT_LIMIT
+  // Arrays and key-value lists nested in one value (kspan's own: OTLP has
+  // no such limit, but each level costs the decoder stack). An attribute
+  // nested deeper is dropped.
+  std::uint32_t value_depth = 32;
 };
 
 struct RetryOptions {

@@ -23,6 +23,7 @@ namespace metric {
 inline constexpr std::string_view kSpansSubmitted = "kspan_exporter_spans_submitted_total";
 inline constexpr std::string_view kBatcherDropped = "kspan_exporter_batcher_dropped_spans_total";
 inline constexpr std::string_view kBatcherQueueSpans = "kspan_exporter_batcher_queue_spans";
+inline constexpr std::string_view kBatcherQueueBytes = "kspan_exporter_batcher_queue_bytes";
 inline constexpr std::string_view kBatcherBatches = "kspan_exporter_batcher_batches_total";
 inline constexpr std::string_view kSpansExported = "kspan_exporter_spans_exported_total";
 inline constexpr std::string_view kSpansDropped = "kspan_exporter_spans_dropped_total";
@@ -49,6 +50,8 @@ inline constexpr std::string_view kCircuitState = "kspan_exporter_circuit_state"
 inline constexpr std::string_view kCircuitTransitions = "kspan_exporter_circuit_transitions_total";
 inline constexpr std::string_view kCircuitProbes = "kspan_exporter_circuit_probes_total";
 inline constexpr std::string_view kInFlight = "kspan_exporter_requests_in_flight";
+// Answers that arrived but could not be read (reason too_large | unreadable).
+inline constexpr std::string_view kBadResponses = "kspan_exporter_bad_responses_total";
 }  // namespace metric
 
 // Values of the `reason` label.

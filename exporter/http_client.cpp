@@ -7,17 +7,55 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "exporter/compression.h"
+#include "exporter/terminal_text.h"
 #include "exporter/retry.h"
 
 namespace kspan {
 namespace {
 
+// Where the body of one transfer goes, and its bound.
+struct BodySink {
+  HttpClient::Response* response;
+  std::size_t max;
+  bool too_large = false;
+};
+
 size_t WriteBody(char* data, size_t size, size_t n, void* user) {
-  auto* r = static_cast<HttpClient::Response*>(user);
-  // Error bodies are only read for a message: cap what is kept.
+  auto* sink = static_cast<BodySink*>(user);
   const size_t len = size * n;
-  if (r->body.size() < (4u << 20)) r->body.append(data, len);
+  if (len > sink->max - sink->response->body.size()) {
+    // Returning less than given aborts the transfer (CURLE_WRITE_ERROR):
+    // a body of any size costs at most `max` bytes and no more time.
+    sink->too_large = true;
+    return 0;
+  }
+  sink->response->body.append(data, len);
   return len;
+}
+
+// Inflates a compressed answer within the bound; on failure the body is
+// dropped and the problem recorded.
+void DecodeBody(HttpClient::Response& r, std::size_t max) {
+  const std::string encoding =
+      absl::AsciiStrToLower(absl::StripAsciiWhitespace(r.content_encoding));
+  if (encoding.empty() || encoding == "identity" || r.body.empty()) return;
+  absl::StatusOr<std::string> decoded;
+  if (encoding == "gzip" || encoding == "x-gzip" || encoding == "deflate") {
+    decoded = GzipDecompress(r.body, max);  // zlib detects gzip and zlib headers
+  } else if (encoding == "zstd") {
+    decoded = ZstdDecompress(r.body, max);
+  } else {
+    decoded = absl::InvalidArgumentError("unknown content encoding");
+  }
+  r.body.clear();
+  r.body.shrink_to_fit();
+  if (decoded.ok()) {
+    r.body = *std::move(decoded);
+  } else {
+    r.body_problem = decoded.status().code() == absl::StatusCode::kResourceExhausted
+                         ? HttpClient::Response::BodyProblem::kTooLarge
+                         : HttpClient::Response::BodyProblem::kUndecodable;
+  }
 }
 
 size_t ReadHeader(char* data, size_t size, size_t n, void* user) {
@@ -182,13 +220,23 @@ HttpClient::Response HttpClient::Post(std::string_view body, std::string_view co
   curl_easy_setopt(curl_, CURLOPT_POSTFIELDS, body.data());
   curl_easy_setopt(curl_, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
   curl_easy_setopt(curl_, CURLOPT_TIMEOUT_MS, timeout_ms);
-  curl_easy_setopt(curl_, CURLOPT_WRITEDATA, &r);
+  BodySink sink{&r, options_.max_response_bytes};
+  curl_easy_setopt(curl_, CURLOPT_WRITEDATA, &sink);
   curl_easy_setopt(curl_, CURLOPT_HEADERDATA, &r);
   char errbuf[CURL_ERROR_SIZE] = {0};
   curl_easy_setopt(curl_, CURLOPT_ERRORBUFFER, errbuf);
   r.error = curl_easy_perform(curl_);
+  if (r.error == CURLE_WRITE_ERROR && sink.too_large) {
+    // The status line and headers were read: the answer stands, its body
+    // is what was refused.
+    r.error = CURLE_OK;
+    r.body.clear();
+    r.body.shrink_to_fit();
+    r.body_problem = Response::BodyProblem::kTooLarge;
+  }
   if (r.error == CURLE_OK) {
     curl_easy_getinfo(curl_, CURLINFO_RESPONSE_CODE, &r.status);
+    DecodeBody(r, options_.max_response_bytes);
   } else {
     r.error_message = errbuf[0] != '\0' ? errbuf : curl_easy_strerror(r.error);
   }
@@ -204,19 +252,28 @@ ExportResult ClassifyHttpResponse(const HttpClient::Response& r, std::string mes
     if (r.error == CURLE_OPERATION_TIMEDOUT) code = "TIMEOUT";
     if (r.error == CURLE_COULDNT_CONNECT) code = "CONNECTION_REFUSED";
     if (r.error == CURLE_ABORTED_BY_CALLBACK) code = "CANCELLED";
-    if (PermanentTransportError(r.error)) return ExportResult::Permanent(code, r.error_message);
-    return ExportResult::Retryable(code, r.error_message);
+    // libcurl's message can quote what the server sent (a status line).
+    std::string detail = EscapePeerText(r.error_message);
+    if (PermanentTransportError(r.error)) return ExportResult::Permanent(code, std::move(detail));
+    return ExportResult::Retryable(code, std::move(detail));
   }
   std::string code = absl::StrCat("HTTP ", r.status);
-  if (r.status >= 200 && r.status < 300) return ExportResult::Success();
-  if (message.empty()) {
-    message = r.body.substr(0, 256);
-    // Only printable text goes to logs.
-    if (std::any_of(message.begin(), message.end(),
-                    [](char ch) { return static_cast<unsigned char>(ch) < 0x20 && ch != '\n'; })) {
-      message.clear();
+  if (r.status >= 200 && r.status < 300) {
+    ExportResult ok = ExportResult::Success();
+    if (r.body_problem == HttpClient::Response::BodyProblem::kTooLarge) {
+      ok.response_issue = ExportResult::ResponseIssue::kTooLarge;
+    } else if (r.body_problem == HttpClient::Response::BodyProblem::kUndecodable) {
+      ok.response_issue = ExportResult::ResponseIssue::kUnreadable;
     }
+    return ok;
   }
+  if (message.empty() && r.body_problem == HttpClient::Response::BodyProblem::kTooLarge) {
+    message = "(the answer's body was larger than the bound and was not read)";
+  }
+  // The collector's words (or, without a decodable message, its body),
+  // escaped and bounded before they reach a log line or a dead letter.
+  message = EscapePeerText(message.empty() ? std::string_view(r.body).substr(0, kMaxPeerTextBytes)
+                                           : std::string_view(message));
   if (IsRetryableHttpStatus(r.status)) {
     ExportResult result = ExportResult::Retryable(std::move(code), std::move(message));
     if (!r.retry_after.empty()) {

@@ -26,6 +26,9 @@ struct HttpClientOptions {
   std::string compression = "none";  // none | gzip | zstd
   std::string ca_file;
   TlsOptions tls;
+  // A larger answer is not read further (the transfer is aborted, or the
+  // inflating stops): Response::body_problem says so.
+  std::size_t max_response_bytes = kMaxResponseBytes;
 };
 
 class HttpClient {
@@ -36,10 +39,17 @@ class HttpClient {
     long status = 0;            // HTTP status; 0 when no answer came
     CURLcode error = CURLE_OK;  // transport error
     std::string error_message;
+    // As the server meant it: a gzip, deflate or zstd body is inflated
+    // here (content_encoding keeps saying what it was sent as).
     std::string body;
     std::string content_type;
     std::string content_encoding;
     std::string retry_after;
+    // Why `body` is empty although the server sent one: over
+    // max_response_bytes (as sent or inflated), or in an encoding that
+    // would not decode. The status still counts.
+    enum class BodyProblem { kNone, kTooLarge, kUndecodable };
+    BodyProblem body_problem = BodyProblem::kNone;
   };
 
   // Fails on a URL that is not http(s), unknown compression, unreadable files.
@@ -66,7 +76,8 @@ class HttpClient {
 // The OTLP/HTTP outcome of a response: 2xx success (the caller reads partial
 // success from the body), 429/502/503/504 and connection failures retryable
 // (with Retry-After), everything else permanent. `message` is the server's
-// error message when the caller could decode one.
+// error message when the caller could decode one (raw: it is escaped here,
+// as the body is when there is no message).
 ExportResult ClassifyHttpResponse(const HttpClient::Response& response, std::string message);
 
 // Global libcurl initialisation, once per process (thread-safe).

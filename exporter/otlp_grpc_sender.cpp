@@ -9,9 +9,9 @@
 #include "absl/strings/str_cat.h"
 #include "exporter/auth.h"
 #include "exporter/otlp_transform.h"
+#include "exporter/terminal_text.h"
 #include "exporter/retry.h"
 #include "grpc/slice.h"
-#include "google/protobuf/util/time_util.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "spdlog/spdlog.h"
@@ -39,8 +39,7 @@ std::optional<std::chrono::milliseconds> RetryDelay(const grpc::Status& status) 
   for (const auto& any : details.details()) {
     google::rpc::RetryInfo info;
     if (any.Is<google::rpc::RetryInfo>() && any.UnpackTo(&info)) {
-      const auto ms = google::protobuf::util::TimeUtil::DurationToMilliseconds(info.retry_delay());
-      return std::chrono::milliseconds(std::max<std::int64_t>(ms, 0));
+      return ServerDelayFromDuration(info.retry_delay().seconds(), info.retry_delay().nanos());
     }
   }
   return std::nullopt;
@@ -87,6 +86,9 @@ absl::StatusOr<std::unique_ptr<OtlpGrpcSender>> OtlpGrpcSender::Create(
 
   grpc::ChannelArguments args;
   args.SetUserAgentPrefix(absl::StrCat("kspan/", KSPAN_VERSION));
+  // An ExportTraceServiceResponse is a few hundred bytes: a larger answer is
+  // refused by gRPC before it is held (Send() counts it, see there).
+  args.SetMaxReceiveMessageSize(static_cast<int>(kMaxResponseBytes));
   if (options.compression == "gzip") {
     args.SetCompressionAlgorithm(GRPC_COMPRESS_GZIP);
   } else if (options.compression != "none" && !options.compression.empty()) {
@@ -125,7 +127,7 @@ absl::StatusOr<std::unique_ptr<OtlpGrpcSender>> OtlpGrpcSender::Create(
   } else {
     credentials = grpc::InsecureChannelCredentials();
   }
-  auto headers = HeadersWithAuth(options.headers, options.auth, env);
+  auto headers = HeadersWithAuth(options.headers, options.auth, env, /*grpc=*/true);
   if (!headers.ok()) return headers.status();
   OtlpGrpcOptions with_auth = options;
   with_auth.headers = *std::move(headers);
@@ -202,25 +204,38 @@ ExportResult OtlpGrpcSender::Send(const SpanBatch& batch, Clock::time_point dead
       for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
     }
     if (!response.ParseFromString(bytes)) {
-      // What the generated stub reports for a response it cannot parse.
-      status = grpc::Status(grpc::StatusCode::INTERNAL, "Failed to parse server response");
-    } else {
+      // The collector said OK: it took the spans, only its answer is
+      // unusable. Failing the batch (as the generated stub would, with
+      // INTERNAL) would dead-letter, or resend, spans already accepted.
       ExportResult result = ExportResult::Success();
-      if (response.has_partial_success()) {
-        result.rejected_spans = response.partial_success().rejected_spans();
-        result.message = response.partial_success().error_message();
-      }
+      result.response_issue = ExportResult::ResponseIssue::kUnreadable;
       return result;
     }
+    ExportResult result = ExportResult::Success();
+    if (response.has_partial_success()) {
+      result.rejected_spans = response.partial_success().rejected_spans();
+      result.message = EscapePeerText(response.partial_success().error_message());
+    }
+    return result;
+  }
+  if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+      absl::StartsWith(status.error_message(), "Received message larger than max")) {
+    // gRPC's own refusal of an answer over SetMaxReceiveMessageSize: only a
+    // server answering OK sends a message, so the spans were accepted. As
+    // RESOURCE_EXHAUSTED without RetryInfo it would be a permanent error:
+    // accepted spans dead-lettered.
+    ExportResult result = ExportResult::Success();
+    result.response_issue = ExportResult::ResponseIssue::kTooLarge;
+    return result;
   }
   const auto retry_after = RetryDelay(status);
   std::string code(GrpcCodeName(status.error_code()));
   if (IsRetryableGrpcCode(status.error_code(), retry_after.has_value())) {
-    ExportResult result = ExportResult::Retryable(std::move(code), status.error_message());
+    ExportResult result = ExportResult::Retryable(std::move(code), EscapePeerText(status.error_message()));
     result.retry_after = retry_after;
     return result;
   }
-  return ExportResult::Permanent(std::move(code), status.error_message());
+  return ExportResult::Permanent(std::move(code), EscapePeerText(status.error_message()));
 }
 
 void OtlpGrpcSender::Cancel() noexcept {

@@ -4,10 +4,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "exporter/auth.h"
-#include "exporter/compression.h"
 #include "exporter/otlp_json.h"
 #include "exporter/otlp_json_writer.h"
 #include "exporter/otlp_transform.h"
+#include "exporter/terminal_text.h"
 #include "google/protobuf/arena.h"
 #include "google/rpc/status.pb.h"
 #include "spdlog/spdlog.h"
@@ -72,25 +72,27 @@ ExportResult OtlpHttpSender::Send(const SpanBatch& batch, Clock::time_point dead
   }
   auto r = client_->Post(body, json_ ? "application/json" : "application/x-protobuf", deadline);
 
-  // Bodies answer in the request's encoding; a compressed answer is
-  // decompressed first.
-  std::string response_body = r.body;
-  if (absl::EqualsIgnoreCase(r.content_encoding, "gzip")) {
-    if (auto d = GzipDecompress(r.body); d.ok()) response_body = *std::move(d);
-  } else if (absl::EqualsIgnoreCase(r.content_encoding, "zstd")) {
-    if (auto d = ZstdDecompress(r.body); d.ok()) response_body = *std::move(d);
-  }
+  // The client inflated a compressed answer (within its bound).
+  const std::string& response_body = r.body;
   const bool json_body = (absl::AsciiStrToLower(r.content_type).find("json") != std::string::npos) ||
                          (r.content_type.empty() && json_);
 
   if (r.error == CURLE_OK && r.status >= 200 && r.status < 300) {
-    ExportResult result = ExportResult::Success();
+    ExportResult result = ClassifyHttpResponse(r, "");
+    if (result.response_issue != ExportResult::ResponseIssue::kNone) return result;
     otlp::ExportTraceServiceResponse response;
-    const bool parsed = json_body ? FromOtlpJson(response_body, response).ok()
-                                  : response.ParseFromString(response_body);
-    if (parsed && response.has_partial_success()) {
+    // An empty body is an empty message (also for JSON: nothing to say).
+    const bool parsed = response_body.empty() ||
+                        (json_body ? FromOtlpJson(response_body, response).ok()
+                                   : response.ParseFromString(response_body));
+    if (!parsed) {
+      // The collector took the spans (2xx); only its answer is unusable.
+      result.response_issue = ExportResult::ResponseIssue::kUnreadable;
+      return result;
+    }
+    if (response.has_partial_success()) {
       result.rejected_spans = response.partial_success().rejected_spans();
-      result.message = response.partial_success().error_message();
+      result.message = EscapePeerText(response.partial_success().error_message());
     }
     return result;
   }

@@ -293,6 +293,40 @@ std::string ToOtlpJson(const Message& message) {
   return MessageToJson(message).dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
+absl::Status FromOtlpJson(std::string_view json, Message& message, std::size_t max_bytes) {
+  // Approximate bytes of each parsed value in nlohmann's document (a value
+  // is 16 bytes; an object a std::map with a node per member; an array a
+  // std::vector), counted as the parser reports them; past the bound every
+  // value is discarded and the document refused.
+  std::size_t used = 0;
+  bool over = false;
+  const InJson::parser_callback_t count = [&](int, InJson::parse_event_t event, InJson& parsed) {
+    if (over) return false;
+    switch (event) {
+      case InJson::parse_event_t::object_start: used += 64; break;
+      case InJson::parse_event_t::array_start: used += 40; break;
+      case InJson::parse_event_t::key:
+        used += 80 + (parsed.is_string() ? parsed.get_ref<const std::string&>().size() : 0);
+        break;
+      case InJson::parse_event_t::value:
+        used += 16 + (parsed.is_string() ? parsed.get_ref<const std::string&>().size() : 0);
+        break;
+      default: break;
+    }
+    over = used > max_bytes;
+    return !over;
+  };
+  InJson doc = InJson::parse(json.begin(), json.end(), count, /*allow_exceptions=*/false);
+  if (over) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "OTLP/JSON: request refused: its document would take more than ", max_bytes,
+        " bytes of memory"));
+  }
+  if (doc.is_discarded()) return absl::InvalidArgumentError("OTLP/JSON: not valid JSON");
+  message.Clear();
+  return JsonToMessage(doc, message, 0);
+}
+
 absl::Status FromOtlpJson(std::string_view json, Message& message) {
   InJson doc = InJson::parse(json.begin(), json.end(), nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return absl::InvalidArgumentError("OTLP/JSON: not valid JSON");

@@ -4,6 +4,7 @@
 // strings instead of base64.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -19,5 +20,12 @@ std::string ToOtlpJson(const google::protobuf::Message& message);
 // Parses OTLP/JSON (hex ids, integer or named enums, unknown fields ignored
 // as the specification requires) into `message`.
 absl::Status FromOtlpJson(std::string_view json, google::protobuf::Message& message);
+
+// The same for untrusted input: InvalidArgument once the parsed JSON
+// document would take more than about `max_bytes` of memory. JSON text of
+// "{}," is three bytes and one object in memory (~60 bytes), so the document
+// of a request is bounded while it is parsed, not after.
+absl::Status FromOtlpJson(std::string_view json, google::protobuf::Message& message,
+                          std::size_t max_bytes);
 
 }  // namespace kspan

@@ -65,6 +65,35 @@ absl::StatusOr<std::string> PercentDecode(absl::string_view in) {
 
 }  // namespace
 
+absl::Status ValidateHeader(std::string_view name, std::string_view value, bool grpc) {
+  if (name.empty()) return absl::InvalidArgumentError("a header name is empty");
+  static constexpr std::string_view kTokenPunctuation = "!#$%&'*+-.^_`|~";
+  for (const char c : name) {
+    const bool alnum = absl::ascii_isalnum(static_cast<unsigned char>(c));
+    const bool ok = grpc ? alnum || c == '-' || c == '_' || c == '.'
+                         : alnum || kTokenPunctuation.find(c) != std::string_view::npos;
+    if (!ok) {
+      return absl::InvalidArgumentError(grpc ? "a header name has a character gRPC metadata does not "
+                                               "allow (only 0-9 A-Z a-z - _ .)"
+                                             : "a header name is not an HTTP token");
+    }
+  }
+  const bool binary = grpc && absl::EndsWithIgnoreCase(absl::string_view(name.data(), name.size()), "-bin");
+  if (binary) return absl::OkStatus();
+  for (const char ch : value) {
+    const auto c = static_cast<unsigned char>(ch);
+    if ((c < 0x20 && c != '\t') || c == 0x7F) {
+      return absl::InvalidArgumentError(
+          "a header value contains CR, LF, NUL or another control character");
+    }
+    if (grpc && (c < 0x20 || c > 0x7E)) {
+      return absl::InvalidArgumentError(
+          "a header value has a byte outside printable ASCII, which gRPC metadata does not allow");
+    }
+  }
+  return absl::OkStatus();
+}
+
 EnvLookup ProcessEnv() {
   return [](const char* name) -> const char* { return std::getenv(name); };
 }
@@ -139,6 +168,16 @@ absl::StatusOr<OtlpGrpcOptions> OtlpGrpcOptionsFromEnv(const EnvLookup& env,
     if (!headers.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(v->name, ": ", headers.status().message()));
     }
+    // A percent-escape can decode to CR LF: checked after decoding. Which
+    // transport the headers go to is not known yet; the gRPC rules are
+    // checked once it is (config validation, sender creation).
+    for (std::size_t i = 0; i < headers->size(); ++i) {
+      const auto& [key, value] = (*headers)[i];
+      if (auto s = ValidateHeader(key, value, false); !s.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(v->name, ": header ", i + 1, ": ", s.message()));
+      }
+    }
     // Variables win over configured headers of the same name; others stay.
     for (auto& [key, value] : *headers) {
       bool replaced = false;
@@ -156,6 +195,9 @@ absl::StatusOr<OtlpGrpcOptions> OtlpGrpcOptionsFromEnv(const EnvLookup& env,
     std::int64_t ms = 0;
     if (!absl::SimpleAtoi(v->value, &ms) || ms < 0) {
       return Invalid(*v, "expected a non-negative number of milliseconds");
+    }
+    if (ms > kMaxSettingDuration.count()) {
+      return Invalid(*v, absl::StrCat("at most ", kMaxSettingDuration.count(), " (a year)"));
     }
     options.timeout = std::chrono::milliseconds(ms);
   }

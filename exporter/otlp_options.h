@@ -37,6 +37,15 @@ EnvLookup ProcessEnv();
 absl::StatusOr<OtlpGrpcOptions> OtlpGrpcOptionsFromEnv(const EnvLookup& env,
                                                        OtlpGrpcOptions defaults = {});
 
+// Refuses a header that would break, or smuggle something into, an HTTP
+// request or gRPC metadata: a name that is not an RFC 9110 token, a value
+// with CR, LF, NUL or another control character (libcurl sends header lines
+// as given: "v\r\nX-Injected: 1" would be a second header). With `grpc`
+// also what gRPC metadata refuses: a name with characters other than
+// [0-9A-Za-z_.-], a value outside printable ASCII (keys ending in "-bin"
+// carry bytes). Errors quote neither name nor value: either may be a secret.
+absl::Status ValidateHeader(std::string_view name, std::string_view value, bool grpc);
+
 // "k1=v1,k2=v2" -> pairs; values (and keys) percent-decoded, whitespace
 // around items trimmed.
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseOtlpHeaders(

@@ -1,5 +1,6 @@
 #include "exporter/otlp_transform.h"
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 #include <variant>
@@ -34,15 +35,6 @@ std::size_t Utf8SequenceLength(std::string_view s, std::size_t i) {
     return 4;
   }
   return 0;
-}
-
-bool IsValidUtf8(std::string_view s) {
-  for (std::size_t i = 0; i < s.size();) {
-    const std::size_t n = Utf8SequenceLength(s, i);
-    if (n == 0) return false;
-    i += n;
-  }
-  return true;
 }
 
 void SetString(std::string_view in, std::string* out) {
@@ -144,6 +136,36 @@ void SetSpan(const Span& span, trace::Span* out) {
 }
 
 }  // namespace
+
+bool IsValidUtf8(std::string_view s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t n = Utf8SequenceLength(s, i);
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+
+std::size_t Utf8PrefixLength(std::string_view s, std::size_t max) {
+  const std::string_view head = s.substr(0, std::min(s.size(), max));
+  std::size_t i = 0;
+  while (i < head.size()) {
+    std::size_t n = Utf8SequenceLength(head, i);
+    if (n == 0) {
+      // A lead byte whose character runs past the cut: the prefix ends
+      // before it. Anything else invalid is left for a validator to refuse.
+      const auto c = static_cast<unsigned char>(head[i]);
+      const std::size_t need = c >= 0xF0 && c <= 0xF4   ? 4
+                               : c >= 0xE0 && c <= 0xEF ? 3
+                               : c >= 0xC2 && c <= 0xDF ? 2
+                                                        : 1;
+      if (i + need > head.size()) return i;
+      n = 1;
+    }
+    i += n;
+  }
+  return i;
+}
 
 std::string SanitizeUtf8(std::string_view in) {
   std::string out;

@@ -42,4 +42,11 @@ std::vector<Span> FromExportRequest(const otlp::ExportTraceServiceRequest& reque
 // excerpts can hold any bytes: invalid sequences become U+FFFD.
 std::string SanitizeUtf8(std::string_view in);
 
+// True when `s` is valid UTF-8 (what proto3 requires of string fields).
+bool IsValidUtf8(std::string_view s);
+
+// The length of the longest prefix of `s` that is at most `max` bytes and
+// does not end inside a character (where to cut a value to a length limit).
+std::size_t Utf8PrefixLength(std::string_view s, std::size_t max);
+
 }  // namespace kspan

@@ -31,22 +31,46 @@ bool IsRetryableHttpStatus(long status) noexcept {
   return status == 429 || status == 502 || status == 503 || status == 504;
 }
 
+std::chrono::milliseconds ClampServerDelay(std::chrono::milliseconds delay) noexcept {
+  return std::clamp(delay, std::chrono::milliseconds(0), kMaxServerRetryDelay);
+}
+
+std::chrono::milliseconds ServerDelayFromDuration(std::int64_t seconds, std::int32_t nanos) noexcept {
+  // Compared in seconds before any multiplication: the fields hold whatever
+  // the peer sent (TimeUtil::DurationToMilliseconds would overflow).
+  const std::int64_t max_seconds =
+      std::chrono::duration_cast<std::chrono::seconds>(kMaxServerRetryDelay).count();
+  if (seconds < 0 || (seconds == 0 && nanos <= 0)) return std::chrono::milliseconds(0);
+  if (seconds >= max_seconds) return kMaxServerRetryDelay;
+  const std::int64_t ms = seconds * 1000 + std::clamp<std::int32_t>(nanos, 0, 999'999'999) / 1'000'000;
+  return ClampServerDelay(std::chrono::milliseconds(ms));
+}
+
 std::optional<std::chrono::milliseconds> ParseRetryAfter(
     std::string_view value, std::chrono::system_clock::time_point now) {
   const std::string v(absl::StripAsciiWhitespace(absl::string_view(value.data(), value.size())));
   if (v.empty()) return std::nullopt;
-  std::int64_t seconds = 0;
-  if (absl::SimpleAtoi(v, &seconds)) {
-    if (seconds < 0) return std::nullopt;
-    return std::chrono::milliseconds(std::min<std::int64_t>(seconds, 86400 * 365) * 1000);
+  const std::int64_t max_seconds =
+      std::chrono::duration_cast<std::chrono::seconds>(kMaxServerRetryDelay).count();
+  std::uint64_t seconds = 0;
+  if (v.find_first_not_of("0123456789") == std::string::npos) {
+    // delay-seconds; more digits than fit are still "a long time".
+    if (!absl::SimpleAtoi(v, &seconds)) return kMaxServerRetryDelay;
+    if (seconds >= static_cast<std::uint64_t>(max_seconds)) return kMaxServerRetryDelay;
+    return std::chrono::milliseconds(static_cast<std::int64_t>(seconds) * 1000);
   }
   // HTTP-date (IMF-fixdate, and the obsolete RFC 850 and asctime forms):
-  // libcurl's date parser handles all three.
+  // libcurl's date parser handles all three. The difference is taken in
+  // whole seconds first: a date in the year 9999 does not fit the clock's
+  // nanoseconds.
   const time_t when = curl_getdate(v.c_str(), nullptr);
   if (when == -1) return std::nullopt;
+  const time_t now_s = std::chrono::system_clock::to_time_t(now);
+  if (when < now_s) return std::chrono::milliseconds(0);
+  if (when - now_s >= max_seconds) return kMaxServerRetryDelay;
   const auto delta = std::chrono::system_clock::from_time_t(when) - now;
   if (delta <= std::chrono::system_clock::duration::zero()) return std::chrono::milliseconds(0);
-  return std::chrono::ceil<std::chrono::milliseconds>(delta);
+  return ClampServerDelay(std::chrono::ceil<std::chrono::milliseconds>(delta));
 }
 
 std::string_view GrpcCodeName(grpc::StatusCode code) noexcept {

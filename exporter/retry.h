@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string_view>
 
@@ -22,9 +23,22 @@ bool IsRetryableGrpcCode(grpc::StatusCode code, bool server_sent_retry_info) noe
 // sender decides those from the transport error.)
 bool IsRetryableHttpStatus(long status) noexcept;
 
+// The longest wait a server's RetryInfo or Retry-After is followed for;
+// longer requests are cut to this. Without a bound, a hostile or broken
+// answer (a RetryInfo of 10,000 years) overflows the clock arithmetic, which
+// turns the wait negative: the batch is retried at once, in a loop.
+inline constexpr std::chrono::milliseconds kMaxServerRetryDelay = std::chrono::hours(1);
+
+// A delay a server asked for, within [0, kMaxServerRetryDelay].
+std::chrono::milliseconds ClampServerDelay(std::chrono::milliseconds delay) noexcept;
+
+// google.rpc.RetryInfo.retry_delay (a protobuf Duration, any values a peer
+// sent) as a clamped delay. Never overflows.
+std::chrono::milliseconds ServerDelayFromDuration(std::int64_t seconds, std::int32_t nanos) noexcept;
+
 // An HTTP Retry-After value (RFC 9110): delay-seconds or an HTTP-date,
-// relative to `now`. A date in the past means "now" (0); nullopt when the
-// value is neither.
+// relative to `now`, clamped (ClampServerDelay). A date in the past means
+// "now" (0); nullopt when the value is neither.
 std::optional<std::chrono::milliseconds> ParseRetryAfter(
     std::string_view value, std::chrono::system_clock::time_point now);
 

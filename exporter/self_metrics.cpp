@@ -140,6 +140,19 @@ std::uint64_t MetricsRegistry::CounterValue(std::string_view name,
   return 0;
 }
 
+double MetricsRegistry::GaugeValue(std::string_view name, const MetricLabels& labels) const {
+  const auto sorted = Sorted(labels);
+  std::lock_guard lock(mu_);
+  auto it = families_.find(name);
+  if (it == families_.end() || it->second.type != "gauge") return 0;
+  for (const auto& s : it->second.series) {
+    if (s.labels != sorted) continue;
+    if (s.gauge) return s.gauge->Value();
+    if (s.callback) return s.callback();
+  }
+  return 0;
+}
+
 std::string MetricsRegistry::RenderPrometheus() const {
   std::lock_guard lock(mu_);
   std::string out;

@@ -60,6 +60,8 @@ class MetricsRegistry {
   std::uint64_t CounterTotal(std::string_view name) const;
   // One counter's value, 0 when it was never registered.
   std::uint64_t CounterValue(std::string_view name, const MetricLabels& labels) const;
+  // One gauge's value (callback gauges evaluated now), 0 when absent.
+  double GaugeValue(std::string_view name, const MetricLabels& labels) const;
 
   std::string RenderPrometheus() const;
 

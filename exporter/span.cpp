@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
 #include "nlohmann/json.hpp"
 
@@ -91,6 +92,33 @@ std::size_t ApproximateBytes(const Attributes& attrs) noexcept {
   std::size_t b = 0;
   for (const auto& a : attrs) b += sizeof(Attribute) + a.key.size() + ValueBytes(a.value);
   return b;
+}
+
+namespace {
+// make_shared's control block (two counts and a vtable pointer) beside
+// the object.
+constexpr std::size_t kSharedControlBytes = 16;
+}  // namespace
+
+std::size_t ApproximateBytes(const Resource& r) noexcept {
+  return sizeof(Resource) + kSharedControlBytes + kspan::ApproximateBytes(r.attributes) +
+         r.schema_url.size();
+}
+
+std::size_t ApproximateBytes(const InstrumentationScope& s) noexcept {
+  return sizeof(InstrumentationScope) + kSharedControlBytes + s.name.size() + s.version.size() +
+         kspan::ApproximateBytes(s.attributes) + s.schema_url.size();
+}
+
+std::size_t ApproximateBatchBytes(std::span<const Span> spans) {
+  std::size_t n = 0;
+  absl::flat_hash_set<const void*> seen;
+  for (const auto& s : spans) {
+    n += s.ApproximateBytes();
+    if (s.resource && seen.insert(s.resource.get()).second) n += ApproximateBytes(*s.resource);
+    if (s.scope && seen.insert(s.scope.get()).second) n += ApproximateBytes(*s.scope);
+  }
+  return n;
 }
 
 std::size_t Span::ApproximateBytes() const noexcept {

@@ -10,6 +10,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -176,8 +177,23 @@ struct Span {
     return source == SpanSource::kApp || status_code == StatusCode::kError;
   }
 
-  // Approximate in-memory size, used to bound queues by bytes.
+  // Approximate in-memory size of the span itself (its strings,
+  // attributes, events, links), used to bound queues by bytes. Without its
+  // resource and scope: those are shared by many spans and counted once per
+  // batch or queue that holds them (ApproximateBatchBytes).
   std::size_t ApproximateBytes() const noexcept;
 };
+
+// Approximate in-memory size of a resource or a scope (attributes, strings,
+// the shared_ptr's control block).
+std::size_t ApproximateBytes(const Resource& resource) noexcept;
+std::size_t ApproximateBytes(const InstrumentationScope& scope) noexcept;
+
+// What a batch of spans holds in memory: every span's ApproximateBytes()
+// plus each distinct resource and scope object once, however many of the
+// spans share it (kernel spans share one per process; an OTLP request one
+// per ResourceSpans). A resource that is as large as the request (an app
+// can send a 3 MiB attribute) is counted, as it must be for byte bounds.
+std::size_t ApproximateBatchBytes(std::span<const Span> spans);
 
 }  // namespace kspan

@@ -61,26 +61,36 @@ void AppendHex(std::string* out, unsigned char b) {
   out->push_back(kHex[b & 0xF]);
 }
 
-std::string Escape(std::string_view text, bool escape_backslash) {
+// Escapes `text`; with `max_bytes`, stops before the output would pass it
+// and ends in "..." (an escape or a character is never split).
+std::string Escape(std::string_view text, bool escape_backslash, std::size_t max_bytes = SIZE_MAX) {
+  static constexpr std::string_view kCut = "...";
   std::string out;
-  out.reserve(text.size());
+  out.reserve(text.size() < max_bytes ? text.size() : max_bytes);
+  std::size_t cut_at = 0;  // the last end of a piece that leaves room for kCut
   std::size_t i = 0;
   while (i < text.size()) {
+    if (out.size() + kCut.size() <= max_bytes) cut_at = out.size();
     char32_t cp = 0;
     const std::size_t len = DecodeUtf8(text, i, &cp);
     if (len == 0) {
       AppendHex(&out, static_cast<unsigned char>(text[i]));
       ++i;
-      continue;
-    }
-    if (!Printable(cp)) {
-      for (std::size_t k = 0; k < len; ++k) AppendHex(&out, static_cast<unsigned char>(text[i + k]));
-    } else if (cp == '\\' && escape_backslash) {
-      out.append("\\\\");
     } else {
-      out.append(text.substr(i, len));
+      if (!Printable(cp)) {
+        for (std::size_t k = 0; k < len; ++k) AppendHex(&out, static_cast<unsigned char>(text[i + k]));
+      } else if (cp == '\\' && escape_backslash) {
+        out.append("\\\\");
+      } else {
+        out.append(text.substr(i, len));
+      }
+      i += len;
     }
-    i += len;
+    if (out.size() > max_bytes) {
+      out.resize(cut_at);
+      if (cut_at + kCut.size() <= max_bytes) out.append(kCut);
+      return out;
+    }
   }
   return out;
 }
@@ -90,6 +100,10 @@ std::string Escape(std::string_view text, bool escape_backslash) {
 std::string EscapeForTerminal(std::string_view text) { return Escape(text, true); }
 
 std::string EscapeControls(std::string_view text) { return Escape(text, false); }
+
+std::string EscapePeerText(std::string_view text, std::size_t max_bytes, Backslashes backslashes) {
+  return Escape(text, backslashes == Backslashes::kEscape, max_bytes);
+}
 
 bool IsTerminalSafe(std::string_view text) {
   std::size_t i = 0;

@@ -17,6 +17,7 @@
 // reach the terminal.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -29,6 +30,20 @@ std::string EscapeForTerminal(std::string_view text);
 // For a whole line that may already hold escaped values (the log sink): a
 // backslash stays as it is, so escaping twice changes nothing.
 std::string EscapeControls(std::string_view text);
+
+// Text a peer wrote (a collector's gRPC status message, partial_success
+// error_message, an HTTP error body), escaped as EscapeForTerminal does and
+// bounded: a collector is outside kspan's trust boundary and may answer any
+// number of bytes. Longer text is cut (never inside an escape or a
+// character) and ends in "...".
+inline constexpr std::size_t kMaxPeerTextBytes = 512;
+enum class Backslashes {
+  kEscape,  // "\" becomes "\\": the output reads back unambiguously
+  kKeep,    // for text that may already be escaped (dead letters stored
+            // escaped): escaping it again would double them
+};
+std::string EscapePeerText(std::string_view text, std::size_t max_bytes = kMaxPeerTextBytes,
+                           Backslashes backslashes = Backslashes::kEscape);
 
 // True when EscapeControls would return `text` unchanged (the common case,
 // checked without allocating).

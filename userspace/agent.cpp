@@ -332,6 +332,7 @@ absl::Status Agent::StartReceiver() {
   ro.max_request_bytes = rc.max_request_bytes;
   ro.max_in_flight_bytes = rc.max_in_flight_bytes;
   ro.request_timeout = rc.request_timeout;
+  ro.span_limits = rc.span_limits;
   AppSpanSink sink = [this, pipeline = PipelineSink(*pipeline_)](std::vector<Span>&& spans,
                                                                  const ReceiverPeer& peer) {
     const SenderAttribution who = senders_->Attribute(spans, peer);

@@ -2,7 +2,9 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cmath>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -94,6 +96,10 @@ class ConfigReader {
     }
     std::uint64_t v = 0;
     if (!absl::SimpleAtoi(s, &v)) return Error(n, key, "must be a size such as 4MiB or 65536");
+    // 17179869184GiB would wrap to 0, which several keys read as "no bound".
+    if (v > std::numeric_limits<std::size_t>::max() / mult) {
+      return Error(n, key, "is too large");
+    }
     *out = static_cast<std::size_t>(v * mult);
     return absl::OkStatus();
   }
@@ -130,8 +136,14 @@ class ConfigReader {
     if (!n) return absl::OkStatus();
     if (!n.IsScalar()) return Error(n, key, "must be a duration such as 500ms or 5s");
     std::string s = n.as<std::string>();
+    // A year at most (kMaxSettingDuration): a larger value turned negative
+    // in the int64 arithmetic of deadlines (now + timeout), or infinite.
+    const std::string too_long = "is too long (at most 8760h, a year)";
     std::uint64_t ms = 0;
-    if (absl::SimpleAtoi(s, &ms)) {
+    if (s.find_first_not_of("0123456789") == std::string::npos && !s.empty()) {
+      if (!absl::SimpleAtoi(s, &ms) || ms > static_cast<std::uint64_t>(kMaxSettingDuration.count())) {
+        return Error(n, key, too_long);
+      }
       *out = std::chrono::milliseconds(ms);
       return absl::OkStatus();
     }
@@ -139,6 +151,7 @@ class ConfigReader {
     if (!absl::ParseDuration(s, &d) || d < absl::ZeroDuration()) {
       return Error(n, key, "must be a duration such as 500ms or 5s");
     }
+    if (d > absl::Milliseconds(kMaxSettingDuration.count())) return Error(n, key, too_long);
     *out = std::chrono::milliseconds(absl::ToInt64Milliseconds(d));
     return absl::OkStatus();
   }
@@ -299,8 +312,17 @@ absl::Status ReadDestination(const ConfigReader& r, const YAML::Node& n, const s
   if (const auto& h = n["headers"]; h) {
     if (!h.IsMap()) return r.Error(h, key + ".headers", "must be a mapping of name: value");
     for (const auto& kv : h) {
-      g.headers.emplace_back(absl::AsciiStrToLower(kv.first.as<std::string>()),
-                             kv.second.as<std::string>());
+      if (!kv.first.IsScalar() || !kv.second.IsScalar()) {
+        return r.Error(kv.first, key + ".headers", "must be a mapping of name: value");
+      }
+      std::string name = absl::AsciiStrToLower(kv.first.as<std::string>());
+      std::string value = kv.second.as<std::string>();
+      // HTTP's rules here, with the line; gRPC's stricter ones in Validate,
+      // once the environment may have changed the transport.
+      if (auto s = ValidateHeader(name, value, false); !s.ok()) {
+        return r.Error(kv.first, key + ".headers", std::string(s.message()));
+      }
+      g.headers.emplace_back(std::move(name), std::move(value));
     }
   }
   KSPAN_RETURN_IF_ERROR(r.String(n["path"], key + ".path", &d->file.path));
@@ -318,8 +340,9 @@ absl::Status ReadDestination(const ConfigReader& r, const YAML::Node& n, const s
     KSPAN_RETURN_IF_ERROR(r.Duration(rt["max_elapsed"], rk + ".max_elapsed", &d->retry.max_elapsed));
     if (const auto& m = rt["multiplier"]; m) {
       double v = 0;
-      if (!m.IsScalar() || !absl::SimpleAtod(m.as<std::string>(), &v) || v < 1.0) {
-        return r.Error(m, rk + ".multiplier", "must be a number >= 1");
+      if (!m.IsScalar() || !absl::SimpleAtod(m.as<std::string>(), &v) || !std::isfinite(v) ||
+          v < 1.0) {
+        return r.Error(m, rk + ".multiplier", "must be a finite number >= 1");
       }
       d->retry.multiplier = v;
     }
@@ -327,10 +350,47 @@ absl::Status ReadDestination(const ConfigReader& r, const YAML::Node& n, const s
   return absl::OkStatus();
 }
 
+// receiver.limits, named after the OpenTelemetry SDK limits they mirror.
+absl::Status ReadSpanLimits(const ConfigReader& r, const YAML::Node& n, SpanLimits* l) {
+  if (!n) return absl::OkStatus();
+  const std::string k = "receiver.limits";
+  KSPAN_RETURN_IF_ERROR(r.CheckKeys(
+      n, k,
+      {"attribute_count_limit", "attribute_value_length_limit", "span_attribute_count_limit",
+       "span_event_count_limit", "span_link_count_limit", "event_attribute_count_limit",
+       "link_attribute_count_limit", "max_value_depth"}));
+  // Counts: 0 keeps none, as in the SDKs; a million is far beyond any
+  // request's size anyway.
+  for (auto [key, out] : {std::pair{"attribute_count_limit", &l->attribute_count},
+                          {"span_attribute_count_limit", &l->span_attribute_count},
+                          {"span_event_count_limit", &l->span_event_count},
+                          {"span_link_count_limit", &l->span_link_count},
+                          {"event_attribute_count_limit", &l->event_attribute_count},
+                          {"link_attribute_count_limit", &l->link_attribute_count}}) {
+    std::size_t v = *out;
+    KSPAN_RETURN_IF_ERROR(r.Count(n[key], k + "." + key, 0, &v));
+    if (v > 1'000'000) return r.Error(n[key], k + "." + key, "must be at most 1000000");
+    *out = static_cast<std::uint32_t>(v);
+  }
+  KSPAN_RETURN_IF_ERROR(r.Bytes(n["attribute_value_length_limit"], k + ".attribute_value_length_limit",
+                                &l->attribute_value_length));
+  if (l->attribute_value_length < 1 || l->attribute_value_length > (1u << 30)) {
+    return r.Error(n["attribute_value_length_limit"], k + ".attribute_value_length_limit",
+                   "must be 1 byte to 1GiB");
+  }
+  std::size_t depth = l->value_depth;
+  KSPAN_RETURN_IF_ERROR(r.Count(n["max_value_depth"], k + ".max_value_depth", 0, &depth));
+  // Each level costs the decoder a stack frame or two.
+  if (depth > 64) return r.Error(n["max_value_depth"], k + ".max_value_depth", "must be at most 64");
+  l->value_depth = static_cast<std::uint32_t>(depth);
+  return absl::OkStatus();
+}
+
 absl::Status ReadReceiver(const ConfigReader& r, const YAML::Node& n, AgentConfig::Receiver* rc) {
   if (!n) return absl::OkStatus();
   KSPAN_RETURN_IF_ERROR(r.CheckKeys(
-      n, "receiver", {"grpc", "http", "max_request_bytes", "max_in_flight_bytes", "request_timeout"}));
+      n, "receiver", {"grpc", "http", "max_request_bytes", "max_in_flight_bytes", "request_timeout", "limits"}));
+  KSPAN_RETURN_IF_ERROR(ReadSpanLimits(r, n["limits"], &rc->span_limits));
   for (const char* transport : {"grpc", "http"}) {
     const auto& t = n[transport];
     if (!t) continue;
@@ -534,10 +594,14 @@ absl::Status ReadFile(const ConfigReader& r, const YAML::Node& root, AgentConfig
   KSPAN_RETURN_IF_ERROR(ReadCorrelation(r, root["correlation"], &c->correlation));
   KSPAN_RETURN_IF_ERROR(ReadResource(r, root["resource"], &c->resource));
   if (const auto& b = root["batch"]; b) {
-    KSPAN_RETURN_IF_ERROR(
-        r.CheckKeys(b, "batch", {"max_queue_size", "max_export_batch_size", "schedule_delay"}));
+    KSPAN_RETURN_IF_ERROR(r.CheckKeys(
+        b, "batch", {"max_queue_size", "max_queue_bytes", "max_export_batch_size", "schedule_delay"}));
     auto& bo = c->exporter.batch;
     KSPAN_RETURN_IF_ERROR(r.Count(b["max_queue_size"], "batch.max_queue_size", 1, &bo.max_queue_size));
+    KSPAN_RETURN_IF_ERROR(r.Bytes(b["max_queue_bytes"], "batch.max_queue_bytes", &bo.max_queue_bytes));
+    if (bo.max_queue_bytes < (64u << 10)) {
+      return r.Error(b["max_queue_bytes"], "batch.max_queue_bytes", "must be at least 64KiB");
+    }
     KSPAN_RETURN_IF_ERROR(r.Count(b["max_export_batch_size"], "batch.max_export_batch_size", 1,
                                   &bo.max_export_batch_size));
     KSPAN_RETURN_IF_ERROR(
@@ -726,6 +790,14 @@ absl::Status Validate(const std::string& origin, const AgentConfig& c) {
     if (IsNetworkDestination(d) && d.otlp_grpc.endpoint.empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat(origin, ": destinations '", d.name, "': endpoint is required"));
+    }
+    if (d.type == DestinationType::kOtlpGrpc) {
+      for (const auto& [name, value] : d.otlp_grpc.headers) {
+        if (auto s = ValidateHeader(name, value, true); !s.ok()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(origin, ": destinations '", d.name, "': headers: ", s.message()));
+        }
+      }
     }
     if (d.type == DestinationType::kOtlpGrpc && d.otlp_grpc.compression == "zstd") {
       return absl::InvalidArgumentError(absl::StrCat(

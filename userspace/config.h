@@ -95,6 +95,8 @@ struct AgentConfig {
     std::size_t max_in_flight_bytes = 64u << 20;
     // An OTLP/HTTP request must arrive whole within this.
     std::chrono::milliseconds request_timeout{10000};
+    // receiver.limits: what one received span may hold (see SpanLimits).
+    SpanLimits span_limits;
   } receiver;
   // Kernel spans joined into the traces applications send.
   struct Correlation {

@@ -57,6 +57,7 @@ constexpr std::string_view kRequestBytes = "kspan_receiver_request_bytes_total";
 constexpr std::string_view kDecodeErrors = "kspan_receiver_decode_errors_total";
 constexpr std::string_view kRefused = "kspan_receiver_refused_total";
 constexpr std::string_view kInFlightBytes = "kspan_receiver_in_flight_bytes";
+constexpr std::string_view kLimited = "kspan_receiver_limited_total";
 }  // namespace metric_name
 
 // Why a request or connection was refused before its spans were decoded
@@ -111,6 +112,23 @@ struct TransportMetrics {
                                  "time, by transport and reason.",
                                  {{"transport", name}, {"reason", std::string(kRefusalNames[i])}});
     }
+    const auto limited = [&](const char* item) {
+      return &m.GetCounter(metric_name::kLimited,
+                           "Parts of received spans the receiver's span limits dropped (attributes, "
+                           "events, links) or cut (values).",
+                           {{"transport", name}, {"item", item}});
+    };
+    limited_attributes = limited("attribute");
+    limited_events = limited("event");
+    limited_links = limited("link");
+    limited_values = limited("truncated_value");
+  }
+
+  void CountLimited(const LimitCounts& c) {
+    limited_attributes->Add(c.attributes);
+    limited_events->Add(c.events);
+    limited_links->Add(c.links);
+    limited_values->Add(c.truncated_values);
   }
 
   void Count(Outcome o) { requests[static_cast<std::size_t>(o)]->Add(); }
@@ -125,6 +143,10 @@ struct TransportMetrics {
   Counter* spans_rejected_retry;
   Counter* request_bytes;
   Counter* decode_errors;
+  Counter* limited_attributes;
+  Counter* limited_events;
+  Counter* limited_links;
+  Counter* limited_values;
 };
 
 // The answer to a well-formed request.
@@ -137,6 +159,7 @@ struct Verdict {
 // Common to both transports: spans to the sink, counted.
 Verdict Admit(DecodedSpans decoded, const ReceiverPeer& peer, const AppSpanSink& sink, TransportMetrics& m) {
   const auto valid = static_cast<std::int64_t>(decoded.spans.size());
+  m.CountLimited(decoded.limited);
   m.spans_received->Add(static_cast<std::uint64_t>(valid + decoded.invalid_spans));
   m.spans_rejected_invalid->Add(static_cast<std::uint64_t>(decoded.invalid_spans));
   Verdict v;
@@ -275,11 +298,12 @@ class GrpcTraceService final : public TraceService::WithRawCallbackMethod_Export
       metrics_.Count(Outcome::kUnavailable);
       return Unavailable("kspan holds as many requests as it may: retry later");
     }
-    google::protobuf::Arena arena;
-    auto* message = google::protobuf::Arena::CreateMessage<otlp::ExportTraceServiceRequest>(&arena);
+    // Decoded from the request's slices (or what they inflate to) straight
+    // into spans, within the span limits and the decode budget
+    // (exporter/otlp_decode.h).
+    absl::StatusOr<DecodedSpans> decoded;
     grpc::ByteBuffer copy(*request);  // shares the slices; the readers take a non-const buffer
     grpc_byte_buffer* raw = grpc::internal::GrpcByteBufferPeer(&copy).c_buffer();
-    bool parsed = false;
     if (raw != nullptr && raw->type == GRPC_BB_RAW && raw->data.raw.compression != GRPC_COMPRESS_NONE) {
       std::string inflated;
       GzipInflater inflater;
@@ -302,17 +326,21 @@ class GrpcTraceService final : public TraceService::WithRawCallbackMethod_Export
         metrics_.Count(Outcome::kUnavailable);
         return Unavailable(std::string(s.message()));
       }
-      parsed = s.ok() && message->ParseFromString(inflated);
+      if (s.ok()) {
+        decoded = DecodeExportRequest(inflated, OtlpEncoding::kProtobuf, options_.span_limits);
+      } else {
+        decoded = absl::InvalidArgumentError("not a valid gzip-compressed ExportTraceServiceRequest");
+      }
     } else {
       grpc::ProtoBufferReader reader(&copy);
-      parsed = message->ParseFromZeroCopyStream(&reader);
+      decoded = DecodeExportRequest(reader, wire, options_.span_limits);
     }
-    if (!parsed) {
+    if (!decoded.ok()) {
       metrics_.decode_errors->Add();
       metrics_.Count(Outcome::kInvalid);
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "not a valid protobuf ExportTraceServiceRequest");
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(decoded.status().message()));
     }
-    Verdict v = Admit(SpansFromRequest(*message), PeerFromGrpc(context->peer()), sink_, metrics_);
+    Verdict v = Admit(*std::move(decoded), PeerFromGrpc(context->peer()), sink_, metrics_);
     if (v.retry_later) {
       metrics_.Count(Outcome::kUnavailable);
       return Unavailable(v.message);
@@ -560,7 +588,7 @@ HttpAnswer OtlpHttpBody::Finish(HttpBodyEnd end) {
     return Error(400, encoding_, gzip_,
                  gzip_ ? "request body is not valid gzip" : "request body could not be read");
   }
-  auto decoded = DecodeExportRequest(body_, encoding_);
+  auto decoded = DecodeExportRequest(body_, encoding_, server_.options().span_limits);
   if (!decoded.ok()) {
     m.decode_errors->Add();
     m.Count(Outcome::kInvalid);

@@ -97,6 +97,10 @@ struct OtlpReceiverOptions {
   // threads it may create for it.
   std::size_t grpc_memory_bytes = 64 * 1024 * 1024;
   int grpc_max_threads = 8;
+  // Limits on the received spans, applied while decoding (what is over them
+  // is dropped and counted in the spans' dropped_*_count fields and in
+  // kspan_receiver_limited_total).
+  SpanLimits span_limits;
 };
 
 class OtlpReceiver {

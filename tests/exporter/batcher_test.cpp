@@ -6,6 +6,7 @@
 
 #include "exporter/export_metrics.h"
 #include "tests/exporter/test_spans.h"
+#include "tests/support/process_memory.h"
 
 namespace kspan {
 namespace {
@@ -122,6 +123,72 @@ TEST(BatcherTest, SubmitAfterShutdownIsDroppedAndCounted) {
   EXPECT_FALSE(batcher.Submit(MakeSpan(1)));
   EXPECT_EQ(metrics.CounterValue(metric::kBatcherDropped, {{"reason", "shutdown"}}), 1u);
   EXPECT_TRUE(out.Sizes().empty());
+}
+
+
+// Bounded by bytes as well as spans: an app's request of one span with a
+// 3 MiB resource attribute is 3 MiB in the queue, not one span of 2048.
+TEST(BatcherTest, BoundedByBytesCountingEachSharedResourceOnce) {
+  constexpr std::size_t kMiB = 1 << 20;
+  MetricsRegistry metrics;
+  Collected out;
+  BatchOptions options{.max_export_batch_size = 10000, .schedule_delay = milliseconds(60'000),
+                       .max_queue_size = 2048, .max_queue_bytes = 16 * kMiB};
+  Batcher batcher(options, metrics, out.Sink());
+  auto big = [](int i) {
+    std::vector<Span> request;
+    request.push_back(MakeSpan(i, std::make_shared<const Resource>(
+                                      Resource{{{"blob", std::string(3 * kMiB, 'x')}}})));
+    request.back().source = SpanSource::kApp;
+    return request;
+  };
+  testing::ResetPeakMemory();
+  const auto before = testing::ReadMemory();
+  int accepted = 0;
+  for (int i = 0; i < 100; ++i) {
+    if (batcher.SubmitBatch(big(i)) == SubmitResult::kAccepted) ++accepted;
+  }
+  // Five fit in 16 MiB; the others were refused (the receiver answers them
+  // UNAVAILABLE, the client retries later), counted.
+  EXPECT_EQ(accepted, 5);
+  EXPECT_EQ(metrics.CounterValue(metric::kBatcherDropped, {{"reason", "queue_full"}}), 95u);
+  const double bytes = metrics.GaugeValue(metric::kBatcherQueueBytes, {});
+  EXPECT_GE(bytes, 5.0 * 3 * kMiB);
+  EXPECT_LE(bytes, static_cast<double>(options.max_queue_bytes));
+  EXPECT_EQ(batcher.queued_bytes(), static_cast<std::size_t>(bytes));
+  // Was 100 x 3 MiB.
+  EXPECT_LT(testing::PeakGrowthSince(before), 32 * kMiB);
+
+  // Kernel spans sharing their process's resource: counted once, so a full
+  // span bound is a few hundred KiB, not the resource times 2048.
+  batcher.Shutdown();
+  MetricsRegistry m2;
+  Batcher kernel(options, m2, out.Sink());
+  const auto shared = std::make_shared<const Resource>(Resource{{{"blob", std::string(kMiB, 'y')}}});
+  for (int i = 0; i < 1000; ++i) ASSERT_TRUE(kernel.Submit(MakeSpan(i, shared)));
+  EXPECT_LT(kernel.queued_bytes(), 2 * kMiB);
+  EXPECT_GT(kernel.queued_bytes(), kMiB);
+}
+
+TEST(BatcherTest, AnEmptyQueueTakesOneRequestLargerThanTheByteBound) {
+  MetricsRegistry metrics;
+  Collected out;
+  BatchOptions options{.max_export_batch_size = 10000, .schedule_delay = milliseconds(60'000),
+                       .max_queue_size = 2048, .max_queue_bytes = 64 * 1024};
+  Batcher batcher(options, metrics, out.Sink());
+  std::vector<Span> large;
+  large.push_back(MakeSpan(1, std::make_shared<const Resource>(Resource{{{"blob", std::string(100'000, 'x')}}})));
+  // Else it would be refused for ever, and the client retry for ever.
+  EXPECT_EQ(batcher.SubmitBatch(std::move(large)), SubmitResult::kAccepted);
+  std::vector<Span> next;
+  next.push_back(MakeSpan(2));
+  EXPECT_EQ(batcher.SubmitBatch(std::move(next)), SubmitResult::kQueueFull);
+  ASSERT_EQ(next.size(), 1u);  // all or nothing: left with the caller
+  batcher.Shutdown();
+  // What was cut and handed on carries its size, resource included.
+  ASSERT_EQ(out.batches.size(), 1u);
+  EXPECT_GE(out.batches[0]->approx_bytes, 100'000u);
+  EXPECT_EQ(batcher.queued_bytes(), 0u);
 }
 
 }  // namespace

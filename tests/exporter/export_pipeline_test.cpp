@@ -4,11 +4,13 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "exporter/export_metrics.h"
 #include "nlohmann/json.hpp"
 #include "tests/exporter/test_spans.h"
 #include "tests/support/otlp_test_server.h"
+#include "tests/support/process_memory.h"
 
 namespace kspan {
 namespace {
@@ -125,6 +127,60 @@ TEST(ExportPipelineTest, OneDeadDestinationDoesNotHoldBackAnother) {
   EXPECT_GT(dead_a.dropped.at("destination_queue_full"), 0u);
   EXPECT_TRUE(live_a.Balanced());
   EXPECT_TRUE(dead_a.Balanced());
+}
+
+
+// The attack as reported: 100 requests of one span whose resource holds a
+// 3 MiB attribute, the destination down. Resident memory went from 77 to
+// 602 MiB while kspan_exporter_destination_queue_bytes read 29 000: the
+// queues counted spans without their resources. Now the queue's byte bound
+// counts the resources, and holds.
+TEST(ExportPipelineMemoryTest, LargeResourcesAreCountedAndBoundedWhileTheDestinationIsDown) {
+  constexpr std::size_t kMiB = 1 << 20;
+  constexpr std::size_t kBlob = 3 * kMiB;
+  MetricsRegistry metrics;
+  ExportConfig config;
+  // One span a batch: what the queue holds is then counted in whole spans.
+  config.batch = {.max_export_batch_size = 1, .schedule_delay = milliseconds(5),
+                  .max_queue_size = 2048};
+  auto down = GrpcDestination("down", "http://127.0.0.1:1");  // nothing listens
+  down.retry.max_elapsed = milliseconds(60000);
+  down.queue.max_bytes = 16 * kMiB;
+  down.dead_letter.enabled = false;
+  config.destinations.push_back(down);
+  auto pipeline = ExportPipeline::Create(config, metrics);
+  ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+
+  testing::ResetPeakMemory();
+  const auto before = testing::ReadMemory();
+  for (int i = 0; i < 100; ++i) {
+    Span s = MakeSpan(i, std::make_shared<const Resource>(
+                             Resource{{{"service.name", std::string("big")},
+                                       {"blob", std::string(kBlob, static_cast<char>('a' + i % 26))}}}));
+    s.source = SpanSource::kApp;
+    std::vector<Span> request;
+    request.push_back(std::move(s));
+    (*pipeline)->SubmitBatch(std::move(request));
+    std::this_thread::sleep_for(milliseconds(2));
+  }
+  std::this_thread::sleep_for(milliseconds(200));
+  const std::size_t growth = testing::PeakGrowthSince(before);
+  const auto bytes = metrics.GaugeValue(metric::kQueueBytes, {{"destination", "down"}});
+  const auto spans = metrics.GaugeValue(metric::kQueueSpans, {{"destination", "down"}});
+  // The gauge says what the queue holds: every span in memory with its
+  // 3 MiB (one more span may be in flight, not in memory's count).
+  EXPECT_LE(bytes, static_cast<double>(down.queue.max_bytes));
+  EXPECT_GE(bytes, static_cast<double>(kBlob) * std::max(0.0, spans - 1)) << spans << " spans";
+  EXPECT_GE(spans, 2.0);
+  // The bound (16 MiB), a span in flight, the batcher's and the test's
+  // transient copies. Was 100 x 3 MiB.
+  EXPECT_LT(growth, 64 * kMiB) << growth / kMiB << " MiB";
+  // What did not fit was dropped, counted, high priority (app spans).
+  EXPECT_GT(metrics.CounterValue(metric::kSpansDropped,
+                                 {{"destination", "down"}, {"reason", "destination_queue_full"}}),
+            80u);
+  (*pipeline)->Shutdown(milliseconds(0));
+  EXPECT_TRUE(ReadAccounting(metrics, "down").Balanced());
 }
 
 }  // namespace

@@ -7,8 +7,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <limits>
+#include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "exporter/batcher.h"
@@ -17,6 +20,7 @@
 #include "exporter/otlp_wire.h"
 #include "exporter/self_metrics.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "tests/support/process_memory.h"
 
 namespace kspan {
 namespace {
@@ -321,6 +325,328 @@ TEST(OtlpDecodeTest, ResponsesFollowTheSpecification) {
   ASSERT_TRUE(FromOtlpJson(EncodeExportResponse(3, "three bad", OtlpEncoding::kJson), partial).ok());
   EXPECT_EQ(partial.partial_success().rejected_spans(), 3);
   EXPECT_EQ(partial.partial_success().error_message(), "three bad");
+}
+
+
+// --- limits -------------------------------------------------------------
+
+// Protobuf wire pieces, for requests no protobuf message would build fast
+// (millions of fields) or at all (malformed ones).
+std::string Varint(std::uint64_t v) {
+  std::string out;
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>((v & 0x7F) | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+  return out;
+}
+std::string Field(std::uint32_t field, const std::string& bytes) {
+  return Varint(field << 3 | 2) + Varint(bytes.size()) + bytes;
+}
+std::string IdsOf(int seed) { return Field(1, Id(16, seed)) + Field(2, Id(8, seed)); }
+// ExportTraceServiceRequest{resource_spans{scope_spans{spans...}}}.
+std::string RequestOf(const std::string& spans) { return Field(1, Field(2, spans)); }
+
+
+TEST(OtlpDecodeLimitsTest, WhatIsOverALimitIsDroppedAndCountedAsAnSdkWould) {
+  SpanLimits limits;
+  limits.attribute_count = 2;
+  limits.attribute_value_length = 5;
+  limits.span_attribute_count = 3;
+  limits.span_event_count = 1;
+  limits.span_link_count = 1;
+  limits.event_attribute_count = 1;
+  limits.link_attribute_count = 1;
+  limits.value_depth = 2;
+
+  otlp::ExportTraceServiceRequest request;
+  auto* rs = request.add_resource_spans();
+  for (int i = 0; i < 4; ++i) Set(rs->mutable_resource()->add_attributes(), "r" + std::to_string(i), "v");
+  rs->mutable_resource()->set_dropped_attributes_count(1);
+  auto* ss = rs->add_scope_spans();
+  for (int i = 0; i < 3; ++i) Set(ss->mutable_scope()->add_attributes(), "s" + std::to_string(i), "v");
+  auto* s = ss->add_spans();
+  s->set_trace_id(Id(16, 1));
+  s->set_span_id(Id(8, 1));
+  Set(s->add_attributes(), "a", "h\xC3\xA9llo w\xC3\xB6rld");  // cut inside nothing: "h\xC3\xA9ll"
+  auto* b = s->add_attributes();
+  b->set_key("b");
+  b->mutable_value()->set_bytes_value("0123456789");
+  auto* deep = s->add_attributes();  // [[[1]]]: three levels, two allowed
+  deep->set_key("deep");
+  deep->mutable_value()->mutable_array_value()->add_values()->mutable_array_value()->add_values()
+      ->mutable_array_value()->add_values()->set_int_value(1);
+  auto* list = s->add_attributes();  // three entries, two allowed
+  list->set_key("list");
+  for (int i = 0; i < 3; ++i) list->mutable_value()->mutable_array_value()->add_values()->set_int_value(i);
+  auto* nested = s->add_attributes();  // [["\xC3\xA9\xC3\xA9\xC3\xA9"]]: two levels, the string cut
+  nested->set_key("nested");
+  nested->mutable_value()->mutable_array_value()->add_values()->mutable_array_value()->add_values()
+      ->set_string_value("\xC3\xA9\xC3\xA9\xC3\xA9");
+  Set(s->add_attributes(), "d", "over the count");
+  s->set_dropped_attributes_count(11);
+  for (int e = 0; e < 3; ++e) {
+    auto* ev = s->add_events();
+    ev->set_name("e" + std::to_string(e));
+    Set(ev->add_attributes(), "x", "1");
+    Set(ev->add_attributes(), "y", "2");
+    ev->set_dropped_attributes_count(2);
+  }
+  s->set_dropped_events_count(5);
+  for (int l = 0; l < 2; ++l) {
+    auto* link = s->add_links();
+    link->set_trace_id(Id(16, 9));
+    link->set_span_id(Id(8, 9));
+    Set(link->add_attributes(), "x", "1");
+    Set(link->add_attributes(), "y", "2");
+  }
+  s->set_dropped_links_count(6);
+
+  auto decoded = DecodeExportRequest(request.SerializeAsString(), OtlpEncoding::kProtobuf, limits);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ASSERT_EQ(decoded->spans.size(), 1u);
+  const Span& span = decoded->spans[0];
+  ASSERT_EQ(span.resource->attributes.size(), 2u);
+  EXPECT_EQ(span.resource->dropped_attributes_count, 1u + 2);
+  ASSERT_EQ(span.scope->attributes.size(), 2u);
+  EXPECT_EQ(span.scope->dropped_attributes_count, 1u);
+  ASSERT_EQ(span.attributes.size(), 3u);
+  EXPECT_EQ(span.attributes[0].value, AttributeValue(std::string("h\xC3\xA9ll")));
+  EXPECT_EQ(span.attributes[1].value, AttributeValue(BytesValue{"01234"}));
+  EXPECT_EQ(span.attributes[2].key, "nested");
+  EXPECT_EQ(span.attributes[2].value,
+            AttributeValue(ArrayValue{AttributeValue(ArrayValue{AttributeValue(std::string("\xC3\xA9\xC3\xA9"))})}));
+  EXPECT_EQ(span.dropped_attributes_count, 11u + 3);  // deep, list, d
+  ASSERT_EQ(span.events.size(), 1u);
+  EXPECT_EQ(span.events[0].name, "e0");
+  EXPECT_EQ(span.events[0].attributes.size(), 1u);
+  EXPECT_EQ(span.events[0].dropped_attributes_count, 2u + 1);
+  EXPECT_EQ(span.dropped_events_count, 5u + 2);
+  ASSERT_EQ(span.links.size(), 1u);
+  EXPECT_EQ(span.links[0].attributes.size(), 1u);
+  EXPECT_EQ(span.links[0].dropped_attributes_count, 1u);
+  EXPECT_EQ(span.dropped_links_count, 6u + 1);
+  EXPECT_EQ(decoded->limited.attributes, 2u + 1 + 3 + 1 + 1);
+  EXPECT_EQ(decoded->limited.events, 2u);
+  EXPECT_EQ(decoded->limited.links, 1u);
+  EXPECT_EQ(decoded->limited.truncated_values, 3u);
+
+  // The same through OTLP/JSON.
+  auto json = DecodeExportRequest(ToOtlpJson(request), OtlpEncoding::kJson, limits);
+  ASSERT_TRUE(json.ok()) << json.status();
+  otlp::ExportTraceServiceRequest a, b2;
+  ASSERT_TRUE(a.ParseFromString(EncodeExportRequest(decoded->spans)));
+  ASSERT_TRUE(b2.ParseFromString(EncodeExportRequest(json->spans)));
+  ExpectSameSpans(a, b2, "json with limits");
+}
+
+TEST(OtlpDecodeLimitsTest, DefaultsKeepSdkSpansIntactAndChargeWhatIsBuilt) {
+  // RichRequest round-trips (above) with the defaults; here the budget
+  // accounting: what the decoder charged covers what the queues count.
+  const std::string body = RichRequest().SerializeAsString();
+  auto decoded = DecodeExportRequest(body, OtlpEncoding::kProtobuf);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->limited.attributes + decoded->limited.events + decoded->limited.links +
+                decoded->limited.truncated_values,
+            0u);
+  const std::size_t counted = ApproximateBatchBytes(decoded->spans);
+  EXPECT_GE(decoded->decoded_bytes, counted);
+  EXPECT_LE(decoded->decoded_bytes, 2 * counted);
+  EXPECT_LE(decoded->decoded_bytes, MaxDecodedBytes(body.size()));
+
+  // 128 attributes, events and links of 128 attributes each: the SDKs'
+  // default limits, all kept.
+  otlp::ExportTraceServiceRequest sdk;
+  auto* s = sdk.add_resource_spans()->add_scope_spans()->add_spans();
+  s->set_trace_id(Id(16, 1));
+  s->set_span_id(Id(8, 1));
+  for (int i = 0; i < 128; ++i) {
+    Set(s->add_attributes(), "k" + std::to_string(i), "v");
+    auto* e = s->add_events();
+    auto* l = s->add_links();
+    l->set_trace_id(Id(16, 2));
+    l->set_span_id(Id(8, 2));
+    for (int j = 0; j < 128; ++j) {
+      Set(e->add_attributes(), "k" + std::to_string(j), "v");
+      Set(l->add_attributes(), "k" + std::to_string(j), "v");
+    }
+  }
+  auto kept = DecodeExportRequest(sdk.SerializeAsString(), OtlpEncoding::kProtobuf);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->spans[0].attributes.size(), 128u);
+  EXPECT_EQ(kept->spans[0].events.size(), 128u);
+  EXPECT_EQ(kept->spans[0].links.size(), 128u);
+  EXPECT_EQ(kept->limited.attributes, 0u);
+}
+
+TEST(OtlpDecodeLimitsTest, FollowsTheProtobufRulesAndRefusesMalformedBytes) {
+  const std::string ids = IdsOf(1);
+  // Unknown fields of every wire type (a group too) and a known field of the
+  // wrong wire type are skipped, as protobuf skips them.
+  const std::string unknown = Varint(99 << 3 | 0) + Varint(5) + Varint(98 << 3 | 1) + std::string(8, 'x') +
+                              Varint(97 << 3 | 5) + std::string(4, 'x') + Field(96, "skip me") +
+                              Varint(95 << 3 | 3) + Varint(1 << 3 | 0) + Varint(1) + Varint(95 << 3 | 4) +
+                              Varint(5 << 3 | 0) + Varint(7);  // name as a varint
+  auto ok = DecodeExportRequest(RequestOf(Field(2, ids + unknown + Field(5, "named"))),
+                                OtlpEncoding::kProtobuf);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  ASSERT_EQ(ok->spans.size(), 1u);
+  EXPECT_EQ(ok->spans[0].name, "named");
+  // Scope and resource after the spans are still theirs.
+  auto late = DecodeExportRequest(
+      Field(1, Field(2, Field(2, ids) + Field(1, Field(1, "lib"))) + Field(1, Field(1, Field(1, "k")))),
+      OtlpEncoding::kProtobuf);
+  ASSERT_TRUE(late.ok()) << late.status();
+  ASSERT_EQ(late->spans.size(), 1u);
+  ASSERT_NE(late->spans[0].scope, nullptr);
+  EXPECT_EQ(late->spans[0].scope->name, "lib");
+  ASSERT_NE(late->spans[0].resource, nullptr);
+  EXPECT_EQ(late->spans[0].resource->attributes.at(0).key, "k");
+
+  for (const auto& [what, body] : std::vector<std::pair<std::string, std::string>>{
+           {"a zero tag", RequestOf(Field(2, ids + std::string(1, '\0')))},
+           {"a length beyond the end", RequestOf(Field(2, ids)).substr(0, 20)},
+           {"a nested length beyond its message", RequestOf(Field(2, ids + Varint(5 << 3 | 2) + Varint(100) + "x"))},
+           {"a malformed varint", RequestOf(Field(2, ids + Varint(6 << 3 | 0) + std::string(11, '\xff')))},
+           {"invalid UTF-8 in a name", RequestOf(Field(2, ids + Field(5, "\xC3")))},
+           {"invalid UTF-8 in a key", RequestOf(Field(2, ids + Field(9, Field(1, "\xFF"))))},
+           {"an end-group without a start", RequestOf(Field(2, ids + Varint(7 << 3 | 4)))},
+       }) {
+    EXPECT_EQ(DecodeExportRequest(body, OtlpEncoding::kProtobuf).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << what;
+    // protobuf agrees.
+    otlp::ExportTraceServiceRequest m;
+    EXPECT_FALSE(m.ParseFromString(body)) << what;
+  }
+}
+
+// Whatever the bytes, the decoder and protobuf's parser agree on whether a
+// request is well formed and, when it is, on its spans.
+TEST(OtlpDecodeLimitsTest, AgreesWithProtobufOnMutatedRequests) {
+  const std::string original = RichRequest().SerializeAsString();
+  std::mt19937 rng(18);
+  int both_ok = 0;
+  for (int round = 0; round < 3000; ++round) {
+    std::string body = original;
+    const int flips = 1 + static_cast<int>(rng() % 4);
+    for (int f = 0; f < flips; ++f) body[rng() % body.size()] = static_cast<char>(rng());
+    if (round % 7 == 0) body.resize(rng() % body.size());
+    otlp::ExportTraceServiceRequest m;
+    const bool proto_ok = m.ParseFromString(body);
+    auto ours = DecodeExportRequest(body, OtlpEncoding::kProtobuf);
+    ASSERT_EQ(ours.ok(), proto_ok) << "round " << round << ": " << ours.status();
+    if (!proto_ok) continue;
+    ++both_ok;
+    // The spans protobuf's message gives, with kspan's validity rules.
+    std::vector<Span> expected;
+    for (const Span& s : FromExportRequest(m, SpanSource::kApp)) expected.push_back(s);
+    std::size_t k = 0, invalid = 0;
+    std::vector<Span> valid;
+    for (const auto& rs : m.resource_spans()) {
+      for (const auto& ss : rs.scope_spans()) {
+        for (const auto& sp : ss.spans()) {
+          bool bad = sp.trace_id().size() != 16 || !IsValid(expected[k].trace_id) ||
+                     sp.span_id().size() != 8 || !IsValid(expected[k].span_id) ||
+                     (!sp.parent_span_id().empty() && sp.parent_span_id().size() != 8);
+          for (const auto& l : sp.links()) bad = bad || l.trace_id().size() != 16 || l.span_id().size() != 8;
+          if (bad) {
+            ++invalid;
+          } else {
+            valid.push_back(expected[k]);
+          }
+          ++k;
+        }
+      }
+    }
+    EXPECT_EQ(ours->invalid_spans, static_cast<std::int64_t>(invalid)) << "round " << round;
+    EXPECT_EQ(EncodeExportRequest(ours->spans), EncodeExportRequest(valid)) << "round " << round;
+  }
+  EXPECT_GT(both_ok, 100);  // the comparison of spans did happen
+}
+
+
+// --- what an attack costs ------------------------------------------------
+
+constexpr std::size_t kMiB = 1 << 20;
+
+// 4 MB of empty attributes: each is two bytes on the wire ("J\0") and was
+// about 120 bytes in memory through protobuf messages and the span model.
+constexpr std::size_t kEmptyAttributes = 2'000'000;
+
+TEST(OtlpDecodeAttackTest, TwoMillionEmptyAttributesInOneSpanCostAboutTheRequest) {
+  std::string span = IdsOf(1) + Field(5, "attack");
+  span.reserve(span.size() + 2 * kEmptyAttributes);
+  for (std::size_t i = 0; i < kEmptyAttributes; ++i) span.append("\x4a\x00", 2);
+  const std::string body = RequestOf(Field(2, span));
+  ASSERT_GT(body.size(), 4'000'000u);
+
+  testing::ResetPeakMemory();
+  const auto before = testing::ReadMemory();
+  auto decoded = DecodeExportRequest(body, OtlpEncoding::kProtobuf);
+  const std::size_t growth = testing::PeakGrowthSince(before);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ASSERT_EQ(decoded->spans.size(), 1u);
+  EXPECT_EQ(decoded->spans[0].attributes.size(), 512u);
+  EXPECT_EQ(decoded->spans[0].dropped_attributes_count, kEmptyAttributes - 512);
+  EXPECT_EQ(decoded->limited.attributes, kEmptyAttributes - 512);
+  // Was +246 MiB (60 times the request). The 512 attributes kept are 37 KiB.
+  EXPECT_LT(growth, 8 * kMiB) << growth / kMiB << " MiB";
+
+  // Eight such requests decoded at once (the receiver's threads).
+  testing::ResetPeakMemory();
+  const auto before8 = testing::ReadMemory();
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      auto d = DecodeExportRequest(body, OtlpEncoding::kProtobuf);
+      if (d.ok() && d->spans.size() == 1) ++ok;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 8);
+  // Was +605 MiB.
+  EXPECT_LT(testing::PeakGrowthSince(before8), 16 * kMiB);
+}
+
+TEST(OtlpDecodeAttackTest, EmptyAttributesSpreadWithinTheLimitsAreRefusedAtTheBudget) {
+  // The same 4 MB as spans of 512 empty attributes each: every span within
+  // the limits, the request 36 times its size in the span model.
+  std::string span = IdsOf(1);
+  for (int i = 0; i < 512; ++i) span.append("\x4a\x00", 2);
+  const std::string one = Field(2, span);
+  std::string spans;
+  while (spans.size() < 4'000'000) spans += one;
+  const std::string body = RequestOf(spans);
+
+  testing::ResetPeakMemory();
+  const auto before = testing::ReadMemory();
+  auto decoded = DecodeExportRequest(body, OtlpEncoding::kProtobuf);
+  const std::size_t growth = testing::PeakGrowthSince(before);
+  ASSERT_FALSE(decoded.ok());
+  EXPECT_EQ(decoded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(decoded.status().message().find("request refused"), std::string::npos) << decoded.status();
+  // The budget (16 times the request and 1 MiB: 65 MiB here), with room for
+  // the allocator. Was +246 MiB.
+  EXPECT_LT(growth, MaxDecodedBytes(body.size()) + 16 * kMiB) << growth / kMiB << " MiB";
+
+  // The same as JSON ("{}" per attribute): refused while parsing the text.
+  std::string json_span = R"({"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","attributes":[)";
+  for (int i = 0; i < 512; ++i) json_span += i == 0 ? "{}" : ",{}";
+  json_span += "]}";
+  std::string json = R"({"resourceSpans":[{"scopeSpans":[{"spans":[)";
+  while (json.size() < 4'000'000) json += json_span + ",";
+  json.back() = ']';
+  json += "}]}]}";
+  testing::ResetPeakMemory();
+  const auto before_json = testing::ReadMemory();
+  auto from_json = DecodeExportRequest(json, OtlpEncoding::kJson);
+  const std::size_t json_growth = testing::PeakGrowthSince(before_json);
+  ASSERT_FALSE(from_json.ok());
+  EXPECT_NE(from_json.status().message().find("request refused"), std::string::npos) << from_json.status();
+  EXPECT_LT(json_growth, MaxDecodedBytes(json.size()) + 16 * kMiB) << json_growth / kMiB << " MiB";
 }
 
 TEST(SpanModelTest, ArrayAndKvlistValuesRenderAsJsonText) {

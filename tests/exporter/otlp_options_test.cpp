@@ -4,6 +4,8 @@
 
 #include <map>
 
+#include "exporter/auth.h"
+
 namespace kspan {
 namespace {
 
@@ -142,6 +144,38 @@ TEST(OtlpOptionsTest, ParseHeaders) {
   EXPECT_EQ(*h, (std::vector<std::pair<std::string, std::string>>{
                     {"a", "1"}, {"b", "x,y"}, {"c", ""}}));
   EXPECT_FALSE(ParseOtlpHeaders("a=%4").ok());
+}
+
+
+TEST(OtlpOptionsTest, HeaderValuesCannotInjectHeaderLines) {
+  EXPECT_TRUE(ValidateHeader("x-tenant", "team a\tb", false).ok());
+  EXPECT_TRUE(ValidateHeader("x-tenant", "caf\xC3\xA9", false).ok());  // obs-text: HTTP allows
+  EXPECT_FALSE(ValidateHeader("x-tenant", "caf\xC3\xA9", true).ok());  // gRPC does not
+  EXPECT_TRUE(ValidateHeader("trace-bin", std::string("\x00\xFF", 2), true).ok());
+  for (const std::string& value : {std::string("a\r\nX-Injected: 1"), std::string("a\nb"),
+                                   std::string("a\rb"), std::string("a\0b", 3), std::string("\x7F")}) {
+    for (bool grpc : {false, true}) {
+      const auto s = ValidateHeader("x-tenant", value, grpc);
+      EXPECT_FALSE(s.ok()) << grpc;
+      EXPECT_EQ(s.message().find("Injected"), std::string::npos);
+    }
+  }
+  EXPECT_FALSE(ValidateHeader("x tenant", "v", false).ok());
+  EXPECT_FALSE(ValidateHeader("x:tenant", "v", false).ok());
+  EXPECT_FALSE(ValidateHeader("", "v", false).ok());
+  EXPECT_FALSE(ValidateHeader("x!tenant", "v", true).ok());  // a token, not a gRPC key
+  EXPECT_TRUE(ValidateHeader("x!tenant", "v", false).ok());
+
+  // An auth secret is a header value too: a token file or variable with a
+  // line break in it would otherwise add a header of the secret's choosing.
+  AuthOptions auth;
+  auth.bearer_token_env = "TOKEN";
+  const auto env = Env({{"TOKEN", "abc\r\nX-Injected: 1"}});
+  const auto h = HeadersWithAuth({}, auth, env);
+  ASSERT_FALSE(h.ok());
+  EXPECT_EQ(h.status().message().find("abc"), std::string::npos) << h.status();
+  EXPECT_FALSE(HeadersWithAuth({{"x-a", "1\n2"}}, {}, Env({})).ok());
+  EXPECT_TRUE(HeadersWithAuth({{"x-a", "1 2"}}, {}, Env({})).ok());
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <map>
 #include <set>
 
@@ -68,6 +69,30 @@ TEST(RetryTest, BackoffIsJittered) {
   std::set<long> firsts;
   for (int i = 0; i < 50; ++i) firsts.insert(Backoff(options).Next().count());
   EXPECT_GT(firsts.size(), 5u) << "delays must not be in lockstep";
+}
+
+
+TEST(RetryTest, ServerDelaysAreClampedWithoutOverflow) {
+  using std::chrono::hours;
+  EXPECT_EQ(ServerDelayFromDuration(2, 500'000'000), milliseconds(2500));
+  EXPECT_EQ(ServerDelayFromDuration(0, 0), milliseconds(0));
+  EXPECT_EQ(ServerDelayFromDuration(-1, 0), milliseconds(0));
+  EXPECT_EQ(ServerDelayFromDuration(0, -1), milliseconds(0));
+  EXPECT_EQ(ServerDelayFromDuration(3599, 2'000'000'000), milliseconds(3599 * 1000 + 999));
+  EXPECT_EQ(ServerDelayFromDuration(315'576'000'000, 0), kMaxServerRetryDelay);
+  EXPECT_EQ(ServerDelayFromDuration(std::numeric_limits<std::int64_t>::max(), 0), kMaxServerRetryDelay);
+  EXPECT_EQ(ClampServerDelay(milliseconds(-5)), milliseconds(0));
+  EXPECT_EQ(ClampServerDelay(hours(24 * 365)), kMaxServerRetryDelay);
+
+  const auto now = std::chrono::system_clock::now();
+  EXPECT_EQ(ParseRetryAfter("7", now), milliseconds(7000));
+  EXPECT_EQ(ParseRetryAfter(" 0 ", now), milliseconds(0));
+  EXPECT_EQ(ParseRetryAfter("-5", now), std::nullopt);
+  EXPECT_EQ(ParseRetryAfter("soon", now), std::nullopt);
+  EXPECT_EQ(ParseRetryAfter("31536000", now), kMaxServerRetryDelay);
+  EXPECT_EQ(ParseRetryAfter("184467440737095516160", now), kMaxServerRetryDelay);
+  EXPECT_EQ(ParseRetryAfter("Fri, 31 Dec 9999 23:59:59 GMT", now), kMaxServerRetryDelay);
+  EXPECT_EQ(ParseRetryAfter("Thu, 01 Jan 1970 00:00:01 GMT", now), milliseconds(0));
 }
 
 }  // namespace

@@ -49,5 +49,29 @@ TEST(SpanTest, ApproximateBytesGrowsWithContent) {
   EXPECT_GT(big.ApproximateBytes(), small.ApproximateBytes() + 1100);
 }
 
+
+TEST(SpanTest, BatchBytesCountEachSharedResourceAndScopeOnce) {
+  // A process's resource is shared by its kernel spans; an app's 3 MiB
+  // resource attribute arrives with one span.
+  const auto small = testing::MakeResource("curl", 1);
+  const auto big = std::make_shared<const Resource>(
+      Resource{{{"blob", std::string(3 << 20, 'x')}}});
+  std::vector<Span> spans;
+  for (int i = 0; i < 100; ++i) spans.push_back(testing::MakeSpan(i, small));
+  std::size_t own = 0;
+  for (const auto& s : spans) own += s.ApproximateBytes();
+  EXPECT_EQ(ApproximateBatchBytes(spans),
+            own + ApproximateBytes(*small) + ApproximateBytes(*KernelScope()));
+
+  spans.push_back(testing::MakeSpan(100, big));
+  const std::size_t with_big = ApproximateBatchBytes(spans);
+  EXPECT_GE(with_big, own + (3u << 20));
+  EXPECT_LT(with_big, own + (3u << 20) + 4096);
+  // The span's own size leaves the resource out: shared, it is counted by
+  // whatever holds the spans.
+  EXPECT_LT(spans.back().ApproximateBytes(), 1024u);
+  EXPECT_GE(ApproximateBytes(*big), 3u << 20);
+}
+
 }  // namespace
 }  // namespace kspan

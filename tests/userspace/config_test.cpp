@@ -256,6 +256,145 @@ TEST(Config, ConsoleFlagAddsOrRemovesTheConsole) {
   EXPECT_NE(Find(*c, "console"), nullptr);
 }
 
+
+// Values that passed validation and then meant something else: a size that
+// wrapped to 0 ("no bound"), a duration that turned negative in deadline
+// arithmetic, header values that injected header lines. Refused, with the
+// key and line, never quoting a header value (it may be a secret).
+TEST(Config, OverflowingValuesAndInjectingHeadersAreRefused) {
+  for (const auto& [yaml, expect] : std::vector<std::pair<std::string, std::string>>{
+           {"destinations:\n  - type: otlp_grpc\n    queue: {max_bytes: 17179869184GiB}\n",
+            "kspan.yaml:3: destinations[0].queue.max_bytes: is too large"},
+           {"destinations:\n  - type: otlp_grpc\n    queue: {max_bytes: 18446744073709551615KiB}\n",
+            "destinations[0].queue.max_bytes: is too large"},
+           {"destinations:\n  - type: otlp_grpc\n    timeout: 9223372036854775807\n",
+            "destinations[0].timeout: is too long"},
+           {"destinations:\n  - type: otlp_grpc\n    timeout: 99999999999999999999\n",
+            "destinations[0].timeout: is too long"},
+           {"destinations:\n  - type: otlp_grpc\n    timeout: 2562047788015h\n",
+            "destinations[0].timeout: is too long"},
+           {"destinations:\n  - type: otlp_grpc\n    timeout: inf\n", "destinations[0].timeout: is too long"},
+           {"destinations:\n  - type: otlp_grpc\n    retry: {max_elapsed: 8761h}\n",
+            "destinations[0].retry.max_elapsed: is too long"},
+           {"destinations:\n  - type: otlp_grpc\n    retry: {multiplier: nan}\n",
+            "destinations[0].retry.multiplier: must be a finite number"},
+           {"destinations:\n  - type: otlp_grpc\n    retry: {multiplier: inf}\n",
+            "destinations[0].retry.multiplier: must be a finite number"},
+           {"destinations:\n  - type: otlp_http\n    headers: {x-tenant: \"a\\r\\nX-Injected: 1\"}\n",
+            "kspan.yaml:3: destinations[0].headers: a header value contains CR, LF"},
+           {"destinations:\n  - type: otlp_http\n    headers: {\"x tenant\": a}\n",
+            "destinations[0].headers: a header name is not an HTTP token"},
+           {"destinations:\n  - type: otlp_grpc\n    headers: {x-tenant: \"caf\xC3\xA9\"}\n",
+            "destinations 'destination0': headers: a header value has a byte outside printable ASCII"},
+       }) {
+    auto c = Parse(yaml);
+    ASSERT_FALSE(c.ok()) << yaml;
+    const std::string msg(c.status().message());
+    EXPECT_NE(msg.find(expect), std::string::npos) << msg << " for " << yaml;
+    EXPECT_EQ(msg.find("Injected"), std::string::npos) << msg;
+  }
+  // The largest values still accepted, and what HTTP allows but gRPC not.
+  auto ok = Parse(
+      "destinations:\n"
+      "  - {name: a, type: otlp_http, timeout: 8760h, headers: {x-tenant: \"caf\xC3\xA9\\tx\"},\n"
+      "     queue: {max_bytes: 17179869183GiB}}\n");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->exporter.destinations[0].otlp_grpc.timeout, std::chrono::hours(8760));
+  EXPECT_EQ(ok->exporter.destinations[0].queue.max_bytes, 17179869183ull << 30);
+
+  FakeEnv env;
+  env.vars["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://collector:4317";
+  env.vars["OTEL_EXPORTER_OTLP_HEADERS"] = "a=b%0D%0AX-Injected%3A%201";
+  auto e = Parse("", env);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(std::string(e.status().message())
+                .find("OTEL_EXPORTER_OTLP_HEADERS: header 1: a header value contains CR, LF"),
+            std::string::npos)
+      << e.status();
+  EXPECT_EQ(std::string(e.status().message()).find("Injected"), std::string::npos);
+  env.vars.erase("OTEL_EXPORTER_OTLP_HEADERS");
+  env.vars["OTEL_EXPORTER_OTLP_TIMEOUT"] = "9223372036854775807";
+  e = Parse("", env);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(std::string(e.status().message()).find("OTEL_EXPORTER_OTLP_TIMEOUT"), std::string::npos)
+      << e.status();
+  // A header fine for HTTP but not for gRPC metadata, from the environment:
+  // refused for the gRPC destination it lands on, taken for HTTP.
+  env.vars.erase("OTEL_EXPORTER_OTLP_TIMEOUT");
+  env.vars["OTEL_EXPORTER_OTLP_HEADERS"] = "x-tenant=caf%C3%A9";
+  e = Parse("", env);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(std::string(e.status().message()).find("destinations 'otlp': headers"), std::string::npos)
+      << e.status();
+  env.vars["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf";
+  EXPECT_TRUE(Parse("", env).ok());
+}
+
+
+TEST(Config, BatchQueueBytes) {
+  auto d = Parse("");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->exporter.batch.max_queue_bytes, 64u << 20);
+  auto c = Parse("batch:\n  max_queue_bytes: 16MiB\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->exporter.batch.max_queue_bytes, 16u << 20);
+  for (const auto& [yaml, expect] : std::vector<std::pair<std::string, std::string>>{
+           {"batch:\n  max_queue_bytes: 17179869184GiB\n", "batch.max_queue_bytes: is too large"},
+           {"batch:\n  max_queue_bytes: 1KiB\n", "batch.max_queue_bytes: must be at least 64KiB"},
+       }) {
+    auto bad = Parse(yaml);
+    ASSERT_FALSE(bad.ok()) << yaml;
+    EXPECT_NE(std::string(bad.status().message()).find(expect), std::string::npos)
+        << bad.status() << " for " << yaml;
+  }
+}
+
+TEST(Config, ReceiverSpanLimits) {
+  auto d = Parse("");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->receiver.span_limits.span_attribute_count, 512u);
+  EXPECT_EQ(d->receiver.span_limits.attribute_value_length, 1u << 20);
+  EXPECT_EQ(d->receiver.span_limits.value_depth, 32u);
+
+  auto c = Parse(
+      "receiver:\n"
+      "  limits:\n"
+      "    attribute_count_limit: 64\n"
+      "    attribute_value_length_limit: 4KiB\n"
+      "    span_attribute_count_limit: 128\n"
+      "    span_event_count_limit: 0\n"
+      "    span_link_count_limit: 16\n"
+      "    event_attribute_count_limit: 8\n"
+      "    link_attribute_count_limit: 4\n"
+      "    max_value_depth: 3\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const SpanLimits& l = c->receiver.span_limits;
+  EXPECT_EQ(l.attribute_count, 64u);
+  EXPECT_EQ(l.attribute_value_length, 4096u);
+  EXPECT_EQ(l.span_attribute_count, 128u);
+  EXPECT_EQ(l.span_event_count, 0u);
+  EXPECT_EQ(l.span_link_count, 16u);
+  EXPECT_EQ(l.event_attribute_count, 8u);
+  EXPECT_EQ(l.link_attribute_count, 4u);
+  EXPECT_EQ(l.value_depth, 3u);
+
+  for (const auto& [yaml, expect] : std::vector<std::pair<std::string, std::string>>{
+           {"receiver:\n  limits: {span_attribute_count_limit: 1000001}\n",
+            "receiver.limits.span_attribute_count_limit: must be at most 1000000"},
+           {"receiver:\n  limits: {span_attribute_count_limit: -1}\n",
+            "receiver.limits.span_attribute_count_limit: must be a whole number"},
+           {"receiver:\n  limits: {attribute_value_length_limit: 0}\n",
+            "receiver.limits.attribute_value_length_limit: must be 1 byte to 1GiB"},
+           {"receiver:\n  limits: {max_value_depth: 65}\n", "receiver.limits.max_value_depth: must be at most 64"},
+           {"receiver:\n  limits: {attribute_limit: 5}\n", "receiver.limits.attribute_limit: unknown key"},
+       }) {
+    auto bad = Parse(yaml);
+    ASSERT_FALSE(bad.ok()) << yaml;
+    EXPECT_NE(std::string(bad.status().message()).find(expect), std::string::npos)
+        << bad.status() << " for " << yaml;
+  }
+}
+
 }  // namespace
 TEST(Config, ExportDestinationsHttpZipkinTlsAuthQueueBreakerDeadLetter) {
   auto c = Parse(R"(

@@ -557,7 +557,9 @@ TEST_F(OtlpReceiverLimitsTest, InvalidUtf8RequestsDoNotFloodTheLog) {
   std::size_t lines = 0;
   for (std::size_t p = log_.str().find("UTF-8"); p != std::string::npos; p = log_.str().find("UTF-8", p + 1)) ++lines;
   EXPECT_LE(lines, 1u) << log_.str();
-  EXPECT_GE(ProtobufLogLinesSuppressed() - suppressed_before, 50u);
+  // kspan's own decoder checks UTF-8 without logging; whatever libprotobuf
+  // still logs is at most one line per 10 s.
+  EXPECT_LE(lines + (ProtobufLogLinesSuppressed() - suppressed_before), 51u);
 }
 
 }  // namespace

@@ -26,6 +26,7 @@
 #include "httplib.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.grpc.pb.h"
 #include "tests/support/otlp_test_server.h"
+#include "tests/support/process_memory.h"
 
 namespace kspan {
 namespace {
@@ -411,6 +412,83 @@ TEST_F(OtlpReceiverTest, MalformedRequestsDoNotDisturbConcurrentGoodOnes) {
   EXPECT_EQ(bad_refused.load(), kThreads * kRequests / 5);
   EXPECT_EQ(good_ok.load(), kThreads * kRequests * 4 / 5);
   EXPECT_EQ(sink_.count(), static_cast<std::size_t>(good_ok.load()) * 10);
+}
+
+
+// --- span limits and the decode budget ---------------------------------
+
+// One span with two million empty attributes: 4 MB on the wire, which cost
+// 246 MiB of memory when the request was parsed into protobuf messages
+// first; eight at once, 605 MiB.
+std::string EmptyAttributesRequest(std::size_t attributes) {
+  auto field = [](std::uint32_t number, const std::string& bytes) {
+    std::string out;
+    for (std::uint64_t v : {std::uint64_t{number << 3 | 2}, std::uint64_t{bytes.size()}}) {
+      while (v >= 0x80) {
+        out.push_back(static_cast<char>((v & 0x7F) | 0x80));
+        v >>= 7;
+      }
+      out.push_back(static_cast<char>(v));
+    }
+    return out + bytes;
+  };
+  std::string span = field(1, std::string(16, '\x11')) + field(2, std::string(8, '\x22')) + field(5, "attack");
+  for (std::size_t i = 0; i < attributes; ++i) span.append("\x4a\x00", 2);
+  return field(1, field(2, field(2, span)));
+}
+
+TEST_F(OtlpReceiverTest, SpanLimitsApplyWhileDecodingOnBothTransports) {
+  OtlpReceiverOptions options;
+  options.span_limits.span_attribute_count = 100;
+  StartReceiver(options);
+  const std::size_t n = 2'000'000;
+  const std::string body = EmptyAttributesRequest(n);
+  ASSERT_LT(body.size(), options.max_request_bytes);
+
+  testing::ResetPeakMemory();
+  const auto before = testing::ReadMemory();
+  const grpc::Status status = GrpcRaw(body);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  auto res = Http().Post("/v1/traces", body, "application/x-protobuf");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  // Both requests, with gRPC's and httplib's own copies of the 4 MB: was
+  // about 500 MiB.
+  EXPECT_LT(testing::PeakGrowthSince(before), 64u << 20);
+
+  ASSERT_EQ(sink_.count(), 2u);
+  for (const Span& s : sink_.spans) {
+    EXPECT_EQ(s.attributes.size(), 100u);
+    EXPECT_EQ(s.dropped_attributes_count, n - 100);
+  }
+  for (const char* transport : {"grpc", "http"}) {
+    EXPECT_EQ(metrics_.CounterValue("kspan_receiver_limited_total",
+                                    {{"transport", transport}, {"item", "attribute"}}),
+              n - 100)
+        << transport;
+    EXPECT_EQ(Requests(transport, "success"), 1u) << transport;
+  }
+}
+
+TEST_F(OtlpReceiverTest, ARequestOverTheDecodeBudgetIsRefusedAsInvalid) {
+  StartReceiver();
+  // 400 attributes a span (within the limits), 2 bytes each on the wire
+  // and about 90 in memory: over 16 times the request. Requests
+  // concatenated are one request (repeated resource_spans).
+  const std::string one = EmptyAttributesRequest(400);
+  std::string request;
+  for (int i = 0; i < 4000; ++i) request += one;
+  ASSERT_LT(request.size(), 4u << 20);
+  const grpc::Status status = GrpcRaw(request);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("request refused"), std::string::npos) << status.error_message();
+  auto res = Http().Post("/v1/traces", request, "application/x-protobuf");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_NE(ParseStatus(res->body, false).message().find("request refused"), std::string::npos);
+  EXPECT_EQ(sink_.count(), 0u);
+  EXPECT_EQ(metrics_.CounterValue("kspan_receiver_decode_errors_total", {{"transport", "grpc"}}), 1u);
+  EXPECT_EQ(metrics_.CounterValue("kspan_receiver_decode_errors_total", {{"transport", "http"}}), 1u);
 }
 
 TEST(OtlpReceiverAddressTest, Ipv6LoopbackAndBadAddresses) {
