@@ -515,10 +515,11 @@ void DestinationQueue::RunWorker(std::size_t index) {
     if (!e.batch) {
       // Read back from disk; a row that no longer parses is counted, removed.
       auto payload = disk_->Load(e.disk_id);
-      otlp::ExportTraceServiceRequest request;
-      if (payload.ok() && request.ParseFromString(*payload)) {
+      std::optional<std::vector<Span>> spans;
+      if (payload.ok()) spans = DecodeStoredBatch(*payload);
+      if (spans) {
         auto b = std::make_shared<SpanBatch>();
-        b->spans = FromExportRequest(request);
+        b->spans = *std::move(spans);
         e.batch = std::move(b);
       } else {
         Drop(drop_reason::kDiskCorrupt, e.spans,

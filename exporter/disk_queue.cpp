@@ -1,8 +1,10 @@
 #include "exporter/disk_queue.h"
 
 #include <algorithm>
+#include <climits>
 
 #include "absl/strings/str_cat.h"
+#include "exporter/otlp_transform.h"
 
 namespace kspan {
 
@@ -13,6 +15,15 @@ std::string_view FsyncPragma(FsyncPolicy policy) {
     case FsyncPolicy::kOff: return "OFF";
   }
   return "FULL";
+}
+
+std::optional<std::vector<Span>> DecodeStoredBatch(std::string_view payload) {
+  otlp::ExportTraceServiceRequest request;
+  if (payload.size() > static_cast<std::size_t>(INT_MAX) ||
+      !request.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    return std::nullopt;
+  }
+  return FromExportRequest(request);
 }
 
 absl::StatusOr<std::unique_ptr<DiskQueue>> DiskQueue::Open(const DiskQueueOptions& options) {

@@ -10,11 +10,14 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "exporter/export_config.h"
+#include "exporter/span.h"
 #include "exporter/sqlite_db.h"
 
 namespace kspan {
@@ -63,5 +66,12 @@ class DiskQueue {
 };
 
 std::string_view FsyncPragma(FsyncPolicy policy);
+
+// A stored batch (a disk-queue row's payload, or a dead letter's) back into
+// spans, kernel and app spans told apart by their scope as
+// FromExportRequest() does; nullopt when the bytes are not an
+// ExportTraceServiceRequest (a corrupted row). The file is only as trusted as
+// the disk, so this is one of the parsers tests/fuzz covers.
+std::optional<std::vector<Span>> DecodeStoredBatch(std::string_view payload);
 
 }  // namespace kspan

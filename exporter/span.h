@@ -79,9 +79,10 @@ struct AttributeValue : AttributeValueVariant {
 
   const AttributeValueVariant& variant() const noexcept { return *this; }
 
-  friend bool operator==(const AttributeValue& a, const AttributeValue& b) {
-    return a.variant() == b.variant();
-  }
+  // Defined below Attribute: comparing the variant compares key-value lists,
+  // which needs Attribute complete (clang instantiates it where it is
+  // written, g++ later).
+  friend bool operator==(const AttributeValue& a, const AttributeValue& b);
 };
 
 struct Attribute {
@@ -90,6 +91,10 @@ struct Attribute {
 
   friend bool operator==(const Attribute&, const Attribute&) = default;
 };
+
+inline bool operator==(const AttributeValue& a, const AttributeValue& b) {
+  return a.variant() == b.variant();
+}
 
 using Attributes = std::vector<Attribute>;
 

@@ -15,6 +15,9 @@ KSPAN_PACKAGES=(
   libboost-dev  # Boost.Beast: the bounded HTTP server (userspace/http_server.cpp)
   libcurl4-openssl-dev libzstd-dev libssl-dev libsqlite3-dev openssl libjemalloc-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  # The sanitizer tree and the fuzz targets (scripts/test.sh --sanitize):
+  # clang's ASan/UBSan/libFuzzer runtimes, llvm-symbolizer for their reports.
+  libclang-rt-14-dev llvm-14
   curl iproute2
   nginx-light wrk  # HTTP capture acceptance test and benchmark
   # Container tests (tests/containers): rootful podman with CNI bridge
@@ -67,6 +70,20 @@ kspan_build() {
   cmake -S "$KSPAN_ROOT" -B "$KSPAN_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DKSPAN_WERROR="${KSPAN_WERROR:-OFF}" >/dev/null
   cmake --build "$KSPAN_BUILD" -j "$(nproc)"
+}
+
+# The second tree CI tests in (scripts/test.sh --sanitize): clang with
+# AddressSanitizer and UndefinedBehaviorSanitizer on all of kspan's code, and
+# the libFuzzer targets of tests/fuzz. No benchmarks: their numbers mean
+# nothing under the sanitizers. Not -Werror: the gcc tree holds the warning
+# line, and clang warns about different things.
+KSPAN_BUILD_SANITIZE=${KSPAN_BUILD_SANITIZE:-$KSPAN_ROOT/build-asan}
+
+kspan_build_sanitized() {
+  kspan_log "building kspan with ASan+UBSan and the fuzz targets in $KSPAN_BUILD_SANITIZE"
+  CC=clang CXX=clang++ cmake -S "$KSPAN_ROOT" -B "$KSPAN_BUILD_SANITIZE" -G Ninja \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKSPAN_FUZZ=ON -DKSPAN_BUILD_BENCHMARKS=OFF >/dev/null
+  cmake --build "$KSPAN_BUILD_SANITIZE" -j "$(nproc)"
 }
 
 # Node.js and the npm packages of the correlation demo (tests/correlation/demo:

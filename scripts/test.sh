@@ -3,8 +3,24 @@
 # unit, privileged BPF and end-to-end tests on this kernel, then the
 # vm-tests kernel matrix under qemu. Extra arguments go to ctest
 # (e.g. -L unit for the unprivileged tests only).
+#
+# --sanitize (what .ci/run uses): afterwards, builds a second tree
+# (build-asan/, clang, ASan+UBSan, the libFuzzer targets) and runs the unit
+# and end-to-end suites and a short run of every fuzz target there
+# (ctest -L 'unit|e2e|fuzz'; no privileged BPF suite, VM matrix or
+# benchmarks). About 25 more minutes on 2 cores (docs/benchmarks.md, "CI").
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+
+sanitize=0
+ctest_args=()
+for arg in "$@"; do
+  case "$arg" in
+    --sanitize) sanitize=1 ;;
+    *) ctest_args+=("$arg") ;;
+  esac
+done
+
 # shellcheck disable=SC2046  # the vm-tests package list is word-split on purpose
 kspan_setup $("$KSPAN_ROOT/vm-tests/run-matrix.sh" --packages)
 kspan_prepare_demo
@@ -14,5 +30,15 @@ kspan_prepare_test_image
 if [ "${CI:-}" = "true" ]; then export KSPAN_REQUIRE_BPF=1; fi
 
 kspan_log "running tests"
-cd "$KSPAN_BUILD"
-exec ctest --output-on-failure --timeout 1800 "$@"
+(cd "$KSPAN_BUILD" && ctest --output-on-failure --timeout 1800 "${ctest_args[@]}")
+
+if [ "$sanitize" = 1 ]; then
+  kspan_build_sanitized
+  # Any report fails the test it happens in (and a leak, the process at
+  # exit). No suppressions: nothing third-party has needed one so far.
+  export ASAN_OPTIONS=detect_leaks=1:strict_init_order=1:check_initialization_order=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  export ASAN_SYMBOLIZER_PATH=/usr/lib/llvm-14/bin/llvm-symbolizer
+  kspan_log "running the unit, end-to-end and fuzz tests under ASan+UBSan"
+  (cd "$KSPAN_BUILD_SANITIZE" && ctest --output-on-failure --timeout 1800 -L '^(unit|e2e|fuzz)$')
+fi

@@ -53,8 +53,10 @@ std::uint64_t ClockSync::ToUnixNanos(std::uint64_t mono_ns) noexcept {
       mono_ns - sampled_at_mono_ > static_cast<std::uint64_t>(resample_every_.count())) {
     Resample(mono_ns);
   }
-  return static_cast<std::uint64_t>(static_cast<std::int64_t>(mono_ns) +
-                                    offset_ns_.load(std::memory_order_relaxed));
+  // Unsigned arithmetic: the same sum for every real timestamp, and no
+  // signed overflow for a corrupt one near 2^63 (found by
+  // tests/fuzz/http_spans_fuzzer).
+  return mono_ns + static_cast<std::uint64_t>(offset_ns_.load(std::memory_order_relaxed));
 }
 
 }  // namespace kspan

@@ -662,7 +662,9 @@ absl::Status ApplyEnvironment(const GetEnv& getenv, AgentConfig* c) {
         if (!val.empty()) c->resource.host_service_name = val;
         continue;
       }
-      std::erase_if(attrs, [&k](const auto& a) { return a.first == k; });
+      // A named reference: clang 14 cannot capture a structured binding.
+      const std::string& key = k;
+      std::erase_if(attrs, [&key](const auto& a) { return a.first == key; });
       attrs.emplace_back(std::move(k), std::move(val));
     }
   }

@@ -26,6 +26,18 @@ TEST(ClockSync, ResamplesAndReportsTheSkewItCorrects) {
   EXPECT_EQ(clock.max_abs_skew_ns(), 2'500'000);
 }
 
+// Fuzzing found (tests/fuzz/http_spans_fuzzer, event_decoder_fuzzer): a
+// record time past 2^63 - offset overflowed a signed addition, undefined
+// behaviour that the sanitizer build (scripts/test.sh --sanitize) reports.
+// Such a time is no real timestamp; it converts modulo 2^64 like any other.
+TEST(ClockSync, ATimeNearTheTopOfTheRangeDoesNotOverflow) {
+  const std::int64_t offset = 1'700'000'000'000'000'000;
+  ClockSync clock(std::chrono::hours(1), [&] { return ClockSync::Sample{offset, 1}; });
+  const std::uint64_t mono = 8'030'529'762'471'274'347u;  // the fuzzer's value
+  EXPECT_EQ(clock.ToUnixNanos(mono), mono + static_cast<std::uint64_t>(offset));
+  EXPECT_EQ(clock.ToUnixNanos(UINT64_MAX), static_cast<std::uint64_t>(offset) - 1);
+}
+
 TEST(ClockSync, RealClocksAgreeWithinAMillisecond) {
   ClockSync clock;
   struct timespec rt {};

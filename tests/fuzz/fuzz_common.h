@@ -1,0 +1,45 @@
+// Shared by the libFuzzer targets in this directory (one per parser, built
+// with KSPAN_FUZZ=ON; see tests/fuzz/CMakeLists.txt).
+//
+// A target fails on what the sanitizers report (a crash, an out-of-bounds
+// access, undefined behaviour, a leak) and on a broken invariant: FUZZ_CHECK
+// aborts, so libFuzzer saves the input as a crash.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "exporter/span.h"
+
+#define FUZZ_CHECK(cond)                                                              \
+  do {                                                                                \
+    if (!(cond)) {                                                                    \
+      std::fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #cond); \
+      std::abort();                                                                   \
+    }                                                                                 \
+  } while (0)
+
+namespace kspan::fuzz {
+
+inline std::string_view AsText(const std::uint8_t* data, std::size_t size) {
+  return {reinterpret_cast<const char*>(data), size};
+}
+
+// Turns kspan's and protobuf's logging off: the targets exercise error paths
+// millions of times, and what matters is the sanitizers' report.
+void QuietLogs();
+
+// The spans go on the way received spans go: through every encoder a
+// destination may use. Checks that the protobuf wire encoder writes exactly
+// what the protobuf message of the same spans serializes to, and that the
+// OTLP/JSON text reads back to that message (otlp_wire.h and
+// otlp_json_writer.h promise both).
+void CheckEncoders(std::span<const Span> spans);
+
+}  // namespace kspan::fuzz

@@ -1,0 +1,26 @@
+// OTLP/protobuf ExportTraceServiceRequest bodies, as the receiver gets them
+// over OTLP/HTTP (after any gzip) and, parsed by gRPC, over OTLP/gRPC: the
+// decoder (ids checked, spans kept or refused), the partial-success answer,
+// and every encoder the received spans go on through.
+// Seeds: requests of the OpenTelemetry JS SDK (corpus/otlp_protobuf/README.md).
+#include <cstddef>
+#include <cstdint>
+
+#include "exporter/otlp_decode.h"
+#include "tests/fuzz/fuzz_common.h"
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  kspan::fuzz::QuietLogs();
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  using namespace kspan;
+  auto decoded = DecodeExportRequest(fuzz::AsText(data, size), OtlpEncoding::kProtobuf);
+  if (!decoded.ok()) return 0;
+  FUZZ_CHECK(decoded->invalid_spans >= 0);
+  for (const auto& s : decoded->spans) FUZZ_CHECK(s.source == SpanSource::kApp);
+  (void)EncodeExportResponse(decoded->invalid_spans, decoded->invalid_message, OtlpEncoding::kProtobuf);
+  fuzz::CheckEncoders(decoded->spans);
+  return 0;
+}
