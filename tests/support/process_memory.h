@@ -18,7 +18,8 @@ Memory ReadMemory();
 // refuses (then the peak is the process's).
 bool ResetPeakMemory();
 
-// How far the peak rose above `before.rss` since `before` was read.
+// How far the peak rose above `before.rss` since `before` was read; also
+// printed, for the figures the docs quote.
 std::size_t PeakGrowthSince(const Memory& before);
 
 }  // namespace kspan::testing

@@ -18,37 +18,24 @@
 #include <string_view>
 #include <thread>
 
+#include "tests/support/process_memory.h"
+
 namespace kspan::testing {
 
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
-inline std::int64_t StatusKb(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key + ":", 0) == 0) return std::atoll(line.c_str() + key.size() + 1);
-  }
-  return -1;
-}
-
-// Growth of the process's resident memory at its peak since construction.
+// Growth of the process's resident memory at its peak since construction
+// (tests/support/process_memory.h).
 class PeakRss {
  public:
-  PeakRss() {
-    // "5" resets VmHWM to the current RSS (Linux 4.0+).
-    std::ofstream clear("/proc/self/clear_refs");
-    clear << "5";
-    clear.flush();
-    reset_ = clear.good();
-    base_kb_ = reset_ ? StatusKb("VmRSS") : StatusKb("VmHWM");
-  }
-  std::int64_t growth_mib() const { return (StatusKb("VmHWM") - base_kb_) / 1024; }
+  PeakRss() : reset_(ResetPeakMemory()), before_(ReadMemory()) {}
+  std::int64_t growth_mib() const { return static_cast<std::int64_t>(PeakGrowthSince(before_) >> 20); }
   bool reset() const { return reset_; }
 
  private:
   bool reset_ = false;
-  std::int64_t base_kb_ = 0;
+  Memory before_;
 };
 
 class RawClient {
