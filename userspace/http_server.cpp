@@ -76,7 +76,9 @@ HttpAnswer PlainAnswer(int status, std::string_view message) {
   return a;
 }
 
-// "host:port" or "[v6]:port" -> host (without brackets), port.
+
+}  // namespace
+
 absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& address) {
   const auto colon = address.rfind(':');
   if (colon == std::string::npos) return absl::InvalidArgumentError(absl::StrCat("no port in '", address, "'"));
@@ -89,8 +91,6 @@ absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& add
   if (host.empty()) return absl::InvalidArgumentError(absl::StrCat("no host in '", address, "'"));
   return std::make_pair(std::move(host), port);
 }
-
-}  // namespace
 
 class HttpServer::Impl {
  public:

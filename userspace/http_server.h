@@ -100,6 +100,10 @@ enum class HttpRefusal {
 };
 std::string_view HttpRefusalName(HttpRefusal r);
 
+// "host:port" or "[v6]:port" -> host (without brackets), port: the form of
+// every listen address in kspan's config.
+absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& address);
+
 struct HttpServerOptions {
   std::string name = "http";  // in log lines
   std::size_t max_header_bytes = 16 * 1024;

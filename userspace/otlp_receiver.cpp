@@ -184,20 +184,6 @@ Verdict Admit(DecodedSpans decoded, const ReceiverPeer& peer, const AppSpanSink&
   return v;
 }
 
-// "host:port" or "[v6]:port" -> host (without brackets), port.
-absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& address) {
-  const auto colon = address.rfind(':');
-  if (colon == std::string::npos) return absl::InvalidArgumentError(absl::StrCat("no port in '", address, "'"));
-  std::string host = address.substr(0, colon);
-  int port = 0;
-  if (!absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("bad port in '", address, "'"));
-  }
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  if (host.empty()) return absl::InvalidArgumentError(absl::StrCat("no host in '", address, "'"));
-  return std::make_pair(std::move(host), port);
-}
-
 // %XX escapes decoded (gRPC writes "ipv6:%5B::1%5D:5555").
 std::string PercentDecode(const std::string& in) {
   std::string out;
