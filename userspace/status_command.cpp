@@ -42,6 +42,7 @@ std::string Text(const nlohmann::json& v) {
 // "privileges: kept CAP_BPF, ...; bounding set the same; no_new_privs", as
 // the agent's log says it at start.
 void PrintPrivileges(const nlohmann::json& p, std::FILE* out) {
+  if (!p.is_object()) return;
   auto names = [&p](const char* key) {
     std::string list;
     for (const auto& c : At(p, key)) list += (list.empty() ? "" : ", ") + Text(c);
