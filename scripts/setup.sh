@@ -12,6 +12,7 @@ KSPAN_PACKAGES=(
   cmake ninja-build g++ pkg-config clang bpftool libbpf-dev libelf-dev zlib1g-dev
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev libabsl-dev
   libspdlog-dev libyaml-cpp-dev libcli11-dev libcpp-httplib-dev nlohmann-json3-dev
+  libcap-dev  # the capability drop after load and attach (userspace/privileges.cpp)
   libboost-dev  # Boost.Beast: the bounded HTTP server (userspace/http_server.cpp)
   libcurl4-openssl-dev libzstd-dev libssl-dev libsqlite3-dev openssl libjemalloc-dev
   libgtest-dev libgmock-dev libbenchmark-dev

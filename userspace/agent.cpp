@@ -32,19 +32,16 @@ absl::Status Agent::Start() {
   req.btf_override = config_.bpf.btf;
   if (auto s = CheckKernel(req); !s.ok()) return s;
 
-  if (!config_.admin_listen.empty()) {
-    admin_ = std::make_unique<AdminServer>(metrics_);
-    admin_->SetStatusProvider([this] { return StatusJson(); });
-    if (auto s = admin_->Start(config_.admin_listen); !s.ok()) return s;
-  }
+  // Two phases. First, with the capabilities kspan was started with and
+  // no other thread: pins, BPF load and attach, the filter maps. Then the
+  // capability drop (one thread, so it holds for every thread started
+  // after, see privileges.h). Then everything that starts threads or takes
+  // input from others: the export pipeline, the correlator, the admin
+  // server, the receiver and the ring reader.
   if (auto s = EnsureBpffs(req); !s.ok()) return s;
   auto pins = PinDirectory::Create(config_.bpf.pin_path);
   if (!pins.ok()) return pins.status();
   pins_.emplace(std::move(*pins));
-
-  auto pipeline = ExportPipeline::Create(config_.exporter, metrics_);
-  if (!pipeline.ok()) return pipeline.status();
-  pipeline_ = std::move(*pipeline);
 
   clock_ = std::make_unique<ClockSync>();
   {
@@ -64,16 +61,8 @@ absl::Status Agent::Start() {
         std::chrono::duration_cast<std::chrono::seconds>(config_.capture.http.response_timeout) * 2);
     resources_ = std::make_unique<ProcessResources>(std::move(ro), &metrics_);
   }
-  if (config_.correlation.enabled) {
-    const auto& cc = config_.correlation;
-    CorrelatorOptions co;
-    co.join_window = cc.join_window;
-    co.export_unmatched = cc.export_unmatched;
-    co.clock_tolerance = cc.clock_tolerance;
-    co.max_pending_kernel_spans = cc.max_pending_spans;
-    correlator_ = std::make_unique<Correlator>(
-        co, metrics_, [this](Span&& s) { pipeline_->Submit(std::move(s)); });
-  }
+  // Its sink reaches the correlator and the pipeline, made after the drop
+  // and before the reader starts.
   assembler_ = std::make_unique<SpanAssembler>(*clock_, *resources_, metrics_, [this](Span&& s) {
     if (correlator_) {
       correlator_->OnKernelSpan(std::move(s));
@@ -177,6 +166,26 @@ absl::Status Agent::Start() {
         std::set<std::uint32_t>(p.pids.begin(), p.pids.end()), metrics_,
         std::chrono::steady_clock::now, [this](std::uint32_t pid) { return Describe(pid); });
   }
+  if (auto s = DropPrivileges(); !s.ok()) return s;
+
+  auto pipeline = ExportPipeline::Create(config_.exporter, metrics_);
+  if (!pipeline.ok()) return pipeline.status();
+  pipeline_ = std::move(*pipeline);
+  if (config_.correlation.enabled) {
+    const auto& cc = config_.correlation;
+    CorrelatorOptions co;
+    co.join_window = cc.join_window;
+    co.export_unmatched = cc.export_unmatched;
+    co.clock_tolerance = cc.clock_tolerance;
+    co.max_pending_kernel_spans = cc.max_pending_spans;
+    correlator_ = std::make_unique<Correlator>(
+        co, metrics_, [this](Span&& s) { pipeline_->Submit(std::move(s)); });
+  }
+  if (!config_.admin_listen.empty()) {
+    admin_ = std::make_unique<AdminServer>(metrics_);
+    admin_->SetStatusProvider([this] { return StatusJson(); });
+    if (auto s = admin_->Start(config_.admin_listen); !s.ok()) return s;
+  }
   RegisterCaptureMetrics();
   if (auto s = StartReceiver(); !s.ok()) return s;
   if (tcp_ || syscalls_ || dns_ || http_) {
@@ -184,6 +193,23 @@ absl::Status Agent::Start() {
   }
   last_totals_log_ = std::chrono::steady_clock::now();
   if (admin_) admin_->SetReady(true);
+  return absl::OkStatus();
+}
+
+absl::Status Agent::DropPrivileges() {
+  if (!config_.security.drop_capabilities) {
+    privileges_ = ReadPrivileges();
+    spdlog::warn("privileges: {}", privileges_.Describe());
+    return absl::OkStatus();
+  }
+  auto state = DropCapabilities(RunTimeCapabilities(config_));
+  if (!state.ok()) return state.status();
+  privileges_ = *std::move(state);
+  if (!privileges_.bounding_not_dropped.empty()) {
+    spdlog::warn("privileges: {}", privileges_.Describe());
+  } else {
+    spdlog::info("privileges: {}", privileges_.Describe());
+  }
   return absl::OkStatus();
 }
 
@@ -532,6 +558,17 @@ std::string Agent::StatusJson() {
                             std::chrono::steady_clock::now() - started_)
                             .count();
   j["pin_path"] = pins_ ? pins_->path() : "";
+  {
+    // This thread's sets (an admin server thread, started after the drop),
+    // not what the agent meant to keep.
+    const PrivilegeState now = ReadPrivileges();
+    j["privileges"] = {{"drop_capabilities", config_.security.drop_capabilities},
+                       {"effective", now.effective},
+                       {"permitted", now.permitted},
+                       {"bounding", now.bounding},
+                       {"ambient", now.ambient},
+                       {"no_new_privs", now.no_new_privs}};
+  }
   if (receiver_) {
     j["receiver"] = {{"grpc_port", receiver_grpc_port_.load()},
                      {"http_port", receiver_http_port_.load()}};

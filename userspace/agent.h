@@ -26,6 +26,7 @@
 #include "userspace/event_decoder.h"
 #include "userspace/otlp_receiver.h"
 #include "userspace/pin_directory.h"
+#include "userspace/privileges.h"
 #include "userspace/process_capture.h"
 #include "userspace/process_resources.h"
 #include "userspace/percpu_ring.h"
@@ -67,6 +68,9 @@ class Agent {
   absl::Status ApplyProcessFilter();
   absl::Status StartReceiver();
   void MakeStateOwnerOnly();
+  // Keeps only the capabilities used after load and attach; while the
+  // agent has one thread (Start calls it between the two phases).
+  absl::Status DropPrivileges();
   // Says in the log who can reach a receiver endpoint that is not loopback.
   static void WarnIfExposed(const char* transport, const std::string& endpoint);
   absl::Status StartProcessFamily();
@@ -107,6 +111,7 @@ class Agent {
   std::uint64_t last_logged_lost_ = 0;
   bool stopped_ = false;
   std::mutex status_mu_;  // capture objects vs. /status during shutdown
+  PrivilegeState privileges_;  // as the drop left them
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 

@@ -484,7 +484,7 @@ absl::Status ReadFile(const ConfigReader& r, const YAML::Node& root, AgentConfig
   if (!root || root.IsNull()) return absl::OkStatus();  // empty file: all defaults
   KSPAN_RETURN_IF_ERROR(r.CheckKeys(
       root, "", {"log_level", "state_dir", "admin", "bpf", "capture", "receiver", "correlation",
-                 "resource", "batch", "destinations"}));
+                 "resource", "security", "batch", "destinations"}));
   KSPAN_RETURN_IF_ERROR(r.String(root["log_level"], "log_level", &c->log_level));
   KSPAN_RETURN_IF_ERROR(r.String(root["state_dir"], "state_dir", &c->state_dir));
   if (const auto& a = root["admin"]; a) {
@@ -593,6 +593,11 @@ absl::Status ReadFile(const ConfigReader& r, const YAML::Node& root, AgentConfig
   KSPAN_RETURN_IF_ERROR(ReadReceiver(r, root["receiver"], &c->receiver));
   KSPAN_RETURN_IF_ERROR(ReadCorrelation(r, root["correlation"], &c->correlation));
   KSPAN_RETURN_IF_ERROR(ReadResource(r, root["resource"], &c->resource));
+  if (const auto& sec = root["security"]; sec) {
+    KSPAN_RETURN_IF_ERROR(r.CheckKeys(sec, "security", {"drop_capabilities"}));
+    KSPAN_RETURN_IF_ERROR(r.Bool(sec["drop_capabilities"], "security.drop_capabilities",
+                                 &c->security.drop_capabilities));
+  }
   if (const auto& b = root["batch"]; b) {
     KSPAN_RETURN_IF_ERROR(r.CheckKeys(
         b, "batch", {"max_queue_size", "max_queue_bytes", "max_export_batch_size", "schedule_delay"}));

@@ -127,6 +127,13 @@ struct AgentConfig {
     // point of the node's root in a container (a DaemonSet's /host).
     std::string host_root = "/";
   } resource;
+
+  struct Security {
+    // After its BPF programs are loaded and attached, the agent keeps only
+    // the capabilities it still uses (userspace/privileges.h) and sets
+    // no_new_privs. Off: it keeps every capability it was started with.
+    bool drop_capabilities = true;
+  } security;
   ExportConfig exporter;
   // True when no destination was configured anywhere and the embedded
   // default (local file store + console) was filled in.

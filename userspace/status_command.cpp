@@ -39,10 +39,35 @@ std::string Text(const nlohmann::json& v) {
   return EscapeForTerminal(v.is_string() ? v.get_ref<const std::string&>() : v.dump());
 }
 
+// "privileges: kept CAP_BPF, ...; bounding set the same; no_new_privs", as
+// the agent's log says it at start.
+void PrintPrivileges(const nlohmann::json& p, std::FILE* out) {
+  if (!p.is_object()) return;
+  auto names = [&p](const char* key) {
+    std::string list;
+    for (const auto& c : At(p, key)) list += (list.empty() ? "" : ", ") + Text(c);
+    return list.empty() ? std::string("none") : list;
+  };
+  const std::string effective = names("effective");
+  const std::string bounding = names("bounding");
+  if (p.value("drop_capabilities", true)) {
+    std::fprintf(out, "privileges: kept %s; dropped all others", effective.c_str());
+  } else {
+    std::fprintf(out, "privileges: not dropped (security.drop_capabilities: false): %zu effective",
+                 At(p, "effective").size());
+  }
+  if (bounding != effective) std::fprintf(out, "; bounding set %s", bounding.c_str());
+  if (const std::string ambient = names("ambient"); ambient != "none") {
+    std::fprintf(out, "; ambient %s", ambient.c_str());
+  }
+  std::fprintf(out, "%s\n", p.value("no_new_privs", false) ? "; no_new_privs" : "");
+}
+
 void PrintHuman(const nlohmann::json& j, std::FILE* out) {
   std::fprintf(out, "kspan %s, pid %d, up %llds, pins %s\n", Text(j, "version", "?").c_str(),
                j.value("pid", 0), static_cast<long long>(j.value("uptime_seconds", 0)),
                Text(j, "pin_path", "").c_str());
+  if (j.contains("privileges")) PrintPrivileges(At(j, "privileges"), out);
   for (const auto& f : At(j, "capture")) {
     std::fprintf(out, "\ncapture %s: variant %s", Text(f, "family", "?").c_str(),
                  Text(f, "variant", "?").c_str());

@@ -59,6 +59,19 @@ TEST(Config, UnknownKeysAreRefusedWithFileLineAndKey) {
   EXPECT_NE(std::string(c.status().message()).find("bogus: unknown key"), std::string::npos);
 }
 
+TEST(Config, SecurityDropsCapabilitiesUnlessTurnedOff) {
+  auto c = Parse("");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->security.drop_capabilities);
+  c = Parse("security:\n  drop_capabilities: false\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->security.drop_capabilities);
+  c = Parse("security:\n  keep: [cap_sys_admin]\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(std::string(c.status().message()).find("security.keep: unknown key"), std::string::npos)
+      << c.status();
+}
+
 TEST(Config, BadValuesNameTheKey) {
   for (const auto& [yaml, expect] : std::vector<std::pair<std::string, std::string>>{
            {"capture:\n  tcp: {enabled: maybe}\n", "capture.tcp.enabled: must be true or false"},

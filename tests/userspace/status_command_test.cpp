@@ -35,6 +35,8 @@ const std::string kHostileStatus = std::string(R"({
     "events": {"tcp_connect\nFORGED": 1},
     "lost": {"ring_full\u001b[1A\nFORGED": 0}
   }],
+  "privileges": {"drop_capabilities": true, "effective": ["CAP_SYS_PTRACE\nFORGED"],
+                 "bounding": ["CAP_SYS_PTRACE\nFORGED"], "ambient": [], "no_new_privs": true},
   "enrolled_pids": [5],
   "enrolled": [{"pid": 5, "is": "checkout\r\nFORGED 6 postgres"}],
   "pipeline": {"ring_records": 1, "decoded": 1, "decode_errors": 0, "spans": 1},
@@ -112,6 +114,10 @@ TEST(StatusCommand, PrintsEveryNameEscaped) {
   EXPECT_NE(p.text.find("checkout\\x0d\\x0aFORGED 6 postgres"), std::string::npos) << p.text;
   EXPECT_NE(p.text.find("kspan 1.0\\x0d\\x0aFORGED"), std::string::npos) << p.text;
   EXPECT_NE(p.text.find("otlp\\x0aFORGED"), std::string::npos) << p.text;
+  EXPECT_NE(p.text.find("privileges: kept CAP_SYS_PTRACE\\x0aFORGED; dropped all others; "
+                        "no_new_privs\n"),
+            std::string::npos)
+      << p.text;
 }
 
 TEST(StatusCommand, JsonIsReencodedAsAscii) {
