@@ -91,7 +91,7 @@ std::string PrivilegeState::Describe() const {
 }
 
 std::vector<std::string> RunTimeCapabilities(const AgentConfig& config) {
-  // Measured in docs/security-privileges.md: another user's (or a more
+  // Measured in docs/operations.md ("What runs as root, and what it keeps"): another user's (or a more
   // privileged root process's) /proc/<pid>/environ takes both, exe and
   // ns/* CAP_SYS_PTRACE, listing fd/ CAP_DAC_READ_SEARCH.
   std::vector<std::string> keep = {"cap_dac_read_search", "cap_sys_ptrace"};

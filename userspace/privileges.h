@@ -6,7 +6,7 @@
 // collectors send it, needs only the few capabilities RunTimeCapabilities
 // names. DropCapabilities keeps those and gives up the rest for good:
 // permitted, effective, inheritable, ambient and bounding sets, and sets
-// no_new_privs. docs/security-privileges.md has the measurement behind the
+// no_new_privs. docs/operations.md ("What runs as root, and what it keeps") has the measurement behind the
 // list.
 #pragma once
 

@@ -1,5 +1,5 @@
 // Issue #18, finding 9: after load and attach the agent keeps only the
-// capabilities it still uses (docs/security-privileges.md), on every one of
+// capabilities it still uses (docs/operations.md ("What runs as root, and what it keeps")), on every one of
 // its threads, with no_new_privs; says so in its log and in `kspan status`;
 // and still captures, identifies another user's process, receives and
 // exports, and shuts down (pins removed) with what it kept.
@@ -34,7 +34,7 @@ using ::kspan::testing::Listener;
 using ::kspan::testing::OtlpTestServer;
 using ::kspan::testing::ReceivedSpan;
 
-// The documented run-time set (docs/security-privileges.md):
+// The documented run-time set (docs/operations.md ("What runs as root, and what it keeps")):
 // CAP_DAC_READ_SEARCH (2) and CAP_SYS_PTRACE (19), and CAP_BPF (39) on
 // kernels before 6.5 with kernel.unprivileged_bpf_disabled set. Ports here
 // are all ephemeral, so no CAP_NET_BIND_SERVICE.
