@@ -1,7 +1,7 @@
 // The full-size at-least-once runs of issue #18 (the CI test,
 // tests/privileged/durable_acceptance_e2e_test.cpp, runs them scaled down):
 //
-//   kspan_durable_soak kill9 [iterations=100]
+//   kspan_durable_soak kill9 [iterations=100] [spans_per_second=5000]
 //       kill -9 at random points while spans flow and the backend is down,
 //       restart on the same state; then the backend comes up.
 //   kspan_durable_soak outage [seconds=600] [spans_per_second=20000]
@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   SoakOptions o;
   if (mode == "kill9") {
     o.iterations = argc > 2 ? std::atoi(argv[2]) : 100;
+    o.rate = argc > 3 ? std::atoi(argv[3]) : 5000;
     o.min_run = std::chrono::milliseconds(100);
     o.max_run = std::chrono::milliseconds(1500);
   } else if (mode == "outage") {
@@ -34,7 +35,7 @@ int main(int argc, char** argv) {
     o.disk_max_bytes = 8ull << 30;
     o.drain_timeout = std::chrono::seconds(1800);
   } else {
-    std::fprintf(stderr, "usage: %s kill9 [iterations] | outage [seconds] [spans_per_second]\n",
+    std::fprintf(stderr, "usage: %s kill9 [iterations] [spans_per_second] | outage [seconds] [spans_per_second]\n",
                  argv[0]);
     return 2;
   }

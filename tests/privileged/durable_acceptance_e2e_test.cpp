@@ -20,13 +20,15 @@ TEST(DurableAcceptanceE2e, KillNineWhileBackendDownLosesNoAcceptedSpan) {
   o.iterations = 20;
   o.min_run = std::chrono::milliseconds(100);
   o.max_run = std::chrono::milliseconds(1200);
+  o.rate = 3000;
   DurableSoak soak(o);
   const SoakResult r = soak.Run();
   ASSERT_TRUE(r.note.empty()) << r.note;
   RecordProperty("accepted", std::to_string(r.accepted));
   RecordProperty("duplicates", std::to_string(r.duplicates));
   EXPECT_GT(r.accepted, 1000u) << "too few spans accepted for the test to mean anything";
-  EXPECT_EQ(r.lost, 0u) << r.lost << " of " << r.accepted << " accepted spans never arrived";
+  EXPECT_EQ(r.lost, 0u) << r.lost << " of " << r.accepted << " accepted spans never arrived (drain "
+                        << r.drain_seconds << " s)";
   EXPECT_LT(r.duplicate_ratio(), 0.01) << r.duplicates << " duplicates of " << r.received_distinct;
 }
 

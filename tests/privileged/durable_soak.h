@@ -178,6 +178,8 @@ class DurableSoak {
       r.note = "final agent did not start: " + agent.log();
       return r;
     }
+    // Cheap first (a count), then every accepted id.
+    backend.WaitForSpanCount(accepted_.size(), o_.drain_timeout);
     backend.WaitForSpans(
         [&](const std::vector<ReceivedSpan>& spans) {
           std::unordered_set<std::uint64_t> seen;
@@ -187,7 +189,7 @@ class DurableSoak {
           }
           return true;
         },
-        o_.drain_timeout);
+        std::chrono::seconds(10));
     r.drain_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     agent.Terminate(std::chrono::seconds(15));
     std::unordered_map<std::uint64_t, int> count;
