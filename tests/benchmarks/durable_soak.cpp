@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   if (mode == "kill9") {
     o.iterations = argc > 2 ? std::atoi(argv[2]) : 100;
     o.rate = argc > 3 ? std::atoi(argv[3]) : 5000;
+    o.drain_timeout = std::chrono::seconds(900);
     o.min_run = std::chrono::milliseconds(100);
     o.max_run = std::chrono::milliseconds(1500);
   } else if (mode == "outage") {

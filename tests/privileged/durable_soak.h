@@ -122,6 +122,7 @@ class DurableSoak {
            "    type: otlp_grpc\n"
            "    endpoint: http://127.0.0.1:" << backend_port_ << "\n"
            "    timeout: 2s\n"
+           "    max_in_flight: 4\n"
            "    queue:\n"
            "      disk: {enabled: true, fsync: normal, max_bytes: " << o_.disk_max_bytes << "}\n"
            "    retry: {initial_backoff: 100ms, max_backoff: 1s, max_elapsed: 0s}\n"
