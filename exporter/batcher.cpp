@@ -9,10 +9,12 @@
 
 namespace kspan {
 
-Batcher::Batcher(const BatchOptions& options, MetricsRegistry& metrics, Sink sink)
+Batcher::Batcher(const BatchOptions& options, MetricsRegistry& metrics, Sink sink,
+                 Sink memory_sink)
     : options_(options),
       metrics_(metrics),
       sink_(std::move(sink)),
+      memory_sink_(std::move(memory_sink)),
       submitted_(metrics.GetCounter(metric::kSpansSubmitted, "Spans handed to the exporter.")),
       dropped_queue_full_(metrics.GetCounter(
           metric::kBatcherDropped, "Spans lost in the shared batcher before fan-out, by reason.",
@@ -162,9 +164,11 @@ bool Batcher::Submit(Span span) noexcept {
   return true;
 }
 
-SubmitResult Batcher::SubmitBatch(std::vector<Span>&& spans) noexcept {
+SubmitResult Batcher::SubmitBatch(std::vector<Span>&& spans, BatchRoute route) noexcept {
   const std::size_t n = spans.size();
-  submitted_.Add(n);
+  const bool counted = route == BatchRoute::kEveryDestination;
+  if (!counted && !memory_sink_) return SubmitResult::kQueueFull;
+  if (counted) submitted_.Add(n);
   if (n == 0) return SubmitResult::kAccepted;
   bool wake = false;
   try {
@@ -176,23 +180,23 @@ SubmitResult Batcher::SubmitBatch(std::vector<Span>&& spans) noexcept {
     const SharedUse use = CountShared(spans);
     std::lock_guard lock(mu_);
     if (stopping_) {
-      dropped_shutdown_.Add(n);
+      if (counted) dropped_shutdown_.Add(n);
       return SubmitResult::kShutdown;
     }
     const std::size_t before = queue_.size();
     if (!FitsLocked(n, own + NewSharedBytesLocked(use))) {
-      dropped_queue_full_.Add(n);
+      if (counted) dropped_queue_full_.Add(n);
       return SubmitResult::kQueueFull;
     }
     try {
       shared_.reserve(shared_.size() + use.size());  // AddSharedLocked cannot throw then
-      for (std::size_t i = 0; i < n; ++i) queue_.push_back({std::move(spans[i]), bytes[i]});
+      for (std::size_t i = 0; i < n; ++i) queue_.push_back({std::move(spans[i]), bytes[i], route});
       AddSharedLocked(use);
     } catch (...) {
       // Out of memory part way: take back what was queued (the moved-from
       // spans are gone, so the caller sees a refused, emptied batch).
       queue_.resize(before);
-      dropped_queue_full_.Add(n);
+      if (counted) dropped_queue_full_.Add(n);
       return SubmitResult::kQueueFull;
     }
     queue_bytes_ += own;
@@ -204,7 +208,7 @@ SubmitResult Batcher::SubmitBatch(std::vector<Span>&& spans) noexcept {
     const std::size_t max_batch = options_.max_export_batch_size;
     wake = wake || (before < max_batch && queue_.size() >= max_batch);
   } catch (...) {
-    dropped_queue_full_.Add(n);  // out of memory sizing the request
+    if (counted) dropped_queue_full_.Add(n);  // out of memory sizing the request
     return SubmitResult::kQueueFull;
   }
   if (wake) cv_.notify_one();
@@ -245,22 +249,37 @@ void Batcher::Run() {
       if (queue_.empty()) continue;
     }
     const std::size_t n = std::min(queue_.size(), max_batch);
+    // One cut, up to two batches: spans for every destination, and spans
+    // already persisted in the disk queues, for the other destinations.
     auto batch = std::make_shared<SpanBatch>();
+    std::shared_ptr<SpanBatch> memory_batch;
     batch->spans.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
       Queued& q = queue_[i];
       queue_bytes_ -= q.bytes;
       ReleaseSharedLocked(q.span);
-      batch->spans.push_back(std::move(q.span));
+      if (q.route == BatchRoute::kEveryDestination) {
+        batch->spans.push_back(std::move(q.span));
+      } else {
+        if (!memory_batch) memory_batch = std::make_shared<SpanBatch>();
+        memory_batch->spans.push_back(std::move(q.span));
+      }
     }
     queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
     if (!queue_.empty()) oldest_ = std::chrono::steady_clock::now();
     lock.unlock();
-    // Sized once here, outside the lock, for every destination's byte bound.
-    batch->approx_bytes = ApproximateBatchBytes(batch->spans);
-    batches_.Add();
     spdlog::debug("batcher: cut a batch of {} spans", n);
-    sink_(std::move(batch));
+    // Sized once here, outside the lock, for every destination's byte bound.
+    if (!batch->spans.empty()) {
+      batch->approx_bytes = ApproximateBatchBytes(batch->spans);
+      batches_.Add();
+      sink_(std::move(batch));
+    }
+    if (memory_batch) {
+      memory_batch->approx_bytes = ApproximateBatchBytes(memory_batch->spans);
+      batches_.Add();
+      memory_sink_(std::move(memory_batch));
+    }
     lock.lock();
   }
 }

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -30,13 +31,24 @@ namespace kspan {
 
 enum class SubmitResult { kAccepted, kQueueFull, kShutdown };
 
+// Where the spans of a submission go when their batch is cut.
+enum class BatchRoute : std::uint8_t {
+  kEveryDestination,
+  // Only destinations without a disk queue: the spans are already in every
+  // disk queue (app spans persisted before the receiver answered).
+  kMemoryDestinations,
+};
+
 class Batcher {
  public:
   // Called on the worker thread; must not block (destination queues drop
   // rather than wait).
   using Sink = std::function<void(SharedSpanBatch)>;
 
-  Batcher(const BatchOptions& options, MetricsRegistry& metrics, Sink sink);
+  // `memory_sink` gets the spans submitted with BatchRoute::kMemoryDestinations
+  // (in batches of their own); without one, such submissions are refused.
+  Batcher(const BatchOptions& options, MetricsRegistry& metrics, Sink sink,
+          Sink memory_sink = nullptr);
   ~Batcher();  // Shutdown()
 
   Batcher(const Batcher&) = delete;
@@ -50,7 +62,11 @@ class Batcher {
   // (kAccepted, `spans` is emptied) or none is and `spans` is left as it was
   // (kQueueFull when the queue lacks room for all of them, kShutdown). A
   // refused batch is counted as submitted and dropped, like refused spans.
-  SubmitResult SubmitBatch(std::vector<Span>&& spans) noexcept;
+  // With BatchRoute::kMemoryDestinations nothing is counted here: the
+  // pipeline counted the spans when it persisted them and counts a refusal
+  // as the memory destinations' drop.
+  SubmitResult SubmitBatch(std::vector<Span>&& spans,
+                           BatchRoute route = BatchRoute::kEveryDestination) noexcept;
 
   // Stops accepting, hands every queued span to the sink, joins the worker.
   // Idempotent.
@@ -63,6 +79,7 @@ class Batcher {
   struct Queued {
     Span span;
     std::size_t bytes;  // span.ApproximateBytes()
+    BatchRoute route = BatchRoute::kEveryDestination;
   };
   // A resource or scope object some queued spans share.
   struct Shared {
@@ -89,6 +106,7 @@ class Batcher {
   const BatchOptions options_;
   MetricsRegistry& metrics_;
   Sink sink_;
+  Sink memory_sink_;
   Counter& submitted_;
   Counter& dropped_queue_full_;
   Counter& dropped_shutdown_;

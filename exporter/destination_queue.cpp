@@ -68,6 +68,16 @@ DestinationQueue::DestinationQueue(Options options,
           metric::kDiskRejected,
           "Batches the disk queue could not take (kept in memory only), by reason.",
           {{"destination", options_.name}, {"reason", "error"}})),
+      persist_refused_full_(metrics.GetCounter(
+          metric::kDiskPersistRefused,
+          "App spans not persisted in the disk queue before the receiver answered (the client "
+          "was told to retry), by reason.",
+          {{"destination", options_.name}, {"reason", "full"}})),
+      persist_refused_error_(metrics.GetCounter(
+          metric::kDiskPersistRefused,
+          "App spans not persisted in the disk queue before the receiver answered (the client "
+          "was told to retry), by reason.",
+          {{"destination", options_.name}, {"reason", "error"}})),
       recovered_batches_(metrics.GetCounter(metric::kDiskRecoveredBatches,
                                             "Batches read back from the disk queue at start-up.",
                                             Dest(options_.name))),
@@ -236,16 +246,20 @@ void DestinationQueue::ReleaseMemoryLocked(Entry& e) {
   mem_bytes_ -= e.bytes;
 }
 
-bool DestinationQueue::MakeRoomLocked(Entry& e) {
+bool DestinationQueue::FreeCachedLocked(const Entry& e) {
   if (FitsLocked(e.spans, e.bytes)) return true;
-  // 0. Memory copies of persisted batches are only a cache: free to drop.
   for (auto it = ready_.rbegin(); it != ready_.rend() && !FitsLocked(e.spans, e.bytes); ++it) {
     if (it->disk_id != 0 && it->batch) {
       ReleaseMemoryLocked(*it);
       it->batch.reset();
     }
   }
-  if (FitsLocked(e.spans, e.bytes)) return true;
+  return FitsLocked(e.spans, e.bytes);
+}
+
+bool DestinationQueue::MakeRoomLocked(Entry& e) {
+  // 0. Memory copies of persisted batches are only a cache: free to drop.
+  if (FreeCachedLocked(e)) return true;
   // 1. The incoming batch's own low-priority spans go first.
   const std::size_t high = HighPriorityCount(*e.batch);
   if (high < e.spans) {
@@ -329,6 +343,50 @@ bool DestinationQueue::Enqueue(SharedSpanBatch batch) noexcept {
   return all_kept;
 }
 
+absl::Status DestinationQueue::Persist(SharedSpanBatch batch) {
+  if (!batch || batch->spans.empty()) return absl::OkStatus();
+  if (!disk_) return absl::FailedPreconditionError("no disk queue");
+  auto ticket = std::make_shared<PersistTicket>();
+  try {
+    std::unique_lock lock(mu_);
+    if (stopping_) return absl::UnavailableError("kspan is shutting down");
+    Entry e;
+    e.spans = batch->spans.size();
+    e.bytes = BatchBytes(*batch);
+    e.batch = std::move(batch);
+    e.ticket = ticket;
+    // Waiting for the writer, the batch counts against the memory bounds
+    // like any other; only cached copies of persisted batches make room for
+    // it (nothing already accepted is dropped for it).
+    if (!FreeCachedLocked(e)) {
+      persist_refused_full_.Add(e.spans);
+      return absl::ResourceExhaustedError("the destination's memory queue is full");
+    }
+    const std::size_t n = e.spans;
+    ++queued_batches_;
+    queued_spans_ += n;
+    AddLocked(staging_, std::move(e));
+    cv_.notify_all();
+    if (!done_cv_.wait_for(lock, options_.persist_timeout, [&] { return ticket->done; })) {
+      // The writer still holds it and may commit it later: a possible
+      // duplicate when the client sends the request again.
+      persist_refused_error_.Add(n);
+      return absl::UnavailableError("the disk queue did not commit in time");
+    }
+    if (!ticket->status.ok()) {
+      (absl::IsResourceExhausted(ticket->status) ? persist_refused_full_ : persist_refused_error_)
+          .Add(n);
+    }
+    return ticket->status;
+  } catch (...) {
+    return absl::ResourceExhaustedError("out of memory");
+  }
+}
+
+void DestinationQueue::CountDropped(std::string_view reason, std::uint64_t spans) {
+  Drop(reason, spans);
+}
+
 void DestinationQueue::RunWriter() {
   std::unique_lock lock(mu_);
   for (;;) {
@@ -352,6 +410,10 @@ void DestinationQueue::RunWriter() {
     if (ids.ok()) {
       for (std::size_t i = 0; i < items.size(); ++i) {
         Entry& e = items[i];
+        if (e.ticket) {
+          e.ticket->done = true;
+          e.ticket.reset();
+        }
         e.disk_id = (*ids)[i];
         e.disk_bytes = payloads[i].payload.size();
         persisted_spans_.Add(e.spans);
@@ -377,7 +439,20 @@ void DestinationQueue::RunWriter() {
       }
       disk_writable_ = false;
       disk_retry_at_ = Clock::now() + options_.disk_retry_interval;
-      for (auto& e : items) ready_.push_back(std::move(e));  // still counted in memory
+      for (auto& e : items) {
+        if (e.ticket) {
+          // A Persist() caller: the spans were not accepted here; it refuses
+          // them (its client retries), so they are not kept.
+          e.ticket->done = true;
+          e.ticket->status = ids.status();
+          e.ticket.reset();
+          ReleaseMemoryLocked(e);
+          queued_spans_ -= e.spans;
+          --queued_batches_;
+          continue;
+        }
+        ready_.push_back(std::move(e));  // still counted in memory
+      }
     }
     cv_.notify_all();
     done_cv_.notify_all();

@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "exporter/dead_letter_store.h"
 #include "exporter/disk_queue.h"
 #include "exporter/export_config.h"
@@ -50,6 +51,9 @@ class DestinationQueue {
     std::chrono::milliseconds drop_log_interval{10000};
     // After the disk refused a write: how long until it is tried again.
     std::chrono::milliseconds disk_retry_interval{5000};
+    // Persist(): longest wait for the commit before the caller is told to
+    // retry (the batch may still be committed: a possible duplicate).
+    std::chrono::milliseconds persist_timeout{5000};
   };
 
   enum class CircuitState { kClosed = 0, kOpen = 1, kHalfOpen = 2 };
@@ -67,6 +71,19 @@ class DestinationQueue {
   // memory bounds are reached, low-priority spans are dropped first (counted);
   // false when any span of this batch was dropped.
   bool Enqueue(SharedSpanBatch batch) noexcept;
+
+  // Disk mode only: returns once `batch` is committed to the disk queue (in
+  // the writer's next transaction, shared with whatever else is waiting:
+  // concurrent callers share one commit and one fsync). Not OK: the batch is
+  // not in this queue (ResourceExhausted: disk queue or memory bound full;
+  // Unavailable: I/O error, shutting down, or no commit within
+  // persist_timeout), and nothing is counted as dropped: the caller refuses
+  // the spans (its client sends them again). Blocks the caller.
+  absl::Status Persist(SharedSpanBatch batch);
+
+  // Counts spans this destination lost before they reached it (the
+  // pipeline, when the batcher could not take spans meant for it).
+  void CountDropped(std::string_view reason, std::uint64_t spans);
 
   // Stops accepting batches; the senders keep delivering what is queued
   // until `deadline`. Non-blocking, so all destinations drain in parallel.
@@ -88,8 +105,14 @@ class DestinationQueue {
   bool WaitPersisted(std::chrono::milliseconds timeout) const;
 
  private:
+  // A Persist() caller's wait for the writer.
+  struct PersistTicket {
+    bool done = false;
+    absl::Status status;
+  };
   struct Entry {
     SharedSpanBatch batch;  // null: only on disk (read back when sent)
+    std::shared_ptr<PersistTicket> ticket;  // a Persist() caller waits for it
     std::size_t spans = 0;
     std::size_t bytes = 0;       // approximate in-memory size
     std::int64_t disk_id = 0;    // 0: memory only
@@ -114,6 +137,9 @@ class DestinationQueue {
   bool HardStoppedLocked(Clock::time_point now) const;
   bool FitsLocked(std::size_t spans, std::size_t bytes) const;
   bool MemoryFullLocked() const;
+  // Drops the memory copies of persisted batches (newest first) until `e`
+  // fits; true when it does.
+  bool FreeCachedLocked(const Entry& e);
   // Makes room for `e` by priority; false when `e` itself was dropped.
   bool MakeRoomLocked(Entry& e);
   void AddLocked(std::deque<Entry>& q, Entry e);
@@ -133,6 +159,8 @@ class DestinationQueue {
   Counter& persisted_spans_;
   Counter& disk_rejected_full_;
   Counter& disk_rejected_error_;
+  Counter& persist_refused_full_;
+  Counter& persist_refused_error_;
   Counter& recovered_batches_;
   Counter& recovered_spans_;
   Counter& resent_batches_;

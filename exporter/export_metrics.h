@@ -40,6 +40,7 @@ inline constexpr std::string_view kDiskRecoveredSpans = "kspan_exporter_disk_que
 inline constexpr std::string_view kDiskRecoveredBatches = "kspan_exporter_disk_queue_recovered_batches_total";
 inline constexpr std::string_view kDiskResentBatches = "kspan_exporter_disk_queue_resent_batches_total";
 inline constexpr std::string_view kDiskPersistedSpans = "kspan_exporter_disk_queue_persisted_spans_total";
+inline constexpr std::string_view kDiskPersistRefused = "kspan_exporter_disk_queue_persist_refused_spans_total";
 inline constexpr std::string_view kDiskRejected = "kspan_exporter_disk_queue_rejected_batches_total";
 inline constexpr std::string_view kDiskBytes = "kspan_exporter_disk_queue_bytes";
 inline constexpr std::string_view kDiskBatches = "kspan_exporter_disk_queue_batches";
@@ -62,6 +63,9 @@ inline constexpr std::string_view kPermanentError = "permanent_error";
 inline constexpr std::string_view kRetryExhausted = "retry_exhausted";
 inline constexpr std::string_view kRejectedByBackend = "rejected_by_backend";
 inline constexpr std::string_view kShutdown = "shutdown";  // batcher and destinations
+// Batcher: an app-span request a disk queue could not commit (refused to its
+// client as retryable, like queue_full).
+inline constexpr std::string_view kNotPersisted = "not_persisted";
 // A persisted batch that could not be read back (corrupt disk queue row).
 inline constexpr std::string_view kDiskCorrupt = "disk_corrupt";
 }  // namespace drop_reason

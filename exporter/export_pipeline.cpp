@@ -1,5 +1,6 @@
 #include "exporter/export_pipeline.h"
 
+#include <atomic>
 #include <set>
 #include <vector>
 
@@ -7,6 +8,7 @@
 #include "exporter/batcher.h"
 #include "exporter/console_sender.h"
 #include "exporter/destination_queue.h"
+#include "exporter/export_metrics.h"
 #include "exporter/file_store_sender.h"
 #include "exporter/otlp_grpc_sender.h"
 #include "exporter/otlp_http_sender.h"
@@ -72,28 +74,47 @@ namespace {
 
 class ExportPipelineImpl final : public ExportPipeline {
  public:
-  explicit ExportPipelineImpl(std::vector<std::unique_ptr<DestinationQueue>> destinations)
-      : destinations_(std::move(destinations)) {}
+  ExportPipelineImpl(std::vector<std::unique_ptr<DestinationQueue>> destinations,
+                     MetricsRegistry& metrics)
+      : destinations_(std::move(destinations)),
+        submitted_(metrics.GetCounter(metric::kSpansSubmitted, "Spans handed to the exporter.")),
+        not_persisted_(metrics.GetCounter(
+            metric::kBatcherDropped, "Spans lost in the shared batcher before fan-out, by reason.",
+            {{"reason", std::string(drop_reason::kNotPersisted)}})) {
+    for (auto& d : destinations_) (d->disk_enabled() ? disk_ : memory_).push_back(d.get());
+  }
 
   ~ExportPipelineImpl() override { Shutdown(std::chrono::milliseconds(0)); }
 
   void Start(const BatchOptions& options, MetricsRegistry& metrics) {
-    batcher_ = std::make_unique<Batcher>(options, metrics, [this](SharedSpanBatch batch) {
-      // Fan-out: one shared batch, a non-blocking enqueue per destination.
-      for (auto& d : destinations_) d->Enqueue(batch);
-    });
+    Batcher::Sink memory_sink;
+    if (!disk_.empty() && !memory_.empty()) {
+      // App spans already in every disk queue: only the other destinations.
+      memory_sink = [this](SharedSpanBatch batch) {
+        for (auto* d : memory_) d->Enqueue(batch);
+      };
+    }
+    batcher_ = std::make_unique<Batcher>(
+        options, metrics,
+        [this](SharedSpanBatch batch) {
+          // Fan-out: one shared batch, a non-blocking enqueue per destination.
+          for (auto& d : destinations_) d->Enqueue(batch);
+        },
+        std::move(memory_sink));
   }
 
   bool Submit(Span span) noexcept override { return batcher_->Submit(std::move(span)); }
 
   SubmitResult SubmitBatch(std::vector<Span>&& spans) noexcept override {
-    return batcher_->SubmitBatch(std::move(spans));
+    if (disk_.empty()) return batcher_->SubmitBatch(std::move(spans));
+    return SubmitPersisted(std::move(spans));
   }
 
   void Shutdown(std::chrono::milliseconds deadline) override {
     std::lock_guard lock(shutdown_mu_);
     if (shut_down_) return;
     shut_down_ = true;
+    stopping_.store(true);
     const auto until = std::chrono::steady_clock::now() + deadline;
     spdlog::info("export pipeline: shutting down, flushing for up to {}ms", deadline.count());
     // The batcher flushes everything it holds into the destination queues
@@ -105,7 +126,55 @@ class ExportPipelineImpl final : public ExportPipeline {
   }
 
  private:
+  // At-least-once from acceptance: a request's spans are committed to every
+  // disk queue before the receiver answers (the batcher's delay would leave
+  // them in memory for up to schedule_delay). Destinations without a disk
+  // queue get them through the batcher as before. Nothing is taken when the
+  // first disk queue refuses; a later one refusing leaves the request in the
+  // earlier ones, which the client's retry duplicates there (counted in
+  // kspan_exporter_disk_queue_persist_refused_spans_total).
+  SubmitResult SubmitPersisted(std::vector<Span>&& spans) noexcept {
+    const std::size_t n = spans.size();
+    submitted_.Add(n);
+    if (n == 0) return SubmitResult::kAccepted;
+    if (stopping_.load()) {
+      not_persisted_.Add(n);
+      return SubmitResult::kShutdown;
+    }
+    try {
+      std::vector<Span> for_memory;
+      if (!memory_.empty()) for_memory = spans;  // shares resources and scopes
+      auto batch = std::make_shared<SpanBatch>();
+      batch->spans = std::move(spans);
+      batch->approx_bytes = ApproximateBatchBytes(batch->spans);
+      const SharedSpanBatch shared = std::move(batch);
+      for (auto* d : disk_) {
+        if (absl::Status s = d->Persist(shared); !s.ok()) {
+          not_persisted_.Add(n);
+          spdlog::debug("export to '{}': request of {} spans not persisted: {}", d->name(), n,
+                        std::string(s.message()));
+          return SubmitResult::kQueueFull;
+        }
+      }
+      if (!memory_.empty() &&
+          batcher_->SubmitBatch(std::move(for_memory), BatchRoute::kMemoryDestinations) !=
+              SubmitResult::kAccepted) {
+        // Accepted (it is on disk); the memory-only destinations miss it.
+        for (auto* d : memory_) d->CountDropped(drop_reason::kQueueFull, n);
+      }
+      return SubmitResult::kAccepted;
+    } catch (...) {
+      not_persisted_.Add(n);
+      return SubmitResult::kQueueFull;
+    }
+  }
+
   std::vector<std::unique_ptr<DestinationQueue>> destinations_;
+  std::vector<DestinationQueue*> disk_;    // destinations with a disk queue
+  std::vector<DestinationQueue*> memory_;  // the others
+  Counter& submitted_;
+  Counter& not_persisted_;
+  std::atomic<bool> stopping_{false};
   std::unique_ptr<Batcher> batcher_;  // declared last: stopped first
   std::mutex shutdown_mu_;
   bool shut_down_ = false;
@@ -168,7 +237,7 @@ absl::StatusOr<std::unique_ptr<ExportPipeline>> ExportPipeline::Create(const Exp
         std::make_unique<DestinationQueue>(std::move(options), std::move(senders), metrics));
   }
 
-  auto pipeline = std::make_unique<ExportPipelineImpl>(std::move(destinations));
+  auto pipeline = std::make_unique<ExportPipelineImpl>(std::move(destinations), metrics);
   pipeline->Start(config.batch, metrics);
   spdlog::info("export pipeline: {} destination(s), batch {} spans / {}ms, queue {} spans",
                names.size(), config.batch.max_export_batch_size,

@@ -39,7 +39,7 @@ AppSpanSink PipelineSink(ExportPipeline& pipeline) {
   return [&pipeline](std::vector<Span>&& spans, const ReceiverPeer&) {
     switch (pipeline.SubmitBatch(std::move(spans))) {
       case SubmitResult::kAccepted: return SinkResult{};
-      case SubmitResult::kQueueFull: return SinkResult{0, "kspan's export queue is full", true};
+      case SubmitResult::kQueueFull: return SinkResult{0, "kspan's export queue (memory or disk) is full", true};
       case SubmitResult::kShutdown: break;
     }
     return SinkResult{0, "kspan is shutting down", true};

@@ -55,13 +55,16 @@ struct SinkResult {
 };
 
 // Called on a receiver thread, possibly from several at once; must not
-// block. Gets only spans with valid ids, all SpanSource::kApp.
+// block on the network (it may wait for a disk queue's commit, bounded).
+// Gets only spans with valid ids, all SpanSource::kApp.
 using AppSpanSink = std::function<SinkResult(std::vector<Span>&&, const ReceiverPeer&)>;
 
 // Hands each request's spans to `pipeline` all or none
 // (ExportPipeline::SubmitBatch): a full queue refuses the whole request as
-// retryable, so a client retry never duplicates spans. `pipeline` must
-// outlive the receiver.
+// retryable, so a client retry never duplicates spans. Where destinations
+// have disk queues, success is answered only once the spans are committed
+// to them (at-least-once from acceptance, across kill -9); what cannot be
+// committed is refused as retryable. `pipeline` must outlive the receiver.
 AppSpanSink PipelineSink(ExportPipeline& pipeline);
 
 struct OtlpReceiverOptions {

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <thread>
 
+#include "exporter/disk_queue.h"
 #include "exporter/export_metrics.h"
 #include "nlohmann/json.hpp"
 #include "tests/exporter/test_spans.h"
@@ -181,6 +182,121 @@ TEST(ExportPipelineMemoryTest, LargeResourcesAreCountedAndBoundedWhileTheDestina
             80u);
   (*pipeline)->Shutdown(milliseconds(0));
   EXPECT_TRUE(ReadAccounting(metrics, "down").Balanced());
+}
+
+
+// At-least-once from acceptance: with a disk queue, a request's spans are
+// committed before SubmitBatch returns (the batcher's delay would leave them
+// in memory for an hour here), and each destination gets them once.
+std::vector<Span> AppSpans(int first, int n) {
+  std::vector<Span> spans;
+  for (int i = first; i < first + n; ++i) {
+    Span s = MakeSpan(i);
+    s.source = SpanSource::kApp;
+    spans.push_back(std::move(s));
+  }
+  return spans;
+}
+
+std::size_t SpansOnDisk(const std::string& path) {
+  auto q = DiskQueue::Open({.enabled = true, .path = path});
+  if (!q.ok()) return 0;
+  auto rows = (*q)->List();
+  std::size_t n = 0;
+  if (rows.ok()) {
+    for (const auto& r : *rows) n += r.spans;
+  }
+  return n;
+}
+
+std::string FreshDir(const std::string& name) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("kspan-" + name + "-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+TEST(ExportPipelineDurableTest, AppSpansAreOnDiskBeforeTheyAreAccepted) {
+  const std::string dir = FreshDir("durable");
+  MetricsRegistry metrics;
+  ExportConfig config;
+  config.batch = {.max_export_batch_size = 512, .schedule_delay = std::chrono::hours(1),
+                  .max_queue_size = 1000};
+  DestinationConfig down = GrpcDestination("down", "http://127.0.0.1:1");
+  down.queue.disk = {.enabled = true, .path = dir + "/down.db"};
+  config.destinations.push_back(down);
+  DestinationConfig store;
+  store.name = "local";
+  store.type = DestinationType::kFile;
+  store.file.path = dir + "/spans.jsonl";
+  config.destinations.push_back(store);
+  auto pipeline = ExportPipeline::Create(config, metrics);
+  ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+
+  ASSERT_EQ((*pipeline)->SubmitBatch(AppSpans(0, 40)), SubmitResult::kAccepted);
+  ASSERT_EQ((*pipeline)->SubmitBatch(AppSpans(40, 10)), SubmitResult::kAccepted);
+  // Read through a connection of its own, as the next start would.
+  EXPECT_EQ(SpansOnDisk(dir + "/down.db"), 50u);
+  // Kernel spans still go through the batcher (and its delay).
+  ASSERT_TRUE((*pipeline)->Submit(MakeSpan(100)));
+  (*pipeline)->Shutdown(milliseconds(300));
+
+  // Once on the disk destination (not again through the batcher), and once
+  // to the destination without a disk queue.
+  EXPECT_EQ(SpansOnDisk(dir + "/down.db"), 51u);
+  std::ifstream in(dir + "/spans.jsonl");
+  std::size_t in_file = 0;
+  for (std::string line; std::getline(in, line);) {
+    const auto doc = nlohmann::json::parse(line);
+    for (const auto& rs : doc.at("resourceSpans")) {
+      for (const auto& ss : rs.at("scopeSpans")) in_file += ss.at("spans").size();
+    }
+  }
+  EXPECT_EQ(in_file, 51u);
+  const auto a = ReadAccounting(metrics, "down");
+  EXPECT_EQ(a.submitted, 51u);
+  EXPECT_EQ(a.kept_on_disk, 51u);
+  EXPECT_EQ(ReadAccounting(metrics, "local").exported, 51u);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ExportPipelineDurableTest, RequestTheDiskQueueCannotTakeIsRefusedAndCounted) {
+  const std::string dir = FreshDir("durable-full");
+  MetricsRegistry metrics;
+  ExportConfig config;
+  config.batch = {.max_export_batch_size = 512, .schedule_delay = milliseconds(20),
+                  .max_queue_size = 1000};
+  DestinationConfig down = GrpcDestination("down", "http://127.0.0.1:1");
+  down.queue.disk = {.enabled = true, .path = dir + "/down.db", .max_bytes = 4000};
+  config.destinations.push_back(down);
+  auto pipeline = ExportPipeline::Create(config, metrics);
+  ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+
+  int accepted = 0, refused = 0;
+  for (int i = 0; i < 20; ++i) {
+    auto spans = AppSpans(i * 10, 10);
+    const auto r = (*pipeline)->SubmitBatch(std::move(spans));
+    if (r == SubmitResult::kAccepted) {
+      ++accepted;
+    } else {
+      ++refused;
+      EXPECT_EQ(r, SubmitResult::kQueueFull);
+    }
+  }
+  EXPECT_GT(accepted, 0);
+  EXPECT_GT(refused, 0);
+  // Exactly the accepted requests are on disk; the refused ones nowhere.
+  EXPECT_EQ(SpansOnDisk(dir + "/down.db"), static_cast<std::size_t>(accepted) * 10);
+  const auto text = metrics.RenderPrometheus();
+  EXPECT_NE(text.find("kspan_exporter_disk_queue_persist_refused_spans_total{destination=\"down\","
+                      "reason=\"full\"} " + std::to_string(refused * 10)),
+            std::string::npos)
+      << text;
+  const auto a = ReadAccounting(metrics, "down");
+  EXPECT_EQ(a.batcher_dropped, static_cast<std::uint64_t>(refused) * 10);
+  (*pipeline)->Shutdown(milliseconds(100));
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
