@@ -31,8 +31,10 @@ REFUSAL_TIMEOUT=60
 GUEST_MODULES="ipv6"
 
 # Host tools the privileged suite runs itself (tests/privileged/bpftool_test
-# checks the commands docs/bpftool.md shows); copied with their libraries.
-GUEST_TOOLS="bpftool"
+# checks the commands docs/bpftool.md shows; agent_privileges_test starts a
+# process of user nobody that connects through bash's /dev/tcp); copied with
+# their libraries, at the paths they have on the host.
+GUEST_TOOLS="bpftool bash"
 
 # Paths of the binaries inside the build directory.
 TEST_BIN_REL=tests/privileged/kspan_privileged_tests

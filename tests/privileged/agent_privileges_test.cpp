@@ -138,7 +138,9 @@ pid_t ConnectAsNobody(int port) {
     if (setgroups(0, nullptr) != 0 || setgid(65534) != 0 || setuid(65534) != 0) _exit(126);
     const std::string script =
         "exec 3<>/dev/tcp/127.0.0.1/" + std::to_string(port) + "; sleep 3";
-    char* const argv[] = {const_cast<char*>("/bin/bash"), const_cast<char*>("-c"),
+    // /usr/bin/bash: where Debian 12 (merged /usr) has it, and where the VM
+    // matrix copies it (vm-tests/run-matrix.sh GUEST_TOOLS).
+    char* const argv[] = {const_cast<char*>("/usr/bin/bash"), const_cast<char*>("-c"),
                           const_cast<char*>(script.c_str()), nullptr};
     char* const envp[] = {const_cast<char*>("OTEL_SERVICE_NAME=kspan-nobody-service"),
                           const_cast<char*>("PATH=/usr/bin:/bin"), nullptr};
