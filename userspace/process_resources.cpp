@@ -67,6 +67,26 @@ std::string CgroupLine(std::string_view content, std::string_view path) {
   return std::string(first);
 }
 
+// /proc/<pid>/comm without its newline; empty when unreadable.
+std::string ReadComm(const std::string& dir) {
+  auto comm = ReadBoundedFile(dir + "/comm", 64);
+  if (!comm) return {};
+  std::string c = *std::move(comm);
+  if (!c.empty() && c.back() == '\n') c.pop_back();
+  return c;
+}
+
+// PPid from /proc/<pid>/status; 0 when unreadable.
+std::uint32_t ReadParentPid(const std::string& dir) {
+  const auto status = ReadBoundedFile(dir + "/status", kMaxStatusBytes);
+  if (!status) return 0;
+  for (absl::string_view line : absl::StrSplit(*status, '\n')) {
+    std::uint32_t ppid = 0;
+    if (absl::ConsumePrefix(&line, "PPid:") && absl::SimpleAtoi(line, &ppid)) return ppid;
+  }
+  return 0;
+}
+
 std::uint64_t MonotonicNs() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -123,6 +143,7 @@ std::string ServiceNameFromEnviron(std::string_view environ) {
 
 struct ProcessResources::Facts {
   bool alive = false;
+  std::string comm;  // /proc/<pid>/comm: the running image's (empty when unreadable)
   std::string exe_path;
   std::string env_service;
   std::string cgroup_line;
@@ -175,6 +196,7 @@ ProcessResources::Facts ProcessResources::Read(std::uint32_t pid) const {
   // Kernel threads have no exe but a cgroup file: alive all the same.
   f.alive = !f.exe_path.empty() || cgroup.has_value();
   if (!f.alive) return f;
+  f.comm = ReadComm(dir);
   if (auto env = ReadBoundedFile(dir + "/environ", options_.max_environ_bytes)) {
     f.env_service = ServiceNameFromEnviron(*env);
   }
@@ -311,6 +333,15 @@ std::shared_ptr<const Resource> ProcessResources::ForAt(std::uint32_t pid, std::
   }
   // /proc is read without the lock: other threads' spans go on meanwhile.
   const Facts facts = Read(pid);
+  if (depth == 0 && mono_ns != 0 && exec_comm.empty() && !comm.empty() && !facts.comm.empty() &&
+      facts.comm != comm) {
+    // /proc shows another program than the one this span's record names:
+    // the process exec'd after the span began, and its exec record is not
+    // read yet (it was made after the rings were last drained). The span is
+    // the old image's, /proc the new one's.
+    NoteUnreadExec(pid, comm, mono_ns, facts);
+    return ForAt(pid, comm, mono_ns, 1);
+  }
   std::lock_guard lock(mu_);
   Entry& e = cache_[pid];
   if (!facts.alive) {
@@ -324,6 +355,33 @@ std::shared_ptr<const Resource> ProcessResources::ForAt(std::uint32_t pid, std::
   return e.current;
 }
 
+void ProcessResources::NoteUnreadExec(std::uint32_t pid, std::string_view comm, std::uint64_t mono_ns,
+                                      const Facts& facts) {
+  const std::uint64_t read_ns = MonotonicNs();
+  const std::string dir = absl::StrCat(options_.proc_root, "/", pid);
+  const std::uint32_t ppid = ReadParentPid(dir);
+  // A child between fork and exec ran its parent's program: when the parent
+  // still runs the program the record names, the span is the parent's image
+  // (as when the exec record comes first); otherwise what the record says.
+  const bool forked = ppid != 0 && ppid != pid &&
+                      ReadComm(absl::StrCat(options_.proc_root, "/", ppid)) == comm;
+  auto current = Make(pid, facts, facts.comm, {}, {});
+  {
+    std::lock_guard lock(mu_);
+    Entry& e = Slot(pid, mono_ns);
+    if (e.image_since_ns != 0 && !e.exec_inferred) return;  // the exec record came meanwhile
+    e.current = std::move(current);
+    e.built = std::chrono::steady_clock::now();
+    // The exec happened before this read; its record, when it comes, says
+    // exactly when (OnExec).
+    e.image_since_ns = read_ns;
+    e.exec_inferred = true;
+    e.previous = nullptr;
+    e.forked_from = forked ? ppid : 0;
+    if (!forked) e.previous = Minimal(pid, comm, {});
+  }
+}
+
 void ProcessResources::OnExec(std::uint32_t pid, std::uint32_t ppid, std::uint64_t mono_ns,
                               std::string_view comm, std::string_view filename) {
   if (pid == 0) return;
@@ -331,6 +389,16 @@ void ProcessResources::OnExec(std::uint32_t pid, std::uint32_t ppid, std::uint64
   {
     std::lock_guard lock(mu_);
     Entry& e = Slot(pid, mono_ns);
+    if (e.exec_inferred && mono_ns <= e.image_since_ns) {
+      // The exec a span's lookup inferred from /proc: the image read then is
+      // this exec's; only its time was not known.
+      e.exec_inferred = false;
+      e.image_since_ns = mono_ns;
+      e.exec_comm = std::string(comm);
+      e.exec_filename = std::string(filename);
+      return;
+    }
+    e.exec_inferred = false;
     if (e.exited_ns != 0 && mono_ns > e.exited_ns) e = Entry{};
     // A process kspan never read before this exec ran its parent's image
     // since the fork; exec'ing twice, it is the image of the first exec.

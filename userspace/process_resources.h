@@ -122,6 +122,9 @@ class ProcessResources {
     // never read that image itself (0: none, or read).
     std::uint32_t forked_from = 0;
     std::uint64_t last_used_ns = 0;
+    // image_since_ns is when kspan found, by /proc, that the process had
+    // exec'd (its exec record not read yet): an upper bound until it is.
+    bool exec_inferred = false;
   };
   // What /proc says about a live process; `alive` false when it is gone.
   struct Facts;
@@ -133,6 +136,11 @@ class ProcessResources {
   std::shared_ptr<const Resource> Minimal(std::uint32_t pid, std::string_view comm,
                                           std::string_view filename) const;
   void AddCommon(Attributes& a) const;
+  // A span of `pid` that began at mono_ns while the process ran `comm`,
+  // looked up after an exec kspan has no record of yet (/proc shows
+  // `facts`, another program): records the new image as current and the
+  // old one (its parent's, for a forked child) as the image before.
+  void NoteUnreadExec(std::uint32_t pid, std::string_view comm, std::uint64_t mono_ns, const Facts& facts);
   // The entry of `pid`, made (room made first) when there is none; under mu_.
   Entry& Slot(std::uint32_t pid, std::uint64_t now_ns);
   void MakeRoom(std::uint64_t now_ns);

@@ -179,6 +179,41 @@ TEST_F(FakeProcResources, BeforeItsExecAForkedChildIsItsParent) {
   EXPECT_EQ(Attr(*resources.For(50, "bash", 260), "process.pid"), "50");
 }
 
+// The same child, looked up by a span of its before the exec record is read
+// (the exec came after the rings were last drained): /proc already shows
+// curl, the record says bash. The span is the parent's image; later spans,
+// and the exec record when it comes, are curl's.
+TEST_F(FakeProcResources, ASpanLookedUpBeforeItsExecRecordKeepsTheImageItRan) {
+  proc_.Process(60, 1, "60", "/usr/bin/bash", "0::/user.slice/session-1.scope\n",
+                Environ({"OTEL_SERVICE_NAME=deploy-script"}));
+  proc_.File("60/comm", "bash\n");
+  proc_.Process(61, 1, "61", "/usr/bin/curl");
+  proc_.File("61/comm", "curl\n");
+  proc_.File("61/status", "Name:\tcurl\nTgid:\t61\nNSpid:\t61\nPPid:\t60\n");
+  ProcessResources resources(Options());
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  const std::uint64_t connect_ns = static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ull + ts.tv_nsec;
+  auto before = resources.For(61, "bash", connect_ns);
+  EXPECT_EQ(Attr(*before, "service.name"), "deploy-script");
+  EXPECT_EQ(Attr(*before, "process.executable.path"), "/usr/bin/bash");
+  EXPECT_EQ(Attr(*before, "process.pid"), "61");
+  // The exec record comes: it is the exec /proc showed, now with its time.
+  resources.OnExec(61, 60, connect_ns + 1000, "curl", "/usr/bin/curl");
+  EXPECT_EQ(Attr(*resources.For(61, "bash", connect_ns), "service.name"), "deploy-script");
+  auto after = resources.For(61, "curl", connect_ns + 2000);
+  EXPECT_EQ(Attr(*after, "service.name"), "curl");
+  EXPECT_EQ(Attr(*after, "process.executable.path"), "/usr/bin/curl");
+  // A process whose parent runs another program than the record names
+  // (not a fork about to exec): the record's name, never the new image's.
+  proc_.Process(70, 1, "70", "/usr/bin/python3.11");
+  proc_.File("70/comm", "python3\n");
+  proc_.File("70/status", "Name:\tpython3\nTgid:\t70\nNSpid:\t70\nPPid:\t60\n");
+  auto old = resources.For(70, "make", connect_ns);
+  EXPECT_EQ(Attr(*old, "process.executable.name"), "make");
+  EXPECT_EQ(Attr(*resources.For(70, "python3", connect_ns + 60'000'000'000), "service.name"), "python3.11");
+}
+
 TEST_F(FakeProcResources, AReusedPidNeverInheritsTheOldIdentity) {
   proc_.Process(400, 1, "400", "/usr/bin/python3");
   MetricsRegistry metrics;
