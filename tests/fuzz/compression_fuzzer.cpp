@@ -67,7 +67,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const bool pieces = (data[0] & 4) != 0;
   const std::string_view in = fuzz::AsText(data + 1, size - 1);
   if (pieces) {
-    InflateInPieces(in, 1 + std::size_t{data[0] >> 3} * 64);
+    InflateInPieces(in, 1 + static_cast<std::size_t>(data[0] >> 3) * 64);
     return 0;
   }
   if (round_trip) {
