@@ -89,8 +89,8 @@ status=0
   echo "|---|---:|---:|---:|---:|---:|---:|"
   for t in "${targets[@]}"; do
     log="$out/$t.log"
-    execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" 2>/dev/null | awk '{print $2}' | tail -1)
-    rate=$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$log" 2>/dev/null | awk '{print $2}' | tail -1)
+    execs=$(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$log" 2>/dev/null | awk '{print $NF}' | tail -1)
+    rate=$(grep -Eo 'stat::average_exec_per_sec: *[0-9]+' "$log" 2>/dev/null | awk '{print $NF}' | tail -1)
     crashes=$(find "$out/artifacts" -name "$t-*" 2>/dev/null | wc -l)
     corpus=$(find "$out/corpus/$t" -type f 2>/dev/null | wc -l)
     rc=$(cat "$out/$t.rc" 2>/dev/null || echo "?")
