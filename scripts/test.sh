@@ -8,7 +8,9 @@
 # (build-asan/, clang, ASan+UBSan, the libFuzzer targets) and runs the unit
 # and end-to-end suites and a short run of every fuzz target there
 # (ctest -L 'unit|e2e|fuzz'; no privileged BPF suite, VM matrix or
-# benchmarks). About 25 more minutes on 2 cores (docs/benchmarks.md, "CI").
+# benchmarks): kspan_run_sanitized in setup.sh, docs/fuzzing.md. About 40
+# more minutes on 2 cores, most of it the build (docs/benchmarks.md,
+# "Fuzzing and the sanitizer tree").
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
