@@ -157,7 +157,7 @@ TEST(BatcherTest, BoundedByBytesCountingEachSharedResourceOnce) {
   EXPECT_LE(bytes, static_cast<double>(options.max_queue_bytes));
   EXPECT_EQ(batcher.queued_bytes(), static_cast<std::size_t>(bytes));
   // Was 100 x 3 MiB.
-  EXPECT_LT(testing::PeakGrowthSince(before), 32 * kMiB);
+  EXPECT_RSS_LT(testing::PeakGrowthSince(before), 32 * kMiB);
 
   // Kernel spans sharing their process's resource: counted once, so a full
   // span bound is a few hundred KiB, not the resource times 2048.

@@ -26,6 +26,7 @@
 #include "spdlog/spdlog.h"
 #include "tests/exporter/test_spans.h"
 #include "tests/support/hostile_collector.h"
+#include "tests/support/process_memory.h"
 
 namespace kspan {
 namespace {
@@ -282,7 +283,7 @@ TEST(CollectorAttackTest, HugeAndBombedBodiesOnEverySenderAndStatus) {
   testing::ResetPeakMemory();
   auto before = testing::ReadMemory();
   auto r = http->Send(Batch(1), Far());
-  EXPECT_LT(testing::PeakGrowthSince(before), kPeakCeiling);
+  EXPECT_RSS_LT(testing::PeakGrowthSince(before), kPeakCeiling);
   EXPECT_EQ(r.outcome, ExportResult::Outcome::kRetryable);
   EXPECT_LE(r.message.size(), kMaxPeerTextBytes);
 
@@ -293,7 +294,7 @@ TEST(CollectorAttackTest, HugeAndBombedBodiesOnEverySenderAndStatus) {
   testing::ResetPeakMemory();
   before = testing::ReadMemory();
   r = (*zipkin)->Send(Batch(1), Far());
-  EXPECT_LT(testing::PeakGrowthSince(before), kPeakCeiling);
+  EXPECT_RSS_LT(testing::PeakGrowthSince(before), kPeakCeiling);
   EXPECT_EQ(r.outcome, ExportResult::Outcome::kSuccess);
   EXPECT_EQ(r.response_issue, ExportResult::ResponseIssue::kTooLarge);
 

@@ -592,7 +592,7 @@ TEST(OtlpDecodeAttackTest, TwoMillionEmptyAttributesInOneSpanCostAboutTheRequest
   EXPECT_EQ(decoded->spans[0].dropped_attributes_count, kEmptyAttributes - 512);
   EXPECT_EQ(decoded->limited.attributes, kEmptyAttributes - 512);
   // Was +246 MiB (60 times the request). The 512 attributes kept are 37 KiB.
-  EXPECT_LT(growth, 8 * kMiB) << growth / kMiB << " MiB";
+  EXPECT_RSS_LT(growth, 8 * kMiB) << growth / kMiB << " MiB";
 
   // Eight such requests decoded at once (the receiver's threads).
   testing::ResetPeakMemory();
@@ -608,7 +608,7 @@ TEST(OtlpDecodeAttackTest, TwoMillionEmptyAttributesInOneSpanCostAboutTheRequest
   for (auto& t : threads) t.join();
   EXPECT_EQ(ok.load(), 8);
   // Was +605 MiB.
-  EXPECT_LT(testing::PeakGrowthSince(before8), 16 * kMiB);
+  EXPECT_RSS_LT(testing::PeakGrowthSince(before8), 16 * kMiB);
 }
 
 TEST(OtlpDecodeAttackTest, EmptyAttributesSpreadWithinTheLimitsAreRefusedAtTheBudget) {
@@ -630,7 +630,7 @@ TEST(OtlpDecodeAttackTest, EmptyAttributesSpreadWithinTheLimitsAreRefusedAtTheBu
   EXPECT_NE(decoded.status().message().find("request refused"), std::string::npos) << decoded.status();
   // The budget (16 times the request and 1 MiB: 65 MiB here), with room for
   // the allocator. Was +246 MiB.
-  EXPECT_LT(growth, MaxDecodedBytes(body.size()) + 16 * kMiB) << growth / kMiB << " MiB";
+  EXPECT_RSS_LT(growth, MaxDecodedBytes(body.size()) + 16 * kMiB) << growth / kMiB << " MiB";
 
   // The same as JSON ("{}" per attribute): refused while parsing the text.
   std::string json_span = R"({"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","attributes":[)";
@@ -646,7 +646,7 @@ TEST(OtlpDecodeAttackTest, EmptyAttributesSpreadWithinTheLimitsAreRefusedAtTheBu
   const std::size_t json_growth = testing::PeakGrowthSince(before_json);
   ASSERT_FALSE(from_json.ok());
   EXPECT_NE(from_json.status().message().find("request refused"), std::string::npos) << from_json.status();
-  EXPECT_LT(json_growth, MaxDecodedBytes(json.size()) + 16 * kMiB) << json_growth / kMiB << " MiB";
+  EXPECT_RSS_LT(json_growth, MaxDecodedBytes(json.size()) + 16 * kMiB) << json_growth / kMiB << " MiB";
 }
 
 TEST(SpanModelTest, ArrayAndKvlistValuesRenderAsJsonText) {

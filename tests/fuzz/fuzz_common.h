@@ -15,6 +15,8 @@
 #include <string_view>
 #include <vector>
 
+#include "exporter/export_config.h"
+#include "exporter/otlp_decode.h"
 #include "exporter/span.h"
 
 #define FUZZ_CHECK(cond)                                                              \
@@ -41,5 +43,23 @@ void QuietLogs();
 // OTLP/JSON text reads back to that message (otlp_wire.h and
 // otlp_json_writer.h promise both).
 void CheckEncoders(std::span<const Span> spans);
+
+// Small span limits, so that a fuzzer's short inputs reach every limit of
+// the decoder (each count, the value length, the nesting depth).
+SpanLimits TightLimits();
+
+// What the decoder promises of a request of `request_bytes` decoded within
+// `limits`: no span, event, link, resource or scope holds more attributes,
+// events or links than the limits allow, no string or bytes value is longer
+// and no value nests deeper, and what was built stays within
+// MaxDecodedBytes.
+void CheckWithinLimits(const DecodedSpans& decoded, const SpanLimits& limits, std::size_t request_bytes);
+
+// The protobuf decoder on one request three ways, as the receiver calls it:
+// from bytes (OTLP/HTTP), from a stream of `block`-byte pieces (the gRPC
+// request's slices) and within TightLimits(). The stream gives exactly what
+// the bytes give; the tight limits keep every span the defaults keep.
+// Returns the decode from bytes with the default limits.
+absl::StatusOr<DecodedSpans> DecodeProtobufEveryWay(std::string_view body, int block);
 
 }  // namespace kspan::fuzz

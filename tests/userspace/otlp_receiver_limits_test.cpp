@@ -30,6 +30,7 @@
 #include "httplib.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.grpc.pb.h"
 #include "userspace/grpc_byte_buffer_peer.h"
+#include "tests/support/process_memory.h"
 #include "tests/support/raw_client.h"
 #include "userspace/otlp_receiver.h"
 #include "userspace/protobuf_log.h"
@@ -214,7 +215,7 @@ TEST_F(OtlpReceiverLimitsTest, HttpChunkedFloodIsNotStored) {
     EXPECT_EQ(answer.rfind(path == "/v1/logs" ? "HTTP/1.1 404" : "HTTP/1.1 413", 0), 0u) << path << ": " << answer;
     // The server stopped reading (after a bounded lingering drain).
     EXPECT_LT(c.sent(), 64 * kMiB) << path;
-    EXPECT_LT(rss.growth_mib(), 24) << path << " (peak RSS growth, MiB; reset: " << rss.reset() << ")";
+    EXPECT_RSS_LT(rss.growth_mib(), 24) << path << " (peak RSS growth, MiB; reset: " << rss.reset() << ")";
     std::printf("chunked flood to %s: %zu MiB sent before the server closed, peak RSS +%lld MiB\n", path.c_str(),
                 c.sent() / kMiB, static_cast<long long>(rss.growth_mib()));
   }
@@ -273,7 +274,7 @@ TEST_F(OtlpReceiverLimitsTest, HttpHeaderFloodIsRefused) {
     const std::string answer = c.WaitClosed(milliseconds(10000));
     EXPECT_EQ(answer.rfind("HTTP/1.1 431", 0), 0u) << answer.substr(0, 200);
     EXPECT_LT(c.sent(), 64 * kMiB);
-    EXPECT_LT(rss.growth_mib(), 24) << "peak RSS growth, MiB";
+    EXPECT_RSS_LT(rss.growth_mib(), 24) << "peak RSS growth, MiB";
     std::printf("header flood (%s): %zu MiB sent, peak RSS +%lld MiB\n", newlines ? "lines" : "one line",
                 c.sent() / kMiB, static_cast<long long>(rss.growth_mib()));
   }
@@ -422,7 +423,7 @@ TEST_F(OtlpReceiverLimitsTest, HttpGzipBombStopsAtTheLimit) {
     }
     const std::string answer = c.WaitClosed(milliseconds(10000));
     EXPECT_EQ(answer.rfind("HTTP/1.1 413", 0), 0u) << answer.substr(0, 200);
-    EXPECT_LT(rss.growth_mib(), 24) << "peak RSS growth, MiB";
+    EXPECT_RSS_LT(rss.growth_mib(), 24) << "peak RSS growth, MiB";
     std::printf("HTTP gzip bomb (256 MiB in %zu KiB, %s): peak RSS +%lld MiB\n", bomb.size() / 1024,
                 chunked ? "chunked" : "with a length", static_cast<long long>(rss.growth_mib()));
   }
@@ -452,7 +453,7 @@ TEST_F(OtlpReceiverLimitsTest, GrpcGzipBombStopsAtTheLimitAlsoInParallel) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(exhausted.load(), 4);
-  EXPECT_LT(rss.growth_mib(), 48) << "peak RSS growth, MiB";
+  EXPECT_RSS_LT(rss.growth_mib(), 48) << "peak RSS growth, MiB";
   std::printf("gRPC gzip bomb (256 MiB in %zu KiB), 1 then 4 at once: peak RSS +%lld MiB\n", bomb.size() / 1024,
               static_cast<long long>(rss.growth_mib()));
   EXPECT_EQ(Requests("grpc", "too_large"), 5u);
@@ -513,7 +514,7 @@ TEST_F(OtlpReceiverLimitsTest, GrpcOversizeMessageIsBoundedByTheResourceQuota) {
     cv.wait(lock, [&] { return done; });
   }
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
-  EXPECT_LT(rss.growth_mib(), 40) << "peak RSS growth, MiB";
+  EXPECT_RSS_LT(rss.growth_mib(), 40) << "peak RSS growth, MiB";
   std::printf("gRPC 256 MiB message, 16 MiB quota: peak RSS +%lld MiB (%s)\n",
               static_cast<long long>(rss.growth_mib()), status.error_message().c_str());
   EXPECT_TRUE(GrpcExport().ok());
