@@ -545,7 +545,11 @@ TEST_F(ContainerDemo, KernelSpansOfBothContainersNestUnderTheirSdkSpans) {
       auto parent = by_id.find(s.parent_span_id_hex());
       ASSERT_NE(parent, by_id.end()) << "orphaned kernel span";
       const ReceivedSpan& p = *parent->second;
-      constexpr std::uint64_t kTol = 2'000'000;  // app clocks stamp in milliseconds
+      // Node's SDK stamps times as performance.timeOrigin + performance.now(),
+      // which drifts from the kernel's clock by a few milliseconds on a
+      // loaded machine (2.4 ms seen with the sanitizer tree beside other
+      // builds); placement itself is checked by the parent id above.
+      constexpr std::uint64_t kTol = 5'000'000;
       EXPECT_LE(p.span.start_time_unix_nano(), s.span.start_time_unix_nano() + kTol);
       EXPECT_GE(p.span.end_time_unix_nano() + kTol, s.span.end_time_unix_nano());
       const bool http = !StrAttr(s, "http.request.method").empty();
