@@ -16,7 +16,7 @@ KSPAN_PACKAGES=(
   libboost-dev  # Boost.Beast: the bounded HTTP server (userspace/http_server.cpp)
   libcurl4-openssl-dev libzstd-dev libssl-dev libsqlite3-dev openssl libjemalloc-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  # The sanitizer tree and the fuzz targets (scripts/test.sh --sanitize):
+  # The sanitizer tree and the fuzz targets (the sanitizer stage of scripts/test.sh):
   # clang's ASan/UBSan/libFuzzer runtimes, llvm-symbolizer for their reports.
   libclang-rt-14-dev llvm-14
   curl iproute2
@@ -73,7 +73,7 @@ kspan_build() {
   cmake --build "$KSPAN_BUILD" -j "$(nproc)"
 }
 
-# The second tree CI tests in (scripts/test.sh --sanitize): clang with
+# The second tree CI tests in (the sanitizer stage of scripts/test.sh): clang with
 # AddressSanitizer and UndefinedBehaviorSanitizer on all of kspan's code, and
 # the libFuzzer targets of tests/fuzz. No benchmarks: their numbers mean
 # nothing under the sanitizers. Not -Werror: the gcc tree holds the warning

@@ -28,7 +28,7 @@ TEST(ClockSync, ResamplesAndReportsTheSkewItCorrects) {
 
 // Fuzzing found (tests/fuzz/http_spans_fuzzer, event_decoder_fuzzer): a
 // record time past 2^63 - offset overflowed a signed addition, undefined
-// behaviour that the sanitizer build (scripts/test.sh --sanitize) reports.
+// behaviour that the sanitizer build (the sanitizer stage of scripts/test.sh) reports.
 // Such a time is no real timestamp; it converts modulo 2^64 like any other.
 TEST(ClockSync, ATimeNearTheTopOfTheRangeDoesNotOverflow) {
   const std::int64_t offset = 1'700'000'000'000'000'000;
