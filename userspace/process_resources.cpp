@@ -413,7 +413,20 @@ void ProcessResources::OnExec(std::uint32_t pid, std::uint32_t ppid, std::uint64
   }
   // Read now, while the process is young: a short-lived one is gone by the
   // time its spans are assembled.
-  const Facts facts = Read(pid);
+  Facts facts = Read(pid);
+  if (!facts.alive && ppid != 0 && ppid != pid) {
+    // Gone already (a curl that posted and exited before kspan read its
+    // exec record): its container is its parent's. A child starts in its
+    // parent's cgroup and exec does not move it; the program is the
+    // record's, the environment unknown.
+    const Facts parent = Read(ppid);
+    if (parent.alive) {
+      facts.alive = true;
+      facts.cgroup = parent.cgroup;
+      facts.cgroup_line = parent.cgroup_line;
+      facts.names = parent.names;
+    }
+  }
   if (!facts.alive) return;
   auto r = Make(pid, facts, comm, filename, {});
   std::lock_guard lock(mu_);

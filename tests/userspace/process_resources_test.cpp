@@ -243,6 +243,25 @@ TEST_F(FakeProcResources, AShortLivedProcessIsDescribedByItsExecRecord) {
   EXPECT_EQ(Attr(*r, "process.executable.path"), "/opt/batch/job");
 }
 
+// A container's shell runs curl, which posts and exits before kspan reads
+// its exec record: the container is the parent's (a child starts in its
+// parent's cgroup), the program the record's.
+TEST_F(FakeProcResources, AShortLivedChildGoneBeforeItsExecIsReadKeepsItsParentsContainer) {
+  proc_.Process(210, 2, "210\t1", "/usr/bin/dash", PodmanCgroup());
+  ProcessResources resources(Options());
+  resources.OnExec(211, 210, 100, "curl", "/usr/bin/curl");
+  auto r = resources.For(211, "curl", 110);
+  EXPECT_EQ(Attr(*r, "container.id"), kPodmanId);
+  EXPECT_EQ(Attr(*r, "container.runtime"), "podman");
+  EXPECT_EQ(Attr(*r, "process.pid"), "211");
+  EXPECT_EQ(Attr(*r, "process.executable.name"), "curl");
+  EXPECT_EQ(Attr(*r, "process.executable.path"), "/usr/bin/curl");
+  EXPECT_EQ(Attr(*r, "kspan.process.namespace_pid"), "<absent>");
+  // With the parent gone too, only the record remains.
+  resources.OnExec(212, 299, 120, "job", "/opt/batch/job");
+  EXPECT_EQ(Attr(*resources.For(212, "job", 130), "container.id"), "<absent>");
+}
+
 TEST_F(FakeProcResources, ExitedProcessesAreForgottenAfterTheirGrace) {
   proc_.Process(600, 1, "600", "/usr/bin/sleep");
   auto o = Options();
