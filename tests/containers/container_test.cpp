@@ -550,9 +550,18 @@ TEST_F(ContainerDemo, KernelSpansOfBothContainersNestUnderTheirSdkSpans) {
       // loaded machine (2.4 ms seen with the sanitizer tree beside other
       // builds); placement itself is checked by the parent id above.
       constexpr std::uint64_t kTol = 5'000'000;
-      EXPECT_LE(p.span.start_time_unix_nano(), s.span.start_time_unix_nano() + kTol);
-      EXPECT_GE(p.span.end_time_unix_nano() + kTol, s.span.end_time_unix_nano());
       const bool http = !StrAttr(s, "http.request.method").empty();
+      if (http && s.span.kind() == otlp_proto::Span::SPAN_KIND_SERVER && !IsKernel(p) &&
+          p.span.kind() == otlp_proto::Span::SPAN_KIND_SERVER) {
+        // A request reaches the socket before node has parsed it and its SDK
+        // has begun the server span (6 ms later on a loaded machine): the
+        // two overlap, the kernel's begins first.
+        EXPECT_LE(p.span.start_time_unix_nano(), s.span.end_time_unix_nano() + kTol);
+        EXPECT_GE(p.span.end_time_unix_nano() + kTol, s.span.end_time_unix_nano());
+      } else {
+        EXPECT_LE(p.span.start_time_unix_nano(), s.span.start_time_unix_nano() + kTol);
+        EXPECT_GE(p.span.end_time_unix_nano() + kTol, s.span.end_time_unix_nano());
+      }
       if (!http) {
         // The same process: the app span's own pid (its namespace's) is the
         // kernel span's namespace pid, and the same service.
