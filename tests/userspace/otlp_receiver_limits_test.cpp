@@ -30,6 +30,7 @@
 #include "httplib.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.grpc.pb.h"
 #include "userspace/grpc_byte_buffer_peer.h"
+#include "tests/support/grpc_raw_export.h"
 #include "tests/support/process_memory.h"
 #include "tests/support/raw_client.h"
 #include "userspace/otlp_receiver.h"
@@ -150,21 +151,7 @@ class OtlpReceiverLimitsTest : public ::testing::Test {
     } else {
       request = grpc::ByteBuffer(&slice, 1);
     }
-    grpc::ByteBuffer response;
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    grpc::Status status;
-    stub.UnaryCall(&context, "/opentelemetry.proto.collector.trace.v1.TraceService/Export", {}, &request, &response,
-                   [&](grpc::Status s) {
-                     std::lock_guard lock(mu);
-                     status = std::move(s);
-                     done = true;
-                     cv.notify_all();
-                   });
-    std::unique_lock lock(mu);
-    cv.wait(lock, [&] { return done; });
-    return status;
+    return testing::RawExport(stub, context, request);
   }
 
   std::uint64_t Requests(std::string_view transport, std::string_view outcome) {
@@ -497,22 +484,7 @@ TEST_F(OtlpReceiverLimitsTest, GrpcOversizeMessageIsBoundedByTheResourceQuota) {
   grpc::GenericStub stub(channel_);
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-  grpc::ByteBuffer response;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  grpc::Status status;
-  stub.UnaryCall(&context, "/opentelemetry.proto.collector.trace.v1.TraceService/Export", {}, &request, &response,
-                 [&](grpc::Status s) {
-                   std::lock_guard lock(mu);
-                   status = std::move(s);
-                   done = true;
-                   cv.notify_all();
-                 });
-  {
-    std::unique_lock lock(mu);
-    cv.wait(lock, [&] { return done; });
-  }
+  const grpc::Status status = testing::RawExport(stub, context, request);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
   EXPECT_RSS_LT(rss.growth_mib(), 40) << "peak RSS growth, MiB";
   std::printf("gRPC 256 MiB message, 16 MiB quota: peak RSS +%lld MiB (%s)\n",

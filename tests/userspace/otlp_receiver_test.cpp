@@ -25,6 +25,7 @@
 #include "grpcpp/grpcpp.h"
 #include "httplib.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.grpc.pb.h"
+#include "tests/support/grpc_raw_export.h"
 #include "tests/support/otlp_test_server.h"
 #include "tests/support/process_memory.h"
 
@@ -117,21 +118,7 @@ class OtlpReceiverTest : public ::testing::Test {
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     grpc::Slice slice(bytes);
     grpc::ByteBuffer request(&slice, 1);
-    grpc::ByteBuffer response;
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    grpc::Status status;
-    stub.UnaryCall(&context, "/opentelemetry.proto.collector.trace.v1.TraceService/Export", {}, &request, &response,
-                   [&](grpc::Status s) {
-                     std::lock_guard lock(mu);
-                     status = std::move(s);
-                     done = true;
-                     cv.notify_all();
-                   });
-    std::unique_lock lock(mu);
-    cv.wait(lock, [&] { return done; });
-    return status;
+    return testing::RawExport(stub, context, request);
   }
 
   httplib::Client Http() {
