@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <variant>
 
 #include "absl/strings/ascii.h"
@@ -75,6 +76,27 @@ std::string ReadComm(const std::string& dir) {
   if (!c.empty() && c.back() == '\n') c.pop_back();
   return c;
 }
+
+// Whether a thread of `pid` is named `comm` (/proc/<pid>/task/*/comm; at
+// most kMaxThreadsLooked threads are looked at, and a process with more is
+// taken to have one of that name: only a fork about to exec is in question).
+constexpr std::size_t kMaxThreadsLooked = 256;
+
+}  // namespace
+
+bool ProcessResources::AnyThreadNamed(std::uint32_t pid, std::string_view comm) const {
+  const std::string tasks = absl::StrCat(options_.proc_root, "/", pid, "/task");
+  std::error_code ec;
+  std::size_t looked = 0;
+  for (auto it = std::filesystem::directory_iterator(tasks, ec); !ec && it != std::filesystem::directory_iterator();
+       it.increment(ec)) {
+    if (++looked > kMaxThreadsLooked) return true;
+    if (ReadComm(it->path().string()) == comm) return true;
+  }
+  return false;
+}
+
+namespace {
 
 // PPid from /proc/<pid>/status; 0 when unreadable.
 std::uint32_t ReadParentPid(const std::string& dir) {
@@ -334,11 +356,13 @@ std::shared_ptr<const Resource> ProcessResources::ForAt(std::uint32_t pid, std::
   // /proc is read without the lock: other threads' spans go on meanwhile.
   const Facts facts = Read(pid);
   if (depth == 0 && mono_ns != 0 && exec_comm.empty() && !comm.empty() && !facts.comm.empty() &&
-      facts.comm != comm) {
-    // /proc shows another program than the one this span's record names:
-    // the process exec'd after the span began, and its exec record is not
-    // read yet (it was made after the rings were last drained). The span is
-    // the old image's, /proc the new one's.
+      facts.comm != comm && !AnyThreadNamed(pid, comm)) {
+    // /proc shows another program than the one this span's record names
+    // (and no thread of it carries that name: records name the thread, and
+    // threads may name themselves): the process exec'd after the span
+    // began, and its exec record is not read yet (it was made after the
+    // rings were last drained). The span is the old image's, /proc the new
+    // one's.
     NoteUnreadExec(pid, comm, mono_ns, facts);
     return ForAt(pid, comm, mono_ns, 1);
   }

@@ -140,6 +140,7 @@ class ProcessResources {
   // looked up after an exec kspan has no record of yet (/proc shows
   // `facts`, another program): records the new image as current and the
   // old one (its parent's, for a forked child) as the image before.
+  bool AnyThreadNamed(std::uint32_t pid, std::string_view comm) const;
   void NoteUnreadExec(std::uint32_t pid, std::string_view comm, std::uint64_t mono_ns, const Facts& facts);
   // The entry of `pid`, made (room made first) when there is none; under mu_.
   Entry& Slot(std::uint32_t pid, std::uint64_t now_ns);

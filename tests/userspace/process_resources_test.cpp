@@ -246,6 +246,22 @@ TEST_F(FakeProcResources, AShortLivedProcessIsDescribedByItsExecRecord) {
 // A container's shell runs curl, which posts and exits before kspan reads
 // its exec record: the container is the parent's (a child starts in its
 // parent's cgroup), the program the record's.
+// Records name the thread: a worker thread that named itself is no exec.
+TEST_F(FakeProcResources, ANamedThreadIsNotTakenForAnExec) {
+  proc_.Process(80, 1, "80", "/usr/bin/node", "", Environ({"OTEL_SERVICE_NAME=checkout"}));
+  proc_.File("80/comm", "node\n");
+  proc_.File("80/task/80/comm", "node\n");
+  proc_.File("80/task/81/comm", "libuv-worker\n");
+  ProcessResources resources(Options());
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  const std::uint64_t now_ns = static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ull + ts.tv_nsec;
+  auto r = resources.For(80, "libuv-worker", now_ns);
+  EXPECT_EQ(Attr(*r, "service.name"), "checkout");
+  EXPECT_EQ(Attr(*r, "process.executable.path"), "/usr/bin/node");
+  EXPECT_EQ(Attr(*resources.For(80, "node", now_ns + 1000), "service.name"), "checkout");
+}
+
 TEST_F(FakeProcResources, AShortLivedChildGoneBeforeItsExecIsReadKeepsItsParentsContainer) {
   proc_.Process(210, 2, "210\t1", "/usr/bin/dash", PodmanCgroup());
   ProcessResources resources(Options());
