@@ -573,7 +573,13 @@ void DestinationQueue::Drop(std::string_view reason, std::uint64_t spans, std::s
 
 void DestinationQueue::RunWorker(std::size_t index) {
   for (;;) {
-    Entry e;
+    // One export: the next entry, and with a disk queue the rows after it
+    // that are on disk too, up to kCoalesceSpans. After an outage or a
+    // restart the queue holds one row per accepted request (often a few
+    // spans each): sent one by one, the drain is as slow as the
+    // destination's round trip; coalesced, it moves at export-batch size.
+    std::vector<Entry> rows;
+    std::size_t spans = 0;
     {
       std::unique_lock lock(mu_);
       cv_.wait(lock, [&] {
@@ -581,52 +587,82 @@ void DestinationQueue::RunWorker(std::size_t index) {
                (stopping_ && staging_.empty() && writing_ == 0);
       });
       if (HardStoppedLocked(Clock::now()) || ready_.empty()) break;  // stopped or drained
-      e = std::move(ready_.front());
-      ready_.pop_front();
-      ReleaseMemoryLocked(e);
+      do {
+        spans += ready_.front().spans;
+        rows.push_back(std::move(ready_.front()));
+        ready_.pop_front();
+        ReleaseMemoryLocked(rows.back());
+      } while (rows.front().disk_id != 0 && !ready_.empty() && ready_.front().disk_id != 0 &&
+               spans + ready_.front().spans <= kCoalesceSpans);
       ++in_flight_;
     }
-    Fate fate = Fate::kDone;
-    if (!e.batch) {
-      // Read back from disk; a row that no longer parses is counted, removed.
-      auto payload = disk_->Load(e.disk_id);
-      std::optional<std::vector<Span>> spans;
-      if (payload.ok()) spans = DecodeStoredBatch(*payload);
-      if (spans) {
+    // Each row read back from disk unless its batch is still in memory; a
+    // row that no longer parses is counted and removed.
+    std::vector<bool> readable(rows.size(), true);
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      Entry& r = rows[i];
+      if (r.batch) continue;
+      auto payload = disk_->Load(r.disk_id);
+      std::optional<std::vector<Span>> decoded;
+      if (payload.ok()) decoded = DecodeStoredBatch(*payload);
+      if (decoded) {
         auto b = std::make_shared<SpanBatch>();
-        b->spans = *std::move(spans);
-        e.batch = std::move(b);
+        b->spans = *std::move(decoded);
+        r.batch = std::move(b);
       } else {
-        Drop(drop_reason::kDiskCorrupt, e.spans,
-             payload.ok() ? std::string("unparseable row")
-                          : std::string(payload.status().message()));
+        readable[i] = false;
+        Drop(drop_reason::kDiskCorrupt, r.spans,
+             payload.ok() ? std::string("unparseable row") : std::string(payload.status().message()));
       }
     }
-    if (e.batch) {
-      if (e.disk_id != 0) {
-        if (e.attempts_before > 0) resent_batches_.Add();
-        (void)disk_->MarkAttempted(e.disk_id);
+    Entry e;  // what is sent: one row as it is, or the rows together
+    std::size_t readable_rows = 0;
+    for (std::size_t i = 0; i < rows.size(); ++i) readable_rows += readable[i] ? 1 : 0;
+    if (rows.size() == 1) {
+      e = rows.front();
+    } else if (readable_rows > 0) {
+      auto b = std::make_shared<SpanBatch>();
+      for (std::size_t i = 0; i < rows.size(); ++i) {
+        if (!readable[i]) continue;
+        b->spans.insert(b->spans.end(), rows[i].batch->spans.begin(), rows[i].batch->spans.end());
+        e.spans += rows[i].spans;
+        e.bytes += rows[i].bytes;
+        e.attempts_before = std::max(e.attempts_before, rows[i].attempts_before);
+      }
+      e.batch = std::move(b);
+      e.disk_id = rows.front().disk_id;  // on disk: kept, not dropped, at shutdown
+    }
+    Fate fate = Fate::kDone;
+    if (e.batch && readable_rows > 0) {
+      if (e.attempts_before > 0) resent_batches_.Add();
+      for (std::size_t i = 0; i < rows.size(); ++i) {
+        if (readable[i] && rows[i].disk_id != 0) (void)disk_->MarkAttempted(rows[i].disk_id);
       }
       fate = Deliver(index, e);
     }
-    if (e.disk_id != 0 && fate == Fate::kDone) {
-      if (auto s = disk_->Remove(e.disk_id, e.disk_bytes); !s.ok()) {
-        spdlog::warn("export to '{}': cannot remove a sent batch from the disk queue (it will be "
-                     "sent again after a restart): {}",
-                     options_.name, std::string(s.message()));
+    if (fate == Fate::kDone) {
+      for (const Entry& r : rows) {
+        if (r.disk_id == 0) continue;
+        if (auto st = disk_->Remove(r.disk_id, r.disk_bytes); !st.ok()) {
+          spdlog::warn("export to '{}': cannot remove a sent batch from the disk queue (it will be "
+                       "sent again after a restart): {}",
+                       options_.name, std::string(st.message()));
+        }
       }
     }
     {
       std::lock_guard lock(mu_);
       --in_flight_;
       if (fate == Fate::kKeep) {
-        // Undelivered at shutdown but safe on disk: back to the queue, so
-        // Join() counts it as kept.
-        e.batch.reset();
-        ready_.push_front(std::move(e));
+        // Undelivered at shutdown but safe on disk: back to the queue, in
+        // their order, so Join() counts them as kept.
+        for (auto it = rows.rbegin(); it != rows.rend(); ++it) {
+          it->batch.reset();
+          ready_.push_front(std::move(*it));
+        }
       } else {
-        queued_spans_ -= e.spans;
-        --queued_batches_;
+        queued_spans_ -= spans;
+        queued_batches_ -= rows.size();
       }
     }
   }

@@ -120,6 +120,9 @@ class DestinationQueue {
     std::int64_t attempts_before = 0;
   };
   enum class Fate { kDone, kKeep };
+  // Spans one export may gather from consecutive disk rows (the batcher's
+  // default export batch size).
+  static constexpr std::size_t kCoalesceSpans = 512;
 
   void Start();
   void Recover();

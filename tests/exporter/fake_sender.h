@@ -39,6 +39,15 @@ class FakeSender final : public SpanSender {
       std::unique_lock lock(mu);
       return cv.wait_for(lock, timeout, [&] { return sent_sizes.size() >= n; });
     }
+    // Until the sends together carried `n` spans.
+    bool WaitForSpans(std::size_t n, std::chrono::milliseconds timeout) {
+      std::unique_lock lock(mu);
+      return cv.wait_for(lock, timeout, [&] {
+        std::size_t total = 0;
+        for (std::size_t s : sent_sizes) total += s;
+        return total >= n;
+      });
+    }
     std::size_t sends() {
       std::lock_guard lock(mu);
       return sent_sizes.size();
