@@ -574,12 +574,13 @@ void DestinationQueue::Drop(std::string_view reason, std::uint64_t spans, std::s
 void DestinationQueue::RunWorker(std::size_t index) {
   for (;;) {
     // One export: the next entry, and with a disk queue the rows after it
-    // that are on disk too, up to kCoalesceSpans. After an outage or a
+    // that are on disk too, up to options_.coalesce_max_spans/_bytes. After an outage or a
     // restart the queue holds one row per accepted request (often a few
     // spans each): sent one by one, the drain is as slow as the
     // destination's round trip; coalesced, it moves at export-batch size.
     std::vector<Entry> rows;
     std::size_t spans = 0;
+    std::size_t bytes = 0;
     {
       std::unique_lock lock(mu_);
       cv_.wait(lock, [&] {
@@ -589,11 +590,13 @@ void DestinationQueue::RunWorker(std::size_t index) {
       if (HardStoppedLocked(Clock::now()) || ready_.empty()) break;  // stopped or drained
       do {
         spans += ready_.front().spans;
+        bytes += ready_.front().disk_bytes;
         rows.push_back(std::move(ready_.front()));
         ready_.pop_front();
         ReleaseMemoryLocked(rows.back());
       } while (rows.front().disk_id != 0 && !ready_.empty() && ready_.front().disk_id != 0 &&
-               spans + ready_.front().spans <= kCoalesceSpans);
+               spans + ready_.front().spans <= options_.coalesce_max_spans &&
+               bytes + ready_.front().disk_bytes <= options_.coalesce_max_bytes);
       ++in_flight_;
     }
     // Each row read back from disk unless its batch is still in memory; a
@@ -640,29 +643,30 @@ void DestinationQueue::RunWorker(std::size_t index) {
       }
       fate = Deliver(index, e);
     }
-    if (fate == Fate::kDone) {
-      for (const Entry& r : rows) {
-        if (r.disk_id == 0) continue;
-        if (auto st = disk_->Remove(r.disk_id, r.disk_bytes); !st.ok()) {
-          spdlog::warn("export to '{}': cannot remove a sent batch from the disk queue (it will be "
-                       "sent again after a restart): {}",
-                       options_.name, std::string(st.message()));
-        }
+    // Sent (or given up on) rows leave the disk; so do unreadable ones,
+    // already counted as dropped, whatever happened to the others.
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const Entry& r = rows[i];
+      if (r.disk_id == 0 || (fate == Fate::kKeep && readable[i])) continue;
+      if (auto st = disk_->Remove(r.disk_id, r.disk_bytes); !st.ok()) {
+        spdlog::warn("export to '{}': cannot remove a sent batch from the disk queue (it will be "
+                     "sent again after a restart): {}",
+                     options_.name, std::string(st.message()));
       }
     }
     {
       std::lock_guard lock(mu_);
       --in_flight_;
-      if (fate == Fate::kKeep) {
-        // Undelivered at shutdown but safe on disk: back to the queue, in
-        // their order, so Join() counts them as kept.
-        for (auto it = rows.rbegin(); it != rows.rend(); ++it) {
-          it->batch.reset();
-          ready_.push_front(std::move(*it));
+      for (std::size_t i = rows.size(); i-- > 0;) {
+        if (fate == Fate::kKeep && readable[i]) {
+          // Undelivered at shutdown but safe on disk: back to the queue, in
+          // their order, so Join() counts them as kept.
+          rows[i].batch.reset();
+          ready_.push_front(std::move(rows[i]));
+        } else {
+          queued_spans_ -= rows[i].spans;
+          --queued_batches_;
         }
-      } else {
-        queued_spans_ -= spans;
-        queued_batches_ -= rows.size();
       }
     }
   }

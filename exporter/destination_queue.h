@@ -54,6 +54,13 @@ class DestinationQueue {
     // Persist(): longest wait for the commit before the caller is told to
     // retry (the batch may still be committed: a possible duplicate).
     std::chrono::milliseconds persist_timeout{5000};
+    // With a disk queue, consecutive rows are sent as one export of at most
+    // this many spans (the batcher's max_export_batch_size) and this many
+    // bytes as stored (close to the OTLP size; below the 4 MiB a gRPC server
+    // takes by default). A row
+    // larger than either goes out alone, as the batcher made it.
+    std::size_t coalesce_max_spans = 512;
+    std::size_t coalesce_max_bytes = 3u << 20;
   };
 
   enum class CircuitState { kClosed = 0, kOpen = 1, kHalfOpen = 2 };
@@ -120,9 +127,6 @@ class DestinationQueue {
     std::int64_t attempts_before = 0;
   };
   enum class Fate { kDone, kKeep };
-  // Spans one export may gather from consecutive disk rows (the batcher's
-  // default export batch size).
-  static constexpr std::size_t kCoalesceSpans = 512;
 
   void Start();
   void Recover();

@@ -226,6 +226,7 @@ absl::StatusOr<std::unique_ptr<ExportPipeline>> ExportPipeline::Create(const Exp
     options.max_queued_spans = d.queue.max_spans;
     options.max_queued_bytes = d.queue.max_bytes;
     options.disk = d.queue.disk;
+    options.coalesce_max_spans = std::max<std::size_t>(1, config.batch.max_export_batch_size);
     if (options.disk.enabled && options.disk.path.empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat("export: destination '", name, "': queue.disk needs a path"));

@@ -53,6 +53,18 @@ DestinationQueue::Options DiskOptions(const std::string& dir) {
   return o;
 }
 
+// Backend down: `batches` batches of 5 spans are written to the disk queue
+// at `dir`, then the queue stops with them kept there.
+void LeaveOnDisk(const std::string& dir, int batches, MetricsRegistry& m) {
+  auto down = std::make_shared<FakeSender::State>();
+  for (int i = 0; i < 100000; ++i) down->Push(ExportResult::Retryable("UNAVAILABLE", "down"));
+  DestinationQueue q(DiskOptions(dir), std::make_unique<FakeSender>(down), m);
+  for (int i = 0; i < batches; ++i) EXPECT_TRUE(q.Enqueue(Batch(i * 5, 5)));
+  ASSERT_TRUE(q.WaitPersisted(milliseconds(5000)));
+  q.BeginShutdown(std::chrono::steady_clock::now() + milliseconds(200));
+  q.Join();
+}
+
 TEST(DiskQueueTest, AppendListLoadRemove) {
   const auto dir = TempDir("dq");
   auto q = DiskQueue::Open({.enabled = true, .path = dir + "/q.db", .max_bytes = 1000});
@@ -79,15 +91,7 @@ TEST(DiskQueueTest, AppendListLoadRemove) {
 TEST(DiskQueueTest, ShutdownKeepsTheRestOnDiskAndTheNextStartSendsIt) {
   const auto dir = TempDir("dq-restart");
   MetricsRegistry m1;
-  auto down = std::make_shared<FakeSender::State>();
-  for (int i = 0; i < 100000; ++i) down->Push(ExportResult::Retryable("UNAVAILABLE", "down"));
-  {
-    DestinationQueue q(DiskOptions(dir), std::make_unique<FakeSender>(down), m1);
-    for (int i = 0; i < 20; ++i) EXPECT_TRUE(q.Enqueue(Batch(i * 5, 5)));  // 20 batches > 4 in memory
-    ASSERT_TRUE(q.WaitPersisted(milliseconds(5000)));
-    q.BeginShutdown(std::chrono::steady_clock::now() + milliseconds(200));
-    q.Join();
-  }
+  LeaveOnDisk(dir, 20, m1);  // 20 batches > 4 in memory
   auto a = ReadAccounting(m1, "d");
   EXPECT_EQ(a.dropped_total(), 0u);
   EXPECT_EQ(a.kept_on_disk, 100u);
@@ -113,6 +117,49 @@ TEST(DiskQueueTest, ShutdownKeepsTheRestOnDiskAndTheNextStartSendsIt) {
   EXPECT_TRUE(b.Balanced());
   auto q = DiskQueue::Open({.enabled = true, .path = dir + "/q.db"});
   EXPECT_EQ((*q)->batches(), 0u);
+}
+
+// The rows a restart finds are gathered into exports no larger than the
+// configured span and byte caps, and every span arrives once.
+TEST(DiskQueueTest, RecoveredRowsAreCoalescedWithinTheSpanAndByteCaps) {
+  const auto dir = TempDir("dq-coalesce");
+  {
+    MetricsRegistry m;
+    LeaveOnDisk(dir, 20, m);
+  }
+  {
+    // Span cap 12: two rows of 5 per export (a third would make 15).
+    MetricsRegistry m;
+    auto up = std::make_shared<FakeSender::State>();
+    auto o = DiskOptions(dir);
+    o.coalesce_max_spans = 12;
+    DestinationQueue q(o, std::make_unique<FakeSender>(up), m);
+    ASSERT_TRUE(up->WaitForSpans(100, milliseconds(5000)));
+    q.BeginShutdown(std::chrono::steady_clock::now() + milliseconds(2000));
+    q.Join();
+    std::lock_guard lock(up->mu);
+    for (std::size_t n : up->sent_sizes) EXPECT_LE(n, 12u);
+    EXPECT_EQ(up->sent_sizes.size(), 10u);
+    EXPECT_EQ(m.CounterValue(metric::kSpansExported, {{"destination", "d"}}), 100u);
+    EXPECT_TRUE(ReadAccounting(m, "d").Balanced());
+  }
+  {
+    MetricsRegistry m;
+    LeaveOnDisk(dir, 6, m);
+  }
+  {
+    // Byte cap below one row: every row alone, nothing lost.
+    MetricsRegistry m;
+    auto up = std::make_shared<FakeSender::State>();
+    auto o = DiskOptions(dir);
+    o.coalesce_max_bytes = 1;
+    DestinationQueue q(o, std::make_unique<FakeSender>(up), m);
+    ASSERT_TRUE(up->WaitForSpans(30, milliseconds(5000)));
+    q.BeginShutdown(std::chrono::steady_clock::now() + milliseconds(2000));
+    q.Join();
+    std::lock_guard lock(up->mu);
+    EXPECT_EQ(up->sent_sizes, std::vector<std::size_t>(6, 5));
+  }
 }
 
 // Backend down for a while under steady load with the disk queue: nothing lost.

@@ -51,5 +51,26 @@ TEST(DurableAcceptanceE2e, OutageAtSteadyRateLosesNothingAndBoundsMemory) {
   EXPECT_LT(r.max_rss_kb, 400 * 1024) << "agent RSS " << r.max_rss_kb << " kB";
 }
 
+// The disk queue full while the backend is down: the receiver refuses with
+// the OTLP answer that tells clients to retry (HTTP 503 / gRPC UNAVAILABLE),
+// counted, and what it did accept still arrives.
+TEST(DurableAcceptanceE2e, FullDiskQueueRefusesRetryablyAndLosesNothingAccepted) {
+  KSPAN_REQUIRE_BPF();
+  SoakOptions o;
+  o.iterations = 0;
+  o.outage = std::chrono::seconds(6);
+  o.rate = 5000;
+  o.spans_per_request = 100;
+  o.disk_max_bytes = 512 * 1024;  // a few thousand spans
+  DurableSoak soak(o);
+  const SoakResult r = soak.Run();
+  ASSERT_TRUE(r.note.empty()) << r.note;
+  EXPECT_GT(r.accepted, 0u);
+  EXPECT_LT(r.accepted, 6u * 5000 / 2) << "the small disk queue should have filled";
+  EXPECT_GT(r.refused_requests, 0u) << "no request was answered 503 / UNAVAILABLE by kspan";
+  EXPECT_GT(r.persist_refused_spans, 0) << "refusals not counted";
+  EXPECT_EQ(r.lost, 0u) << r.lost << " of " << r.accepted << " accepted spans never arrived";
+}
+
 }  // namespace
 }  // namespace kspan::testing

@@ -77,7 +77,17 @@ class OtlpTestServer::Service final : public TraceService::Service {
     }
     {
       std::lock_guard lock(mu_);
-      requests_.push_back(*request);
+      std::size_t n = 0;
+      for (const auto& rs : request->resource_spans()) {
+        for (const auto& ss : rs.scope_spans()) {
+          n += static_cast<std::size_t>(ss.spans_size());
+          if (tap_) {
+            for (const auto& span : ss.spans()) tap_(span);
+          }
+        }
+      }
+      span_count_ += n;
+      if (!tap_) requests_.push_back(*request);
     }
     cv_.notify_all();
     return grpc::Status::OK;
@@ -88,6 +98,8 @@ class OtlpTestServer::Service final : public TraceService::Service {
   std::deque<ScriptedResponse> script_;
   std::chrono::milliseconds default_delay_{0};
   std::vector<otlp_proto::ExportTraceServiceRequest> requests_;
+  std::function<void(const otlp_proto::Span&)> tap_;
+  std::size_t span_count_ = 0;  // spans of the requests answered OK
   std::multimap<std::string, std::string> last_metadata_;
   int calls_ = 0;
   bool stopping_ = false;
@@ -178,7 +190,13 @@ bool OtlpTestServer::WaitForSpans(
 }
 
 bool OtlpTestServer::WaitForSpanCount(std::size_t n, std::chrono::milliseconds timeout) const {
-  return WaitForSpans([n](const std::vector<ReceivedSpan>& s) { return s.size() >= n; }, timeout);
+  std::unique_lock lock(service_->mu_);
+  return service_->cv_.wait_for(lock, timeout, [&] { return service_->span_count_ >= n; });
+}
+
+void OtlpTestServer::SetSpanTap(std::function<void(const otlp_proto::Span&)> tap) {
+  std::lock_guard lock(service_->mu_);
+  service_->tap_ = std::move(tap);
 }
 
 bool OtlpTestServer::WaitForExportCalls(int n, std::chrono::milliseconds timeout) const {

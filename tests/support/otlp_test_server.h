@@ -80,6 +80,12 @@ class OtlpTestServer {
   // Delay applied to every call without a scripted response.
   void SetDefaultDelay(std::chrono::milliseconds delay);
 
+  // For load runs: every span of a request answered OK is passed to `tap`
+  // (called on the server's threads, one request at a time) and the request
+  // is not kept, so requests() and spans() stay empty and memory does not
+  // grow with millions of spans. WaitForSpanCount still counts them.
+  void SetSpanTap(std::function<void(const otlp_proto::Span&)> tap);
+
   // Requests answered with OK (including partial success), in arrival order.
   std::vector<otlp_proto::ExportTraceServiceRequest> requests() const;
   // Spans of those requests, flattened (rejected ones included: the server
