@@ -169,10 +169,15 @@ static __always_inline __u32 scan_environment(void)
 		if (!s->in_var && s->vars >= KSPAN_PROC_ENV_MAX_VARS)
 			break;
 		long n = bpf_probe_read_user_str(s->var, sizeof(s->var), (const void *)s->pos);
-		if (n <= 0) {
+		if (n < 0) {
 			s->failed = 1;
 			break;
 		}
+		/* The count includes the NUL, but for an empty string some
+		 * kernels (5.10, 6.1 and 6.12 of the test matrix, not 6.18)
+		 * return 0 instead of 1. */
+		if (n == 0)
+			n = 1;
 		if (!s->in_var) {
 			s->vars++;
 			s->bits |= kspan_env_var_bit(n);
