@@ -162,8 +162,9 @@ class ShellChild {
   int in_ = -1;
 };
 
-// True once `pid` sleeps in read(0, ...) (from /proc/<pid>/stat and
-// /proc/<pid>/syscall), within kWait.
+// True once `pid` sleeps waiting for its stdin (from /proc/<pid>/stat and
+// /proc/<pid>/syscall: in read(0, ...), or in poll, as busybox's `read`
+// does first), within kWait.
 bool WaitBlockedReadingStdin(std::uint32_t pid) {
   const std::string proc = "/proc/" + std::to_string(pid);
   const auto deadline = std::chrono::steady_clock::now() + kWait;
@@ -174,8 +175,11 @@ bool WaitBlockedReadingStdin(std::uint32_t pid) {
     std::ifstream sc(proc + "/syscall");
     std::string nr, fd;
     sc >> nr >> fd;
+    const bool reading = nr == std::to_string(SYS_read) && fd == "0x0";
+    const bool polling = nr == std::to_string(SYS_poll) || nr == std::to_string(SYS_ppoll) ||
+                         nr == std::to_string(SYS_select) || nr == std::to_string(SYS_pselect6);
     if (paren != std::string::npos && paren + 2 < all.size() && all[paren + 2] == 'S' &&
-        nr == std::to_string(SYS_read) && fd == "0x0") {
+        (reading || polling)) {
       return true;
     }
     std::this_thread::sleep_for(5ms);
@@ -385,6 +389,7 @@ TEST_F(EnvEnrollment, ScanBoundsAreExactAndTruncationIsReported) {
   std::vector<std::string> long_vars;
   for (std::size_t len : {510u, 511u, 512u, 3000u}) long_vars.push_back("L=" + std::string(len - 2, 'v'));
   cases.push_back({"after long variables", with_last(long_vars), KSPAN_OTEL_ENV_SERVICE_NAME});
+  cases.push_back({"after empty strings", with_last({"", "E=", ""}), KSPAN_OTEL_ENV_SERVICE_NAME});
   // Whole variables end on the 64 KiB bound: the next one is past it.
   std::vector<std::string> block;
   for (int i = 0; i < 32; ++i) block.push_back("B=" + std::string(2048 - 3, 'b'));  // 2048 bytes with NUL
