@@ -34,31 +34,44 @@ struct kspan_proc_event {
 	char filename[KSPAN_PROC_FILENAME_LEN];
 };
 
-/* Per-CPU counters of the process family (map kspan_proc_stats). */
 /* OpenTelemetry SDK variables the exec hook looks for (name followed by
- * '='), as bits of kspan_proc_event.otel_env and of
- * kspan_filter_config.env_enroll. */
+ * '=' and a non-empty value: the SDKs treat an empty value as unset), as
+ * bits of kspan_proc_event.otel_env and of kspan_filter_config.env_enroll. */
 enum kspan_otel_env {
 	KSPAN_OTEL_ENV_ENDPOINT = 1 << 0,        /* OTEL_EXPORTER_OTLP_ENDPOINT */
 	KSPAN_OTEL_ENV_TRACES_ENDPOINT = 1 << 1, /* OTEL_EXPORTER_OTLP_TRACES_ENDPOINT */
 	KSPAN_OTEL_ENV_SERVICE_NAME = 1 << 2,    /* OTEL_SERVICE_NAME */
 	KSPAN_OTEL_ENV_TRACES_EXPORTER = 1 << 3, /* OTEL_TRACES_EXPORTER */
 	KSPAN_OTEL_ENV_OTHER = 1 << 4,           /* any other OTEL_* variable */
-	KSPAN_OTEL_ENV_TRUNCATED = 1 << 30,      /* the scan stopped early (bounds) */
+	/* The scan did not see the whole environment: it stopped at the bounds
+	 * below, or at memory it could not read (also counted as
+	 * KSPAN_PROC_STAT_ENV_UNREADABLE). A mask with this bit enrolls such
+	 * processes too. */
+	KSPAN_OTEL_ENV_TRUNCATED = 1 << 30,
 };
 
+/* Bounds of the environment scan at exec: the first
+ * KSPAN_PROC_ENV_MAX_VARS variables, within the first
+ * KSPAN_PROC_ENV_MAX_BYTES bytes of the environment block. */
+#define KSPAN_PROC_ENV_MAX_VARS 256
+#define KSPAN_PROC_ENV_MAX_BYTES (64 * 1024)
+
 enum kspan_proc_flags {
-	/* The exec hook put the pid on kspan_pid_allow (value
-	 * KSPAN_ALLOW_ENVIRONMENT): its capture is on from its first
-	 * instruction, and the exit hook takes it off again. */
+	/* The environment matched kspan_filter_config.env_enroll and the pid
+	 * is on kspan_pid_allow with value KSPAN_ALLOW_ENVIRONMENT (put there
+	 * by this exec, or by an earlier one of the same process): its capture
+	 * is on from its first instruction, and the exit of its last thread
+	 * takes it off again. Not set when the agent's own entry (value
+	 * KSPAN_ALLOW_USERSPACE) was there already. */
 	KSPAN_PROC_F_ENROLLED = 1 << 0,
 };
 
+/* Per-CPU counters of the process family (map kspan_proc_stats). */
 enum kspan_proc_stat {
 	KSPAN_PROC_STAT_EXEC_EMITTED = 0, /* exec records submitted */
 	KSPAN_PROC_STAT_EXIT_EMITTED,     /* exit records submitted */
 	KSPAN_PROC_STAT_RING_FULL,        /* bpf_ringbuf_reserve failed: record lost */
-	KSPAN_PROC_STAT_ENV_ENROLLED,     /* execs enrolled from their environment */
+	KSPAN_PROC_STAT_ENV_ENROLLED,     /* execs enrolled from their environment (KSPAN_PROC_F_ENROLLED) */
 	KSPAN_PROC_STAT_ENV_UNREADABLE,   /* environment scans that could not read it */
 	KSPAN_PROC_STAT_MAX,
 };

@@ -84,16 +84,26 @@ absl::Status CaptureFilter::UpdateCounts(int d_pid, int d_cgroup, int d_comm) {
 
 absl::Status CaptureFilter::AllowPid(std::uint32_t tgid) {
   const std::uint8_t mine = KSPAN_ALLOW_USERSPACE;
-  if (bpf_map_update_elem(pid_allow_fd_, &tgid, &mine, BPF_NOEXIST) != 0) {
+  // The kernel adds and removes environment entries concurrently (exec and
+  // exit hooks): an entry seen a moment ago may be gone, so each step
+  // re-checks; the second round settles it (a gone entry is inserted anew).
+  for (int round = 0; round < 2; ++round) {
+    if (bpf_map_update_elem(pid_allow_fd_, &tgid, &mine, BPF_NOEXIST) == 0) {
+      return UpdateCounts(1, 0, 0);
+    }
     if (errno != EEXIST) return Errno(absl::StrCat("allow pid ", tgid), errno);
-    if (AllowSource(tgid) != KSPAN_ALLOW_ENVIRONMENT) return absl::OkStatus();
+    const std::uint8_t source = AllowSource(tgid);
+    if (source == 0) continue;  // removed in between
+    if (source != KSPAN_ALLOW_ENVIRONMENT) return absl::OkStatus();  // ours already
     // The kernel's entry becomes the agent's: counted, and no longer removed
     // by the exit hook (the agent removes its own).
-    if (bpf_map_update_elem(pid_allow_fd_, &tgid, &mine, BPF_EXIST) != 0) {
-      return Errno(absl::StrCat("allow pid ", tgid), errno);
+    if (bpf_map_update_elem(pid_allow_fd_, &tgid, &mine, BPF_EXIST) == 0) {
+      return UpdateCounts(1, 0, 0);
     }
+    if (errno != ENOENT) return Errno(absl::StrCat("allow pid ", tgid), errno);
   }
-  return UpdateCounts(1, 0, 0);
+  return absl::UnavailableError(
+      absl::StrCat("allow pid ", tgid, ": its entry keeps changing under the exec and exit hooks"));
 }
 
 absl::Status CaptureFilter::RemoveAllowedPid(std::uint32_t tgid) {
