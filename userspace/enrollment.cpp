@@ -237,6 +237,17 @@ void Enrollment::PostExec(std::uint32_t pid, std::uint32_t otel_env, std::uint32
 }
 
 void Enrollment::PostExit(std::uint32_t pid) {
+  bool known = false;
+  {
+    std::lock_guard lock(mu_);
+    known = entries_.contains(pid);
+  }
+  {
+    // Most exits: of a process never enrolled, with no exec of it still to
+    // be judged (nothing queued or in hand).
+    std::lock_guard lock(queue_mu_);
+    if (!known && queue_.empty() && busy_ == 0) return;
+  }
   Post(Job{.kind = Job::kExit, .pid = pid, .otel_env = 0, .flags = 0, .pids = {}});
 }
 

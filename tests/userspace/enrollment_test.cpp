@@ -294,6 +294,11 @@ TEST_F(EnrollmentTest, WorkerJudgesQueuedRecordsInOrderAndSkipsPlainExecs) {
   e->Drain();
   EXPECT_TRUE(e->Enrolled().empty());
   EXPECT_EQ(EnrolledTotal("environment"), 2u);
+  EXPECT_EQ(metrics_.CounterTotal("kspan_enrollment_left_total"), 2u);
+  e->PostExit(300);  // never enrolled: not queued, nothing happens
+  e->Drain();
+  EXPECT_EQ(metrics_.CounterTotal("kspan_enrollment_left_total"), 2u);
+  EXPECT_EQ(reads_, 2);  // the two execs of 100
 }
 
 TEST_F(EnrollmentTest, WithoutEnvironmentEnrollmentNothingIsQueued) {
