@@ -416,7 +416,10 @@ void Agent::StartEnvironmentEnrollment() {
   const EnvironmentEnrollMode mode = config_.correlation.enroll_from_environment;
   if (!enrollment_ || mode == EnvironmentEnrollMode::kOff) return;
   Enrollment::Environment env;
-  env.rule = {.mode = mode, .grpc_port = receiver_->grpc_port(), .http_port = receiver_->http_port()};
+  env.rule = {.mode = mode,
+              .grpc_port = receiver_->grpc_port(),
+              .http_port = receiver_->http_port(),
+              .is_host_address = IsAddressOfThisHost};
   env.allow = [this](std::uint32_t pid, bool allow) {
     return allow ? filter_->AllowPidFromEnvironment(pid) : filter_->RemoveEnvironmentPid(pid);
   };

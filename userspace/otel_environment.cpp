@@ -1,6 +1,9 @@
 #include "userspace/otel_environment.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 
 #include <memory>
 
@@ -133,7 +136,7 @@ OtelEnvironment ParseOtelEnvironment(std::string_view environ) {
   return env;
 }
 
-std::optional<int> OtlpEndpointPort(std::string_view url) {
+std::optional<OtlpEndpoint> ParseOtlpEndpoint(std::string_view url) {
   // libcurl's URL parser: schemes, userinfo, bracketed IPv6 hosts, default
   // ports, and "host:port" without a scheme (which the Go SDK accepts for
   // gRPC), as a well-tested library reads them.
@@ -150,14 +153,57 @@ std::optional<int> OtlpEndpointPort(std::string_view url) {
   const bool unix_socket = Lower(scheme) == "unix";
   curl_free(scheme);
   if (unix_socket) return std::nullopt;
+  OtlpEndpoint e;
+  char* host = nullptr;
+  if (curl_url_get(u.get(), CURLUPART_HOST, &host, 0) != CURLUE_OK) return std::nullopt;
+  e.host = host;
+  curl_free(host);
+  if (e.host.size() >= 2 && e.host.front() == '[' && e.host.back() == ']') {
+    e.host = e.host.substr(1, e.host.size() - 2);
+  }
+  if (const auto zone = e.host.find('%'); zone != std::string::npos) e.host.resize(zone);
   char* port = nullptr;
   if (curl_url_get(u.get(), CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK) {
     return std::nullopt;
   }
-  int n = 0;
-  const bool ok = absl::SimpleAtoi(port, &n) && n > 0 && n <= 65535;
+  const bool ok = absl::SimpleAtoi(port, &e.port) && e.port > 0 && e.port <= 65535;
   curl_free(port);
-  return ok ? std::optional<int>(n) : std::nullopt;
+  return ok ? std::optional<OtlpEndpoint>(std::move(e)) : std::nullopt;
+}
+
+std::optional<int> OtlpEndpointPort(std::string_view url) {
+  auto e = ParseOtlpEndpoint(url);
+  return e ? std::optional<int>(e->port) : std::nullopt;
+}
+
+bool IsIpLiteral(std::string_view host) {
+  const std::string h(host);
+  in6_addr a6{};
+  in_addr a4{};
+  return inet_pton(AF_INET, h.c_str(), &a4) == 1 || inet_pton(AF_INET6, h.c_str(), &a6) == 1;
+}
+
+bool IsAddressOfThisHost(const std::string& ip) {
+  in_addr a4{};
+  in6_addr a6{};
+  const bool v4 = inet_pton(AF_INET, ip.c_str(), &a4) == 1;
+  if (!v4 && inet_pton(AF_INET6, ip.c_str(), &a6) != 1) return false;
+  if (v4 && ((ntohl(a4.s_addr) >> 24) == 127 || a4.s_addr == INADDR_ANY)) return true;
+  if (!v4 && (IN6_IS_ADDR_LOOPBACK(&a6) || IN6_IS_ADDR_UNSPECIFIED(&a6))) return true;
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return false;
+  bool found = false;
+  for (const ifaddrs* i = list; i != nullptr && !found; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr) continue;
+    if (v4 && i->ifa_addr->sa_family == AF_INET) {
+      found = reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr == a4.s_addr;
+    } else if (!v4 && i->ifa_addr->sa_family == AF_INET6) {
+      const in6_addr& x = reinterpret_cast<const sockaddr_in6*>(i->ifa_addr)->sin6_addr;
+      found = IN6_ARE_ADDR_EQUAL(&x, &a6);
+    }
+  }
+  freeifaddrs(list);
+  return found;
 }
 
 EnvironmentVerdict JudgeEnvironment(const OtelEnvironment& env, const EnvironmentRule& rule) {
@@ -191,10 +237,14 @@ EnvironmentVerdict JudgeEnvironment(const OtelEnvironment& env, const Environmen
   const bool traces = !env.traces_endpoint.empty();
   if (traces || !env.endpoint.empty()) {
     const char* name = traces ? "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" : "OTEL_EXPORTER_OTLP_ENDPOINT";
-    const auto port = OtlpEndpointPort(traces ? env.traces_endpoint : env.endpoint);
-    if (!port) return no(absl::StrCat(name, " names no TCP port"));
-    if (!is_receiver(*port)) return no(absl::StrCat(name, " names port ", *port, ", not a receiver port"));
-    return yes(absl::StrCat(name, " names receiver port ", *port));
+    const auto endpoint = ParseOtlpEndpoint(traces ? env.traces_endpoint : env.endpoint);
+    if (!endpoint) return no(absl::StrCat(name, " names no TCP port"));
+    const int port = endpoint->port;
+    if (!is_receiver(port)) return no(absl::StrCat(name, " names port ", port, ", not a receiver port"));
+    if (rule.is_host_address && IsIpLiteral(endpoint->host) && !rule.is_host_address(endpoint->host)) {
+      return no(absl::StrCat(name, " names port ", port, " on an address of another host"));
+    }
+    return yes(absl::StrCat(name, " names receiver port ", port));
   }
   // No endpoint: the SDK sends to localhost on its default port. Only a
   // process that configures OpenTelemetry at all counts (a variable such as

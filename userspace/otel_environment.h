@@ -11,8 +11,9 @@
 //             otlp), and either its traces endpoint
 //             (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else
 //             OTEL_EXPORTER_OTLP_ENDPOINT) names one of kspan's receiver
-//             ports, on any host (in a container the host is a bridge
-//             gateway or a name), or no endpoint is set, the process sets
+//             ports, on a host name or an address of this host (in a
+//             container the host is a bridge gateway or a name; an address
+//             of another machine is another collector), or no endpoint is set, the process sets
 //             OTEL_SERVICE_NAME or OTEL_TRACES_EXPORTER, and kspan listens
 //             on the SDK's default port for its protocol (4318 http/protobuf
 //             and http/json, 4317 grpc; either when no protocol is set,
@@ -24,6 +25,7 @@
 //   off       never.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -55,6 +57,21 @@ struct OtelEnvironment {
 // else of the environment is kept.
 OtelEnvironment ParseOtelEnvironment(std::string_view environ);
 
+// The host and TCP port an OTLP endpoint URL names (host without IPv6
+// brackets); nullopt when it names none (a unix socket, a malformed URL).
+struct OtlpEndpoint {
+  std::string host;
+  int port = 0;
+};
+std::optional<OtlpEndpoint> ParseOtlpEndpoint(std::string_view url);
+
+// Whether `host` is an IP address literal (v4 or v6, no brackets).
+bool IsIpLiteral(std::string_view host);
+// Whether the IP address literal `ip` is one this host answers on: loopback,
+// the unspecified address, or an address of one of its interfaces (a
+// container bridge's gateway included). Reads the interfaces each call.
+bool IsAddressOfThisHost(const std::string& ip);
+
 // The TCP port an OTLP endpoint URL names ("http://collector:4318/v1/traces",
 // "https://otel.example.com" -> 443, "localhost:4317", "[::1]:4317");
 // nullopt when it names none (a unix socket, a malformed URL).
@@ -64,6 +81,12 @@ struct EnvironmentRule {
   EnvironmentEnrollMode mode = EnvironmentEnrollMode::kReceiver;
   int grpc_port = 0;  // kspan's receiver ports; 0: that receiver is off
   int http_port = 0;
+  // An endpoint whose host is an IP address literal names this agent only
+  // if this says the address is one of this host's (IsAddressOfThisHost);
+  // unset, any address is. Host names are not resolved (in a container they
+  // resolve in the container's own view, e.g. host.containers.internal):
+  // the port decides for them.
+  std::function<bool(const std::string& ip)> is_host_address;
 };
 
 struct EnvironmentVerdict {

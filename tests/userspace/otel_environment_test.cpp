@@ -23,6 +23,29 @@ EnvironmentVerdict Judge(std::initializer_list<std::string> vars,
                           EnvironmentRule{.mode = mode, .grpc_port = grpc_port, .http_port = http_port});
 }
 
+// Only the port of a host name counts; an address literal must be one of
+// this host's (the test host's loopback is; a TEST-NET address is not).
+TEST(EnvironmentRuleTest, AnAddressOfAnotherHostIsAnotherCollector) {
+  EnvironmentRule rule{.grpc_port = 4317, .http_port = 4318, .is_host_address = IsAddressOfThisHost};
+  auto judge = [&](const std::string& endpoint) {
+    return JudgeEnvironment(
+               ParseOtelEnvironment(kspan::testing::Environ({"OTEL_EXPORTER_OTLP_ENDPOINT=" + endpoint})),
+               rule)
+        .exports_here;
+  };
+  EXPECT_TRUE(judge("http://127.0.0.1:4318"));
+  EXPECT_TRUE(judge("http://[::1]:4317"));
+  EXPECT_TRUE(judge("http://0.0.0.0:4318"));
+  EXPECT_TRUE(judge("http://collector.example:4318"));  // a name: the port decides
+  EXPECT_FALSE(judge("http://192.0.2.10:4318"));
+  EXPECT_FALSE(judge("http://[2001:db8::1]:4317"));
+  EXPECT_TRUE(IsIpLiteral("10.88.0.1"));
+  EXPECT_TRUE(IsIpLiteral("fe80::1"));
+  EXPECT_FALSE(IsIpLiteral("host.containers.internal"));
+  EXPECT_FALSE(IsAddressOfThisHost("192.0.2.10"));
+  EXPECT_TRUE(IsAddressOfThisHost("127.0.0.53"));
+}
+
 TEST(OtlpEndpointPortTest, ReadsTheFormsSdksAccept) {
   EXPECT_EQ(OtlpEndpointPort("http://localhost:4318"), 4318);
   EXPECT_EQ(OtlpEndpointPort("http://127.0.0.1:4318/v1/traces"), 4318);
@@ -31,6 +54,9 @@ TEST(OtlpEndpointPortTest, ReadsTheFormsSdksAccept) {
   EXPECT_EQ(OtlpEndpointPort("[::1]:4317"), 4317);
   EXPECT_EQ(OtlpEndpointPort("http://[::1]:4318/v1/traces"), 4318);
   EXPECT_EQ(OtlpEndpointPort("http://[fe80::1%25eth0]:4318"), 4318);
+  EXPECT_EQ(ParseOtlpEndpoint("http://[::1]:4318/v1/traces")->host, "::1");
+  EXPECT_EQ(ParseOtlpEndpoint("http://[fe80::1%25eth0]:4318")->host, "fe80::1");
+  EXPECT_EQ(ParseOtlpEndpoint("https://user:pw@collector:4318")->host, "collector");
   EXPECT_EQ(OtlpEndpointPort("http://172.17.0.1:4318"), 4318);  // the Docker bridge
   EXPECT_EQ(OtlpEndpointPort("http://host.docker.internal:4317"), 4317);
   EXPECT_EQ(OtlpEndpointPort("http://user:secret@collector:4318"), 4318);
