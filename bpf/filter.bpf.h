@@ -72,7 +72,7 @@ static __always_inline enum kspan_trace_level kspan_trace_level(__u32 tgid)
 	struct kspan_filter_config *cfg = bpf_map_lookup_elem(&kspan_cfg, &zero);
 	if (!cfg)
 		return KSPAN_TRACE_NONE;
-	if (cfg->pid_allow_count && bpf_map_lookup_elem(&kspan_pid_allow, &tgid))
+	if ((cfg->pid_allow_count || cfg->env_enroll) && bpf_map_lookup_elem(&kspan_pid_allow, &tgid))
 		return KSPAN_TRACE_FULL;
 	if (cfg->cgroup_allow_count) {
 		__u64 cgid = bpf_get_current_cgroup_id();

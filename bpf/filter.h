@@ -23,12 +23,23 @@ struct kspan_filter_config {
 	__u32 cgroup_allow_count; /* entries in kspan_cg_allow */
 	__u32 comm_prefix_count;  /* entries in kspan_comm_pfx */
 	__u32 generation;         /* bumped on every change */
+	/* KSPAN_OTEL_ENV_* bits (bpf/process.h): an exec whose environment has
+	 * any of them is put on kspan_pid_allow by the kernel (value
+	 * KSPAN_ALLOW_ENVIRONMENT); 0 = off. While non-zero, kspan_pid_allow is
+	 * looked up even when pid_allow_count is 0. */
+	__u32 env_enroll;
 };
 
 /* Key of the comm-prefix LPM trie: prefixlen in bits of comm. */
 struct kspan_comm_key {
 	__u32 prefixlen;
 	char comm[KSPAN_COMM_LEN];
+};
+
+/* Values of kspan_pid_allow: who put the pid there. */
+enum kspan_allow_source {
+	KSPAN_ALLOW_USERSPACE = 1,   /* configured, or enrolled by the agent */
+	KSPAN_ALLOW_ENVIRONMENT = 2, /* the exec hook (or the start-up scan) */
 };
 
 #define KSPAN_FILTER_MAX_PIDS 16384

@@ -17,6 +17,7 @@
 #include "userspace/capture_filter.h"
 #include "spdlog/spdlog.h"
 #include "userspace/kernel_features.h"
+#include "userspace/proc_files.h"
 
 namespace kspan {
 
@@ -154,8 +155,11 @@ absl::Status Agent::Start() {
     spdlog::warn("all capture disabled in config: kspan only exports");
   } else {
     if (auto s = ApplyProcessFilter(); !s.ok()) return s;
+    if (auto s = SetEnvironmentEnrollment(); !s.ok()) return s;
   }
-  if (filter_ && config_.correlation.enroll_senders) {
+  const bool from_environment =
+      config_.correlation.enroll_from_environment != EnvironmentEnrollMode::kOff;
+  if (filter_ && (config_.correlation.enroll_senders || from_environment)) {
     const auto& p = config_.capture.processes;
     enrollment_ = std::make_unique<Enrollment>(
         [this](std::uint32_t pid, bool allow) {
@@ -180,7 +184,10 @@ absl::Status Agent::Start() {
     co.max_pending_kernel_spans = cc.max_pending_spans;
     correlator_ = std::make_unique<Correlator>(
         co, metrics_, [this](Span&& s) { pipeline_->Submit(std::move(s)); });
+    for (auto pid : config_.capture.processes.pids) correlator_->ExpectSpansFrom(pid);
   }
+  // Before the reader starts: every exec and exit record.
+  assembler_->SetProcessObserver([this](const kspan_proc_event& e) { OnProcessRecord(e); });
   if (!config_.admin_listen.empty()) {
     admin_ = std::make_unique<AdminServer>(metrics_);
     admin_->SetStatusProvider([this] { return StatusJson(); });
@@ -188,6 +195,7 @@ absl::Status Agent::Start() {
   }
   RegisterCaptureMetrics();
   if (auto s = StartReceiver(); !s.ok()) return s;
+  StartEnvironmentEnrollment();
   if (tcp_ || syscalls_ || dns_ || http_) {
     if (auto s = reader_->Start(config_.capture.poll_interval); !s.ok()) return s;
   }
@@ -363,7 +371,7 @@ absl::Status Agent::StartReceiver() {
                                                                  const ReceiverPeer& peer) {
     const SenderAttribution who = senders_->Attribute(spans, peer);
     if (who.sender && who.sender_sent_own_spans) {
-      if (enrollment_) enrollment_->Seen(*who.sender);
+      if (enrollment_ && config_.correlation.enroll_senders) enrollment_->Seen(*who.sender);
       // Its kernel spans sit with its own in the backend's service list.
       if (!who.own_service_name.empty()) resources_->LearnServiceName(*who.sender, who.own_service_name);
     }
@@ -388,6 +396,66 @@ absl::Status Agent::StartReceiver() {
             static_cast<std::uint16_t>(receiver_->http_port()));
   if (correlator_) correlator_->SetOwnPorts({receiver_->grpc_port(), receiver_->http_port()});
   return absl::OkStatus();
+}
+
+// The variables the exec hook enrolls on; the rule (otel_environment.h)
+// then reads their values. Any other OTEL_* variable alone does not make an
+// exporter.
+constexpr std::uint32_t kEnrollingVariables = KSPAN_OTEL_ENV_ENDPOINT | KSPAN_OTEL_ENV_TRACES_ENDPOINT |
+                                              KSPAN_OTEL_ENV_SERVICE_NAME | KSPAN_OTEL_ENV_TRACES_EXPORTER;
+
+absl::Status Agent::SetEnvironmentEnrollment() {
+  if (config_.correlation.enroll_from_environment == EnvironmentEnrollMode::kOff) return absl::OkStatus();
+  if (auto s = filter_->SetEnvironmentEnrollment(kEnrollingVariables); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("enrollment from the environment: ", std::string(s.message())));
+  }
+  return absl::OkStatus();
+}
+
+void Agent::StartEnvironmentEnrollment() {
+  const EnvironmentEnrollMode mode = config_.correlation.enroll_from_environment;
+  if (!enrollment_ || mode == EnvironmentEnrollMode::kOff) return;
+  Enrollment::Environment env;
+  env.rule = {.mode = mode,
+              .grpc_port = receiver_->grpc_port(),
+              .http_port = receiver_->http_port(),
+              .is_host_address = IsAddressOfThisHost};
+  env.allow = [this](std::uint32_t pid, bool allow) {
+    return allow ? filter_->AllowPidFromEnvironment(pid) : filter_->RemoveEnvironmentPid(pid);
+  };
+  // The same bound as the process identity's reads of the environment.
+  env.read = [max = ProcessResources::Options{}.max_environ_bytes](std::uint32_t pid) {
+    return ReadBoundedFile("/proc/" + std::to_string(pid) + "/environ", max);
+  };
+  env.on_verdict = [this](std::uint32_t pid, bool sender) {
+    if (!correlator_) return;
+    if (sender) {
+      correlator_->ExpectSpansFrom(pid);
+    } else {
+      correlator_->StopExpecting(pid);
+    }
+  };
+  enrollment_->EnableEnvironment(std::move(env));
+  // Processes that started before kspan: their exec was not seen.
+  enrollment_->PostScan(ListProcesses());
+}
+
+void Agent::OnProcessRecord(const kspan_proc_event& e) {
+  if (e.pid == static_cast<std::uint32_t>(getpid())) return;
+  if (e.kind == KSPAN_PROC_EXEC) {
+    // Until the rule has read the values (on the enrollment worker), what
+    // the exec hook saw holds: the process's first spans wait.
+    const bool likely_sender =
+        (e.flags & KSPAN_PROC_F_ENROLLED) != 0 || (e.otel_env & kEnrollingVariables) != 0;
+    if (likely_sender && correlator_ &&
+        config_.correlation.enroll_from_environment != EnvironmentEnrollMode::kOff) {
+      correlator_->ExpectSpansFrom(e.pid);
+    }
+    if (enrollment_) enrollment_->PostExec(e.pid, e.otel_env, e.flags);
+  } else if (e.kind == KSPAN_PROC_EXIT) {
+    if (correlator_) correlator_->OnProcessExit(e.pid);
+    if (enrollment_) enrollment_->PostExit(e.pid);
+  }
 }
 
 absl::Status Agent::ApplyProcessFilter() {
@@ -482,6 +550,10 @@ void Agent::RegisterCaptureMetrics() {
         {KSPAN_PROC_STAT_EXEC_EMITTED, StatSlot::kEvent, "exec"},
         {KSPAN_PROC_STAT_EXIT_EMITTED, StatSlot::kEvent, "exit"},
         {KSPAN_PROC_STAT_RING_FULL, StatSlot::kLost, "ring_full"},
+        {KSPAN_PROC_STAT_ENV_ENROLLED, StatSlot::kOwn, "kspan_bpf_process_env_enrolled_total",
+         "Execs the exec hook enrolled from the OpenTelemetry variables in their environment."},
+        {KSPAN_PROC_STAT_ENV_UNREADABLE, StatSlot::kOwn, "kspan_bpf_process_env_unreadable_total",
+         "Execs whose environment the exec hook could not read (not enrolled by it)."},
     };
     RegisterStatSlots("process", kProcSlots,
                       [this](int i) { return process_->ReadStats()[static_cast<std::size_t>(i)]; });
@@ -573,11 +645,24 @@ std::string Agent::StatusJson() {
     j["receiver"] = {{"grpc_port", receiver_grpc_port_.load()},
                      {"http_port", receiver_http_port_.load()}};
   }
+  j["enroll_from_environment"] =
+      std::string(EnvironmentEnrollModeName(config_.correlation.enroll_from_environment));
   if (enrollment_) {
     const auto pids = enrollment_->Enrolled();
     j["enrolled_pids"] = pids;
     auto& who = j["enrolled"] = nlohmann::json::array();
     for (auto pid : pids) who.push_back({{"pid", pid}, {"is", Describe(pid)}});
+    // Every enrolled process, configured ones too, and why.
+    auto& why = j["enrollment"] = nlohmann::json::array();
+    for (const auto& p : enrollment_->List()) {
+      auto reasons = nlohmann::json::array();
+      for (auto r : p.reasons) reasons.push_back(std::string(EnrollReasonName(r)));
+      why.push_back({{"pid", p.pid},
+                     {"reason", reasons.empty() ? "" : reasons.front()},
+                     {"reasons", reasons},
+                     {"service", p.service.empty() ? Describe(p.pid) : p.service},
+                     {"detail", p.detail}});
+    }
   }
   if (resources_) {
     j["identity"] = {{"processes", resources_->size()},
@@ -591,7 +676,10 @@ std::string Agent::StatusJson() {
     nlohmann::json f;
     f["family"] = "process";
     f["variant"] = "tracepoint";
-    f["events"] = {{"exec", st[KSPAN_PROC_STAT_EXEC_EMITTED]}, {"exit", st[KSPAN_PROC_STAT_EXIT_EMITTED]}};
+    f["events"] = {{"exec", st[KSPAN_PROC_STAT_EXEC_EMITTED]},
+                   {"exit", st[KSPAN_PROC_STAT_EXIT_EMITTED]},
+                   {"env_enrolled", st[KSPAN_PROC_STAT_ENV_ENROLLED]},
+                   {"env_unreadable", st[KSPAN_PROC_STAT_ENV_UNREADABLE]}};
     f["lost"] = {{"ring_full", st[KSPAN_PROC_STAT_RING_FULL]}};
     families.push_back(f);
   }

@@ -74,6 +74,13 @@ class Agent {
   // Says in the log who can reach a receiver endpoint that is not loopback.
   static void WarnIfExposed(const char* transport, const std::string& endpoint);
   absl::Status StartProcessFamily();
+  // Enrollment from the environment: the exec hook's switch (after the
+  // filter is open), and the rule with the receiver's ports, the worker and
+  // the start-up scan (after the receiver started).
+  absl::Status SetEnvironmentEnrollment();
+  void StartEnvironmentEnrollment();
+  // An exec or exit record (the ring reader's thread).
+  void OnProcessRecord(const kspan_proc_event& e);
   // A process in a few words for the log and /status: its service name,
   // container, pod.
   std::string Describe(std::uint32_t pid);

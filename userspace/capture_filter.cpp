@@ -83,20 +83,72 @@ absl::Status CaptureFilter::UpdateCounts(int d_pid, int d_cgroup, int d_comm) {
 }
 
 absl::Status CaptureFilter::AllowPid(std::uint32_t tgid) {
-  std::uint8_t one = 1;
-  if (bpf_map_update_elem(pid_allow_fd_, &tgid, &one, BPF_NOEXIST) != 0) {
-    if (errno == EEXIST) return absl::OkStatus();
-    return Errno(absl::StrCat("allow pid ", tgid), errno);
+  const std::uint8_t mine = KSPAN_ALLOW_USERSPACE;
+  // The kernel adds and removes environment entries concurrently (exec and
+  // exit hooks): an entry seen a moment ago may be gone, so each step
+  // re-checks; the second round settles it (a gone entry is inserted anew).
+  for (int round = 0; round < 2; ++round) {
+    if (bpf_map_update_elem(pid_allow_fd_, &tgid, &mine, BPF_NOEXIST) == 0) {
+      return UpdateCounts(1, 0, 0);
+    }
+    if (errno != EEXIST) return Errno(absl::StrCat("allow pid ", tgid), errno);
+    const std::uint8_t source = AllowSource(tgid);
+    if (source == 0) continue;  // removed in between
+    if (source != KSPAN_ALLOW_ENVIRONMENT) return absl::OkStatus();  // ours already
+    // The kernel's entry becomes the agent's: counted, and no longer removed
+    // by the exit hook (the agent removes its own).
+    if (bpf_map_update_elem(pid_allow_fd_, &tgid, &mine, BPF_EXIST) == 0) {
+      return UpdateCounts(1, 0, 0);
+    }
+    if (errno != ENOENT) return Errno(absl::StrCat("allow pid ", tgid), errno);
   }
-  return UpdateCounts(1, 0, 0);
+  return absl::UnavailableError(
+      absl::StrCat("allow pid ", tgid, ": its entry keeps changing under the exec and exit hooks"));
 }
 
 absl::Status CaptureFilter::RemoveAllowedPid(std::uint32_t tgid) {
+  if (AllowSource(tgid) != KSPAN_ALLOW_USERSPACE) return absl::OkStatus();
   if (bpf_map_delete_elem(pid_allow_fd_, &tgid) != 0) {
     if (errno == ENOENT) return absl::OkStatus();
     return Errno(absl::StrCat("remove allowed pid ", tgid), errno);
   }
   return UpdateCounts(-1, 0, 0);
+}
+
+std::uint8_t CaptureFilter::AllowSource(std::uint32_t tgid) const {
+  std::uint8_t v = 0;
+  if (bpf_map_lookup_elem(pid_allow_fd_, &tgid, &v) != 0) return 0;
+  return v;
+}
+
+absl::Status CaptureFilter::SetEnvironmentEnrollment(std::uint32_t otel_env_mask) {
+  struct kspan_filter_config cfg = ReadConfig();
+  cfg.env_enroll = otel_env_mask;
+  cfg.generation++;
+  std::uint32_t zero = 0;
+  if (bpf_map_update_elem(cfg_fd_, &zero, &cfg, BPF_ANY) != 0) {
+    return Errno("update kspan_cfg", errno);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CaptureFilter::AllowPidFromEnvironment(std::uint32_t tgid) {
+  const std::uint8_t env = KSPAN_ALLOW_ENVIRONMENT;
+  if (bpf_map_update_elem(pid_allow_fd_, &tgid, &env, BPF_NOEXIST) != 0) {
+    if (errno == EEXIST) return absl::OkStatus();
+    return Errno(absl::StrCat("allow pid ", tgid), errno);
+  }
+  // Not counted (pid_allow_count is the agent's entries); the generation
+  // bump makes the programs look the process up again.
+  return UpdateCounts(0, 0, 0);
+}
+
+absl::Status CaptureFilter::RemoveEnvironmentPid(std::uint32_t tgid) {
+  if (AllowSource(tgid) != KSPAN_ALLOW_ENVIRONMENT) return absl::OkStatus();
+  if (bpf_map_delete_elem(pid_allow_fd_, &tgid) != 0 && errno != ENOENT) {
+    return Errno(absl::StrCat("remove pid ", tgid), errno);
+  }
+  return UpdateCounts(0, 0, 0);
 }
 
 absl::Status CaptureFilter::DenyPid(std::uint32_t tgid) {

@@ -26,8 +26,25 @@ class CaptureFilter {
   CaptureFilter& operator=(const CaptureFilter&) = delete;
   ~CaptureFilter();
 
+  // Pids the agent selects (config) or enrolls (a sender): value
+  // KSPAN_ALLOW_USERSPACE, counted in pid_allow_count. AllowPid takes over
+  // an entry the kernel made from the environment; RemoveAllowedPid removes
+  // only the agent's own entries (an environment entry stays until exit).
   absl::Status AllowPid(std::uint32_t tgid);
   absl::Status RemoveAllowedPid(std::uint32_t tgid);
+  // Enrollment from the environment (bpf/process.bpf.c): with a non-zero
+  // mask of KSPAN_OTEL_ENV_* bits, the exec hook puts every process whose
+  // environment has one of them on the allow-list itself (value
+  // KSPAN_ALLOW_ENVIRONMENT), and the exit hook takes it off. 0 = off.
+  absl::Status SetEnvironmentEnrollment(std::uint32_t otel_env_mask);
+  // The same entry for a process found by the start-up scan of /proc (it
+  // exec'd before kspan ran); a pid already allowed is left as it is.
+  absl::Status AllowPidFromEnvironment(std::uint32_t tgid);
+  // Takes an environment entry off (userspace judged the variables do not
+  // name this agent); the agent's own entries are left alone.
+  absl::Status RemoveEnvironmentPid(std::uint32_t tgid);
+  // Who put `tgid` on the allow-list (enum kspan_allow_source), 0 = nobody.
+  std::uint8_t AllowSource(std::uint32_t tgid) const;
   absl::Status DenyPid(std::uint32_t tgid);
   absl::Status RemoveDeniedPid(std::uint32_t tgid);
   // `cgroup` is a cgroup v2 directory (e.g. /sys/fs/cgroup/system.slice/x);

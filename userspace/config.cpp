@@ -426,7 +426,8 @@ absl::Status ReadCorrelation(const ConfigReader& r, const YAML::Node& n,
   if (!n) return absl::OkStatus();
   KSPAN_RETURN_IF_ERROR(r.CheckKeys(n, "correlation",
                                     {"enabled", "join_window", "unmatched", "clock_tolerance",
-                                     "max_pending_spans", "enroll_senders", "enrollment_linger"}));
+                                     "max_pending_spans", "enroll_senders", "enrollment_linger",
+                                     "enroll_from_environment"}));
   KSPAN_RETURN_IF_ERROR(r.Bool(n["enabled"], "correlation.enabled", &cc->enabled));
   KSPAN_RETURN_IF_ERROR(r.Duration(n["join_window"], "correlation.join_window", &cc->join_window));
   if (const auto& u = n["unmatched"]; u) {
@@ -445,6 +446,15 @@ absl::Status ReadCorrelation(const ConfigReader& r, const YAML::Node& n,
       r.Bool(n["enroll_senders"], "correlation.enroll_senders", &cc->enroll_senders));
   KSPAN_RETURN_IF_ERROR(r.Duration(n["enrollment_linger"], "correlation.enrollment_linger",
                                    &cc->enrollment_linger));
+  if (const auto& m = n["enroll_from_environment"]; m) {
+    std::string v;
+    KSPAN_RETURN_IF_ERROR(r.String(m, "correlation.enroll_from_environment", &v));
+    const auto mode = ParseEnvironmentEnrollMode(v);
+    if (!mode) {
+      return r.Error(m, "correlation.enroll_from_environment", "must be receiver, any or off");
+    }
+    cc->enroll_from_environment = *mode;
+  }
   return absl::OkStatus();
 }
 

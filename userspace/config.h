@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "exporter/export_config.h"
+#include "userspace/otel_environment.h"
 
 namespace kspan {
 
@@ -111,6 +112,9 @@ struct AgentConfig {
     // they have not sent for enrollment_linger.
     bool enroll_senders = true;
     std::chrono::milliseconds enrollment_linger{60000};
+    // Processes whose environment says they export traces to kspan's
+    // receiver are enrolled from their exec (userspace/otel_environment.h).
+    EnvironmentEnrollMode enroll_from_environment = EnvironmentEnrollMode::kReceiver;
   } correlation;
   // What kspan says about the processes and the host in the resources of
   // kernel spans (app spans keep their own resources).

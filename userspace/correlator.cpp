@@ -22,6 +22,9 @@ constexpr std::uint64_t kKernelSlackNs = 100'000;
 constexpr std::size_t kMaxPairCandidates = 4096;
 // Offset bounds older than this are forgotten (clocks drift).
 constexpr auto kOffsetBoundsLife = 60s;
+// Senders remembered at most (live ones are few; this bounds those whose
+// exit was not seen).
+constexpr std::size_t kMaxSenders = 65536;
 
 std::optional<std::int64_t> IntAttribute(const Attributes& attrs, std::string_view key) {
   const AttributeValue* v = FindAttribute(attrs, key);
@@ -126,6 +129,17 @@ Correlator::Correlator(CorrelatorOptions options, MetricsRegistry& metrics, Cons
       max_offset_seconds_(metrics.GetGauge(
           "kspan_correlator_clock_offset_max_seconds",
           "Largest absolute clock offset (application minus kernel) observed over processes.")) {
+  static constexpr const char* kUnplacedNames[kUnplacedReasons] = {
+      "not_a_sender", "no_app_spans", "not_contained", "window_full", "telemetry"};
+  for (int i = 0; i < kUnplacedReasons; ++i) {
+    unplaced_[i] = &metrics.GetCounter(
+        "kspan_correlator_unplaced_spans_total",
+        "Kernel spans that left the join window with no parent, by why: their process neither "
+        "sends spans nor is enrolled (not_a_sender, they did not wait), no app span of their "
+        "process arrived (no_app_spans), none contained them (not_contained), the window was "
+        "full (window_full), or they are an app's telemetry to kspan (telemetry).",
+        {{"reason", kUnplacedNames[i]}});
+  }
   metrics.AddCallbackGauge(
       "kspan_correlator_pending_spans", "Kernel spans waiting in the join window.", {},
       [this] { return static_cast<double>(pending()); }, this);
@@ -159,40 +173,72 @@ void Correlator::OnKernelSpan(Span&& span) {
     auto p = std::make_shared<Pending>();
     p->span = std::move(span);
     p->due = now_() + options_.join_window;
+    p->pid = PidOf(p->span).value_or(0);
     p->trace_id = p->span.trace_id;
     p->span_id = p->span.span_id;
     p->flags = p->span.flags;
     if (IsHttp(p->span)) IndexKernelHttp(p);
     if (flushed_ || !MayJoinLater(p->span)) {
       // Shutting down: placed against what is known now.
-      Place(*p);
-      if (p->keep) out.push_back(std::move(p->span));
+      Leave(p, out);
     } else {
-      pending_.push_back(std::move(p));
-      while (pending_.size() > options_.max_pending_kernel_spans) {
-        window_full_.Add();
-        auto front = std::move(pending_.front());
-        pending_.pop_front();
-        Place(*front);
-        if (front->keep) out.push_back(std::move(front->span));
+      p->waited = true;
+      if (auto it = senders_.find(p->pid); it != senders_.end()) {
+        ++it->second.waiting;
+        p->counted = true;
       }
+      pending_.push_back(std::move(p));
+      Evict(out);
     }
   }
   for (auto& s : out) downstream_(std::move(s));
 }
 
 // Whether waiting can change where `s` goes. App spans come only from
-// processes that send them, and a socket syscall can still join the HTTP
-// span of its connection (which ends after it); everything else is placed
-// now, so hosts without instrumented apps see kernel spans without delay.
+// processes that send them (or are expected to), and a socket syscall can
+// still join the HTTP span of its connection (which ends after it);
+// everything else is placed now, so hosts without instrumented apps see
+// kernel spans without delay.
 bool Correlator::MayJoinLater(const Span& s) const {
   if (IsValid(s.parent_span_id)) return false;  // placed by its trace context
   auto pid = PidOf(s);
   if (!pid) return false;
+  if (IsSender(*pid)) return true;
   if (auto it = processes_.find(*pid); it != processes_.end() && !it->second.app.empty()) {
     return true;
   }
   return IsSyscall(s) && !ConnectionOf(s).empty();
+}
+
+bool Correlator::IsSender(std::uint32_t pid) const {
+  auto it = senders_.find(pid);
+  return it != senders_.end() && (it->second.expected || it->second.sent);
+}
+
+void Correlator::ExpectSpansFrom(std::uint32_t pid) {
+  if (pid == 0) return;
+  std::lock_guard lock(mu_);
+  Sender& s = senders_[pid];
+  s.expected = true;
+  s.exited_at.reset();  // a new image of a reused pid
+}
+
+void Correlator::StopExpecting(std::uint32_t pid) {
+  std::lock_guard lock(mu_);
+  auto it = senders_.find(pid);
+  if (it == senders_.end()) return;
+  it->second.expected = false;
+  if (!it->second.sent && it->second.waiting == 0) senders_.erase(it);
+}
+
+void Correlator::OnProcessExit(std::uint32_t pid) {
+  std::lock_guard lock(mu_);
+  auto it = senders_.find(pid);
+  if (it == senders_.end()) return;
+  if (!it->second.expected && !it->second.sent) return;
+  const auto now = now_();
+  it->second.exited_at = now;
+  exited_.emplace_back(now, pid);
 }
 
 Correlator::Container Correlator::ContainerOf(const Span& s,
@@ -217,6 +263,7 @@ void Correlator::IndexAppSpans(const std::vector<Span>& spans, const HostPidOf& 
     const auto pid = host_pid(s);
     if (!pid || !IsValid(s.trace_id) || !IsValid(s.span_id)) continue;
     ProcessIndex& idx = processes_[*pid];
+    senders_[*pid].sent = true;
     Container c = ContainerOf(s, now);
     c.app = true;
     if (s.kind == SpanKind::kServer) {
@@ -481,6 +528,7 @@ void Correlator::Place(Pending& p, int depth) {
     }
   }
   if (c == nullptr) {
+    CountUnplaced(p, telemetry);
     if (options_.export_unmatched) {
       unmatched_exported_.Add();
     } else {
@@ -517,6 +565,20 @@ void Correlator::Place(Pending& p, int depth) {
   }
 }
 
+void Correlator::CountUnplaced(const Pending& p, bool telemetry) {
+  Unplaced why = kNotContained;
+  if (p.early) {
+    why = kWindowFull;
+  } else if (telemetry) {
+    why = kTelemetry;
+  } else {
+    auto it = processes_.find(p.pid);
+    const bool app_spans = it != processes_.end() && !it->second.app.empty();
+    if (!app_spans) why = (p.waited || IsSender(p.pid)) ? kNoAppSpans : kNotASender;
+  }
+  unplaced_[why]->Add();
+}
+
 void Correlator::Forget(std::chrono::steady_clock::time_point now) {
   const auto retention = 2 * options_.join_window + std::chrono::seconds(10);
   while (!index_order_.empty()) {
@@ -546,8 +608,10 @@ void Correlator::Forget(std::chrono::steady_clock::time_point now) {
           if (cit->second.empty()) idx.http_by_conn.erase(cit);
         }
       }
+      auto sender = senders_.find(e.pid);
+      const bool waiting = sender != senders_.end() && sender->second.waiting > 0;
       if (idx.app.empty() && idx.http_ctx.empty() && idx.http_by_conn.empty() &&
-          idx.bounds_since + kOffsetBoundsLife < now) {
+          idx.bounds_since + kOffsetBoundsLife < now && !waiting) {
         processes_.erase(pit);
       }
     }
@@ -556,15 +620,74 @@ void Correlator::Forget(std::chrono::steady_clock::time_point now) {
   }
 }
 
+void Correlator::Leave(const std::shared_ptr<Pending>& p, std::vector<Span>& out) {
+  Place(*p);
+  if (p->counted) {
+    p->counted = false;
+    auto it = senders_.find(p->pid);
+    if (it != senders_.end() && --it->second.waiting == 0 &&
+        (it->second.exited_at || (!it->second.expected && !it->second.sent))) {
+      senders_.erase(it);  // its last kernel span has left
+    }
+  }
+  if (p->keep) out.push_back(std::move(p->span));
+}
+
+void Correlator::Evict(std::vector<Span>& out) {
+  while (pending_.size() + held_.size() > options_.max_pending_kernel_spans) {
+    window_full_.Add();
+    std::shared_ptr<Pending> oldest;
+    if (!pending_.empty()) {
+      oldest = std::move(pending_.front());
+      pending_.pop_front();
+    } else {
+      oldest = std::move(held_.begin()->second);
+      held_.erase(held_.begin());
+    }
+    oldest->early = true;
+    Leave(oldest, out);
+  }
+}
+
 void Correlator::TakeDue(std::chrono::steady_clock::time_point now, bool all,
                          std::vector<Span>& out) {
   while (!pending_.empty() && (all || pending_.front()->due <= now)) {
     auto p = std::move(pending_.front());
     pending_.pop_front();
-    Place(*p);
-    if (p->keep) out.push_back(std::move(p->span));
+    if (!all && p->counted) {
+      // A sender that exited: its shutdown export may still be on the way.
+      auto it = senders_.find(p->pid);
+      if (it != senders_.end() && it->second.exited_at) {
+        const auto until = *it->second.exited_at + options_.join_window;
+        if (until > now) {
+          held_.emplace(until, std::move(p));
+          continue;
+        }
+      }
+    }
+    Leave(p, out);
+  }
+  while (!held_.empty() && (all || held_.begin()->first <= now)) {
+    auto p = std::move(held_.begin()->second);
+    held_.erase(held_.begin());
+    Leave(p, out);
   }
   Forget(now);
+  while (!exited_.empty() && (all || exited_.front().first + options_.join_window <= now)) {
+    auto it = senders_.find(exited_.front().second);
+    if (it != senders_.end() && it->second.exited_at == exited_.front().first &&
+        it->second.waiting == 0) {
+      senders_.erase(it);
+    }
+    exited_.pop_front();
+  }
+  if (senders_.size() > kMaxSenders) {
+    // Exits not seen (no process family): forget idle senders with nothing
+    // indexed.
+    std::erase_if(senders_, [this](const auto& kv) {
+      return kv.second.waiting == 0 && !processes_.contains(kv.first);
+    });
+  }
 }
 
 void Correlator::Release() {
@@ -599,7 +722,7 @@ void Correlator::SetOwnPorts(std::set<std::int64_t> ports) {
 
 std::size_t Correlator::pending() const {
   std::lock_guard lock(mu_);
-  return pending_.size();
+  return pending_.size() + held_.size();
 }
 
 }  // namespace kspan

@@ -1,10 +1,19 @@
 // The correlator: places kernel spans inside the traces applications produce.
 //
 // Kernel spans (connect, syscall, HTTP, ...) wait up to a join window for the
-// app spans that may contain them (those of processes that send spans, and
-// socket syscalls that may belong to an HTTP span; others leave at once); app spans are indexed as the receiver
-// accepts them and pass on at once, unchanged. When a kernel span leaves the
-// window it is placed:
+// app spans that may contain them; app spans are indexed as the receiver
+// accepts them and pass on at once, unchanged. What waits:
+//   - every kernel span of a process expected to send spans: enrolled
+//     (configured, or its environment names kspan's receiver, see
+//     userspace/enrollment.h), or it has sent some. The expectation holds
+//     from the process's first span and outlives it: after its exit, its
+//     kernel spans wait until a join window after the exit, for the export
+//     its SDK makes at shutdown (also those read from the rings after the
+//     exit);
+//   - socket syscalls that may belong to a kernel HTTP span of their
+//     connection.
+// Others leave at once, so hosts without instrumented apps see kernel spans
+// without delay. When a kernel span leaves the window it is placed:
 //   1. a kernel span that already carries trace context (an HTTP span that
 //      read a traceparent) stays where the trace context says;
 //   2. a socket syscall on a connection with a kernel HTTP span containing it
@@ -98,6 +107,17 @@ class Correlator {
   // later spans pass straight through.
   void Flush();
 
+  // `pid` is expected to send spans (enrolled, see userspace/enrollment.h):
+  // its kernel spans wait in the window from now on.
+  void ExpectSpansFrom(std::uint32_t pid);
+  // It is not after all (its environment names another collector). Spans
+  // that wait keep waiting; a process that has sent stays expected.
+  void StopExpecting(std::uint32_t pid);
+  // The process exited: its waiting kernel spans, and those still to come
+  // from the rings, wait until a join window from now (its SDK's export at
+  // shutdown). Its index is kept until the last of them has left.
+  void OnProcessExit(std::uint32_t pid);
+
   // kspan's own receiver ports: kernel spans of connections to them are an
   // app's telemetry, not its work, and are never placed inside its spans.
   void SetOwnPorts(std::set<std::int64_t> ports);
@@ -110,6 +130,10 @@ class Correlator {
   struct Pending {
     Span span;
     std::chrono::steady_clock::time_point due;
+    std::uint32_t pid = 0;  // 0: none known
+    bool waited = false;    // it entered the window (did not leave at once)
+    bool early = false;     // it left early: the window was full
+    bool counted = false;   // counted in its sender's `waiting`
     bool placed = false;
     bool keep = true;  // false: unmatched and dropped
     // Where the span ended up; read by children placed through it.
@@ -147,6 +171,16 @@ class Correlator {
     // One side of a request seen so far, waiting for the other side.
     std::unordered_map<std::string, Container> pairs;
   };
+  // A process expected to send spans, or that has sent.
+  struct Sender {
+    bool expected = false;  // enrolled
+    bool sent = false;      // app spans of it were indexed
+    std::optional<std::chrono::steady_clock::time_point> exited_at;
+    std::size_t waiting = 0;  // its kernel spans in the window
+  };
+  // Why a kernel span left the window unplaced (label of
+  // kspan_correlator_unplaced_spans_total).
+  enum Unplaced { kNotASender, kNoAppSpans, kNotContained, kWindowFull, kTelemetry, kUnplacedReasons };
   struct IndexEntry {
     std::chrono::steady_clock::time_point at;
     std::uint32_t pid;
@@ -174,6 +208,12 @@ class Correlator {
   std::int64_t OffsetFor(const ProcessIndex& idx) const;
   void Forget(std::chrono::steady_clock::time_point now);
   void TakeDue(std::chrono::steady_clock::time_point now, bool all, std::vector<Span>& out);
+  bool IsSender(std::uint32_t pid) const;
+  // Places `p`, which leaves the window now, into `out` (under mu_).
+  void Leave(const std::shared_ptr<Pending>& p, std::vector<Span>& out);
+  // Removes the oldest waiting spans while the window is over its bound.
+  void Evict(std::vector<Span>& out);
+  void CountUnplaced(const Pending& p, bool telemetry);
 
   const CorrelatorOptions options_;
   Consumer downstream_;
@@ -183,7 +223,14 @@ class Correlator {
   std::condition_variable cv_;
   bool stopping_ = false;
   bool flushed_ = false;
-  std::deque<std::shared_ptr<Pending>> pending_;
+  std::deque<std::shared_ptr<Pending>> pending_;  // in order of `due`
+  // Spans of exited senders whose window was extended past their `due`,
+  // by the new time.
+  std::multimap<std::chrono::steady_clock::time_point, std::shared_ptr<Pending>> held_;
+  std::unordered_map<std::uint32_t, Sender> senders_;
+  // Exits of senders, in order: each is forgotten a window after its exit
+  // once none of its spans waits.
+  std::deque<std::pair<std::chrono::steady_clock::time_point, std::uint32_t>> exited_;
   std::unordered_map<std::uint32_t, ProcessIndex> processes_;
   std::deque<IndexEntry> index_order_;
   std::size_t indexed_ = 0;
@@ -200,6 +247,7 @@ class Correlator {
   Counter& unmatched_exported_;
   Counter& unmatched_dropped_;
   Counter& window_full_;
+  Counter* unplaced_[kUnplacedReasons] = {};
   Counter& index_evicted_;
   Gauge& max_offset_seconds_;
 };

@@ -56,14 +56,16 @@ static_assert(offsetof(kspan_syscall_event, daddr) == 104);
 static_assert(offsetof(kspan_syscall_event, comm) == 120);
 static_assert(sizeof(kspan_syscall_path_event) == 136 + KSPAN_SYSCALL_PATH_MAX);
 static_assert(sizeof(kspan_syscall_config) == 24);
-static_assert(sizeof(kspan_proc_event) == 48 + KSPAN_PROC_FILENAME_LEN);
+static_assert(sizeof(kspan_proc_event) == 56 + KSPAN_PROC_FILENAME_LEN);
 static_assert(offsetof(kspan_proc_event, kind) == 4);
 static_assert(offsetof(kspan_proc_event, pid) == 8);
 static_assert(offsetof(kspan_proc_event, ppid) == 12);
 static_assert(offsetof(kspan_proc_event, ts_ns) == 16);
 static_assert(offsetof(kspan_proc_event, cgroup_id) == 24);
 static_assert(offsetof(kspan_proc_event, comm) == 32);
-static_assert(offsetof(kspan_proc_event, filename) == 48);
+static_assert(offsetof(kspan_proc_event, otel_env) == 48);
+static_assert(offsetof(kspan_proc_event, flags) == 52);
+static_assert(offsetof(kspan_proc_event, filename) == 56);
 
 namespace {
 constexpr char kErrors[] = "kspan_decoder_errors_total";

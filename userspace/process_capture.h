@@ -3,6 +3,12 @@
 // pid's identity when it execs and forget it when it exits. Explicit stages
 // like the other families; one variant (classic sched tracepoints).
 //
+// The family shares the filter maps (bpf/filter.bpf.h): while
+// kspan_filter_config.env_enroll is set (CaptureFilter::
+// SetEnvironmentEnrollment), its exec hook enrolls processes whose
+// environment names OpenTelemetry variables and its exit hook removes them;
+// exec records carry the variables found (otel_env) and KSPAN_PROC_F_ENROLLED.
+//
 // Its ring, kspan_proc_ring, should be the first one registered with the
 // RingReader: rings are drained in registration order, so a process's exec
 // or exit record reaches the agent before the records it made afterwards on
@@ -31,7 +37,8 @@ struct ProcessCaptureOptions {
   std::uint64_t wakeup_bytes = 0;
   // External BTF for kernels without /sys/kernel/btf/vmlinux; empty = kernel's.
   std::string btf_path;
-  std::string pin_dir;  // required: the stats map is pinned here
+  // Required: the stats map and the shared filter maps are pinned here.
+  std::string pin_dir;
 };
 
 using ProcessStats = std::array<std::uint64_t, KSPAN_PROC_STAT_MAX>;

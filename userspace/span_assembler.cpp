@@ -124,6 +124,7 @@ void SpanAssembler::OnProcess(const kspan_proc_event& e) noexcept {
     } else if (e.kind == KSPAN_PROC_EXIT) {
       ctx_.resources.OnExit(e.pid, e.ts_ns);
     }
+    if (process_observer_) process_observer_(e);
   } catch (const std::exception& ex) {
     assembly_failed_.Add();
     spdlog::error("process identity update failed: {}", ex.what());

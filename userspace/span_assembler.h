@@ -35,8 +35,14 @@ class SpanAssembler final : public KernelEventHandler {
   void ExpireDns(std::uint64_t now_mono_ns) noexcept;
   void OnSyscall(const kspan_syscall_event& event, std::string_view path) noexcept override;
   void OnHttp(const kspan_http_event& event) noexcept override;
-  // exec and exit: the process's identity changes or ends (no span).
+  // exec and exit: the process's identity changes or ends (no span), and
+  // the observer hears of it.
   void OnProcess(const kspan_proc_event& event) noexcept override;
+  // Called on the ring reader's thread for every exec and exit record,
+  // after the process's identity is updated: must be quick (no /proc).
+  // Set before the reader starts.
+  using ProcessObserver = std::function<void(const kspan_proc_event&)>;
+  void SetProcessObserver(ProcessObserver observer) { process_observer_ = std::move(observer); }
   // Ends HTTP responses gone quiet and requests left unanswered (any thread).
   void ExpireHttp(std::uint64_t now_mono_ns) noexcept;
   // Ends every HTTP exchange still open (shutdown, after the rings drained).
@@ -59,6 +65,7 @@ class SpanAssembler final : public KernelEventHandler {
   IdGenerator ids_;
   SpanBuildContext ctx_;
   SpanConsumer consumer_;
+  ProcessObserver process_observer_;
   TcpNoteBuffer notes_;
   // DNS pairing runs on the ring reader and on the agent's tick: its own
   // lock, and its own id generator (IdGenerator is single-threaded).

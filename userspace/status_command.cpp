@@ -139,7 +139,22 @@ void PrintHuman(const nlohmann::json& j, std::FILE* out) {
                  id.value("follows_exec", false) ? "refreshed at exec and exit"
                                                  : "re-read every minute (no process family)");
   }
-  if (j.contains("enrolled") && !At(j, "enrolled").empty()) {
+  if (At(j, "enrollment").is_array()) {
+    const auto& list = At(j, "enrollment");
+    std::fprintf(out, "enrolled (fully captured; their kernel spans wait for their app spans)%s%s%s\n",
+                 j.contains("enroll_from_environment") ? ", from the environment: " : "",
+                 Text(j, "enroll_from_environment", "").c_str(), list.empty() ? ": none" : ":");
+    for (const auto& e : list) {
+      const auto& pid = At(e, "pid");
+      std::string reasons;
+      for (const auto& r : At(e, "reasons")) reasons += (reasons.empty() ? "" : ", ") + Text(r);
+      const std::string detail = Text(e, "detail", "");
+      std::fprintf(out, "  %llu %s [%s]%s%s\n",
+                   pid.is_number_unsigned() ? pid.get<unsigned long long>() : 0ull,
+                   Text(e, "service", "").c_str(), reasons.c_str(), detail.empty() ? "" : ": ",
+                   detail.c_str());
+    }
+  } else if (j.contains("enrolled") && !At(j, "enrolled").empty()) {
     std::fprintf(out, "enrolled (send their spans, fully captured):\n");
     for (const auto& e : At(j, "enrolled")) {
       std::fprintf(out, "  %u %s\n", e.value("pid", 0u), Text(e, "is", "").c_str());

@@ -104,6 +104,7 @@ TEST(Config, ReceiverAndCorrelation) {
   EXPECT_EQ(d->receiver.http_endpoint, "127.0.0.1:4318");
   EXPECT_TRUE(d->correlation.enabled);
   EXPECT_TRUE(d->correlation.enroll_senders);
+  EXPECT_EQ(d->correlation.enroll_from_environment, EnvironmentEnrollMode::kReceiver);
 
   auto c = Parse(
       "receiver:\n"
@@ -118,7 +119,8 @@ TEST(Config, ReceiverAndCorrelation) {
       "  clock_tolerance: 2ms\n"
       "  max_pending_spans: 1000\n"
       "  enroll_senders: false\n"
-      "  enrollment_linger: 5m\n");
+      "  enrollment_linger: 5m\n"
+      "  enroll_from_environment: any\n");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_FALSE(c->receiver.grpc_enabled);
   EXPECT_EQ(c->receiver.http_endpoint, "0.0.0.0:14318");
@@ -131,6 +133,7 @@ TEST(Config, ReceiverAndCorrelation) {
   EXPECT_EQ(c->correlation.max_pending_spans, 1000u);
   EXPECT_FALSE(c->correlation.enroll_senders);
   EXPECT_EQ(c->correlation.enrollment_linger, std::chrono::minutes(5));
+  EXPECT_EQ(c->correlation.enroll_from_environment, EnvironmentEnrollMode::kAny);
 
   FlagOverrides flags;
   flags.receiver_grpc = "127.0.0.1:5317";
@@ -144,6 +147,8 @@ TEST(Config, ReceiverAndCorrelation) {
            {"correlation:\n  unmatched: keep\n", "correlation.unmatched: must be export or drop"},
            {"correlation:\n  join_window: later\n", "correlation.join_window: must be a duration"},
            {"correlation:\n  window: 1s\n", "unknown key"},
+           {"correlation:\n  enroll_from_environment: yes\n",
+            "correlation.enroll_from_environment: must be receiver, any or off"},
            {"receiver:\n  grpc: {port: 1}\n", "receiver.grpc.port"},
            {"receiver:\n  max_request_bytes: 10\n", "must be at least 1KiB"},
            {"receiver:\n  max_in_flight_bytes: 4MiB\n",

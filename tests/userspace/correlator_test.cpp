@@ -430,6 +430,149 @@ TEST_F(CorrelatorTest, AfterFlushSpansPassStraightThrough) {
   EXPECT_EQ(out_.size(), 1u);
 }
 
+// Counted in kspan_correlator_unplaced_spans_total under `reason`.
+std::uint64_t Unplaced(const MetricsRegistry& m, const char* reason) {
+  return m.CounterValue("kspan_correlator_unplaced_spans_total", {{"reason", reason}});
+}
+
+TEST_F(CorrelatorTest, NeitherSendingNorEnrolledLeavesAtOnceAndIsCountedSo) {
+  Make();
+  correlator_->OnKernelSpan(KernelSpan(7, 7, 0x31, 100, 200));
+  ASSERT_EQ(out_.size(), 1u);
+  EXPECT_EQ(correlator_->pending(), 0u);
+  EXPECT_EQ(Unplaced(metrics_, "not_a_sender"), 1u);
+  // Its exit changes nothing.
+  correlator_->OnProcessExit(7);
+  correlator_->OnKernelSpan(KernelSpan(7, 7, 0x32, 300, 400));
+  EXPECT_EQ(out_.size(), 2u);
+}
+
+TEST_F(CorrelatorTest, EnrolledProcessWaitsFromItsFirstSpanBeforeItHasSent) {
+  Make();
+  correlator_->ExpectSpansFrom(42);
+  // A connect, which a process not known to send would see leave at once.
+  Span connect = KernelSpan(42, 42, 0x31, 10'200, 10'400, "tcp connect");
+  OnConnection(connect, "10.0.0.1", 5432);
+  correlator_->OnKernelSpan(std::move(connect));
+  correlator_->OnKernelSpan(KernelSpan(42, 42, 0x32, 10'500, 10'600));
+  EXPECT_TRUE(out_.empty());
+  EXPECT_EQ(correlator_->pending(), 2u);
+  // Its first export, 1.9 s later: the request's spans.
+  now_ += 1900ms;
+  correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x01, 0, 10, 20)}, ResourcePid);
+  now_ += 200ms;
+  correlator_->Release();
+  ASSERT_EQ(out_.size(), 2u);
+  EXPECT_EQ(Out(0x31)->parent_span_id, Id(0x01));
+  EXPECT_EQ(Out(0x32)->parent_span_id, Id(0x01));
+  EXPECT_EQ(metrics_.CounterTotal("kspan_correlator_unplaced_spans_total"), 0u);
+}
+
+TEST_F(CorrelatorTest, ProcessThatIsNotASenderAfterAllStopsWaiting) {
+  Make();
+  correlator_->ExpectSpansFrom(42);
+  correlator_->OnKernelSpan(KernelSpan(42, 42, 0x31, 100, 200));
+  correlator_->StopExpecting(42);
+  correlator_->OnKernelSpan(KernelSpan(42, 42, 0x32, 300, 400));
+  ASSERT_EQ(out_.size(), 1u);  // the later one, at once
+  EXPECT_EQ(out_[0].span_id, Id(0x32));
+  now_ += 2100ms;
+  correlator_->Release();
+  ASSERT_EQ(out_.size(), 2u);
+  EXPECT_EQ(Unplaced(metrics_, "no_app_spans"), 1u);  // it waited in vain
+  EXPECT_EQ(Unplaced(metrics_, "not_a_sender"), 1u);
+}
+
+TEST_F(CorrelatorTest, SenderStaysExpectedAfterItsIndexIsForgotten) {
+  Make();
+  Known(42);
+  now_ += 60s;  // past the index's retention: nothing of it is indexed
+  correlator_->IndexAppSpans({}, ResourcePid);
+  Span connect = KernelSpan(42, 42, 0x31, 100, 200, "tcp connect");
+  OnConnection(connect, "10.0.0.1", 5432);
+  correlator_->OnKernelSpan(std::move(connect));
+  EXPECT_TRUE(out_.empty());
+  EXPECT_EQ(correlator_->pending(), 1u);
+}
+
+TEST_F(CorrelatorTest, ExitedSenderSpansWaitForItsExportAtShutdown) {
+  Make();
+  correlator_->ExpectSpansFrom(42);
+  // A short-lived process: a request at once, its spans exported at exit.
+  correlator_->OnKernelSpan(KernelSpan(42, 42, 0x31, 10'200, 10'400));
+  now_ += 1500ms;
+  correlator_->OnProcessExit(42);
+  // A span the rings held when the exit was read.
+  now_ += 100ms;
+  correlator_->OnKernelSpan(KernelSpan(42, 42, 0x32, 10'500, 10'600));
+  now_ += 500ms;  // past the first span's own window
+  correlator_->Release();
+  EXPECT_TRUE(out_.empty()) << "left before the shutdown export could arrive";
+  EXPECT_EQ(correlator_->pending(), 2u);
+  // The SDK's export at shutdown reaches the receiver after the exit.
+  correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x01, 0, 10, 20)}, ResourcePid);
+  now_ += 1400ms;  // a window after the exit
+  correlator_->Release();
+  ASSERT_EQ(out_.size(), 1u);
+  EXPECT_EQ(out_[0].span_id, Id(0x31));
+  now_ += 200ms;  // and the late span's own window
+  correlator_->Release();
+  ASSERT_EQ(out_.size(), 2u);
+  EXPECT_EQ(Out(0x31)->parent_span_id, Id(0x01));
+  EXPECT_EQ(Out(0x32)->parent_span_id, Id(0x01));
+  EXPECT_EQ(correlator_->pending(), 0u);
+}
+
+TEST_F(CorrelatorTest, ExitedSenderIsForgottenAWindowAfterItsLastSpan) {
+  Make();
+  correlator_->ExpectSpansFrom(42);
+  correlator_->OnProcessExit(42);
+  // Within a window of the exit: still expected.
+  correlator_->OnKernelSpan(KernelSpan(42, 42, 0x31, 100, 200));
+  EXPECT_EQ(correlator_->pending(), 1u);
+  now_ += 2100ms;
+  correlator_->Release();
+  ASSERT_EQ(out_.size(), 1u);
+  // The pid's next process (neither enrolled nor sending) is not kept waiting.
+  correlator_->OnKernelSpan(KernelSpan(42, 42, 0x32, 300, 400));
+  EXPECT_EQ(out_.size(), 2u);
+}
+
+TEST_F(CorrelatorTest, UnplacedSpansAreCountedByReason) {
+  CorrelatorOptions o;
+  o.max_pending_kernel_spans = 2;
+  Make(o);
+  correlator_->SetOwnPorts({4318});
+  Known(42);
+  correlator_->IndexAppSpans({AppSpan(42, 0xaa, 0x01, 0, 10, 20)}, ResourcePid);
+  correlator_->ExpectSpansFrom(43);
+  correlator_->OnKernelSpan(KernelSpan(42, 42, 0x31, 50'000, 50'100));  // outside the app span
+  correlator_->OnKernelSpan(KernelSpan(43, 43, 0x32, 100, 200));        // 43 never sends
+  Span export_call = KernelSpan(42, 42, 0x33, 10'100, 10'200, "tcp connect");
+  OnConnection(export_call, "127.0.0.1", 4318);
+  correlator_->OnKernelSpan(std::move(export_call));  // the first one leaves early
+  correlator_->OnKernelSpan(KernelSpan(7, 7, 0x34, 100, 200));  // not a sender
+  correlator_->Flush();
+  EXPECT_EQ(Unplaced(metrics_, "window_full"), 1u);
+  EXPECT_EQ(Unplaced(metrics_, "no_app_spans"), 1u);
+  EXPECT_EQ(Unplaced(metrics_, "telemetry"), 1u);
+  EXPECT_EQ(Unplaced(metrics_, "not_a_sender"), 1u);
+  EXPECT_EQ(Unplaced(metrics_, "not_contained"), 0u);
+  EXPECT_EQ(metrics_.CounterTotal("kspan_correlator_unplaced_spans_total"),
+            metrics_.CounterTotal("kspan_correlator_unmatched_total"));
+  EXPECT_EQ(metrics_.CounterTotal("kspan_correlator_window_full_total"), 1u);
+}
+
+TEST_F(CorrelatorTest, SpanNoAppSpanContainsIsCountedNotContained) {
+  Make();
+  Known(42);
+  correlator_->OnKernelSpan(KernelSpan(42, 42, 0x31, 50'000, 50'100));
+  now_ += 2100ms;
+  correlator_->Release();
+  ASSERT_EQ(out_.size(), 1u);
+  EXPECT_EQ(Unplaced(metrics_, "not_contained"), 1u);
+}
+
 TEST(CorrelatorThread, ReleasesOnItsOwnAfterTheWindow) {
   MetricsRegistry metrics;
   std::mutex mu;

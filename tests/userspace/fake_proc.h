@@ -9,9 +9,17 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <string>
 
 namespace kspan::testing {
+
+// A NUL-separated environment block, as /proc/<pid>/environ holds it.
+inline std::string Environ(std::initializer_list<std::string> vars) {
+  std::string out;
+  for (const auto& v : vars) out += v + '\0';
+  return out;
+}
 
 class FakeProc {
  public:

@@ -12,6 +12,7 @@
 namespace kspan {
 namespace {
 
+using ::kspan::testing::Environ;
 using ::kspan::testing::FakeProc;
 
 std::string Attr(const Resource& r, std::string_view key) {
@@ -27,12 +28,6 @@ constexpr char kPodmanId[] = "e8737661a1142331a624a99aa954bbe6d0834b17ca4a92568f
 std::string PodmanCgroup() {
   const std::string path = std::string("/libpod_parent/libpod-") + kPodmanId;
   return "9:name=systemd:" + path + "\n4:memory:" + path + "\n0::" + path + "\n";
-}
-
-std::string Environ(std::initializer_list<std::string> vars) {
-  std::string out;
-  for (const auto& v : vars) out += v + '\0';
-  return out;
 }
 
 TEST(ProcessResources, DescribesALiveProcessFromProc) {

@@ -80,6 +80,30 @@ TEST_F(SpanAssemblerTest, EstablishedIpv4Connect) {
   EXPECT_EQ(metrics_.CounterTotal("kspan_spans_assembled_total"), 1u);
 }
 
+TEST_F(SpanAssemblerTest, ProcessRecordsReachTheObserverWithTheirEnvironmentBits) {
+  std::vector<kspan_proc_event> seen;
+  assembler_.SetProcessObserver([&seen](const kspan_proc_event& e) { seen.push_back(e); });
+  kspan_proc_event exec{};
+  exec.kind = KSPAN_PROC_EXEC;
+  exec.pid = 1234;
+  exec.ts_ns = 5'000'000;
+  exec.otel_env = KSPAN_OTEL_ENV_ENDPOINT;
+  exec.flags = KSPAN_PROC_F_ENROLLED;
+  std::strcpy(exec.comm, "node");
+  assembler_.OnProcess(exec);
+  kspan_proc_event exit{};
+  exit.kind = KSPAN_PROC_EXIT;
+  exit.pid = 1234;
+  exit.ts_ns = 6'000'000;
+  assembler_.OnProcess(exit);
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0].kind, KSPAN_PROC_EXEC);
+  EXPECT_EQ(seen[0].otel_env, static_cast<std::uint32_t>(KSPAN_OTEL_ENV_ENDPOINT));
+  EXPECT_EQ(seen[0].flags, static_cast<std::uint32_t>(KSPAN_PROC_F_ENROLLED));
+  EXPECT_EQ(seen[1].kind, KSPAN_PROC_EXIT);
+  EXPECT_TRUE(out_.empty());  // no spans of their own
+}
+
 TEST_F(SpanAssemblerTest, Ipv6AndFailureReasons) {
   auto e = V4Connect();
   e.family = AF_INET6;

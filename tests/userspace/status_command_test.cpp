@@ -130,6 +130,25 @@ TEST(StatusCommand, JsonIsReencodedAsAscii) {
   EXPECT_EQ(nlohmann::json::parse(p.text), nlohmann::json::parse(kHostileStatus));
 }
 
+TEST(StatusCommand, PrintsWhoIsEnrolledAndWhy) {
+  nlohmann::json j = nlohmann::json::parse(kHostileStatus);
+  j["enroll_from_environment"] = "receiver\nFORGED";
+  j["enrollment"] = nlohmann::json::array(
+      {{{"pid", 5}, {"reason", "environment"}, {"reasons", {"environment", "export"}},
+        {"service", "checkout\r\nFORGED"}, {"detail", "OTEL_EXPORTER_OTLP_ENDPOINT names receiver port 4318"}},
+       {{"pid", "x"}, {"reasons", {"configured"}}, {"service", ""}, {"detail", ""}}});
+  StatusServer server(j.dump());
+  const auto p = Status(server.address(), false);
+  EXPECT_EQ(p.status, 0) << p.text;
+  ExpectNothingForged(p.text);
+  EXPECT_NE(p.text.find("  5 checkout\\x0d\\x0aFORGED [environment, export]: "
+                        "OTEL_EXPORTER_OTLP_ENDPOINT names receiver port 4318\n"),
+            std::string::npos)
+      << p.text;
+  EXPECT_NE(p.text.find("  0  [configured]\n"), std::string::npos) << p.text;
+  EXPECT_NE(p.text.find("from the environment: receiver\\x0aFORGED:"), std::string::npos) << p.text;
+}
+
 TEST(StatusCommand, AnswerOfAnotherShapeIsRefusedNotCrashedOn) {
   StatusServer server(R"({"version": 5, "capture": "x", "pipeline": []})");
   const auto p = Status(server.address(), false);

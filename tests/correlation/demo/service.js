@@ -8,10 +8,15 @@
 // container, where the host and the other service reach it over a bridge).
 // The service name is OTEL_SERVICE_NAME when set, else kspan-demo-<role>.
 //
-// Spans go, over OTLP/HTTP (protobuf), to kspan's receiver (KSPAN_OTLP_URL)
-// and, unchanged, to a reference collector (REFERENCE_OTLP_URL) so a test can
-// compare what kspan forwarded with what the SDK produced; to either alone
-// when only one is set.
+// Spans go, over OTLP/HTTP (protobuf), to kspan's receiver and, unchanged,
+// to a reference collector (REFERENCE_OTLP_URL) so a test can compare what
+// kspan forwarded with what the SDK produced; to either alone when only one
+// is set. kspan's receiver is KSPAN_OTLP_URL, or, when that is unset, where
+// the standard variables say (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or
+// OTEL_EXPORTER_OTLP_ENDPOINT), read by the SDK's exporter itself as in any
+// instrumented app. The batch processor exports every EXPORT_DELAY_MS;
+// unset, every 200 ms with KSPAN_OTLP_URL and at the SDK's default
+// otherwise (OTEL_BSP_SCHEDULE_DELAY, 5 s), and always at shutdown.
 'use strict';
 
 const { NodeSDK, tracing } = require('@opentelemetry/sdk-node');
@@ -21,12 +26,21 @@ const { HttpInstrumentation } = require('@opentelemetry/instrumentation-http');
 const role = process.env.ROLE;
 const port = Number(process.env.PORT || 0);
 const host = process.env.HOST || '127.0.0.1';
-const delay = Number(process.env.EXPORT_DELAY_MS || 200);
+const standardEndpoint =
+  !process.env.KSPAN_OTLP_URL &&
+  Boolean(process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || process.env.OTEL_EXPORTER_OTLP_ENDPOINT);
+const delay = process.env.EXPORT_DELAY_MS
+  ? Number(process.env.EXPORT_DELAY_MS)
+  : standardEndpoint
+    ? undefined
+    : 200;
 
+// `url` undefined: the exporter's endpoint from the OTEL_ variables.
 function processor(url) {
-  return new tracing.BatchSpanProcessor(new OTLPTraceExporter({ url }), {
-    scheduledDelayMillis: delay,
-  });
+  return new tracing.BatchSpanProcessor(
+    new OTLPTraceExporter(url ? { url } : {}),
+    delay === undefined ? {} : { scheduledDelayMillis: delay },
+  );
 }
 
 const sdk = new NodeSDK({
@@ -34,9 +48,11 @@ const sdk = new NodeSDK({
   serviceName: process.env.OTEL_SERVICE_NAME || `kspan-demo-${role}`,
   // Only to the receivers named: a test without kspan (the container
   // plumbing test) sets REFERENCE_OTLP_URL alone.
-  spanProcessors: [process.env.KSPAN_OTLP_URL, process.env.REFERENCE_OTLP_URL]
-    .filter((url) => url)
-    .map(processor),
+  spanProcessors: [
+    ...(process.env.KSPAN_OTLP_URL ? [process.env.KSPAN_OTLP_URL] : []),
+    ...(standardEndpoint ? [undefined] : []),
+    ...(process.env.REFERENCE_OTLP_URL ? [process.env.REFERENCE_OTLP_URL] : []),
+  ].map(processor),
   instrumentations: [new HttpInstrumentation()],
 });
 sdk.start();
