@@ -99,9 +99,13 @@ absl::StatusOr<std::string> ZstdDecompress(std::string_view in, std::size_t max_
   std::string out;
   char buf[64 * 1024];
   size_t rc = 0;
-  // Until the input is consumed and the decoder holds nothing more to flush
-  // (a full output buffer means it may).
-  for (bool full = true; input.pos < input.size || full;) {
+  // Until the input is consumed and the decoder holds nothing more to flush:
+  // a full output buffer means it may, unless the call ended a frame (rc 0:
+  // "completely decoded and fully flushed"; calling again would begin
+  // another frame and ask for its header, so a frame of exactly the
+  // buffer's size would read as truncated).
+  bool full = false;
+  do {
     ZSTD_outBuffer output{buf, sizeof(buf), 0};
     rc = ZSTD_decompressStream(ctx, &output, &input);
     if (ZSTD_isError(rc)) {
@@ -115,7 +119,7 @@ absl::StatusOr<std::string> ZstdDecompress(std::string_view in, std::size_t max_
     }
     out.append(buf, output.pos);
     full = output.pos == output.size;
-  }
+  } while (input.pos < input.size || (full && rc != 0));
   ZSTD_freeDCtx(ctx);
   if (rc != 0) return absl::InvalidArgumentError("truncated zstd data");
   return out;

@@ -278,5 +278,32 @@ TEST(CompressionTest, RoundTrips) {
   EXPECT_EQ(*ZstdDecompress(*z), data);
 }
 
+// Found by the compression fuzzer: a zstd frame that inflates to exactly
+// the decoder's 64 KiB output buffer (or a multiple) read as truncated.
+TEST(CompressionTest, ZstdFramesOfExactlyTheBufferSizeRoundTrip) {
+  for (std::size_t n : {65535u, 65536u, 65537u, 131072u, 0u}) {
+    SCOPED_TRACE(n);
+    const std::string data(n, '\0');
+    auto z = ZstdCompress(data);
+    ASSERT_TRUE(z.ok());
+    auto back = ZstdDecompress(*z);
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(*back, data);
+  }
+  // The fuzzer's input: two frames, an RLE block of 65536 zeros and an
+  // empty one.
+  const std::string two_frames("\x28\xb5\x2f\xfd\x00\x40\x03\x00\x08\x00"
+                               "\x28\xb5\x2f\xfd\x00\x40\x03\x00\x00\x00",
+                               20);
+  auto out = ZstdDecompress(two_frames);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, std::string(65536, '\0'));
+  // Truncated and empty input are still refused.
+  auto z = ZstdCompress(std::string(10000, 'x'));
+  ASSERT_TRUE(z.ok());
+  EXPECT_FALSE(ZstdDecompress(std::string_view(*z).substr(0, z->size() - 3)).ok());
+  EXPECT_FALSE(ZstdDecompress("").ok());
+}
+
 }  // namespace
 }  // namespace kspan
