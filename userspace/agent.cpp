@@ -436,8 +436,10 @@ void Agent::StartEnvironmentEnrollment() {
     }
   };
   enrollment_->EnableEnvironment(std::move(env));
-  // Processes that started before kspan: their exec was not seen.
+  // Processes that started before kspan: their exec was not seen. Judged
+  // before the agent reports ready, so /readyz means they are enrolled.
   enrollment_->PostScan(ListProcesses());
+  enrollment_->Drain();
 }
 
 void Agent::OnProcessRecord(const kspan_proc_event& e) {
