@@ -34,11 +34,7 @@ using ::kspan::testing::OtlpHttpTestServer;
 using ::kspan::testing::OtlpTestServer;
 
 TEST(Correlation, InstrumentedDemoTracesHoldKernelSpansUnderTheSpansThatContainThem) {
-  KSPAN_REQUIRE_BPF();
-  KSPAN_REQUIRE(std::system("node --version >/dev/null 2>&1") == 0,
-                "node is not installed (scripts/setup.sh installs it)");
-  KSPAN_REQUIRE(access(KSPAN_DEMO_DIR "/node_modules/@opentelemetry/sdk-node", F_OK) == 0,
-                "the demo's npm packages are missing: npm ci --prefix " KSPAN_DEMO_DIR);
+  KSPAN_REQUIRE_DEMO();
 
   OtlpTestServer backend_otlp;   // where kspan exports
   OtlpHttpTestServer reference;  // what the SDK produced, straight from the apps

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -21,8 +22,19 @@
 #include <vector>
 
 #include "tests/privileged/agent_process.h"
+#include "tests/privileged/privileged.h"
 #include "tests/support/otlp_http_test_server.h"
 #include "tests/support/otlp_test_server.h"
+
+// BPF, node and the demo's npm packages, or the test skips (fails in CI).
+#define KSPAN_REQUIRE_DEMO()                                                               \
+  do {                                                                                     \
+    KSPAN_REQUIRE_BPF();                                                                   \
+    KSPAN_REQUIRE(std::system("node --version >/dev/null 2>&1") == 0,                      \
+                  "node is not installed (scripts/setup.sh installs it)");                 \
+    KSPAN_REQUIRE(access(KSPAN_DEMO_DIR "/node_modules/@opentelemetry/sdk-node", F_OK) == 0, \
+                  "the demo's npm packages are missing: npm ci --prefix " KSPAN_DEMO_DIR); \
+  } while (0)
 
 namespace kspan::demo {
 

@@ -39,14 +39,6 @@ using ::kspan::testing::OtlpHttpTestServer;
 using ::kspan::testing::OtlpTestServer;
 using ::kspan::testing::ReceivedSpan;
 
-void RequireDemo() {
-  KSPAN_REQUIRE_BPF();
-  KSPAN_REQUIRE(std::system("node --version >/dev/null 2>&1") == 0,
-                "node is not installed (scripts/setup.sh installs it)");
-  KSPAN_REQUIRE(access(KSPAN_DEMO_DIR "/node_modules/@opentelemetry/sdk-node", F_OK) == 0,
-                "the demo's npm packages are missing: npm ci --prefix " KSPAN_DEMO_DIR);
-}
-
 std::set<std::uint32_t> EnrolledPids(AgentProcess& agent) {
   httplib::Client admin("127.0.0.1", agent.admin_port());
   auto st = admin.Get("/status");
@@ -132,7 +124,7 @@ void ServeBurstAndCheck(Demo& d, AgentProcess& agent, OtlpTestServer& backend_ot
 }
 
 TEST(FirstRequest, ServicesStartedNextToKspanHaveKernelSpansInTheirFirstTraces) {
-  RequireDemo();
+  KSPAN_REQUIRE_DEMO();
   OtlpTestServer backend_otlp;
   OtlpHttpTestServer reference;
   const int grpc_port = FreeLoopbackPort();
@@ -150,7 +142,7 @@ TEST(FirstRequest, ServicesStartedNextToKspanHaveKernelSpansInTheirFirstTraces) 
 }
 
 TEST(FirstRequest, ServicesStartedBeforeKspanHaveKernelSpansInTheirFirstTraces) {
-  RequireDemo();
+  KSPAN_REQUIRE_DEMO();
   OtlpTestServer backend_otlp;
   OtlpHttpTestServer reference;
   const int grpc_port = FreeLoopbackPort();
