@@ -52,6 +52,11 @@ const volatile __u32 wakeup_check_mask = 0; /* query the ring every (mask + 1) r
 const volatile __u32 infl_mask = 32767; /* kspan_sys_infl entries - 1 (a power of two) */
 const volatile __u32 rec_slots_shift = 10; /* log2 of the slots per CPU in kspan_sys_rec */
 const volatile __u32 bell_mask = 0; /* doorbell repeats: every (bell_mask + 1) records past bell_at */
+/* 1: processes that are only watched for slow syscalls (KSPAN_TRACE_SLOW_ONLY)
+ * are the sched_switch watch's (kspan_sys_slow), and the enter and exit
+ * programs leave them alone; 0: the enter and exit programs time their
+ * syscalls (variants and kernels without that watch). */
+const volatile __u8 slow_by_switch = 0;
 
 /* Macros have no BTF: the UAPI values, fixed across kernels. */
 #define S_IFMT 00170000
@@ -232,10 +237,19 @@ static __always_inline struct kspan_syscall_config *sys_config(long nr)
 	return c;
 }
 
-/* The trace level of process `tgid` (cached); `fc` receives the filter config. */
+/* The level the enter and exit programs act on: with the slow-syscall
+ * watch on sched_switch, a process that is only watched for slow syscalls
+ * is that watch's, not theirs. */
+static __always_inline int hook_level(int level)
+{
+	return slow_by_switch && level == KSPAN_TRACE_SLOW_ONLY ? KSPAN_TRACE_NONE : level;
+}
+
+/* The trace level of process `tgid` for the enter and exit programs
+ * (cached); `fc` receives the filter config. */
 static __always_inline int sys_level(__u32 tgid, struct kspan_filter_config **fc)
 {
-	return kspan_cached_trace_level(&kspan_sys_lvl, tgid, fc);
+	return hook_level(kspan_cached_trace_level(&kspan_sys_lvl, tgid, fc));
 }
 
 /* Idle waits (futex, epoll_wait, poll, select, nanosleep: class WAIT) of
@@ -255,9 +269,8 @@ static __always_inline bool task_is_compat(void)
 }
 
 /* task->files->fdt->fd[fd], bounds-checked against max_fds; NULL if none. */
-static __always_inline struct file *fd_file(__u32 fd)
+static __always_inline struct file *fd_file_of(struct task_struct *task, __u32 fd)
 {
-	struct task_struct *task = (void *)bpf_get_current_task();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
 	if (!fdt)
 		return NULL;
@@ -279,6 +292,12 @@ static __always_inline struct file *fd_file(__u32 fd)
 	struct file *f = NULL;
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
 	return f;
+}
+
+/* The same in the current task's fd table. */
+static __always_inline struct file *fd_file(__u32 fd)
+{
+	return fd_file_of((void *)bpf_get_current_task(), fd);
 }
 
 /* What an inode mode says an fd refers to. */
@@ -516,7 +535,7 @@ static __always_inline void fill_head(struct kspan_syscall_event *e, __u32 tgid,
 	e->fd_kind = kind;
 	e->path_len = 0;
 	e->path_source = KSPAN_PATH_NONE;
-	e->pad0 = 0;
+	e->flags = 0;
 }
 
 /* A record's comm and socket fields. `task`: the direct walk's task. */
@@ -664,7 +683,7 @@ static __always_inline int thread_level(__u64 *pid_tgid, struct task_struct **ta
 			__u32 tag = (cfg->generation << 3) | 4;
 			__u32 v = cur->level;
 			if ((v & ~3u) == tag)
-				return v & 3;
+				return hook_level(v & 3);
 			int level = sys_level(cur->pid_tgid >> 32, fc);
 			cur->level = tag | (__u32)level;
 			return level;
@@ -1247,6 +1266,204 @@ int kspan_sys_x_tp(struct trace_event_raw_sys_exit *ctx)
 	return sys_exit_common(id, ret);
 }
 
+/* ---- the host-wide slow-syscall watch on sched_switch (tp_btf, 6.x) ----
+ *
+ * A process that is not selected (KSPAN_TRACE_SLOW_ONLY) has its slow
+ * syscalls recorded without a program on the syscall path: a syscall that
+ * is slow because it waits leaves the CPU. At every context switch the
+ * thread leaving the CPU (prev) is looked at: if it is inside a configured
+ * syscall (its user pt_regs' orig_ax; interrupts and exceptions from user
+ * mode store -1 there), that syscall and the time go into the thread's slot
+ * of kspan_sys_wait. When the thread comes back (next), a wait at least as
+ * long as the slow threshold (and the syscall's own minimum) becomes a
+ * record with KSPAN_SYSCALL_EV_OFF_CPU: start = switched out, end = back on
+ * a CPU; the syscall has not returned, so there is no return value.
+ *
+ * What it cannot see: a syscall slow on the CPU without leaving it, and a
+ * syscall whose waits are each shorter than the threshold however long
+ * they add up to. Selecting the process records every syscall from enter
+ * to exit (docs/syscalls.md). Waits of class WAIT (futex, epoll_wait, poll,
+ * nanosleep, ...) are not recorded for these processes, as before.
+ *
+ * Needs bpf_task_pt_regs (5.15+); the loader loads it only where kernel BTF
+ * has that helper, and otherwise leaves the watch to the enter and exit
+ * programs (slow_by_switch 0). */
+
+#define PF_IO_WORKER 0x00000010 /* io_uring workers: user threads without a syscall of their own */
+#define PF_KTHREAD 0x00200000
+
+/* A thread switched out inside a configured syscall. */
+struct off_cpu {
+	__u64 out; /* switch_clock() when it left the CPU */
+	__u32 tid; /* owner of the slot; 0: free */
+	__u16 nr;
+	__u16 pad;
+	__u64 args[4];
+};
+
+/* One slot per thread, tid & infl_mask, as kspan_sys_infl. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 32768); /* resized by the loader */
+	__type(key, __u32);
+	__type(value, struct off_cpu);
+} kspan_sys_wait SEC(".maps");
+
+/* The time of this switch: the clock of this CPU's run queue, which
+ * __schedule() has just updated (sched_clock, the same on every CPU where
+ * the TSC is stable), reached through `t`, the task leaving or entering
+ * this CPU (its CFS run queue's rq: three loads, no helper; the per-CPU
+ * `runqueues` symbol would need kallsyms of data, which kernels without
+ * CONFIG_KALLSYMS_ALL refuse); else the monotonic clock (a helper call,
+ * some 45 ns here). Only differences are taken. */
+static __always_inline __u64 switch_clock(struct task_struct *t)
+{
+	if (bpf_core_field_exists(t->se.cfs_rq) && bpf_core_field_exists(struct cfs_rq, rq)) {
+		struct cfs_rq *cfs = t->se.cfs_rq;
+		struct rq *rq = cfs ? cfs->rq : NULL;
+		if (rq)
+			return rq->clock;
+	}
+	return bpf_ktime_get_ns();
+}
+
+/* The record of a wait `waited` ns long that ended now, of thread `task`
+ * (next: not the current task, whose fd table is prev's). Out of line: it
+ * runs once per slow syscall, not per switch. */
+static __noinline int off_cpu_record(struct task_struct *task, const struct off_cpu *w,
+				     __u64 waited)
+{
+	struct kspan_syscall_config *c = sys_config(w->nr);
+	if (!c)
+		return 0;
+	enum sys_keep keep = keep_record(c, KSPAN_TRACE_SLOW_ONLY, waited);
+	if (keep == SYS_SKIP)
+		return 0;
+	/* The fd of a syscall that returns one (accept, openat) is not known
+	 * yet. */
+	__u32 fd = KSPAN_SYSCALL_NO_FD;
+	struct file *f = NULL;
+	if (c->flags & (KSPAN_SYSCALL_F_FD_ARG0 | KSPAN_SYSCALL_F_FD_AT_ENTER)) {
+		fd = (__u32)w->args[0];
+		f = fd_file_of(task, fd);
+	}
+	__u8 kind = file_kind(f);
+	if (keep == SYS_KEEP_IF_SOCKET && kind != KSPAN_FD_SOCKET) {
+		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_BELOW_THRESHOLD);
+		return 0;
+	}
+	struct kspan_syscall_path_event *pe = NULL;
+	struct kspan_syscall_event *e = NULL;
+	struct kspan_percpu_pos *pos = NULL;
+	if (kind == KSPAN_FD_FILE) {
+		pe = bpf_ringbuf_reserve(&kspan_sys_ring, sizeof(*pe), 0);
+		if (!pe) {
+			kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_RING_FULL);
+			return 0;
+		}
+		e = &pe->ev;
+	} else {
+		e = rec_reserve(&pos);
+		if (!e || !pos)
+			return 0;
+	}
+	__u64 end = bpf_ktime_get_ns();
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	e->type = KSPAN_EVENT_SYSCALL;
+	e->pid = tgid;
+	e->tid = w->tid;
+	e->nr = w->nr;
+	e->syscall_class = kind == KSPAN_FD_SOCKET ? KSPAN_SYSCALL_CLASS_SOCKET_IO : c->syscall_class;
+	e->trace_level = KSPAN_TRACE_SLOW_ONLY;
+	e->start_ns = end - waited;
+	e->end_ns = end;
+	e->ret = 0;
+	e->args[0] = w->args[0];
+	e->args[1] = w->args[1];
+	e->args[2] = w->args[2];
+	e->args[3] = w->args[3];
+	e->fd = fd;
+	e->fd_kind = kind;
+	e->path_len = 0;
+	e->path_source = KSPAN_PATH_NONE;
+	e->flags = KSPAN_SYSCALL_EV_OFF_CPU;
+	BPF_CORE_READ_INTO(&e->comm, task, comm);
+	sock_fields_none(e);
+	if (kind == KSPAN_FD_SOCKET)
+		fill_socket(e, f);
+	if (pe) {
+		fill_path(pe, tgid, fd, f);
+		submit(pe);
+	} else {
+		rec_commit(pos);
+	}
+	return 0;
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(kspan_sys_slow, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	__u64 now = 0;
+	/* next: back from a wait inside a syscall? */
+	__u32 ntid = next->pid;
+	if (ntid) {
+		__u32 idx = ntid & infl_mask;
+		struct off_cpu *w = bpf_map_lookup_elem(&kspan_sys_wait, &idx);
+		if (w && w->tid == ntid) {
+			now = switch_clock(next);
+			__u64 waited = now - w->out;
+			__u32 zero = 0;
+			struct kspan_filter_config *fc = bpf_map_lookup_elem(&kspan_cfg, &zero);
+			if (fc && fc->slow_threshold_ns && waited >= fc->slow_threshold_ns) {
+				/* Copied before the slot is freed (a thread sharing
+				 * it may take it on another CPU). */
+				struct off_cpu copy = *w;
+				w->tid = 0;
+				off_cpu_record(next, &copy, waited);
+			} else {
+				w->tid = 0;
+			}
+		}
+	}
+	/* prev: leaving the CPU inside a syscall of a process watched for
+	 * slow syscalls only? (pid 0: the idle task.) */
+	__u32 ptid = prev->pid;
+	if (!ptid || (prev->flags & (PF_KTHREAD | PF_IO_WORKER)))
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(prev);
+	if (!regs)
+		return 0;
+	long nr = regs->orig_ax;
+	struct kspan_syscall_config *c = sys_config(nr);
+	if (!c || c->syscall_class == KSPAN_SYSCALL_CLASS_WAIT)
+		return 0;
+	/* The level of prev's process; prev is still the current task, whose
+	 * cgroup and comm the filter reads on a cache miss. Selected processes
+	 * are the enter and exit programs'. */
+	struct kspan_filter_config *fc = NULL;
+	if (kspan_cached_trace_level(&kspan_sys_lvl, prev->tgid, &fc) != KSPAN_TRACE_SLOW_ONLY)
+		return 0;
+	if (prev->thread_info.status & TS_COMPAT)
+		return 0;
+	__u32 idx = ptid & infl_mask;
+	struct off_cpu *w = bpf_map_lookup_elem(&kspan_sys_wait, &idx);
+	if (!w)
+		return 0;
+	if (w->tid && w->tid != ptid) {
+		/* Another thread's slot (pid_max above the slots): not watched. */
+		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_ENTER_NO_SLOT);
+		return 0;
+	}
+	w->out = now ? now : switch_clock(prev);
+	w->nr = (__u16)nr;
+	w->args[0] = regs->di;
+	w->args[1] = regs->si;
+	w->args[2] = regs->dx;
+	w->args[3] = regs->r10;
+	w->tid = ptid;
+	return 0;
+}
+
 /* ---- level cache invalidation, on every variant ---- */
 
 static __always_inline int forget_level(void)
@@ -1265,6 +1482,11 @@ static __always_inline void forget_thread(void)
 	if (slot && slot->tid == tid)
 		slot->tid = 0;
 	bpf_map_delete_elem(&kspan_sys_spill, &tid);
+	/* A wait the slow watch saw begin and will not see end (detached in
+	 * between). */
+	struct off_cpu *w = bpf_map_lookup_elem(&kspan_sys_wait, &idx);
+	if (w && w->tid == tid)
+		w->tid = 0;
 }
 
 /* A syscall of `prev` between its enter and exit, kept in `cur` (see

@@ -63,6 +63,15 @@ enum kspan_path_source {
 
 #define KSPAN_SYSCALL_NO_FD 0xffffffffu
 
+/* kspan_syscall_event.flags. */
+enum kspan_syscall_event_flag {
+	/* From the host-wide slow-syscall watch on sched_switch: the thread
+	 * waited off the CPU inside the syscall from start_ns (switched out)
+	 * to end_ns (switched back in). The syscall had not returned yet: ret
+	 * is 0 and means nothing. */
+	KSPAN_SYSCALL_EV_OFF_CPU = 1 << 0,
+};
+
 /* One syscall, enter to exit. Followed by KSPAN_SYSCALL_PATH_MAX bytes of
  * path when the record is a struct kspan_syscall_path_event (path_len > 0 or
  * fd kind file); the ring record's size says which. */
@@ -73,8 +82,8 @@ struct kspan_syscall_event {
 	__u16 nr;            /* x86_64 syscall number */
 	__u8 syscall_class;  /* enum kspan_syscall_class */
 	__u8 trace_level;    /* enum kspan_trace_level at enter (FULL or SLOW_ONLY) */
-	__u64 start_ns;      /* CLOCK_MONOTONIC at sys_enter */
-	__u64 end_ns;        /* CLOCK_MONOTONIC at sys_exit */
+	__u64 start_ns;      /* CLOCK_MONOTONIC at sys_enter (KSPAN_SYSCALL_EV_OFF_CPU: switched out) */
+	__u64 end_ns;        /* CLOCK_MONOTONIC at sys_exit (KSPAN_SYSCALL_EV_OFF_CPU: back on a CPU) */
 	__u64 ret;           /* the raw return value, as a signed long: -errno on failure */
 	__u64 args[4];       /* the first four raw arguments */
 	__u32 fd;            /* the fd described below, or KSPAN_SYSCALL_NO_FD */
@@ -86,7 +95,7 @@ struct kspan_syscall_event {
 	__u16 dport;         /* peer port, host byte order */
 	__u16 path_len;      /* bytes of path before its NUL; 0: none */
 	__u8 path_source;    /* enum kspan_path_source */
-	__u8 pad0;
+	__u8 flags;          /* enum kspan_syscall_event_flag */
 	__u8 saddr[16];      /* local address; IPv4 in the first 4 bytes */
 	__u8 daddr[16];      /* peer address */
 	char comm[KSPAN_COMM_LEN];

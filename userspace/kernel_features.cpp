@@ -75,6 +75,22 @@ bool KernelBtfHas(const char* name, int btf_kind) {
   return found;
 }
 
+bool KernelHasBpfHelper(const char* value) {
+  struct btf* vmlinux = btf__load_vmlinux_btf();
+  if (vmlinux == nullptr) return false;
+  bool found = false;
+  const int id = btf__find_by_name_kind(vmlinux, "bpf_func_id", BTF_KIND_ENUM);
+  if (const struct btf_type* t = id > 0 ? btf__type_by_id(vmlinux, id) : nullptr) {
+    const struct btf_enum* e = btf_enum(t);
+    for (int i = 0; i < btf_vlen(t) && !found; ++i) {
+      const char* name = btf__name_by_offset(vmlinux, e[i].name_off);
+      found = name != nullptr && std::strcmp(name, value) == 0;
+    }
+  }
+  btf__free(vmlinux);
+  return found;
+}
+
 absl::Status CheckBtf(const KernelRequirements& req) {
   const bool external = !req.btf_override.empty();
   const std::string& path = external ? req.btf_override : req.sysfs_btf;

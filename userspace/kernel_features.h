@@ -48,6 +48,11 @@ std::uint32_t PerThreadSlots();
 // --btf file describes types, not what the running kernel provides.
 bool KernelBtfHas(const char* name, int btf_kind);
 
+// Whether the running kernel knows BPF helper `value` (an enum bpf_func_id
+// name such as "BPF_FUNC_task_pt_regs"), from that enum in its BTF: a
+// program calling a helper the kernel lacks is refused at load.
+bool KernelHasBpfHelper(const char* value);
+
 // Enters the cgroup namespace of the host's init (/proc/1) when kspan runs
 // in another one and sees the host's pids (a container with the host's pid
 // namespace): /proc/<pid>/cgroup then names every container's cgroup as the

@@ -146,6 +146,8 @@ absl::Status SyscallCapture::Configure() {
   while (std::uint64_t{check} * 2 <= per_check && check < (1u << 16)) check <<= 1;
   skel_->rodata->wakeup_check_mask = check - 1;
   skel_->rodata->infl_mask = PerThreadSlots() - 1;
+  const bool slow = attempt_ == SyscallVariant::kTpBtf && attempt_slow_;
+  skel_->rodata->slow_by_switch = slow ? 1 : 0;
   const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
   struct {
     bpf_map* map;
@@ -158,6 +160,7 @@ absl::Status SyscallCapture::Configure() {
       {skel_->maps.kspan_sys_bell, page, "kspan_sys_bell"},
       {skel_->maps.kspan_sys_lvl, PidMax(), "kspan_sys_lvl"},
       {skel_->maps.kspan_sys_infl, PerThreadSlots(), "kspan_sys_infl"},
+      {skel_->maps.kspan_sys_wait, slow ? PerThreadSlots() : 1, "kspan_sys_wait"},
       {skel_->maps.kspan_sys_spill, std::max<std::uint32_t>(options_.max_in_flight, 64),
        "kspan_sys_spill"},
       {skel_->maps.kspan_sys_paths, std::max<std::uint32_t>(options_.max_paths, 64),
@@ -189,6 +192,7 @@ absl::Status SyscallCapture::Configure() {
       {skel_->progs.kspan_sys_x_btf, tp_btf && !attempt_direct_},
       {skel_->progs.kspan_sys_x_ptr, tp_btf && attempt_direct_},
       {skel_->progs.kspan_sys_switch, tp_btf},
+      {skel_->progs.kspan_sys_slow, slow},
   };
   for (const auto& [prog, load] : exits) {
     if (int err = bpf_program__set_autoload(prog, load)) {
@@ -207,6 +211,31 @@ absl::Status SyscallCapture::Load() {
 }
 
 absl::Status SyscallCapture::Attach() {
+  struct {
+    bpf_program* prog;
+    bpf_link** link;
+  } always[] = {
+      {skel_->progs.kspan_sys_exec, &skel_->links.kspan_sys_exec},
+      {skel_->progs.kspan_sys_gone, &skel_->links.kspan_sys_gone},
+      {skel_->progs.kspan_sys_slow, &skel_->links.kspan_sys_slow},
+  };
+  for (const auto& o : always) {
+    if (!bpf_program__autoload(o.prog)) continue;
+    *o.link = bpf_program__attach(o.prog);
+    if (*o.link == nullptr) {
+      return Failed("attach", absl::StrCat(bpf_program__name(o.prog), " (variant ",
+                                           std::string(SyscallVariantName(attempt_)), ")"),
+                    errno);
+    }
+  }
+  if (auto s = AttachHooks(); !s.ok()) return s;
+  variant_ = std::string(SyscallVariantName(attempt_));
+  direct_walk_ = attempt_direct_;
+  slow_on_switch_ = skel_->links.kspan_sys_slow != nullptr;
+  return absl::OkStatus();
+}
+
+absl::Status SyscallCapture::AttachHooks() {
   // Attach exit before enter: an exit without its enter is counted, an enter
   // without its exit would hold an in-flight slot.
   bpf_program *enter = nullptr, *exit = nullptr;
@@ -246,26 +275,52 @@ absl::Status SyscallCapture::Attach() {
       return Failed("attach", "clear kspan_sys_cur", errno);
     }
   }
-  struct {
-    bpf_program* prog;
-    bpf_link** link;
-  } order[] = {
-      {skel_->progs.kspan_sys_exec, &skel_->links.kspan_sys_exec},
-      {skel_->progs.kspan_sys_gone, &skel_->links.kspan_sys_gone},
-      {exit, exit_link},
-      {enter, enter_link},
-  };
-  for (const auto& o : order) {
-    *o.link = bpf_program__attach(o.prog);
-    if (*o.link == nullptr) {
-      return Failed("attach", absl::StrCat(bpf_program__name(o.prog), " (variant ",
+  for (auto [prog, link] : {std::pair{exit, exit_link}, std::pair{enter, enter_link}}) {
+    if (*link != nullptr) continue;
+    *link = bpf_program__attach(prog);
+    if (*link == nullptr) {
+      return Failed("attach", absl::StrCat(bpf_program__name(prog), " (variant ",
                                            std::string(SyscallVariantName(attempt_)), ")"),
                     errno);
     }
   }
-  variant_ = std::string(SyscallVariantName(attempt_));
-  direct_walk_ = attempt_direct_;
+  hooks_attached_ = true;
   return absl::OkStatus();
+}
+
+void SyscallCapture::DetachHooks() {
+  // Enter before exit (the reverse of AttachHooks), and the switch program
+  // whose cache they read last.
+  for (bpf_link** link : {&skel_->links.kspan_sys_e_btf, &skel_->links.kspan_sys_e_raw,
+                          &skel_->links.kspan_sys_e_tp, &skel_->links.kspan_sys_x_btf,
+                          &skel_->links.kspan_sys_x_ptr, &skel_->links.kspan_sys_x_raw,
+                          &skel_->links.kspan_sys_x_tp, &skel_->links.kspan_sys_switch}) {
+    bpf_link__destroy(*link);
+    *link = nullptr;
+  }
+  hooks_attached_ = false;
+}
+
+bool SyscallCapture::hooks_detachable() const {
+  return skel_ != nullptr && !variant_.empty() && attempt_ != SyscallVariant::kTracepoint;
+}
+
+absl::Status SyscallCapture::SetHooksAttached(bool attached) {
+  if (skel_ == nullptr || variant_.empty()) {
+    return absl::FailedPreconditionError("syscall capture: not started");
+  }
+  if (attached == hooks_attached_) return absl::OkStatus();
+  if (!hooks_detachable()) {
+    return absl::FailedPreconditionError(
+        "syscall capture: the tracepoint variant keeps its enter and exit programs attached");
+  }
+  if (!attached) {
+    DetachHooks();
+    return absl::OkStatus();
+  }
+  absl::Status s = AttachHooks();
+  if (!s.ok()) DetachHooks();  // none half attached
+  return s;
 }
 
 absl::Status SyscallCapture::Start() {
@@ -275,36 +330,56 @@ absl::Status SyscallCapture::Start() {
   } else {
     variants.assign(kSyscallVariants.begin(), kSyscallVariants.end());
   }
-  // (variant, direct walk): tp_btf with direct loads first where possible.
+  // (variant, direct walk, slow watch on sched_switch): tp_btf with direct
+  // loads and the switch watch first where possible.
   const bool direct = options_.direct_walk && KernelBtfHas("bpf_rdonly_cast", BTF_KIND_FUNC);
-  std::vector<std::pair<SyscallVariant, bool>> candidates;
+  bool slow = options_.slow_watch_on_switch && KernelHasBpfHelper("BPF_FUNC_task_pt_regs");
+  struct Candidate {
+    SyscallVariant variant;
+    bool direct;
+    bool slow;
+  };
+  std::vector<Candidate> candidates;
   for (auto v : variants) {
-    if (v == SyscallVariant::kTpBtf && direct) candidates.emplace_back(v, true);
-    candidates.emplace_back(v, false);
+    if (v != SyscallVariant::kTpBtf) {
+      candidates.push_back({v, false, false});
+      continue;
+    }
+    for (bool d : {true, false}) {
+      if (d && !direct) continue;
+      if (slow) candidates.push_back({v, d, true});
+      candidates.push_back({v, d, false});
+    }
   }
   std::vector<std::string> refused;
   absl::Status last;
-  for (auto [v, d] : candidates) {
+  for (const auto& [v, d, sl] : candidates) {
+    // Once refused, the switch watch is not tried with the other exits.
+    if (sl && !slow) continue;
     attempt_ = v;
     attempt_direct_ = d;
+    attempt_slow_ = sl;
     last = Open();
     if (last.ok()) last = Configure();
     if (last.ok()) last = Load();
     if (last.ok()) last = Attach();
     if (last.ok()) {
       const char* walk = direct_walk_ ? ", direct BTF loads" : "";
+      const std::string watch = absl::StrCat("; slow syscalls of other processes: ",
+                                             slow_watch());
       if (refused.empty()) {
-        spdlog::info("syscall capture: variant {} (raw_syscalls sys_enter/sys_exit{})", variant_,
-                     walk);
+        spdlog::info("syscall capture: variant {} (raw_syscalls sys_enter/sys_exit{}){}", variant_,
+                     walk, watch);
       } else {
-        spdlog::warn("syscall capture: variant {} (raw_syscalls sys_enter/sys_exit{}); refused: {}",
-                     variant_, walk, absl::StrJoin(refused, "; "));
+        spdlog::warn("syscall capture: variant {} (raw_syscalls sys_enter/sys_exit{}){}; refused: {}",
+                     variant_, walk, watch, absl::StrJoin(refused, "; "));
       }
       return absl::OkStatus();
     }
     if (last.code() == absl::StatusCode::kInvalidArgument) return last;  // not the kernel's fault
-    refused.push_back(d ? absl::StrCat(last.message(), " (direct BTF loads)")
-                        : std::string(last.message()));
+    refused.push_back(absl::StrCat(last.message(), d ? " (direct BTF loads)" : "",
+                                   sl ? " (slow watch on sched_switch)" : ""));
+    if (sl) slow = false;
     Destroy();
   }
   return absl::InternalError(
@@ -313,15 +388,13 @@ absl::Status SyscallCapture::Start() {
 
 void SyscallCapture::Detach() {
   if (skel_ == nullptr) return;
-  // The syscall programs before the switch program whose cache they read.
-  for (bpf_link** link : {&skel_->links.kspan_sys_e_btf, &skel_->links.kspan_sys_e_raw,
-                          &skel_->links.kspan_sys_e_tp, &skel_->links.kspan_sys_x_btf,
-                          &skel_->links.kspan_sys_x_ptr, &skel_->links.kspan_sys_x_raw,
-                          &skel_->links.kspan_sys_x_tp}) {
-    bpf_link__destroy(*link);
-    *link = nullptr;
-  }
+  DetachHooks();
   syscalls_bpf::detach(skel_);
+}
+
+std::string SyscallCapture::slow_watch() const {
+  if (slow_on_switch_) return "sched_switch (kspan_sys_slow: only syscalls that wait pay)";
+  return "sys_enter/sys_exit (every configured syscall timed while the threshold is set)";
 }
 
 int SyscallCapture::ring_fd() const {

@@ -6,9 +6,19 @@
 //
 // Which syscalls are recorded, and how slow they must be, is kept in the
 // pinned array kspan_sys_cfg and changed at run time without reloading.
+//
+// The enter and exit programs ("hooks") put every syscall of every process
+// on the kernel's syscall tracing path while attached, so the agent detaches
+// them while no process is selected (SetHooksAttached, SyscallDemand). The
+// slow syscalls of processes that are not selected are then seen by the
+// slow-syscall watch on sched_switch (kspan_sys_slow, tp_btf on kernels with
+// bpf_task_pt_regs), which stays attached; where it cannot load, the hooks
+// time those processes' syscalls as before and stay attached while the
+// host-wide threshold is set.
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <mutex>
@@ -69,6 +79,12 @@ struct SyscallCaptureOptions {
   // loads instead of probe reads (several times cheaper per record), falling
   // back to the probe-read exit if the kernel refuses it. false: probe reads.
   bool direct_walk = true;
+  // tp_btf: watch processes that are not selected for slow syscalls at
+  // context switches (kspan_sys_slow) rather than timing their every
+  // syscall in the enter and exit programs, where the kernel has
+  // bpf_task_pt_regs (5.15+); falls back to the enter and exit programs
+  // if the kernel refuses it. false: the enter and exit programs.
+  bool slow_watch_on_switch = true;
   // Syscall names to record (see KnownSyscalls()); empty = the default set.
   std::vector<std::string> syscalls;
   SyscallClassMinimums class_min = kDefaultSyscallClassMinimums;
@@ -97,6 +113,23 @@ class SyscallCapture {
   absl::Status Start();
   // Stops new records while the ring stays readable for a final drain.
   void Detach();
+
+  // Attaches or detaches the enter and exit programs (on tp_btf with the
+  // switch program whose per-CPU entry they read), after Start, which
+  // attaches them. The exec and exit hooks and the slow-syscall watch stay.
+  // The classic tracepoint variant keeps its hooks (attaching them again
+  // would take CAP_PERFMON, which the agent drops): FailedPrecondition.
+  // Not thread-safe: one caller at a time, not concurrent with Detach.
+  absl::Status SetHooksAttached(bool attached);
+  bool hooks_attached() const { return hooks_attached_.load(); }
+  // Whether SetHooksAttached(false) can work (not the tracepoint variant).
+  bool hooks_detachable() const;
+  // Whether the slow-syscall watch of processes that are not selected runs
+  // on sched_switch (kspan_sys_slow); false: in the enter and exit programs,
+  // which that watch then needs attached.
+  bool slow_watch_on_switch() const { return slow_on_switch_; }
+  // That choice in words, for the log and `kspan status`.
+  std::string slow_watch() const;
 
   // The BPF ring buffer of records with a path (files, openat).
   int ring_fd() const;
@@ -153,6 +186,10 @@ class SyscallCapture {
   absl::Status WriteEntry(std::uint32_t nr);  // mu_ held
   absl::Status WriteAll();                    // mu_ held
   void Destroy();
+  // The enter and exit programs of the variant taken, and on tp_btf the
+  // switch program first; their links into the skeleton.
+  absl::Status AttachHooks();
+  void DetachHooks();
 
   SyscallCaptureOptions options_;
   std::uint32_t cpus_ = 1;  // possible CPUs
@@ -160,6 +197,9 @@ class SyscallCapture {
   SyscallVariant attempt_;
   bool attempt_direct_ = false;  // tp_btf: kspan_sys_x_ptr instead of kspan_sys_x_btf
   bool direct_walk_ = false;
+  bool attempt_slow_ = false;  // tp_btf: load and attach kspan_sys_slow
+  bool slow_on_switch_ = false;
+  std::atomic<bool> hooks_attached_{false};  // read by /metrics and /status
   syscalls_bpf* skel_ = nullptr;
   std::string variant_;
   mutable std::mutex mu_;

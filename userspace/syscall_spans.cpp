@@ -245,7 +245,14 @@ Span BuildSyscallSpan(const kspan_syscall_event& e, std::string_view path, Clock
   a.push_back({"thread.id", static_cast<std::int64_t>(e.tid)});
   a.push_back({"kspan.syscall.name", name});
   a.push_back({"kspan.syscall.class", std::string(SyscallClassName(e.syscall_class))});
-  a.push_back({"kspan.syscall.return", ret});
+  // A wait seen by the slow-syscall watch on context switches: the span is
+  // the time off the CPU inside the syscall, which had not returned yet.
+  const bool off_cpu = (e.flags & KSPAN_SYSCALL_EV_OFF_CPU) != 0;
+  if (off_cpu) {
+    a.push_back({"kspan.syscall.off_cpu", true});
+  } else {
+    a.push_back({"kspan.syscall.return", ret});
+  }
   if (e.trace_level == KSPAN_TRACE_SLOW_ONLY) a.push_back({"kspan.syscall.slow_only", true});
   if (e.fd != KSPAN_SYSCALL_NO_FD) {
     a.push_back({"kspan.syscall.fd", static_cast<std::int64_t>(static_cast<std::int32_t>(e.fd))});
@@ -269,11 +276,13 @@ Span BuildSyscallSpan(const kspan_syscall_event& e, std::string_view path, Clock
     if (count_arg) {
       a.push_back({"kspan.syscall.bytes_requested", static_cast<std::int64_t>(e.args[2])});
     }
+    if (off_cpu) return s;  // no return value: no bytes, no error
     if (ret >= 0) {
       const bool messages = e.nr == SYS_sendmmsg || e.nr == SYS_recvmmsg;
       a.push_back({messages ? "kspan.syscall.messages" : "kspan.syscall.bytes", ret});
     }
   }
+  if (off_cpu) return s;
   if (e.syscall_class == KSPAN_SYSCALL_CLASS_WAIT) {
     AddWaitDetails(e, a);
     if (ret >= 0 && e.nr != SYS_nanosleep && e.nr != SYS_clock_nanosleep && e.nr != SYS_futex) {

@@ -128,6 +128,25 @@ void SleepFor(std::chrono::nanoseconds d) {
 
 using Child = ::kspan::testing::ChildProcess;
 
+// In a child process: a pipe read that blocks `d` until a grandchild
+// writes. Returns the pipe's read end (still open); exits the child on an
+// error.
+int BlockInPipeRead(std::chrono::nanoseconds d) {
+  int p[2];
+  if (pipe(p) != 0) _exit(2);
+  pid_t writer = fork();
+  if (writer == 0) {
+    SleepFor(d);
+    (void)!write(p[1], "w", 1);
+    _exit(0);
+  }
+  close(p[1]);
+  char c;
+  if (read(p[0], &c, 1) != 1) _exit(3);
+  waitpid(writer, nullptr, 0);
+  return p[0];
+}
+
 // Keeps the calling thread on the CPU it runs on, for tests whose figures
 // depend on one CPU's record ring; the old affinity comes back at the end.
 class PinnedToThisCpu {
@@ -634,20 +653,9 @@ TEST_P(SyscallSpans, SlowOnlyProcessRecordsOnlySlowSyscalls) {
   Child child([] {
     int fd = open("/dev/null", O_WRONLY);
     for (int i = 0; i < 10; ++i) (void)!write(fd, "x", 1);
-    int p[2];
-    if (pipe(p) != 0) _exit(2);
-    pid_t writer = fork();
-    if (writer == 0) {
-      SleepFor(100ms);
-      (void)!write(p[1], "w", 1);
-      _exit(0);
-    }
-    close(p[1]);
-    char c;
-    if (read(p[0], &c, 1) != 1) _exit(3);
-    waitpid(writer, nullptr, 0);
+    const int read_end = BlockInPipeRead(100ms);
     SleepFor(100ms);
-    close(p[0]);
+    close(read_end);
     close(fd);
   });
   ASSERT_TRUE(child.RunAndWait());
@@ -656,8 +664,18 @@ TEST_P(SyscallSpans, SlowOnlyProcessRecordsOnlySlowSyscalls) {
   ASSERT_TRUE(slow.has_value()) << "the slow-only child's blocked pipe read was not recorded";
   EXPECT_EQ(slow->e.trace_level, KSPAN_TRACE_SLOW_ONLY);
   EXPECT_EQ(slow->e.fd_kind, KSPAN_FD_PIPE);
-  EXPECT_EQ(Ret(slow->e), 1);
+  if (capture_->slow_watch_on_switch()) {
+    // Seen on sched_switch: the wait off the CPU, before the read returned.
+    EXPECT_EQ(slow->e.flags, KSPAN_SYSCALL_EV_OFF_CPU);
+    EXPECT_EQ(slow->e.fd, slow->e.args[0]);
+  } else {
+    EXPECT_EQ(slow->e.flags, 0);
+    EXPECT_EQ(Ret(slow->e), 1);
+  }
   EXPECT_GE(slow->e.end_ns - slow->e.start_ns, 50'000'000u);
+  EXPECT_LT(slow->e.end_ns - slow->e.start_ns, 5'000'000'000u);
+  EXPECT_EQ(std::string(slow->e.comm, strnlen(slow->e.comm, sizeof(slow->e.comm))),
+            "kspan_privilege");
   EXPECT_EQ(AttrAs<bool>(SpanOf(*slow), "kspan.syscall.slow_only"), true);
   // A marker of this (fully traced) process, written after the child's
   // exit: once it is read, so is everything the child wrote to the ring.
@@ -686,6 +704,62 @@ TEST_P(SyscallSpans, SlowOnlyProcessRecordsOnlySlowSyscalls) {
                 return Mine(SYS_nanosleep)(r) || Mine(SYS_clock_nanosleep)(r);
               }).has_value())
       << "a traced process's 60 ms sleep was not recorded";
+}
+
+// The agent detaches the enter and exit programs while no process is
+// selected (capture.syscalls.attach: on_demand): nothing of a selected
+// process is recorded while they are off, everything again once they are
+// back, and, where the slow-syscall watch runs on sched_switch, the blocked
+// syscalls of processes that are not selected are recorded all along.
+TEST_P(SyscallSpans, HooksDetachedAndAttachedAgain) {
+  KSPAN_REQUIRE_BPF();
+  StartCapture();
+  if (IsSkipped() || HasFatalFailure()) return;
+  ASSERT_TRUE(capture_->hooks_attached());
+  if (!capture_->hooks_detachable()) {
+    // The classic tracepoint variant: attaching again would need
+    // CAP_PERFMON, which the agent drops.
+    ASSERT_EQ(GetParam(), SyscallVariant::kTracepoint);
+    EXPECT_EQ(capture_->SetHooksAttached(false).code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_TRUE(capture_->hooks_attached());
+    return;
+  }
+  ASSERT_TRUE(filter_->SetSlowThreshold(50ms).ok());
+  ASSERT_TRUE(capture_->SetHooksAttached(false).ok());
+  EXPECT_FALSE(capture_->hooks_attached());
+  const std::uint64_t detached_at = MonotonicNowNs();
+  int unseen = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(unseen, 0);
+  for (int i = 0; i < 10; ++i) ASSERT_EQ(write(unseen, "u", 1), 1);
+  // A process that is not selected blocks 100 ms in a pipe read.
+  Child child([] { close(BlockInPipeRead(100ms)); });
+  ASSERT_TRUE(child.RunAndWait());
+  const auto blocked = [&](const Record& r) { return r.e.pid == child.pid() && r.e.nr == SYS_read; };
+  if (capture_->slow_watch_on_switch()) {
+    auto slow = collector_.WaitFor(blocked);
+    ASSERT_TRUE(slow.has_value()) << "a blocked read was not seen with the hooks detached";
+    EXPECT_EQ(slow->e.flags, KSPAN_SYSCALL_EV_OFF_CPU);
+    EXPECT_EQ(slow->e.trace_level, KSPAN_TRACE_SLOW_ONLY);
+    EXPECT_EQ(slow->e.fd_kind, KSPAN_FD_PIPE);
+    EXPECT_GE(slow->e.start_ns, detached_at);
+    EXPECT_GE(slow->e.end_ns - slow->e.start_ns, 50'000'000u);
+  }
+  ASSERT_TRUE(capture_->SetHooksAttached(true).ok());
+  EXPECT_TRUE(capture_->hooks_attached());
+  int seen = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(seen, 0);
+  ASSERT_EQ(write(seen, "s", 1), 1);
+  ASSERT_TRUE(collector_.WaitFor(Mine(SYS_write, seen, detached_at)).has_value())
+      << "a write after attaching again was not recorded";
+  // What other CPUs' rings still held is drained within a few polls.
+  SleepFor(200ms);
+  EXPECT_EQ(collector_.Count(Mine(SYS_write, unseen, detached_at)), 0u)
+      << "writes while the hooks were detached were recorded";
+  if (!capture_->slow_watch_on_switch()) {
+    EXPECT_EQ(collector_.Count(blocked), 0u);
+  }
+  close(unseen);
+  close(seen);
 }
 
 TEST_P(SyscallSpans, SyscallSetAndThresholdsChangeWithoutReload) {

@@ -186,6 +186,40 @@ TEST_F(SyscallSpansTest, FutexWaitDetailsAndSlowOnlyMark) {
   EXPECT_FALSE(Has(s, "kspan.syscall.fd"));
 }
 
+TEST_F(SyscallSpansTest, OffCpuWaitHasNoReturnValueBytesOrError) {
+  // The slow-syscall watch on context switches: a socket read that waited
+  // off the CPU and had not returned when the record was written. Its ret
+  // field is 0 and must not become "returned 0 bytes".
+  kspan_syscall_event e = TcpWrite();
+  e.nr = SYS_read;
+  e.trace_level = KSPAN_TRACE_SLOW_ONLY;
+  e.flags = KSPAN_SYSCALL_EV_OFF_CPU;
+  e.ret = 0;
+  Span s = Build(e);
+  EXPECT_EQ(s.name, "syscall read");
+  EXPECT_EQ(Get<bool>(s, "kspan.syscall.off_cpu"), true);
+  EXPECT_EQ(Get<bool>(s, "kspan.syscall.slow_only"), true);
+  EXPECT_FALSE(Has(s, "kspan.syscall.return"));
+  EXPECT_FALSE(Has(s, "kspan.syscall.bytes"));
+  EXPECT_EQ(Get<std::int64_t>(s, "kspan.syscall.bytes_requested"), 1024);
+  EXPECT_EQ(Get<std::string>(s, "network.io.direction"), "receive");
+  EXPECT_EQ(Get<std::string>(s, "network.peer.address"), "10.0.0.9");
+  EXPECT_EQ(s.status_code, StatusCode::kUnset);
+  // The same record with a negative ret (a bit pattern the kernel never
+  // writes for these) still is no error.
+  e.ret = static_cast<std::uint64_t>(-EBADF);
+  Span bad = Build(e);
+  EXPECT_EQ(bad.status_code, StatusCode::kUnset);
+  EXPECT_FALSE(Has(bad, "error.type"));
+  // Without the flag the same record is a read that returned 0 bytes.
+  e.flags = 0;
+  e.ret = 0;
+  Span returned = Build(e);
+  EXPECT_EQ(Get<std::int64_t>(returned, "kspan.syscall.return"), 0);
+  EXPECT_EQ(Get<std::int64_t>(returned, "kspan.syscall.bytes"), 0);
+  EXPECT_FALSE(Has(returned, "kspan.syscall.off_cpu"));
+}
+
 TEST_F(SyscallSpansTest, EpollWaitCarriesTimeoutAndReadyCount) {
   kspan_syscall_event e = Base(SYS_epoll_wait, 3);
   e.syscall_class = KSPAN_SYSCALL_CLASS_WAIT;
