@@ -1,11 +1,22 @@
 // SPDX-License-Identifier: GPL-2.0
 /* DNS program family: UDP messages to or from port 53, from the socket
  * syscalls that glibc, musl and c-ares resolvers use (sendto, sendmsg,
- * sendmmsg; recvfrom, recvmsg). Classic syscall tracepoints only: they exist
- * on every supported kernel and the work is in copying user memory.
+ * sendmmsg; recvfrom, recvmsg, read). Two variants, chosen by the loader
+ * (userspace/dns_capture):
+ *
+ *   tp_btf      the socket layer's sock:sock_send_length/sock_recv_length
+ *               (6.3+), after the data moved, with the syscall's arguments
+ *               from the task's pt_regs: only socket I/O runs them, and it
+ *               leaves at the first field that is not UDP;
+ *   tracepoint  the classic syscalls:sys_enter_sendto and friends, on every
+ *               supported kernel. The kernel implements those with a probe
+ *               on the raw syscall tracepoints, so while they are attached
+ *               every syscall of every process takes the syscall tracing
+ *               path (some 200 ns a syscall on the benchmark VM): only where
+ *               the kernel has nothing else.
  *
  * Responses are only looked for in processes that sent a query recently, so
- * every other process pays one hash lookup per recv syscall.
+ * every other process pays one hash lookup per recv.
  */
 #include "bpf/kspan_core.bpf.h"
 #include "bpf/dns.h"
@@ -44,6 +55,21 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
 } kspan_dns_ring SEC(".maps");
+
+/* tp_btf: the sendmmsg message a thread sends next, as the socket layer
+ * reports one message at a time (glibc sends A and AAAA in one call). */
+struct mmsg_pos {
+	__u64 vec; /* the call's struct mmsghdr array */
+	__u32 next;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct mmsg_pos);
+} kspan_dns_mmsg SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -250,5 +276,148 @@ SEC("tracepoint/syscalls/sys_exit_recvmsg")
 int kspan_dns_recvmsg_x(struct kspan_sys_exit_args *ctx)
 {
 	on_recv_exit(ctx->ret);
+	return 0;
+}
+
+/* ---- variant tp_btf: the socket layer's data tracepoints (6.3+) ---- */
+
+#define MSG_PEEK_FLAG 2
+#define TS_COMPAT 0x0002 /* x86 thread_info.status: an ia32 syscall is running */
+#define NR_READ 0
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+#define NR_SENDMMSG 307
+
+/* The current thread's syscall registers when it is a 64-bit syscall on a
+ * UDP socket, else NULL. */
+static __always_inline struct pt_regs *udp_syscall_regs(struct sock *sk)
+{
+	if (!sk || sk->sk_protocol != IPPROTO_UDP)
+		return NULL;
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (task->thread_info.status & TS_COMPAT)
+		return NULL;
+	return (struct pt_regs *)bpf_task_pt_regs(task);
+}
+
+/* The message of this sendmmsg call that the socket layer reports now:
+ * the first for a new call, then the next ones. */
+static __always_inline const struct user_msghdr *mmsg_next(__u64 vec, __u64 vlen)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct mmsg_pos *p = bpf_map_lookup_elem(&kspan_dns_mmsg, &tid);
+	__u32 i = 0;
+	if (p && p->vec == vec && p->next < vlen)
+		i = p->next;
+	struct mmsg_pos next = {.vec = vec, .next = i + 1};
+	bpf_map_update_elem(&kspan_dns_mmsg, &tid, &next, BPF_ANY);
+	if (i >= 2) /* as the tracepoint variant: A and AAAA */
+		return NULL;
+	return &((const struct mmsghdr *)vec)[i].msg_hdr;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(kspan_dns_sk_tx, struct sock *sk, int ret, int flags)
+{
+	if (ret < 12)
+		return 0;
+	struct pt_regs *regs = udp_syscall_regs(sk);
+	if (!regs)
+		return 0;
+	const struct user_msghdr *umsg = NULL;
+	switch (regs->orig_ax) {
+	case NR_SENDTO: {
+		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+		if (kspan_pid_denied(tgid))
+			return 0;
+		struct endpoint ep;
+		peer_of(sk, (const void *)regs->r8, &ep);
+		if (ep.port != DNS_PORT)
+			return 0;
+		__u64 now = bpf_ktime_get_ns();
+		bpf_map_update_elem(&kspan_dns_pend, &tgid, &now, BPF_ANY);
+		emit(sk, &ep, (const void *)regs->si, ret, KSPAN_DNS_QUERY);
+		return 0;
+	}
+	case NR_SENDMSG:
+		umsg = (const struct user_msghdr *)regs->si;
+		break;
+	case NR_SENDMMSG: {
+		/* Busy UDP senders (QUIC, media) use sendmmsg: a socket
+		 * connected to another port leaves before the bookkeeping. */
+		__u16 dport = sk->__sk_common.skc_dport;
+		if (dport && dport != bpf_htons(DNS_PORT))
+			return 0;
+		umsg = mmsg_next(regs->si, regs->dx);
+		break;
+	}
+	default:
+		return 0;
+	}
+	if (!umsg)
+		return 0;
+	struct user_msghdr msg = {};
+	if (bpf_probe_read_user(&msg, sizeof(msg), umsg) || !msg.msg_iov || msg.msg_iovlen < 1)
+		return 0;
+	struct iovec iov = {};
+	if (bpf_probe_read_user(&iov, sizeof(iov), msg.msg_iov))
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (kspan_pid_denied(tgid))
+		return 0;
+	struct endpoint ep;
+	peer_of(sk, msg.msg_name, &ep);
+	if (ep.port != DNS_PORT)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	bpf_map_update_elem(&kspan_dns_pend, &tgid, &now, BPF_ANY);
+	/* The bytes the socket took: the first iovec, up to the message. */
+	__u64 len = iov.iov_len < (__u64)ret ? iov.iov_len : (__u64)ret;
+	emit(sk, &ep, iov.iov_base, len, KSPAN_DNS_QUERY);
+	return 0;
+}
+
+/* The source address is copied to the user after this tracepoint: the peer
+ * is the connected one, or port 0 (userspace keeps such a response only if
+ * it answers a query sent on the same socket). */
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(kspan_dns_sk_rx, struct sock *sk, int ret, int flags)
+{
+	if (ret < 12 || (flags & MSG_PEEK_FLAG))
+		return 0;
+	if (!sk || sk->sk_protocol != IPPROTO_UDP)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!bpf_map_lookup_elem(&kspan_dns_pend, &tgid))
+		return 0; /* no query in flight: the common case */
+	struct pt_regs *regs = udp_syscall_regs(sk);
+	if (!regs)
+		return 0;
+	const void *buf = NULL;
+	switch (regs->orig_ax) {
+	case NR_RECVFROM:
+	case NR_READ:
+		buf = (const void *)regs->si;
+		break;
+	case NR_RECVMSG: {
+		struct user_msghdr msg = {};
+		if (bpf_probe_read_user(&msg, sizeof(msg), (const void *)regs->si) || !msg.msg_iov)
+			return 0;
+		struct iovec iov = {};
+		if (bpf_probe_read_user(&iov, sizeof(iov), msg.msg_iov))
+			return 0;
+		buf = iov.iov_base;
+		break;
+	}
+	default:
+		return 0;
+	}
+	struct endpoint ep;
+	peer_of(sk, NULL, &ep);
+	if (ep.port != DNS_PORT && ep.port != 0)
+		return 0;
+	emit(sk, &ep, buf, ret, KSPAN_DNS_RESPONSE);
 	return 0;
 }

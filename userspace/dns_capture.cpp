@@ -1,6 +1,7 @@
 #include "userspace/dns_capture.h"
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <unistd.h>
 
@@ -11,7 +12,9 @@
 #include "absl/strings/str_cat.h"
 #include "dns.skel.h"
 #include "spdlog/spdlog.h"
+#include "absl/strings/str_join.h"
 #include "userspace/bpf_stats.h"
+#include "userspace/kernel_features.h"
 
 namespace kspan {
 namespace {
@@ -23,9 +26,25 @@ absl::Status Failed(const std::string& stage, int err) {
 
 }  // namespace
 
+std::string_view DnsVariantName(DnsVariant v) {
+  return v == DnsVariant::kTpBtf ? "tp_btf" : "tracepoint";
+}
+
+std::optional<DnsVariant> ParseDnsVariant(std::string_view name) {
+  for (auto v : {DnsVariant::kTpBtf, DnsVariant::kTracepoint}) {
+    if (DnsVariantName(v) == name) return v;
+  }
+  return std::nullopt;
+}
+
 DnsCapture::DnsCapture(DnsCaptureOptions options) : options_(std::move(options)) {}
 
-DnsCapture::~DnsCapture() { dns_bpf::destroy(skel_); }
+DnsCapture::~DnsCapture() { Destroy(); }
+
+void DnsCapture::Destroy() {
+  dns_bpf::destroy(skel_);
+  skel_ = nullptr;
+}
 
 absl::Status DnsCapture::Open() {
   if (options_.pin_dir.empty()) return absl::InvalidArgumentError("dns capture: no pin directory");
@@ -44,6 +63,16 @@ absl::Status DnsCapture::Configure() {
   if (int err = bpf_map__set_max_entries(skel_->maps.kspan_dns_ring, bytes)) {
     return Failed("configure kspan_dns_ring", err);
   }
+  const bool tp_btf = attempt_ == DnsVariant::kTpBtf;
+  for (bpf_program* p : {skel_->progs.kspan_dns_sk_tx, skel_->progs.kspan_dns_sk_rx}) {
+    bpf_program__set_autoload(p, tp_btf);
+  }
+  for (bpf_program* p : {skel_->progs.kspan_dns_sendto, skel_->progs.kspan_dns_sendmsg,
+                         skel_->progs.kspan_dns_sendmm, skel_->progs.kspan_dns_recvfrom,
+                         skel_->progs.kspan_dns_recvfrom_x, skel_->progs.kspan_dns_recvmsg,
+                         skel_->progs.kspan_dns_recvmsg_x}) {
+    bpf_program__set_autoload(p, !tp_btf);
+  }
   return absl::OkStatus();
 }
 
@@ -53,16 +82,51 @@ absl::Status DnsCapture::Load() {
 }
 
 absl::Status DnsCapture::Attach() {
-  if (int err = dns_bpf::attach(skel_)) return Failed("attach (syscalls:sys_*_send*/recv*)", err);
-  spdlog::info("dns capture: attached to the socket syscall tracepoints");
+  const char* where = attempt_ == DnsVariant::kTpBtf ? "sock:sock_send_length/sock_recv_length"
+                                                     : "syscalls:sys_*_send*/recv*";
+  if (int err = dns_bpf::attach(skel_)) return Failed(absl::StrCat("attach (", where, ")"), err);
+  variant_ = std::string(DnsVariantName(attempt_));
   return absl::OkStatus();
 }
 
 absl::Status DnsCapture::Start() {
-  if (auto s = Open(); !s.ok()) return s;
-  if (auto s = Configure(); !s.ok()) return s;
-  if (auto s = Load(); !s.ok()) return s;
-  return Attach();
+  std::vector<DnsVariant> candidates;
+  std::vector<std::string> refused;
+  if (options_.force_variant) {
+    candidates.push_back(*options_.force_variant);
+  } else {
+    if (KernelBtfHas("btf_trace_sock_send_length", BTF_KIND_TYPEDEF) &&
+        KernelBtfHas("btf_trace_sock_recv_length", BTF_KIND_TYPEDEF) &&
+        KernelHasBpfHelper("BPF_FUNC_task_pt_regs")) {
+      candidates.push_back(DnsVariant::kTpBtf);
+    } else {
+      refused.push_back("tp_btf: the kernel has no sock_send_length/sock_recv_length tracepoints");
+    }
+    candidates.push_back(DnsVariant::kTracepoint);
+  }
+  absl::Status last;
+  for (DnsVariant v : candidates) {
+    attempt_ = v;
+    last = Open();
+    if (last.ok()) last = Configure();
+    if (last.ok()) last = Load();
+    if (last.ok()) last = Attach();
+    if (last.ok()) {
+      if (v == DnsVariant::kTpBtf) {
+        spdlog::info("dns capture: variant tp_btf (socket layer: sock_send_length/sock_recv_length)");
+      } else {
+        // Named so that an operator knows what every process pays.
+        spdlog::warn("dns capture: variant tracepoint (per-syscall tracepoints: every syscall of "
+                     "every process takes the kernel's syscall tracing path){}{}",
+                     refused.empty() ? "" : "; ", absl::StrJoin(refused, "; "));
+      }
+      return absl::OkStatus();
+    }
+    if (last.code() == absl::StatusCode::kInvalidArgument) return last;
+    refused.push_back(absl::StrCat(std::string(DnsVariantName(v)), ": ", last.message()));
+    Destroy();
+  }
+  return last;
 }
 
 void DnsCapture::Detach() {

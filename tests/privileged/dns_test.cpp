@@ -18,6 +18,8 @@
 #include "tests/privileged/privileged.h"
 #include "userspace/dns_capture.h"
 #include "userspace/event_decoder.h"
+#include "userspace/http_capture.h"
+#include "userspace/kernel_features.h"
 #include "userspace/pin_directory.h"
 #include "userspace/ring_reader.h"
 #include "userspace/span_assembler.h"
@@ -86,7 +88,19 @@ class FakeDnsServer {
   std::thread thread_;
 };
 
-class DnsCaptureTest : public ::testing::Test {
+// The variants this kernel can run: tp_btf where it has the socket data
+// tracepoints (6.3+), the syscall tracepoints everywhere.
+std::vector<DnsVariant> RunnableDnsVariants() {
+  std::vector<DnsVariant> v;
+  if (KernelHasSockLengthTracepoints() && KernelHasBpfHelper("BPF_FUNC_task_pt_regs")) {
+    v.push_back(DnsVariant::kTpBtf);
+  }
+  v.push_back(DnsVariant::kTracepoint);
+  return v;
+}
+
+// Every test runs for each variant the kernel can run, forced.
+class DnsCaptureTest : public ::testing::TestWithParam<DnsVariant> {
  protected:
   void SetUp() override {
     auto pins = PinDirectory::Create(::kspan::testing::TestPinDir());
@@ -94,9 +108,12 @@ class DnsCaptureTest : public ::testing::Test {
     pins_.emplace(std::move(*pins));
     DnsCaptureOptions opts;
     opts.pin_dir = pins_->path();
+    opts.force_variant = GetParam();
     capture_ = std::make_unique<DnsCapture>(opts);
-    ASSERT_TRUE(capture_->Start().ok());
-    ::kspan::testing::ReportVariant("dns", "tracepoint");
+    const absl::Status started = capture_->Start();
+    ASSERT_TRUE(started.ok()) << started;
+    ASSERT_EQ(capture_->variant(), DnsVariantName(GetParam()));
+    ::kspan::testing::ReportVariant("dns.forced", capture_->variant());
     ASSERT_TRUE(reader_.Add(capture_->ring_fd(), "kspan_dns_ring", &decoder_).ok());
     ASSERT_TRUE(reader_.Start(std::chrono::milliseconds(10)).ok());
   }
@@ -150,7 +167,7 @@ class DnsCaptureTest : public ::testing::Test {
   std::unique_ptr<DnsCapture> capture_;
 };
 
-TEST_F(DnsCaptureTest, QueriesAndResponsesBecomeClientSpans) {
+TEST_P(DnsCaptureTest, QueriesAndResponsesBecomeClientSpans) {
   KSPAN_REQUIRE_BPF();
   FakeDnsServer server;
   ASSERT_TRUE(server.bound()) << "cannot bind 127.0.0.1:53: " << std::strerror(server.bind_errno());
@@ -225,7 +242,7 @@ TEST_F(DnsCaptureTest, QueriesAndResponsesBecomeClientSpans) {
   EXPECT_EQ(st[KSPAN_DNS_STAT_RING_FULL], 0u);
 }
 
-TEST_F(DnsCaptureTest, OtherUdpTrafficIsIgnored) {
+TEST_P(DnsCaptureTest, OtherUdpTrafficIsIgnored) {
   KSPAN_REQUIRE_BPF();
   FakeDnsServer dns_server;
   ASSERT_TRUE(dns_server.bound()) << std::strerror(dns_server.bind_errno());
@@ -253,6 +270,27 @@ TEST_F(DnsCaptureTest, OtherUdpTrafficIsIgnored) {
   ASSERT_TRUE(WaitSpan("sentinel.test", "A").has_value());
   std::lock_guard lock(mu_);
   for (const auto& s : spans_) EXPECT_NE(Str(s, "dns.question.name"), "not-dns-port.test");
+}
+
+INSTANTIATE_TEST_SUITE_P(Dns, DnsCaptureTest, ::testing::ValuesIn(RunnableDnsVariants()),
+                         [](const ::testing::TestParamInfo<DnsVariant>& p) {
+                           return std::string(DnsVariantName(p.param));
+                         });
+
+TEST(DnsCaptureAuto, TakesTheSocketVariantWhereTheKernelHasIt) {
+  KSPAN_REQUIRE_BPF();
+  auto pins = PinDirectory::Create(::kspan::testing::TestPinDir());
+  ASSERT_TRUE(pins.ok()) << pins.status();
+  DnsCaptureOptions opts;
+  opts.pin_dir = pins->path();
+  DnsCapture capture(opts);
+  ASSERT_TRUE(capture.Start().ok());
+  ::kspan::testing::ReportVariant("dns", capture.variant());
+  // Not the per-syscall tracepoints (every syscall of the host pays for
+  // them) where the socket layer's tracepoints exist.
+  EXPECT_EQ(capture.variant(), RunnableDnsVariants().front() == DnsVariant::kTpBtf ? "tp_btf"
+                                                                                   : "tracepoint");
+  capture.Detach();
 }
 
 }  // namespace
