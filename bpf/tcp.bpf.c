@@ -455,6 +455,35 @@ int kspan_tcp_acc(struct kspan_sys_exit_args *ctx)
 	return on_accept(ctx->ret);
 }
 
+/* Accept, socket data variant (6.3+, where fexit is refused): the thread
+ * that first reads or writes an incoming connection not yet owned is the
+ * one that accepted it. Runs for the socket I/O of every process, never for
+ * other syscalls; a TCP socket costs one lookup of the connection table. The
+ * accept span ends at that first data (for a server that waits for its
+ * client to speak first, when the request arrives). */
+static __always_inline int on_first_data(struct sock *sk)
+{
+	if (!sk || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	__u64 key = (__u64)sk;
+	struct conn_state *c = bpf_map_lookup_elem(&kspan_conns, &key);
+	if (!c || c->direction != KSPAN_TCP_DIR_IN || c->pid != 0)
+		return 0;
+	return accepted(sk);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(kspan_acc_rx, struct sock *sk, int ret, int flags)
+{
+	return on_first_data(sk);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(kspan_acc_tx, struct sock *sk, int ret, int flags)
+{
+	return on_first_data(sk);
+}
+
 static __always_inline int on_note(struct sock *sk, __u32 kind)
 {
 	__u64 key = (__u64)sk;

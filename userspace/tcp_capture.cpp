@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 #include "userspace/bpf_stats.h"
+#include "userspace/kernel_features.h"
 #include "tcp.skel.h"
 
 namespace kspan {
@@ -202,6 +203,8 @@ absl::Status TcpCapture::Configure(TcpVariant variant, AcceptVariant accept) {
   }
   bpf_program__set_autoload(skel_->progs.kspan_acc_fx2, accept == AcceptVariant::kFexit && arity == 2);
   bpf_program__set_autoload(skel_->progs.kspan_acc_fx4, accept == AcceptVariant::kFexit && arity == 4);
+  bpf_program__set_autoload(skel_->progs.kspan_acc_rx, accept == AcceptVariant::kSocketData);
+  bpf_program__set_autoload(skel_->progs.kspan_acc_tx, accept == AcceptVariant::kSocketData);
   bpf_program__set_autoload(skel_->progs.kspan_tcp_acc4, accept == AcceptVariant::kSyscallTracepoint);
   bpf_program__set_autoload(skel_->progs.kspan_tcp_acc, accept == AcceptVariant::kSyscallTracepoint);
   return absl::OkStatus();
@@ -294,6 +297,15 @@ absl::Status TcpCapture::Attach() {
     accept_variant_ = "fexit";
     return absl::OkStatus();
   }
+  if (accept_ == AcceptVariant::kSocketData) {
+    for (bpf_program* p : {skel_->progs.kspan_acc_rx, skel_->progs.kspan_acc_tx}) {
+      if (AttachInSkeleton(skel_, p) == nullptr) return Failed("attach", bpf_program__name(p), errno);
+      attached_.push_back(bpf_program__name(p));
+    }
+    accept_attached_ = true;
+    accept_variant_ = "socket_data";
+    return absl::OkStatus();
+  }
   // Accept spans ride on syscall tracepoints; without them the rest works.
   accept_attached_ = true;
   accept_variant_ = "tracepoint";
@@ -314,18 +326,33 @@ absl::Status TcpCapture::Start(std::vector<TcpVariant> ladder) {
   absl::Status last = absl::InvalidArgumentError("tcp capture: no variant to try");
   std::string refused;
   bool try_fexit = options_.accept_fexit;
+  bool try_socket_data = options_.accept_socket_data &&
+                         KernelBtfHas("btf_trace_sock_recv_length", BTF_KIND_TYPEDEF) &&
+                         KernelBtfHas("btf_trace_sock_send_length", BTF_KIND_TYPEDEF);
+  if (options_.accept_socket_data && !try_socket_data) {
+    refused = "accept socket_data: the kernel has no sock_recv_length/sock_send_length tracepoints";
+  }
   for (TcpVariant v : ladder) {
     // Within one state-change variant: the fexit accept first, where
-    // allowed; once the kernel refuses it, it is not tried again.
-    for (AcceptVariant a : {AcceptVariant::kFexit, AcceptVariant::kSyscallTracepoint}) {
+    // allowed, then the socket data tracepoints; once the kernel refuses
+    // one, it is not tried again.
+    for (AcceptVariant a :
+         {AcceptVariant::kFexit, AcceptVariant::kSocketData, AcceptVariant::kSyscallTracepoint}) {
       if (a == AcceptVariant::kFexit && !try_fexit) continue;
+      if (a == AcceptVariant::kSocketData && !try_socket_data) continue;
       last = Open();
       if (last.ok()) last = Configure(v, a);
       if (last.ok()) last = Load();
       if (last.ok()) last = Attach();
       if (last.ok()) {
         variant_ = VariantName(v);
-        if (refused.empty()) {
+        if (accept_variant_ == "tracepoint") {
+          // Named so that an operator knows what every process pays.
+          spdlog::warn("tcp capture: variant {} (accept: tracepoint, syscalls:sys_exit_accept*: "
+                       "every syscall of every process takes the kernel's syscall tracing "
+                       "path){}{}",
+                       variant_, refused.empty() ? "" : "; ", refused);
+        } else if (refused.empty()) {
           spdlog::info("tcp capture: variant {} (accept: {})", variant_, accept_variant_);
         } else {
           spdlog::warn("tcp capture: variant {} (accept: {}) taken; {}", variant_, accept_variant_,
@@ -335,9 +362,12 @@ absl::Status TcpCapture::Start(std::vector<TcpVariant> ladder) {
       }
       spdlog::debug("{}", std::string(last.message()));
       absl::StrAppend(&refused, refused.empty() ? "" : "; ", VariantName(v),
-                      a == AcceptVariant::kFexit ? "+fexit" : "", " refused: ",
-                      std::string(last.message()));
+                      a == AcceptVariant::kFexit        ? "+fexit"
+                      : a == AcceptVariant::kSocketData ? "+socket_data"
+                                                        : "",
+                      " refused: ", std::string(last.message()));
       if (a == AcceptVariant::kFexit) try_fexit = false;
+      if (a == AcceptVariant::kSocketData) try_socket_data = false;
       Destroy();
     }
   }

@@ -37,12 +37,18 @@ struct CaptureOptions {
   bool tcp_selected_only = false;
   // Try the fexit accept variant before the syscall tracepoints.
   bool accept_fexit = true;
+  // Then the socket data variant (6.3+), before the syscall tracepoints.
+  bool accept_socket_data = true;
 };
 
 enum class TcpVariant { kTpBtf, kRawTp, kTracepoint };
 // How accepts are seen: fexit on inet_csk_accept (cheapest, where tracing
-// programs are allowed) or the syscalls:sys_exit_accept* tracepoints.
-enum class AcceptVariant { kFexit, kSyscallTracepoint };
+// programs are allowed); the first data the accepting process reads or
+// writes on the connection (tp_btf on sock_recv_length/sock_send_length,
+// 6.3+: only socket I/O pays, the span ends at that first data); or the
+// syscalls:sys_exit_accept* tracepoints, which put every syscall of every
+// process on the kernel's syscall tracing path while attached.
+enum class AcceptVariant { kFexit, kSocketData, kSyscallTracepoint };
 const char* VariantName(TcpVariant v);
 // "tp_btf", "raw_tp", "tracepoint"; nullopt for anything else.
 std::optional<TcpVariant> ParseTcpVariant(const std::string& name);
@@ -80,7 +86,8 @@ class TcpCapture {
   int ring_fd() const;
   // The variant taken ("tp_btf", "raw_tp", "tracepoint"); empty before Start.
   const std::string& variant() const { return variant_; }
-  // Whether accept spans are captured, and how ("fexit", "tracepoint").
+  // Whether accept spans are captured, and how ("fexit", "socket_data",
+  // "tracepoint").
   bool accept_attached() const { return accept_attached_; }
   const std::string& accept_variant() const { return accept_variant_; }
   // Names of the programs attached, for `kspan status`.

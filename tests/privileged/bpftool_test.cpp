@@ -81,9 +81,9 @@ TEST(BpftoolInspection, DocumentedCommandsShowAndSteerKspan) {
     if (name.rfind("kspan_", 0) == 0) names.insert(name);
   }
   // Accepts: fexit where the kernel allows tracing programs, else the
-  // syscall tracepoints.
+  // socket data tracepoints (6.3+), else the syscall tracepoints.
   EXPECT_TRUE(names.contains("kspan_tcp_acc4") || names.contains("kspan_acc_fx2") ||
-              names.contains("kspan_acc_fx4"))
+              names.contains("kspan_acc_fx4") || names.contains("kspan_acc_rx"))
       << out;
   EXPECT_TRUE(names.contains("kspan_tcp_btf") || names.contains("kspan_tcp_raw") ||
               names.contains("kspan_tcp_state"));

@@ -16,6 +16,7 @@
 #include "tests/privileged/privileged.h"
 #include "tests/privileged/tcp_fixture.h"
 #include "userspace/clock_sync.h"
+#include "userspace/http_capture.h"
 #include "userspace/id_generator.h"
 #include "userspace/process_resources.h"
 #include "userspace/span_assembler.h"
@@ -77,6 +78,12 @@ void TcpConnectionCapture::CheckAcceptAndLifetime() {
   int conn = accept(server.fd(), nullptr, nullptr);
   const std::uint64_t after_accept = MonoNow();
   ASSERT_GE(conn, 0);
+  // The socket data variant sees the accept at the server's first data.
+  WriteAll(client.fd, 1000);
+  const std::uint64_t before_first_read = MonoNow();
+  ReadExactly(conn, 1000);
+  const std::uint64_t after_first_read = MonoNow();
+  const bool at_first_data = capture_->accept_variant() == "socket_data";
 
   // Accept: this thread, the listener's port locally, the client's as peer.
   const auto pid = static_cast<std::uint32_t>(getpid());
@@ -92,13 +99,11 @@ void TcpConnectionCapture::CheckAcceptAndLifetime() {
   // Queued during connect(), taken inside accept().
   EXPECT_GE(acc->queued_ns, client.mono_before);
   EXPECT_LE(acc->queued_ns, client.mono_after);
-  EXPECT_GE(acc->accepted_ns, before_accept);
-  EXPECT_LE(acc->accepted_ns, after_accept);
+  EXPECT_GE(acc->accepted_ns, at_first_data ? before_first_read : before_accept);
+  EXPECT_LE(acc->accepted_ns, at_first_data ? after_first_read : after_accept);
   EXPECT_LT(acc->handshake_rtt_us, 1'000'000u);
 
-  // Traffic both ways, then the client closes first.
-  WriteAll(client.fd, 1000);
-  ReadExactly(conn, 1000);
+  // Traffic the other way, then the client closes first.
   WriteAll(conn, 500);
   ReadExactly(client.fd, 500);
   close(client.fd);
@@ -140,8 +145,21 @@ TEST_P(TcpConnectionCapture, AcceptAndLifetimeOfBothSides) {
 
 TEST_P(TcpConnectionCapture, AcceptThroughSyscallTracepoints) {
   KSPAN_REQUIRE_BPF();
-  StartCapture(0, [](CaptureOptions& o) { o.accept_fexit = false; });
+  StartCapture(0, [](CaptureOptions& o) {
+    o.accept_fexit = false;
+    o.accept_socket_data = false;
+  });
   EXPECT_EQ(capture_->accept_variant(), "tracepoint");
+  CheckAcceptAndLifetime();
+}
+
+// Where fexit is refused (lockdown, an LSM) but the kernel has the socket
+// data tracepoints (6.3+), accepts are seen without any syscall tracepoint.
+TEST_P(TcpConnectionCapture, AcceptThroughSocketData) {
+  KSPAN_REQUIRE_BPF();
+  StartCapture(0, [](CaptureOptions& o) { o.accept_fexit = false; });
+  EXPECT_EQ(capture_->accept_variant(),
+            KernelHasSockLengthTracepoints() ? "socket_data" : "tracepoint");
   CheckAcceptAndLifetime();
 }
 
