@@ -156,6 +156,7 @@ absl::Status Agent::Start() {
   } else {
     if (auto s = ApplyProcessFilter(); !s.ok()) return s;
     if (auto s = SetEnvironmentEnrollment(); !s.ok()) return s;
+    if (auto s = StartSyscallDemand(); !s.ok()) return s;
   }
   const bool from_environment =
       config_.correlation.enroll_from_environment != EnvironmentEnrollMode::kOff;
@@ -163,7 +164,10 @@ absl::Status Agent::Start() {
     const auto& p = config_.capture.processes;
     enrollment_ = std::make_unique<Enrollment>(
         [this](std::uint32_t pid, bool allow) {
-          return allow ? filter_->AllowPid(pid) : filter_->RemoveAllowedPid(pid);
+          if (!allow) return filter_->RemoveAllowedPid(pid);
+          absl::Status s = filter_->AllowPid(pid);
+          if (s.ok()) UpdateSyscallHooks("a process enrolled", pid);
+          return s;
         },
         std::chrono::duration_cast<std::chrono::seconds>(config_.correlation.enrollment_linger),
         static_cast<std::uint32_t>(getpid()),
@@ -421,7 +425,10 @@ void Agent::StartEnvironmentEnrollment() {
               .http_port = receiver_->http_port(),
               .is_host_address = IsAddressOfThisHost};
   env.allow = [this](std::uint32_t pid, bool allow) {
-    return allow ? filter_->AllowPidFromEnvironment(pid) : filter_->RemoveEnvironmentPid(pid);
+    if (!allow) return filter_->RemoveEnvironmentPid(pid);
+    absl::Status s = filter_->AllowPidFromEnvironment(pid);
+    if (s.ok()) UpdateSyscallHooks("a running process enrolled from its environment", pid);
+    return s;
   };
   // The same bound as the process identity's reads of the environment.
   env.read = [max = ProcessResources::Options{}.max_environ_bytes](std::uint32_t pid) {
@@ -453,10 +460,84 @@ void Agent::OnProcessRecord(const kspan_proc_event& e) {
         config_.correlation.enroll_from_environment != EnvironmentEnrollMode::kOff) {
       correlator_->ExpectSpansFrom(e.pid);
     }
+    // The exec hook put it on the allow-list: its syscalls are to be
+    // captured from now on, before the enrollment worker judges it.
+    if ((e.flags & KSPAN_PROC_F_ENROLLED) != 0) {
+      UpdateSyscallHooks("the exec of a process enrolled from its environment", e.pid, e.ts_ns);
+    }
     if (enrollment_) enrollment_->PostExec(e.pid, e.otel_env, e.flags);
   } else if (e.kind == KSPAN_PROC_EXIT) {
     if (correlator_) correlator_->OnProcessExit(e.pid);
     if (enrollment_) enrollment_->PostExit(e.pid);
+  }
+}
+
+bool Agent::SyscallHooksWanted() const {
+  // Where the slow-syscall watch cannot run on sched_switch, the enter and
+  // exit programs time the syscalls of every process while the threshold
+  // is set.
+  return filter_->HasSelection() ||
+         (!syscalls_->slow_watch_on_switch() && filter_->ReadConfig().slow_threshold_ns > 0);
+}
+
+absl::Status Agent::StartSyscallDemand() {
+  if (!syscalls_ || !filter_) return absl::OkStatus();
+  if (config_.capture.syscalls.attach_always) {
+    spdlog::info("syscall capture: enter/exit programs attached from start to stop "
+                 "(capture.syscalls.attach: always)");
+    return absl::OkStatus();
+  }
+  if (!syscalls_->hooks_detachable()) {
+    spdlog::warn("syscall capture: variant {} keeps its enter/exit programs attached: every "
+                 "syscall of every process pays for them",
+                 syscalls_->variant());
+    return absl::OkStatus();
+  }
+  std::lock_guard lock(hooks_mu_);
+  // Long enough that enrolled processes coming and going keep them
+  // attached rather than attaching and detaching per process.
+  constexpr auto kLinger = std::chrono::seconds(30);
+  syscall_demand_.emplace(syscalls_->hooks_attached(), kLinger);
+  if (SyscallHooksWanted()) {
+    spdlog::info("syscall capture: enter/exit programs attached ({})",
+                 filter_->HasSelection() ? "a process is selected"
+                                         : "they watch every process for slow syscalls");
+    return absl::OkStatus();
+  }
+  if (auto s = syscalls_->SetHooksAttached(false); !s.ok()) return s;
+  syscall_demand_->Set(false);
+  spdlog::info("syscall capture: enter/exit programs detached until a process is selected or "
+               "enrolled; slow syscalls of every process: {}",
+               syscalls_->slow_watch());
+  return absl::OkStatus();
+}
+
+void Agent::UpdateSyscallHooks(const char* why, std::uint32_t pid, std::uint64_t exec_ns) {
+  std::lock_guard lock(hooks_mu_);
+  if (!syscall_demand_ || hooks_stopped_ || !filter_) return;
+  const auto action = syscall_demand_->Update(SyscallHooksWanted(), std::chrono::steady_clock::now());
+  if (action == SyscallDemand::Action::kNone) return;
+  const bool attach = action == SyscallDemand::Action::kAttach;
+  const absl::Status s = syscalls_->SetHooksAttached(attach);
+  syscall_demand_->Set(syscalls_->hooks_attached());
+  if (!s.ok()) {
+    // Retried at the next tick; meanwhile selected processes' syscalls are
+    // not recorded.
+    spdlog::error("syscall capture: {} the enter/exit programs: {}",
+                  attach ? "cannot attach" : "cannot detach", std::string(s.message()));
+    return;
+  }
+  if (!attach) {
+    spdlog::info("syscall capture: enter/exit programs detached (no process selected or enrolled)");
+  } else if (exec_ns != 0) {
+    const std::uint64_t now = MonotonicNowNs();
+    spdlog::info("syscall capture: enter/exit programs attached ({}, pid {}), {:.2f} ms after "
+                 "its exec",
+                 why, pid, now > exec_ns ? static_cast<double>(now - exec_ns) / 1e6 : 0.0);
+  } else if (pid != 0) {
+    spdlog::info("syscall capture: enter/exit programs attached ({}, pid {})", why, pid);
+  } else {
+    spdlog::info("syscall capture: enter/exit programs attached ({})", why);
   }
 }
 
@@ -499,6 +580,11 @@ void Agent::RegisterCaptureMetrics() {
                             "Change of the realtime offset at the last re-sample (skew corrected).",
                             {}, [this] { return clock_->last_skew_ns() / 1e9; }, this);
   if (syscalls_) {
+    metrics_.AddCallbackGauge(
+        "kspan_syscall_hooks_attached",
+        "1 while the syscall enter/exit programs are attached (every syscall on the host pays "
+        "for them), 0 while no process is selected or enrolled.",
+        {}, [this] { return syscalls_->hooks_attached() ? 1.0 : 0.0; }, this);
     static constexpr StatSlot kSysSlots[] = {
         {KSPAN_SYS_STAT_EMITTED, StatSlot::kEvent, "syscall"},
         {KSPAN_SYS_STAT_RING_FULL, StatSlot::kLost, "ring_full"},
@@ -709,6 +795,9 @@ std::string Agent::StatusJson() {
     nlohmann::json f;
     f["family"] = "syscalls";
     f["variant"] = syscalls_->variant();
+    f["hooks"] = {{"attach", config_.capture.syscalls.attach_always ? "always" : "on_demand"},
+                  {"attached", syscalls_->hooks_attached()}};
+    f["slow_watch"] = syscalls_->slow_watch();
     f["syscalls"] = syscalls_->EnabledSyscalls();
     f["events"] = {{"syscall", st[KSPAN_SYS_STAT_EMITTED]},
                    {"below_threshold", st[KSPAN_SYS_STAT_BELOW_THRESHOLD]},
@@ -731,7 +820,7 @@ std::string Agent::StatusJson() {
     const auto st = dns_->ReadStats();
     nlohmann::json f;
     f["family"] = "dns";
-    f["variant"] = "tracepoint";
+    f["variant"] = dns_->variant();
     f["events"] = {{"dns_query", st[KSPAN_DNS_STAT_QUERY_EMITTED]},
                    {"dns_response", st[KSPAN_DNS_STAT_RESPONSE_EMITTED]}};
     f["lost"] = {{"ring_full", st[KSPAN_DNS_STAT_RING_FULL]}};
@@ -778,6 +867,8 @@ void Agent::Tick() {
   if (assembler_) assembler_->ExpireDns(MonotonicNowNs());
   if (assembler_) assembler_->ExpireHttp(MonotonicNowNs());
   if (enrollment_) enrollment_->Expire();
+  // Selections made with bpftool, processes that left, the linger.
+  UpdateSyscallHooks("a process selected in the filter maps");
   if (resources_) resources_->Sweep(MonotonicNowNs());
   const auto now = std::chrono::steady_clock::now();
   if (containers_ && now - last_container_sweep_ >= std::chrono::seconds(30)) {
@@ -798,7 +889,11 @@ void Agent::Stop(std::chrono::milliseconds deadline) {
   if (receiver_) receiver_->Shutdown();
   if (process_) process_->Detach();
   if (tcp_) tcp_->Detach();
-  if (syscalls_) syscalls_->Detach();
+  if (syscalls_) {
+    std::lock_guard lock(hooks_mu_);
+    hooks_stopped_ = true;
+    syscalls_->Detach();
+  }
   if (dns_) dns_->Detach();
   if (http_) http_->Detach();
   if (reader_) reader_->Stop();  // drains what the kernel already submitted

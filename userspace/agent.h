@@ -36,6 +36,7 @@
 #include "userspace/dns_capture.h"
 #include "userspace/http_capture.h"
 #include "userspace/syscall_capture.h"
+#include "userspace/syscall_demand.h"
 #include "userspace/tcp_capture.h"
 
 namespace kspan {
@@ -81,6 +82,14 @@ class Agent {
   void StartEnvironmentEnrollment();
   // An exec or exit record (the ring reader's thread).
   void OnProcessRecord(const kspan_proc_event& e);
+  // The syscall enter and exit programs attached while some process needs
+  // them (SyscallDemand), from any thread; `why` names the event for the
+  // log, `exec_ns` (CLOCK_MONOTONIC, 0: none) the exec that asked.
+  void UpdateSyscallHooks(const char* why, std::uint32_t pid = 0, std::uint64_t exec_ns = 0);
+  bool SyscallHooksWanted() const;
+  // Starts the demand after the filter is set: detaches the hooks Start
+  // attached when nothing needs them.
+  absl::Status StartSyscallDemand();
   // A process in a few words for the log and /status: its service name,
   // container, pod.
   std::string Describe(std::uint32_t pid);
@@ -103,6 +112,9 @@ class Agent {
   std::unique_ptr<ProcessCapture> process_;
   std::unique_ptr<TcpCapture> tcp_;
   std::unique_ptr<SyscallCapture> syscalls_;
+  std::mutex hooks_mu_;  // syscall_demand_ and SyscallCapture's links
+  std::optional<SyscallDemand> syscall_demand_;  // none: hooks always attached
+  bool hooks_stopped_ = false;
   std::unique_ptr<DnsCapture> dns_;
   std::unique_ptr<HttpCapture> http_;
   std::unique_ptr<RingReader> reader_;

@@ -65,6 +65,18 @@ struct kspan_filter_config CaptureFilter::ReadConfig() const {
   return cfg;
 }
 
+bool CaptureFilter::HasSelection() const {
+  const struct kspan_filter_config cfg = ReadConfig();
+  if (cfg.pid_allow_count || cfg.cgroup_allow_count || cfg.comm_prefix_count) return true;
+  // The first key of each map (O(1)); ENOENT: empty.
+  std::uint32_t pid = 0;
+  std::uint64_t cgroup = 0;
+  struct kspan_comm_key comm {};
+  return bpf_map_get_next_key(pid_allow_fd_, nullptr, &pid) == 0 ||
+         bpf_map_get_next_key(cg_allow_fd_, nullptr, &cgroup) == 0 ||
+         bpf_map_get_next_key(comm_fd_, nullptr, &comm) == 0;
+}
+
 absl::Status CaptureFilter::UpdateCounts(int d_pid, int d_cgroup, int d_comm) {
   // Single writer (the agent); bpftool users editing the lists by hand keep
   // the counts with `bpftool map update` on kspan_cfg (docs/bpftool.md).

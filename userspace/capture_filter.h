@@ -59,6 +59,12 @@ class CaptureFilter {
 
   struct kspan_filter_config ReadConfig() const;
 
+  // Whether any process is selected or enrolled: an allow-list entry of any
+  // source (the agent's, the exec hook's, one added with bpftool), a cgroup
+  // or a comm prefix. Looks at the maps themselves, not only the counts in
+  // kspan_cfg, which the exec hook and bpftool users do not keep.
+  bool HasSelection() const;
+
   // cgroup v2 id of a cgroup directory (its inode number).
   static absl::StatusOr<std::uint64_t> CgroupId(const std::string& path);
 

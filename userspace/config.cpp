@@ -564,8 +564,14 @@ absl::Status ReadFile(const ConfigReader& r, const YAML::Node& root, AgentConfig
     if (const auto& sc = cap["syscalls"]; sc) {
       auto& sys = c->capture.syscalls;
       KSPAN_RETURN_IF_ERROR(
-          r.CheckKeys(sc, "capture.syscalls", {"enabled", "variant", "names", "min_duration"}));
+          r.CheckKeys(sc, "capture.syscalls", {"enabled", "variant", "attach", "names", "min_duration"}));
       KSPAN_RETURN_IF_ERROR(r.Bool(sc["enabled"], "capture.syscalls.enabled", &sys.enabled));
+      std::string attach = sys.attach_always ? "always" : "on_demand";
+      KSPAN_RETURN_IF_ERROR(r.String(sc["attach"], "capture.syscalls.attach", &attach));
+      if (attach != "on_demand" && attach != "always") {
+        return r.Error(sc["attach"], "capture.syscalls.attach", "must be on_demand or always");
+      }
+      sys.attach_always = attach == "always";
       KSPAN_RETURN_IF_ERROR(r.String(sc["variant"], "capture.syscalls.variant", &sys.variant));
       if (sys.variant != "auto" && !ParseSyscallVariant(sys.variant)) {
         return r.Error(sc["variant"], "capture.syscalls.variant",

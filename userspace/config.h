@@ -74,6 +74,13 @@ struct AgentConfig {
     struct Syscalls {
       bool enabled = true;
       std::string variant = "auto";  // auto | tp_btf | raw_tp | tracepoint
+      // attach: on_demand (false): the enter and exit programs, which every
+      // syscall on the host pays for while attached, only while a process
+      // is selected or enrolled; always (true): from start to stop, so an
+      // enrolled process is captured from the first syscall after its exec
+      // (on_demand attaches on that exec's record, a fraction of a
+      // millisecond later).
+      bool attach_always = false;
       std::vector<std::string> names;  // empty: the default set
       // Selected processes: record a syscall of this class only when at
       // least this slow (socket I/O of selected processes: always).

@@ -90,6 +90,16 @@ void PrintHuman(const nlohmann::json& j, std::FILE* out) {
                      per_second);
       }
     }
+    if (const auto& h = At(f, "hooks"); h.is_object()) {
+      const auto attached = h.find("attached");
+      const bool on = attached != h.end() && attached->is_boolean() && attached->get<bool>();
+      std::fprintf(out, "  enter/exit programs: %s (attach: %s)\n",
+                   on ? "attached" : "detached (no process selected)",
+                   Text(h, "attach", "?").c_str());
+    }
+    if (f.contains("slow_watch")) {
+      std::fprintf(out, "  slow syscalls of other processes: %s\n", Text(f, "slow_watch", "?").c_str());
+    }
     if (f.contains("syscalls")) {
       std::fprintf(out, "  syscalls (%zu):", At(f, "syscalls").size());
       for (const auto& p : At(f, "syscalls")) std::fprintf(out, " %s", Text(p).c_str());

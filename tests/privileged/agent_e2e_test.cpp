@@ -310,6 +310,53 @@ TEST(AgentEndToEnd, DiskQueueDeliversAcrossKill9) {
   EXPECT_EQ(restarted.Terminate(std::chrono::seconds(30)), 0) << restarted.log();
 }
 
+// With no process selected the syscall enter/exit programs, which every
+// syscall of every process on the host pays for, are detached; a process
+// enrolled from its environment at exec attaches them, and a configured pid
+// keeps them attached from the start.
+TEST(AgentEndToEnd, SyscallHooksFollowTheSelection) {
+  KSPAN_REQUIRE_BPF();
+  const std::string series = "kspan_syscall_hooks_attached";
+  {
+    AgentProcess agent({"--no-console"});
+    ASSERT_TRUE(agent.WaitReady(std::chrono::seconds(60))) << agent.log();
+    ASSERT_EQ(MetricValue(agent.Metrics(), series), 0.0) << agent.log();
+    EXPECT_NE(agent.log().find("enter/exit programs detached until a process is selected"),
+              std::string::npos)
+        << agent.log();
+    // A shell whose environment says it exports to this agent: the exec hook
+    // enrolls it, and its exec record makes the agent attach.
+    const std::string endpoint =
+        "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:" + std::to_string(agent.receiver_http_port());
+    ASSERT_GT(agent.receiver_http_port(), 0);
+    const pid_t child = fork();
+    if (child == 0) {
+      const char* env[] = {endpoint.c_str(), "PATH=/usr/bin:/bin", nullptr};
+      execle("/bin/sh", "sh", "-c", "sleep 2", nullptr, env);
+      _exit(127);
+    }
+    ASSERT_GT(child, 0);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    double attached = 0;
+    while ((attached = MetricValue(agent.Metrics(), series)) != 1.0 &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    int status = 0;
+    waitpid(child, &status, 0);
+    EXPECT_EQ(attached, 1.0) << agent.log();
+    EXPECT_NE(agent.log().find("enter/exit programs attached ("), std::string::npos)
+        << agent.log();
+    EXPECT_EQ(agent.Terminate(std::chrono::seconds(20)), 0) << agent.log();
+  }
+  {
+    AgentProcess agent({"--no-console", "--pid", std::to_string(getpid())});
+    ASSERT_TRUE(agent.WaitReady(std::chrono::seconds(60))) << agent.log();
+    EXPECT_EQ(MetricValue(agent.Metrics(), series), 1.0) << agent.log();
+    EXPECT_EQ(agent.Terminate(std::chrono::seconds(20)), 0) << agent.log();
+  }
+}
+
 TEST(AgentEndToEnd, RestartAfterACrashCleansStalePins) {
   KSPAN_REQUIRE_BPF();
   struct stat st {};

@@ -72,11 +72,25 @@ TEST(Config, SecurityDropsCapabilitiesUnlessTurnedOff) {
       << c.status();
 }
 
+TEST(Config, SyscallHooksAttachOnDemandUnlessAlways) {
+  auto c = Parse("");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->capture.syscalls.attach_always);
+  c = Parse("capture:\n  syscalls: {attach: always}\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->capture.syscalls.attach_always);
+  c = Parse("capture:\n  syscalls: {attach: on_demand}\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->capture.syscalls.attach_always);
+}
+
 TEST(Config, BadValuesNameTheKey) {
   for (const auto& [yaml, expect] : std::vector<std::pair<std::string, std::string>>{
            {"capture:\n  tcp: {enabled: maybe}\n", "capture.tcp.enabled: must be true or false"},
            {"capture:\n  tcp: {scope: some}\n", "capture.tcp.scope: must be all or selected"},
            {"capture:\n  tcp: {variant: kprobe}\n", "capture.tcp.variant: must be auto"},
+           {"capture:\n  syscalls: {attach: lazily}\n",
+            "capture.syscalls.attach: must be on_demand or always"},
            {"capture:\n  processes: {pids: [abc]}\n", "capture.processes.pids: must be a list"},
            {"capture:\n  processes: {comms: [averyveryverylongname]}\n",
             "a comm prefix is 1 to 15 bytes"},

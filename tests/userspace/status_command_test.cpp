@@ -32,6 +32,8 @@ const std::string kHostileStatus = std::string(R"({
     "accept_variant": "fexit\rFORGED",
     "programs": ["kspan_tcp_btf\nFORGED"],
     "syscalls": ["read\u202e\nFORGED"],
+    "hooks": {"attached": "yes\nFORGED", "attach": "on_demand\nFORGED"},
+    "slow_watch": "sched_switch\u001b[2J\nFORGED",
     "events": {"tcp_connect\nFORGED": 1},
     "lost": {"ring_full\u001b[1A\nFORGED": 0}
   }],
@@ -114,6 +116,14 @@ TEST(StatusCommand, PrintsEveryNameEscaped) {
   EXPECT_NE(p.text.find("checkout\\x0d\\x0aFORGED 6 postgres"), std::string::npos) << p.text;
   EXPECT_NE(p.text.find("kspan 1.0\\x0d\\x0aFORGED"), std::string::npos) << p.text;
   EXPECT_NE(p.text.find("otlp\\x0aFORGED"), std::string::npos) << p.text;
+  // A non-boolean "attached" is not taken for true.
+  EXPECT_NE(p.text.find("enter/exit programs: detached (no process selected) (attach: "
+                        "on_demand\\x0aFORGED)"),
+            std::string::npos)
+      << p.text;
+  EXPECT_NE(p.text.find("slow syscalls of other processes: sched_switch\\x1b[2J\\x0aFORGED"),
+            std::string::npos)
+      << p.text;
   EXPECT_NE(p.text.find("privileges: kept CAP_SYS_PTRACE\\x0aFORGED; dropped all others; "
                         "no_new_privs\n"),
             std::string::npos)
