@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# What the running agent costs a process it does not trace: the pipe round
+# trip of kspan_pipe_pingpong (two processes on one CPU, 2 write(), 2 read(),
+# 2 context switches per round trip; neither selected), with the agent off
+# and on, in alternating rounds so both see the same machine state. Prints
+# each round and the medians, and what "on" adds.
+#
+#   tests/benchmarks/agent_cost_bench.sh [--build-dir DIR] [--kspan BINARY]
+#       [--rounds N] [--family all|syscalls|tcp|dns|http] [--select-self]
+#       [--round-trips N]
+#
+# --family F     all: the agent's defaults; otherwise that family alone
+# --kspan B      the agent binary (default DIR/userspace/kspan): to compare
+#                builds, run the same command with another binary
+# --select-self  start the agent with --pid of this script's shell (a
+#                process is selected, so the syscall enter/exit programs are
+#                attached; the ping-pong processes are still not traced)
+# Receivers on ephemeral loopback ports, pins under /sys/fs/bpf/kspan-bench.
+# Needs root.
+set -euo pipefail
+
+BUILD=build
+KSPAN=
+ROUNDS=5
+FAMILY=all
+SELECT=0
+TRIPS=200000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build-dir) BUILD=$2; shift 2 ;;
+    --kspan) KSPAN=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --family) FAMILY=$2; shift 2 ;;
+    --select-self) SELECT=1; shift ;;
+    --round-trips) TRIPS=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+KSPAN=${KSPAN:-$BUILD/userspace/kspan}
+PINGPONG=$BUILD/tests/benchmarks/kspan_pipe_pingpong
+WORK=$(mktemp -d /tmp/kspan-agent-cost-XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+case "$FAMILY" in
+  all) echo "# the agent's defaults" > "$WORK/kspan.yaml" ;;
+  syscalls) printf 'capture:\n  tcp: {enabled: false}\n  dns: false\n  http: {enabled: false}\n' > "$WORK/kspan.yaml" ;;
+  tcp) printf 'capture:\n  syscalls: {enabled: false}\n  dns: false\n  http: {enabled: false}\n' > "$WORK/kspan.yaml" ;;
+  dns) printf 'capture:\n  tcp: {enabled: false}\n  syscalls: {enabled: false}\n  http: {enabled: false}\n' > "$WORK/kspan.yaml" ;;
+  http) printf 'capture:\n  tcp: {enabled: false}\n  syscalls: {enabled: false}\n  dns: false\n' > "$WORK/kspan.yaml" ;;
+  *) echo "unknown family $FAMILY" >&2; exit 2 ;;
+esac
+extra=()
+if [ "$SELECT" = 1 ]; then extra=(--pid $$); fi
+ADMIN_PORT=$((20000 + RANDOM % 20000))
+
+run_pingpong() { "$PINGPONG" "$TRIPS" 5 | awk '{print $1}'; }
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+offs=()
+ons=()
+for i in $(seq 1 "$ROUNDS"); do
+  off=$(run_pingpong)
+  KSPAN_PIN_PATH=/sys/fs/bpf/kspan-bench "$KSPAN" run -c "$WORK/kspan.yaml" --no-console \
+      --state-dir "$WORK/state" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+      --receiver-grpc 127.0.0.1:0 --receiver-http 127.0.0.1:0 "${extra[@]}" \
+      > "$WORK/agent.log" 2>&1 &
+  agent=$!
+  ready=0
+  for _ in $(seq 1 600); do
+    if curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" > /dev/null; then ready=1; break; fi
+    sleep 0.1
+  done
+  if [ "$ready" != 1 ]; then
+    cat "$WORK/agent.log" >&2
+    kill "$agent" 2> /dev/null || true
+    exit 1
+  fi
+  sleep 1
+  on=$(run_pingpong)
+  kill -TERM "$agent"
+  wait "$agent" || true
+  echo "round $i: off $off ns, on $on ns"
+  offs+=("$off")
+  ons+=("$on")
+done
+mo=$(median "${offs[@]}")
+mn=$(median "${ons[@]}")
+awk -v a="$mo" -v b="$mn" -v f="$FAMILY" \
+  'BEGIN { printf "family %s: median off %d ns, on %d ns: +%d ns per round trip (%+.1f %%)\n", f, a, b, b - a, 100 * (b - a) / a }'
