@@ -313,12 +313,19 @@ TEST(AgentEndToEnd, DiskQueueDeliversAcrossKill9) {
 // With no process selected the syscall enter/exit programs, which every
 // syscall of every process on the host pays for, are detached; a process
 // enrolled from its environment at exec attaches them, and a configured pid
-// keeps them attached from the start.
+// keeps them attached from the start. With the host-wide slow threshold set
+// (the default) they are detached only where the slow-syscall watch runs on
+// sched_switch; elsewhere they time every process's syscalls.
 TEST(AgentEndToEnd, SyscallHooksFollowTheSelection) {
   KSPAN_REQUIRE_BPF();
   const std::string series = "kspan_syscall_hooks_attached";
+  const std::string config = "/tmp/kspan-e2e-hooks-" + std::to_string(getpid()) + ".yaml";
   {
-    AgentProcess agent({"--no-console"});
+    std::ofstream out(config);
+    out << "capture:\n  slow_threshold: 0\n";
+  }
+  {
+    AgentProcess agent({"--no-console", "-c", config});
     ASSERT_TRUE(agent.WaitReady(std::chrono::seconds(60))) << agent.log();
     ASSERT_EQ(MetricValue(agent.Metrics(), series), 0.0) << agent.log();
     EXPECT_NE(agent.log().find("enter/exit programs detached until a process is selected"),
@@ -347,6 +354,24 @@ TEST(AgentEndToEnd, SyscallHooksFollowTheSelection) {
     EXPECT_EQ(attached, 1.0) << agent.log();
     EXPECT_NE(agent.log().find("enter/exit programs attached ("), std::string::npos)
         << agent.log();
+    EXPECT_EQ(agent.Terminate(std::chrono::seconds(20)), 0) << agent.log();
+  }
+  unlink(config.c_str());
+  {
+    AgentProcess agent({"--no-console"});
+    ASSERT_TRUE(agent.WaitReady(std::chrono::seconds(60))) << agent.log();
+    httplib::Client admin("127.0.0.1", agent.admin_port());
+    auto res = admin.Get("/status");
+    ASSERT_TRUE(res && res->status == 200);
+    std::string watch;
+    const auto status = nlohmann::json::parse(res->body);
+    for (const auto& f : status["capture"]) {
+      if (f["family"] == "syscalls") watch = f.value("slow_watch", "");
+    }
+    ::kspan::testing::ReportVariant("syscalls.slow_watch",
+                                    watch.rfind("sched_switch", 0) == 0 ? "sched_switch" : "hooks");
+    EXPECT_EQ(MetricValue(agent.Metrics(), series), watch.rfind("sched_switch", 0) == 0 ? 0.0 : 1.0)
+        << watch << "\n" << agent.log();
     EXPECT_EQ(agent.Terminate(std::chrono::seconds(20)), 0) << agent.log();
   }
   {
