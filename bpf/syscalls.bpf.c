@@ -1327,6 +1327,37 @@ static __always_inline __u64 switch_clock(struct task_struct *t)
 	return bpf_ktime_get_ns();
 }
 
+/* Every field of an OFF_CPU record but a path, each written once. */
+static __always_inline void fill_off_cpu(struct kspan_syscall_event *e, struct task_struct *task,
+					 __u32 tgid, const struct off_cpu *w,
+					 const struct kspan_syscall_config *c, __u32 fd, struct file *f,
+					 __u8 kind, __u64 waited)
+{
+	__u64 end = bpf_ktime_get_ns();
+	e->type = KSPAN_EVENT_SYSCALL;
+	e->pid = tgid;
+	e->tid = w->tid;
+	e->nr = w->nr;
+	e->syscall_class = kind == KSPAN_FD_SOCKET ? KSPAN_SYSCALL_CLASS_SOCKET_IO : c->syscall_class;
+	e->trace_level = KSPAN_TRACE_SLOW_ONLY;
+	e->start_ns = end - waited;
+	e->end_ns = end;
+	e->ret = 0;
+	e->args[0] = w->args[0];
+	e->args[1] = w->args[1];
+	e->args[2] = w->args[2];
+	e->args[3] = w->args[3];
+	e->fd = fd;
+	e->fd_kind = kind;
+	e->path_len = 0;
+	e->path_source = KSPAN_PATH_NONE;
+	e->flags = KSPAN_SYSCALL_EV_OFF_CPU;
+	BPF_CORE_READ_INTO(&e->comm, task, comm);
+	sock_fields_none(e);
+	if (kind == KSPAN_FD_SOCKET)
+		fill_socket(e, f);
+}
+
 /* The record of a wait `waited` ns long that ended now, of thread `task`
  * (next: not the current task, whose fd table is prev's). Out of line: it
  * runs once per slow syscall, not per switch. */
@@ -1352,51 +1383,28 @@ static __noinline int off_cpu_record(struct task_struct *task, const struct off_
 		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_BELOW_THRESHOLD);
 		return 0;
 	}
-	struct kspan_syscall_path_event *pe = NULL;
-	struct kspan_syscall_event *e = NULL;
-	struct kspan_percpu_pos *pos = NULL;
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	/* Two paths to the end, not one joined on `pe`: 6.1's verifier cannot
+	 * tell that a reserved record is not NULL at a later check, and would
+	 * follow the per-CPU ring's commit with no ring. */
 	if (kind == KSPAN_FD_FILE) {
-		pe = bpf_ringbuf_reserve(&kspan_sys_ring, sizeof(*pe), 0);
+		struct kspan_syscall_path_event *pe =
+			bpf_ringbuf_reserve(&kspan_sys_ring, sizeof(*pe), 0);
 		if (!pe) {
 			kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_RING_FULL);
 			return 0;
 		}
-		e = &pe->ev;
-	} else {
-		e = rec_reserve(&pos);
-		if (!e || !pos)
-			return 0;
-	}
-	__u64 end = bpf_ktime_get_ns();
-	__u32 tgid = BPF_CORE_READ(task, tgid);
-	e->type = KSPAN_EVENT_SYSCALL;
-	e->pid = tgid;
-	e->tid = w->tid;
-	e->nr = w->nr;
-	e->syscall_class = kind == KSPAN_FD_SOCKET ? KSPAN_SYSCALL_CLASS_SOCKET_IO : c->syscall_class;
-	e->trace_level = KSPAN_TRACE_SLOW_ONLY;
-	e->start_ns = end - waited;
-	e->end_ns = end;
-	e->ret = 0;
-	e->args[0] = w->args[0];
-	e->args[1] = w->args[1];
-	e->args[2] = w->args[2];
-	e->args[3] = w->args[3];
-	e->fd = fd;
-	e->fd_kind = kind;
-	e->path_len = 0;
-	e->path_source = KSPAN_PATH_NONE;
-	e->flags = KSPAN_SYSCALL_EV_OFF_CPU;
-	BPF_CORE_READ_INTO(&e->comm, task, comm);
-	sock_fields_none(e);
-	if (kind == KSPAN_FD_SOCKET)
-		fill_socket(e, f);
-	if (pe) {
+		fill_off_cpu(&pe->ev, task, tgid, w, c, fd, f, kind, waited);
 		fill_path(pe, tgid, fd, f);
 		submit(pe);
-	} else {
-		rec_commit(pos);
+		return 0;
 	}
+	struct kspan_percpu_pos *pos = NULL;
+	struct kspan_syscall_event *e = rec_reserve(&pos);
+	if (!e || !pos)
+		return 0;
+	fill_off_cpu(e, task, tgid, w, c, fd, f, kind, waited);
+	rec_commit(pos);
 	return 0;
 }
 
