@@ -33,10 +33,16 @@ std::string KernelRelease() {
 }
 
 int LibbpfToSpdlog(enum libbpf_print_level level, const char* fmt, va_list args) {
-  char buf[1024];
-  int n = std::vsnprintf(buf, sizeof(buf), fmt, args);
+  // Whole: a refused program's verifier log is one message of many KiB,
+  // and its last lines say why.
+  va_list again;
+  va_copy(again, args);
+  const int n = std::vsnprintf(nullptr, 0, fmt, again);
+  va_end(again);
   if (n <= 0) return n;
-  std::string_view line(buf, std::min<std::size_t>(static_cast<std::size_t>(n), sizeof(buf) - 1));
+  std::string buf(static_cast<std::size_t>(n) + 1, '\0');
+  std::vsnprintf(buf.data(), buf.size(), fmt, args);
+  std::string_view line(buf.data(), static_cast<std::size_t>(n));
   while (!line.empty() && line.back() == '\n') line.remove_suffix(1);
   // libbpf's warnings are expected during feature probing (a refused
   // variant is not an error for kspan), so they stay at debug too. Its
