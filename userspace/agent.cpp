@@ -110,6 +110,7 @@ absl::Status Agent::Start() {
     opts.btf_path = config_.bpf.btf;
     opts.pin_dir = pins_->path();
     opts.force_variant = ParseSyscallVariant(sys.variant);
+    opts.watch_unselected = config_.capture.slow_threshold.count() > 0;
     opts.syscalls = sys.names;
     opts.class_min[KSPAN_SYSCALL_CLASS_FILE_IO] = sys.file_io_min;
     opts.class_min[KSPAN_SYSCALL_CLASS_SOCKET_IO] = sys.socket_io_min;

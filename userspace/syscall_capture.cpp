@@ -333,7 +333,8 @@ absl::Status SyscallCapture::Start() {
   // (variant, direct walk, slow watch on sched_switch): tp_btf with direct
   // loads and the switch watch first where possible.
   const bool direct = options_.direct_walk && KernelBtfHas("bpf_rdonly_cast", BTF_KIND_FUNC);
-  bool slow = options_.slow_watch_on_switch && KernelHasBpfHelper("BPF_FUNC_task_pt_regs");
+  bool slow = options_.watch_unselected && options_.slow_watch_on_switch &&
+              KernelHasBpfHelper("BPF_FUNC_task_pt_regs");
   struct Candidate {
     SyscallVariant variant;
     bool direct;
@@ -393,6 +394,7 @@ void SyscallCapture::Detach() {
 }
 
 std::string SyscallCapture::slow_watch() const {
+  if (!options_.watch_unselected) return "off (capture.slow_threshold: 0)";
   if (slow_on_switch_) return "sched_switch (kspan_sys_slow: only syscalls that wait pay)";
   return "sys_enter/sys_exit (every configured syscall timed while the threshold is set)";
 }

@@ -85,6 +85,10 @@ struct SyscallCaptureOptions {
   // bpf_task_pt_regs (5.15+); falls back to the enter and exit programs
   // if the kernel refuses it. false: the enter and exit programs.
   bool slow_watch_on_switch = true;
+  // Whether processes that are not selected are watched for slow syscalls
+  // at all (capture.slow_threshold > 0). false: kspan_sys_slow is not
+  // loaded, so a context switch pays nothing either.
+  bool watch_unselected = true;
   // Syscall names to record (see KnownSyscalls()); empty = the default set.
   std::vector<std::string> syscalls;
   SyscallClassMinimums class_min = kDefaultSyscallClassMinimums;

@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <set>
@@ -310,12 +311,44 @@ TEST(AgentEndToEnd, DiskQueueDeliversAcrossKill9) {
   EXPECT_EQ(restarted.Terminate(std::chrono::seconds(30)), 0) << restarted.log();
 }
 
+// The names of the BPF programs `pid` holds: the prog ids of its
+// anon_inode:bpf-prog descriptors (fdinfo), named by bpftool (Debian's
+// bpftool has no pid column).
+std::set<std::string> ProgramsHeldBy(pid_t pid) {
+  std::set<long> ids;
+  const std::string dir = "/proc/" + std::to_string(pid);
+  for (const auto& fd : std::filesystem::directory_iterator(dir + "/fd")) {
+    std::error_code ec;
+    if (std::filesystem::read_symlink(fd.path(), ec).string() != "anon_inode:bpf-prog") continue;
+    std::ifstream info(dir + "/fdinfo/" + fd.path().filename().string());
+    std::string line;
+    while (std::getline(info, line)) {
+      if (line.rfind("prog_id:", 0) == 0) ids.insert(std::stol(line.substr(8)));
+    }
+  }
+  std::string out;
+  if (FILE* p = popen("bpftool -j prog show 2>/dev/null", "r")) {
+    char buf[4096];
+    while (std::size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+    pclose(p);
+  }
+  std::set<std::string> names;
+  const auto progs = nlohmann::json::parse(out, nullptr, false);
+  if (!progs.is_array()) return names;
+  for (const auto& prog : progs) {
+    if (ids.count(prog.value("id", -1L))) names.insert(prog.value("name", ""));
+  }
+  return names;
+}
+
 // With no process selected the syscall enter/exit programs, which every
 // syscall of every process on the host pays for, are detached; a process
 // enrolled from its environment at exec attaches them, and a configured pid
 // keeps them attached from the start. With the host-wide slow threshold set
 // (the default) they are detached only where the slow-syscall watch runs on
-// sched_switch; elsewhere they time every process's syscalls.
+// sched_switch; elsewhere they time every process's syscalls. With the
+// threshold 0 (no host-wide watch) the sched_switch program is not loaded
+// either: a context switch pays nothing.
 TEST(AgentEndToEnd, SyscallHooksFollowTheSelection) {
   KSPAN_REQUIRE_BPF();
   const std::string series = "kspan_syscall_hooks_attached";
@@ -329,6 +362,12 @@ TEST(AgentEndToEnd, SyscallHooksFollowTheSelection) {
     ASSERT_TRUE(agent.WaitReady(std::chrono::seconds(60))) << agent.log();
     ASSERT_EQ(MetricValue(agent.Metrics(), series), 0.0) << agent.log();
     EXPECT_NE(agent.log().find("enter/exit programs detached until a process is selected"),
+              std::string::npos)
+        << agent.log();
+    const auto held = ProgramsHeldBy(agent.pid());
+    EXPECT_TRUE(held.count("kspan_sys_exec")) << "bpftool shows no programs of the agent";
+    EXPECT_FALSE(held.count("kspan_sys_slow")) << agent.log();
+    EXPECT_NE(agent.log().find("slow syscalls of every process: off (capture.slow_threshold: 0)"),
               std::string::npos)
         << agent.log();
     // A shell whose environment says it exports to this agent: the exec hook
@@ -372,6 +411,9 @@ TEST(AgentEndToEnd, SyscallHooksFollowTheSelection) {
                                     watch.rfind("sched_switch", 0) == 0 ? "sched_switch" : "hooks");
     EXPECT_EQ(MetricValue(agent.Metrics(), series), watch.rfind("sched_switch", 0) == 0 ? 0.0 : 1.0)
         << watch << "\n" << agent.log();
+    EXPECT_EQ(ProgramsHeldBy(agent.pid()).count("kspan_sys_slow"),
+              watch.rfind("sched_switch", 0) == 0 ? 1u : 0u)
+        << watch;
     EXPECT_EQ(agent.Terminate(std::chrono::seconds(20)), 0) << agent.log();
   }
   {
