@@ -6,15 +6,22 @@
 # each round and the medians, and what "on" adds.
 #
 #   tests/benchmarks/agent_cost_bench.sh [--build-dir DIR] [--kspan BINARY]
-#       [--rounds N] [--family all|syscalls|tcp|dns|http] [--select-self]
+#       [--rounds N] [--family all|none|syscalls|tcp|dns|http|switch_floor]
+#       [--select-self] [--no-slow-watch]
 #       [--round-trips N]
 #
-# --family F     all: the agent's defaults; otherwise that family alone
+# --family F     all: the agent's defaults; none: every capture family off
+#                (what the running agent costs by its presence); otherwise
+#                that family alone; switch_floor: no agent, an empty
+#                program on sched_switch held attached by kspan_switch_floor
+#                (the floor under the slow-syscall watch, kspan_sys_slow)
 # --kspan B      the agent binary (default DIR/userspace/kspan): to compare
 #                builds, run the same command with another binary
 # --select-self  start the agent with --pid of this script's shell (a
 #                process is selected, so the syscall enter/exit programs are
 #                attached; the ping-pong processes are still not traced)
+# --no-slow-watch  capture.slow_threshold: 0 (no host-wide slow-syscall
+#                watch: kspan_sys_slow is not loaded)
 # Receivers on ephemeral loopback ports, pins under /sys/fs/bpf/kspan-bench.
 # Needs root.
 set -euo pipefail
@@ -24,6 +31,7 @@ KSPAN=
 ROUNDS=5
 FAMILY=all
 SELECT=0
+NO_SLOW=0
 TRIPS=200000
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -32,6 +40,7 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --family) FAMILY=$2; shift 2 ;;
     --select-self) SELECT=1; shift ;;
+    --no-slow-watch) NO_SLOW=1; shift ;;
     --round-trips) TRIPS=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -46,9 +55,18 @@ case "$FAMILY" in
   syscalls) printf 'capture:\n  tcp: {enabled: false}\n  dns: false\n  http: {enabled: false}\n' > "$WORK/kspan.yaml" ;;
   tcp) printf 'capture:\n  syscalls: {enabled: false}\n  dns: false\n  http: {enabled: false}\n' > "$WORK/kspan.yaml" ;;
   dns) printf 'capture:\n  tcp: {enabled: false}\n  syscalls: {enabled: false}\n  http: {enabled: false}\n' > "$WORK/kspan.yaml" ;;
+  none) printf 'capture:\n  syscalls: {enabled: false}\n  tcp: {enabled: false}\n  dns: false\n  http: {enabled: false}\n' > "$WORK/kspan.yaml" ;;
   http) printf 'capture:\n  tcp: {enabled: false}\n  syscalls: {enabled: false}\n  dns: false\n' > "$WORK/kspan.yaml" ;;
+  switch_floor) ;;
   *) echo "unknown family $FAMILY" >&2; exit 2 ;;
 esac
+if [ "$NO_SLOW" = 1 ]; then
+  if grep -q '^capture:' "$WORK/kspan.yaml"; then
+    sed -i 's/^capture:$/capture:\n  slow_threshold: 0/' "$WORK/kspan.yaml"
+  else
+    printf 'capture:\n  slow_threshold: 0\n' >> "$WORK/kspan.yaml"
+  fi
+fi
 extra=()
 if [ "$SELECT" = 1 ]; then extra=(--pid $$); fi
 ADMIN_PORT=$((20000 + RANDOM % 20000))
@@ -60,6 +78,20 @@ offs=()
 ons=()
 for i in $(seq 1 "$ROUNDS"); do
   off=$(run_pingpong)
+  if [ "$FAMILY" = switch_floor ]; then
+    "$BUILD/tests/benchmarks/kspan_switch_floor" > "$WORK/agent.log" 2>&1 &
+    agent=$!
+    for _ in $(seq 1 100); do grep -q attached "$WORK/agent.log" && break; sleep 0.1; done
+    grep -q attached "$WORK/agent.log" || { cat "$WORK/agent.log" >&2; exit 1; }
+    sleep 1
+    on=$(run_pingpong)
+    kill -TERM "$agent"
+    wait "$agent" || true
+    echo "round $i: off $off ns, on $on ns"
+    offs+=("$off")
+    ons+=("$on")
+    continue
+  fi
   KSPAN_PIN_PATH=/sys/fs/bpf/kspan-bench "$KSPAN" run -c "$WORK/kspan.yaml" --no-console \
       --state-dir "$WORK/state" --admin-listen "127.0.0.1:$ADMIN_PORT" \
       --receiver-grpc 127.0.0.1:0 --receiver-http 127.0.0.1:0 "${extra[@]}" \

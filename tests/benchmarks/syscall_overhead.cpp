@@ -327,13 +327,16 @@ int RunVariant(SyscallVariant variant, std::size_t iterations, int rounds,
     std::printf("filtered / floor (added): %.2f  (target <= 1.20: %s)\n", ratio,
                 ratio <= 1.2 ? "met" : "MISSED");
   }
-  if (!results["traced"].empty()) {
-    std::printf("traced added: %.1f ns  (target <= 350 ns: %s)\n", traced_added,
-                traced_added <= 350 ? "met" : "MISSED");
-  }
+  if (!results["traced"].empty()) std::printf("traced added: %.1f ns\n", traced_added);
   if (!results["min_record"].empty() && !results["traced"].empty()) {
-    std::printf("kspan's own logic (traced - min_record): %.1f ns\n",
-                traced_added - added("min_record"));
+    // What any recording program pair costs on the same loop, in the same
+    // run, is the yardstick: the absolute cost follows the host's clock
+    // and tracepoint costs (docs/benchmarks.md).
+    const double min_added = added("min_record");
+    const double traced_ratio = min_added > 0 ? traced_added / min_added : 0;
+    std::printf("kspan's own logic (traced - min_record): %.1f ns\n", traced_added - min_added);
+    std::printf("traced / min_record (added): %.2f  (target <= 1.15: %s)\n", traced_ratio,
+                traced_ratio <= 1.15 ? "met" : "MISSED");
   }
   if (bpf_stats) {
     std::printf("BPF run time per call (bpf_stats, median; includes the statistics' own\n"
