@@ -13,7 +13,6 @@
 // StartDemo()'s extra environment reaches both services
 // (KSPAN_OTLP_URL=http://<gateway>:<port>/v1/traces).
 #include <arpa/inet.h>
-#include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <netinet/in.h>
@@ -35,6 +34,7 @@
 
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
+#include "tests/correlation/demo_support.h"
 #include "tests/privileged/agent_process.h"
 #include "tests/privileged/privileged.h"
 #include "tests/support/otlp_http_test_server.h"
@@ -54,6 +54,10 @@ using ::kspan::testing::PodmanContainer;
 using ::kspan::testing::PodmanNetwork;
 using ::kspan::testing::ReceivedSpan;
 namespace otlp_proto = ::kspan::testing::otlp_proto;
+using ::kspan::demo::HasStringContaining;
+using ::kspan::demo::IntAttr;
+using ::kspan::demo::IsKernel;
+using ::kspan::demo::StrAttr;
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
@@ -93,28 +97,6 @@ std::int64_t IntResource(const ReceivedSpan& s, std::string_view key) {
   const auto* v = s.ResourceAttribute(key);
   return v ? v->int_value() : -1;
 }
-
-bool HasStringContaining(const ReceivedSpan& s, const std::string& needle) {
-  for (const auto& kv : s.span.attributes()) {
-    if (kv.value().has_string_value() &&
-        kv.value().string_value().find(needle) != std::string::npos) {
-      return true;
-    }
-  }
-  return false;
-}
-
-std::string StrAttr(const ReceivedSpan& s, std::string_view key) {
-  const auto* v = s.Attribute(key);
-  return v ? v->string_value() : "";
-}
-
-std::int64_t IntAttr(const ReceivedSpan& s, std::string_view key) {
-  const auto* v = s.Attribute(key);
-  return v ? v->int_value() : -1;
-}
-
-bool IsKernel(const ReceivedSpan& s) { return s.scope.name() == "kspan"; }
 
 // A TCP port free on `address` (a bridge gateway) for the agent to bind.
 int FreePortOn(const std::string& address) {
@@ -483,20 +465,8 @@ TEST_F(ContainerDemo, KernelSpansOfBothContainersNestUnderTheirSdkSpans) {
   ASSERT_NO_FATAL_FAILURE(StopDemo());
 
   // The requests' traces, as the SDK produced them.
-  std::map<std::string, int> request_of;
-  std::map<std::string, std::vector<ReceivedSpan>> want;
-  for (const auto& s : reference().spans()) {
-    for (int i = 0; i < kRequests; ++i) {
-      if (s.span.kind() == otlp_proto::Span::SPAN_KIND_SERVER && s.span.parent_span_id().empty() &&
-          HasStringContaining(s, "burst=" + std::to_string(i))) {
-        request_of[s.trace_id_hex()] = i;
-      }
-    }
-  }
-  for (const auto& s : reference().spans()) {
-    if (request_of.contains(s.trace_id_hex())) want[s.trace_id_hex()].push_back(s);
-  }
-  ASSERT_EQ(want.size(), static_cast<std::size_t>(kRequests)) << Logs();
+  const auto want = demo::CollectRequestTraces(reference(), "burst", kRequests, 30s);
+  ASSERT_EQ(want.app_spans.size(), static_cast<std::size_t>(kRequests)) << Logs();
   // kspan holds kernel spans for the join window (6 s), then exports.
   std::this_thread::sleep_for(7s);
   const std::string metrics = agent->Metrics();
@@ -505,100 +475,47 @@ TEST_F(ContainerDemo, KernelSpansOfBothContainersNestUnderTheirSdkSpans) {
       << "the containers' connections were found by the kernel's record of them";
   EXPECT_EQ(MetricValue(metrics, "kspan_receiver_pid_claims_refused_total{reason=\"not_in_sender_namespace\"}"), 0);
 
-  std::map<std::string, std::vector<ReceivedSpan>> got;
-  for (const auto& s : backend_otlp.spans()) {
-    if (request_of.contains(s.trace_id_hex())) got[s.trace_id_hex()].push_back(s);
-  }
-  for (const auto& [trace, app_spans] : want) {
-    SCOPED_TRACE("request " + std::to_string(request_of[trace]) + " trace " + trace);
-    ASSERT_EQ(app_spans.size(), 7u);
-    const auto& spans = got[trace];
-    std::map<std::string, const ReceivedSpan*> by_id;
-    for (const auto& s : spans) {
-      EXPECT_TRUE(by_id.emplace(s.span_id_hex(), &s).second) << "duplicated span " << s.span.name();
+  // Services by container: a kernel span by its host pid, an app span by the
+  // service.name its SDK uses (its process.pid is 1, its namespace's).
+  demo::TraceExpectations expect;
+  expect.service_of = [&](const ReceivedSpan& s) {
+    if (IsKernel(s)) {
+      const auto it = by_host_pid.find(static_cast<std::uint32_t>(IntResource(s, "process.pid")));
+      if (it == by_host_pid.end()) return demo::Service::kOther;
+      return it->second.c == &frontend() ? demo::Service::kFrontend : demo::Service::kBackend;
     }
-    // The SDK's spans are there, unchanged (resources too: process.pid 1).
-    for (const auto& a : app_spans) {
-      auto it = by_id.find(a.span_id_hex());
-      ASSERT_NE(it, by_id.end()) << "app span missing: " << a.span.name();
-      // An empty `status {}` and no status are the same OTLP span (the SDK
-      // writes the former, kspan's encoder the latter); all else must match.
-      std::string diff;
-      google::protobuf::util::MessageDifferencer differ;
-      differ.set_message_field_comparison(google::protobuf::util::MessageDifferencer::EQUIVALENT);
-      differ.ReportDifferencesToString(&diff);
-      EXPECT_TRUE(differ.Compare(a.span, it->second->span)) << a.span.name() << " changed:\n" << diff;
-      EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(a.resource, it->second->resource));
+    const std::string name = StrResource(s, "service.name");
+    return name == kFrontendService  ? demo::Service::kFrontend
+           : name == kBackendService ? demo::Service::kBackend
+                                     : demo::Service::kOther;
+  };
+  expect.backend_port = kServicePort;
+  // Node's SDK stamps times as performance.timeOrigin + performance.now(),
+  // which drifts from the kernel's clock by a few milliseconds on a loaded
+  // machine (2.4 ms seen with the sanitizer tree beside other builds), and a
+  // request reaches the socket up to 6 ms before the SDK's server span
+  // begins; placement itself is checked by the parent id.
+  expect.tolerance_ns = 5'000'000;
+  expect.more = [&](const ReceivedSpan& s, const ReceivedSpan& p, bool same_process) {
+    // Which container: everything kspan says of it.
+    const auto it = by_host_pid.find(static_cast<std::uint32_t>(IntResource(s, "process.pid")));
+    ASSERT_NE(it, by_host_pid.end());
+    const Service& svc = it->second;
+    EXPECT_EQ(StrResource(s, "container.id"), svc.c->id());
+    EXPECT_EQ(StrResource(s, "container.runtime"), "podman");
+    EXPECT_EQ(StrResource(s, "container.name"), svc.c->name());
+    EXPECT_EQ(StrResource(s, "service.name"), svc.name) << "the name its SDK uses";
+    EXPECT_EQ(IntResource(s, "kspan.process.namespace_pid"), 1) << "node is the container's pid 1";
+    // Placed by its process: the app span's own pid (its namespace's) is
+    // the kernel span's namespace pid.
+    if (same_process && !IsKernel(p)) {
+      EXPECT_EQ(IntResource(p, "process.pid"), IntResource(s, "kspan.process.namespace_pid"));
     }
-    int connects = 0, syscalls = 0, http_client = 0, http_server = 0;
-    for (const auto& s : spans) {
-      if (!IsKernel(s)) continue;
-      SCOPED_TRACE(s.span.name() + " " + s.span_id_hex());
-      // Which container: its host pid, and everything kspan says of it.
-      const auto pid = static_cast<std::uint32_t>(IntResource(s, "process.pid"));
-      ASSERT_TRUE(by_host_pid.contains(pid)) << "kernel span of pid " << pid << " in the trace";
-      const Service& svc = by_host_pid.at(pid);
-      EXPECT_EQ(StrResource(s, "container.id"), svc.c->id());
-      EXPECT_EQ(StrResource(s, "container.runtime"), "podman");
-      EXPECT_EQ(StrResource(s, "container.name"), svc.c->name());
-      EXPECT_EQ(StrResource(s, "service.name"), svc.name) << "the name its SDK uses";
-      EXPECT_EQ(IntResource(s, "kspan.process.namespace_pid"), 1) << "node is the container's pid 1";
-      // Nested: its parent is in the trace and contains it.
-      ASSERT_FALSE(s.span.parent_span_id().empty());
-      auto parent = by_id.find(s.parent_span_id_hex());
-      ASSERT_NE(parent, by_id.end()) << "orphaned kernel span";
-      const ReceivedSpan& p = *parent->second;
-      // Node's SDK stamps times as performance.timeOrigin + performance.now(),
-      // which drifts from the kernel's clock by a few milliseconds on a
-      // loaded machine (2.4 ms seen with the sanitizer tree beside other
-      // builds); placement itself is checked by the parent id above.
-      constexpr std::uint64_t kTol = 5'000'000;
-      const bool http = !StrAttr(s, "http.request.method").empty();
-      if (http && s.span.kind() == otlp_proto::Span::SPAN_KIND_SERVER && !IsKernel(p) &&
-          p.span.kind() == otlp_proto::Span::SPAN_KIND_SERVER) {
-        // A request reaches the socket before node has parsed it and its SDK
-        // has begun the server span (6 ms later on a loaded machine): the
-        // two overlap, the kernel's begins first.
-        EXPECT_LE(p.span.start_time_unix_nano(), s.span.end_time_unix_nano() + kTol);
-        EXPECT_GE(p.span.end_time_unix_nano() + kTol, s.span.end_time_unix_nano());
-      } else {
-        EXPECT_LE(p.span.start_time_unix_nano(), s.span.start_time_unix_nano() + kTol);
-        EXPECT_GE(p.span.end_time_unix_nano() + kTol, s.span.end_time_unix_nano());
-      }
-      if (!http) {
-        // The same process: the app span's own pid (its namespace's) is the
-        // kernel span's namespace pid, and the same service.
-        if (!IsKernel(p)) {
-          EXPECT_EQ(IntResource(p, "process.pid"), IntResource(s, "kspan.process.namespace_pid"));
-        }
-        EXPECT_EQ(StrResource(p, "service.name"), svc.name);
-      }
-      if (s.span.name() == "tcp connect") {
-        ++connects;
-        EXPECT_EQ(svc.c, &frontend());
-        EXPECT_EQ(IntAttr(s, "server.port"), kServicePort);
-        EXPECT_EQ(StrAttr(s, "network.peer.address"), backend().ip());
-      } else if (s.span.name().rfind("syscall ", 0) == 0) {
-        ++syscalls;
-      } else if (http && s.span.kind() == otlp_proto::Span::SPAN_KIND_CLIENT) {
-        ++http_client;
-        EXPECT_EQ(svc.c, &frontend());
-        EXPECT_FALSE(IsKernel(p));
-        EXPECT_EQ(p.span.kind(), otlp_proto::Span::SPAN_KIND_CLIENT);
-        EXPECT_EQ(s.span.name(), "GET /work");
-      } else if (http && s.span.kind() == otlp_proto::Span::SPAN_KIND_SERVER && svc.c == &backend()) {
-        ++http_server;
-        // Placed by the traceparent the frontend's SDK sent across the bridge.
-        EXPECT_EQ(p.span.kind(), otlp_proto::Span::SPAN_KIND_CLIENT);
-        EXPECT_EQ(StrResource(p, "service.name"), kFrontendService);
-        EXPECT_EQ(s.span.name(), "GET /work");
-      }
+    if (s.span.name() == "tcp connect") {
+      EXPECT_EQ(StrAttr(s, "network.peer.address"), backend().ip());
     }
-    EXPECT_EQ(connects, 2) << "one TCP connect per backend call";
-    EXPECT_GE(syscalls, 4) << "reads and writes of both services";
-    EXPECT_EQ(http_client, 2) << "the frontend's two calls, from the wire";
-    EXPECT_EQ(http_server, 2) << "the backend's two requests, from the wire";
-  }
+  };
+  demo::ExpectKernelSpansNestedInEveryTrace(want, backend_otlp.spans(), expect);
 }
 
 // Containers that name a pid in their spans' resources: pid 1 (in a

@@ -105,8 +105,9 @@ TEST(Correlation, InstrumentedDemoTracesHoldKernelSpansUnderTheSpansThatContainT
   // kspan holds kernel spans for the join window, then exports.
   std::this_thread::sleep_for(3s);
   ASSERT_EQ(agent.Terminate(30s), 0) << agent.log();
-  demo::ExpectKernelSpansNestedInEveryTrace(want, backend_otlp.spans(),
-                                            {frontend_pid, backend_pid, backend_port});
+  demo::ExpectKernelSpansNestedInEveryTrace(
+      want, backend_otlp.spans(),
+      demo::DemoProcesses{frontend_pid, backend_pid, backend_port}.Expectations());
 }
 
 }  // namespace

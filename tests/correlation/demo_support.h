@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <thread>
@@ -157,10 +158,44 @@ inline RequestTraces CollectRequestTraces(const kspan::testing::OtlpHttpTestServ
   return t;
 }
 
+// Which of the demo's services a span is (kernel spans by their process,
+// app spans by their process or their service.name).
+enum class Service { kFrontend, kBackend, kOther };
+
+// How a setting (host or containers) tells the services apart, and what it
+// checks beyond the shared rules.
+struct TraceExpectations {
+  std::function<Service(const ReceivedSpan&)> service_of;
+  int backend_port = 0;
+  // Slack for "the parent contains it": app clocks stamp in milliseconds.
+  std::uint64_t tolerance_ns = 2'000'000;
+  // Extra checks of a kernel span and its parent; `same_process`: placed
+  // by its process (not by an HTTP request's trace context).
+  std::function<void(const ReceivedSpan& kernel, const ReceivedSpan& parent, bool same_process)>
+      more;
+};
+
+// The demo on the host: services by pid; a span placed by its process has
+// its parent's pid.
 struct DemoProcesses {
   std::uint32_t frontend_pid = 0;
   std::uint32_t backend_pid = 0;
   int backend_port = 0;
+
+  TraceExpectations Expectations() const {
+    TraceExpectations e;
+    e.service_of = [f = frontend_pid, b = backend_pid](const ReceivedSpan& s) {
+      const auto pid = static_cast<std::uint32_t>(Pid(s));
+      return pid == f ? Service::kFrontend : pid == b ? Service::kBackend : Service::kOther;
+    };
+    e.backend_port = backend_port;
+    e.more = [](const ReceivedSpan& s, const ReceivedSpan& p, bool same_process) {
+      if (same_process) {
+        EXPECT_EQ(Pid(s), Pid(p));
+      }
+    };
+    return e;
+  }
 };
 
 // Every request's trace among `exported` (what kspan sent its backend):
@@ -168,7 +203,7 @@ struct DemoProcesses {
 // HTTP client and server spans nested under the spans that contain them.
 inline void ExpectKernelSpansNestedInEveryTrace(const RequestTraces& want,
                                                 const std::vector<ReceivedSpan>& exported,
-                                                const DemoProcesses& demo) {
+                                                const TraceExpectations& expect) {
   using google::protobuf::util::MessageDifferencer;
   std::map<std::string, std::vector<ReceivedSpan>> got;
   for (const auto& s : exported) {
@@ -176,6 +211,7 @@ inline void ExpectKernelSpansNestedInEveryTrace(const RequestTraces& want,
   }
   for (const auto& [trace, app_spans] : want.app_spans) {
     SCOPED_TRACE("request " + std::to_string(want.request_of.at(trace)) + " trace " + trace);
+    ASSERT_EQ(app_spans.size(), 7u);
     const auto& spans = got[trace];
     std::map<std::string, const ReceivedSpan*> by_id;
     for (const auto& s : spans) {
@@ -209,34 +245,37 @@ inline void ExpectKernelSpansNestedInEveryTrace(const RequestTraces& want,
     for (const auto& s : spans) {
       if (!IsKernel(s)) continue;
       SCOPED_TRACE(s.span.name() + " " + s.span_id_hex());
+      const Service service = expect.service_of(s);
+      EXPECT_NE(service, Service::kOther) << "a kernel span of neither service in the trace";
       // Not orphaned: its parent is in the same trace.
       ASSERT_FALSE(s.span.parent_span_id().empty());
       auto parent = by_id.find(s.parent_span_id_hex());
       ASSERT_NE(parent, by_id.end()) << "orphaned kernel span";
       const ReceivedSpan& p = *parent->second;
-      // The parent contains it (app clocks stamp in milliseconds: 2 ms).
-      constexpr std::uint64_t kTol = 2'000'000;
+      const std::uint64_t tol = expect.tolerance_ns;
       const bool http = !StrAttr(s, "http.request.method").empty();
-      if (http && s.span.kind() == otlp_proto::Span::SPAN_KIND_SERVER &&
+      if (http && s.span.kind() == otlp_proto::Span::SPAN_KIND_SERVER && !IsKernel(p) &&
           p.span.kind() == otlp_proto::Span::SPAN_KIND_SERVER) {
         // The same request seen from the wire and by the SDK: it reaches the
         // socket before node has parsed it and begun its server span (more
         // so while a just-started node is still compiling its code), so the
         // two overlap and the kernel's begins first.
-        EXPECT_LE(p.span.start_time_unix_nano(), s.span.end_time_unix_nano() + kTol);
-        EXPECT_GE(p.span.end_time_unix_nano() + kTol, s.span.end_time_unix_nano());
+        EXPECT_LE(p.span.start_time_unix_nano(), s.span.end_time_unix_nano() + tol);
+        EXPECT_GE(p.span.end_time_unix_nano() + tol, s.span.end_time_unix_nano());
       } else {
-        EXPECT_LE(p.span.start_time_unix_nano(), s.span.start_time_unix_nano() + kTol);
-        EXPECT_GE(p.span.end_time_unix_nano() + kTol, s.span.end_time_unix_nano());
+        // The parent contains it.
+        EXPECT_LE(p.span.start_time_unix_nano(), s.span.start_time_unix_nano() + tol);
+        EXPECT_GE(p.span.end_time_unix_nano() + tol, s.span.end_time_unix_nano());
       }
       // Same process, unless placed by the trace context of an HTTP request.
       if (!http) {
-        EXPECT_EQ(Pid(s), Pid(p));
+        EXPECT_EQ(expect.service_of(p), service);
       }
+      if (expect.more) expect.more(s, p, !http);
       if (s.span.name() == "tcp connect") {
         ++connects;
-        EXPECT_EQ(static_cast<std::uint32_t>(Pid(s)), demo.frontend_pid);
-        EXPECT_EQ(IntAttr(s, "server.port"), demo.backend_port);
+        EXPECT_EQ(service, Service::kFrontend);
+        EXPECT_EQ(IntAttr(s, "server.port"), expect.backend_port);
       } else if (s.span.name().rfind("syscall ", 0) == 0) {
         ++syscalls;
       } else if (http && s.span.kind() == otlp_proto::Span::SPAN_KIND_CLIENT) {
@@ -245,18 +284,17 @@ inline void ExpectKernelSpansNestedInEveryTrace(const RequestTraces& want,
         // app's CLIENT span of the same call.
         EXPECT_FALSE(IsKernel(p));
         EXPECT_EQ(p.span.kind(), otlp_proto::Span::SPAN_KIND_CLIENT);
-        EXPECT_EQ(static_cast<std::uint32_t>(Pid(s)), demo.frontend_pid);
+        EXPECT_EQ(service, Service::kFrontend);
         EXPECT_EQ(s.span.name(), "GET /work");
         EXPECT_EQ(IntAttr(s, "http.response.status_code"), 200);
-      } else if (http && s.span.kind() == otlp_proto::Span::SPAN_KIND_SERVER) {
-        if (static_cast<std::uint32_t>(Pid(s)) == demo.backend_pid) {
-          ++http_server;
-          // The incoming traceparent's span: the frontend's CLIENT span.
-          EXPECT_EQ(p.span.kind(), otlp_proto::Span::SPAN_KIND_CLIENT);
-          EXPECT_EQ(static_cast<std::uint32_t>(Pid(p)), demo.frontend_pid);
-          EXPECT_EQ(s.span.name(), "GET /work");
-          EXPECT_EQ(IntAttr(s, "http.response.status_code"), 200);
-        }
+      } else if (http && s.span.kind() == otlp_proto::Span::SPAN_KIND_SERVER &&
+                 service == Service::kBackend) {
+        ++http_server;
+        // The incoming traceparent's span: the frontend's CLIENT span.
+        EXPECT_EQ(p.span.kind(), otlp_proto::Span::SPAN_KIND_CLIENT);
+        EXPECT_EQ(expect.service_of(p), Service::kFrontend);
+        EXPECT_EQ(s.span.name(), "GET /work");
+        EXPECT_EQ(IntAttr(s, "http.response.status_code"), 200);
       }
     }
     EXPECT_EQ(connects, 2) << "one TCP connect per backend call";

@@ -120,7 +120,7 @@ void ServeBurstAndCheck(Demo& d, AgentProcess& agent, OtlpTestServer& backend_ot
   // The join window (6 s) passes for the last kernel span, then the batcher.
   std::this_thread::sleep_for(7s);
   ASSERT_EQ(agent.Terminate(30s), 0) << agent.log();
-  demo::ExpectKernelSpansNestedInEveryTrace(want, backend_otlp.spans(), processes);
+  demo::ExpectKernelSpansNestedInEveryTrace(want, backend_otlp.spans(), processes.Expectations());
 }
 
 TEST(FirstRequest, ServicesStartedNextToKspanHaveKernelSpansInTheirFirstTraces) {
