@@ -62,9 +62,13 @@ static __always_inline bool kspan_pid_denied(__u32 tgid)
 	return bpf_map_lookup_elem(&kspan_pid_deny, &tgid) != NULL;
 }
 
-/* The trace level of the current task, allow-lists in cost order:
- * tgid hash, cgroup id hash, comm LPM trie; empty lists are skipped. */
-static __always_inline enum kspan_trace_level kspan_trace_level(__u32 tgid)
+/* The trace level of `task`, or of the current task when it is NULL (a
+ * constant at every call: the other branch is compiled out), allow-lists in
+ * cost order: tgid hash, cgroup id hash, comm LPM trie; empty lists are
+ * skipped. A task other than the current one is the slow-syscall scan's,
+ * which looks at every thread of the host from the agent's own context. */
+static __always_inline enum kspan_trace_level kspan_trace_level_of(__u32 tgid,
+								     struct task_struct *task)
 {
 	if (kspan_pid_denied(tgid))
 		return KSPAN_TRACE_NONE;
@@ -75,17 +79,27 @@ static __always_inline enum kspan_trace_level kspan_trace_level(__u32 tgid)
 	if ((cfg->pid_allow_count || cfg->env_enroll) && bpf_map_lookup_elem(&kspan_pid_allow, &tgid))
 		return KSPAN_TRACE_FULL;
 	if (cfg->cgroup_allow_count) {
-		__u64 cgid = bpf_get_current_cgroup_id();
+		/* bpf_get_current_cgroup_id(): the default hierarchy's cgroup. */
+		__u64 cgid = task ? BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id)
+				  : bpf_get_current_cgroup_id();
 		if (bpf_map_lookup_elem(&kspan_cg_allow, &cgid))
 			return KSPAN_TRACE_FULL;
 	}
 	if (cfg->comm_prefix_count) {
 		struct kspan_comm_key key = {.prefixlen = 8 * KSPAN_COMM_LEN};
-		bpf_get_current_comm(key.comm, sizeof(key.comm));
+		if (task)
+			BPF_CORE_READ_STR_INTO(&key.comm, task, comm);
+		else
+			bpf_get_current_comm(key.comm, sizeof(key.comm));
 		if (bpf_map_lookup_elem(&kspan_comm_pfx, &key))
 			return KSPAN_TRACE_FULL;
 	}
 	return cfg->slow_threshold_ns ? KSPAN_TRACE_SLOW_ONLY : KSPAN_TRACE_NONE;
+}
+
+static __always_inline enum kspan_trace_level kspan_trace_level(__u32 tgid)
+{
+	return kspan_trace_level_of(tgid, NULL);
 }
 
 /* kspan_trace_level() cached per process in `cache`, a per-tgid __u32 array
@@ -94,8 +108,9 @@ static __always_inline enum kspan_trace_level kspan_trace_level(__u32 tgid)
  * change. `fc` receives the filter config. Each program family keeps its own
  * cache and resets a tgid's entry on exec and exit
  * (kspan_forget_cached_level). */
-static __always_inline int kspan_cached_trace_level(void *cache, __u32 tgid,
-						    struct kspan_filter_config **fc)
+static __always_inline int kspan_cached_trace_level_of(void *cache, __u32 tgid,
+						       struct task_struct *task,
+						       struct kspan_filter_config **fc)
 {
 	__u32 zero = 0;
 	struct kspan_filter_config *cfg = bpf_map_lookup_elem(&kspan_cfg, &zero);
@@ -109,10 +124,16 @@ static __always_inline int kspan_cached_trace_level(void *cache, __u32 tgid,
 		if ((v & ~3u) == tag)
 			return v & 3;
 	}
-	int level = kspan_trace_level(tgid);
+	int level = kspan_trace_level_of(tgid, task);
 	if (slot)
 		*slot = tag | (__u32)level;
 	return level;
+}
+
+static __always_inline int kspan_cached_trace_level(void *cache, __u32 tgid,
+						    struct kspan_filter_config **fc)
+{
+	return kspan_cached_trace_level_of(cache, tgid, NULL, fc);
 }
 
 /* exec changes comm (and cgroup); an exited tgid may be reused. */
