@@ -1297,8 +1297,19 @@ struct off_cpu {
 	__u64 out; /* switch_clock() when it left the CPU */
 	__u32 tid; /* owner of the slot; 0: free */
 	__u16 nr;
-	__u16 pad;
+	__u8 kind; /* the scan's: what the fd was while it waited (0: not known) */
+	__u8 pad;
 	__u64 args[4];
+	__u64 file; /* the scan's: the struct file of the fd then */
+	/* The scan's (kspan_sys_scan) view of the thread when it first saw the
+	 * wait: how often it had come onto a CPU, how long it had run and waited
+	 * to run; and the run queue clock of the last scan that saw it
+	 * still waiting. */
+	__u64 sum0;
+	__u64 delay0;
+	__u64 seen;
+	__u32 pcount0;
+	__u32 pad2;
 };
 
 /* One slot per thread, tid & infl_mask, as kspan_sys_infl. */
@@ -1331,9 +1342,8 @@ static __always_inline __u64 switch_clock(struct task_struct *t)
 static __always_inline void fill_off_cpu(struct kspan_syscall_event *e, struct task_struct *task,
 					 __u32 tgid, const struct off_cpu *w,
 					 const struct kspan_syscall_config *c, __u32 fd, struct file *f,
-					 __u8 kind, __u64 waited)
+					 __u8 kind, __u64 end, __u64 waited)
 {
-	__u64 end = bpf_ktime_get_ns();
 	e->type = KSPAN_EVENT_SYSCALL;
 	e->pid = tgid;
 	e->tid = w->tid;
@@ -1354,15 +1364,16 @@ static __always_inline void fill_off_cpu(struct kspan_syscall_event *e, struct t
 	e->flags = KSPAN_SYSCALL_EV_OFF_CPU;
 	BPF_CORE_READ_INTO(&e->comm, task, comm);
 	sock_fields_none(e);
-	if (kind == KSPAN_FD_SOCKET)
+	if (kind == KSPAN_FD_SOCKET && f)
 		fill_socket(e, f);
 }
 
-/* The record of a wait `waited` ns long that ended now, of thread `task`
- * (next: not the current task, whose fd table is prev's). Out of line: it
- * runs once per slow syscall, not per switch. */
+/* The record of a wait `waited` ns long that ended at `end` (monotonic
+ * clock), of thread `task` (not the current task: next at a switch, whose
+ * fd table is not prev's; any thread in the scan). Out of line: it runs once
+ * per slow syscall, not per switch or per thread scanned. */
 static __noinline int off_cpu_record(struct task_struct *task, const struct off_cpu *w,
-				     __u64 waited)
+				     __u64 end, __u64 waited)
 {
 	struct kspan_syscall_config *c = sys_config(w->nr);
 	if (!c)
@@ -1379,6 +1390,13 @@ static __noinline int off_cpu_record(struct task_struct *task, const struct off_
 		f = fd_file_of(task, fd);
 	}
 	__u8 kind = file_kind(f);
+	if (w->kind && (__u64)f != w->file) {
+		/* A wait the scan found over after the syscall returned: the fd
+		 * may be closed or another file now. What it was during the
+		 * wait, without the details. */
+		f = NULL;
+		kind = w->kind;
+	}
 	if (keep == SYS_KEEP_IF_SOCKET && kind != KSPAN_FD_SOCKET) {
 		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_BELOW_THRESHOLD);
 		return 0;
@@ -1387,14 +1405,14 @@ static __noinline int off_cpu_record(struct task_struct *task, const struct off_
 	/* Two paths to the end, not one joined on `pe`: 6.1's verifier cannot
 	 * tell that a reserved record is not NULL at a later check, and would
 	 * follow the per-CPU ring's commit with no ring. */
-	if (kind == KSPAN_FD_FILE) {
+	if (kind == KSPAN_FD_FILE && f) {
 		struct kspan_syscall_path_event *pe =
 			bpf_ringbuf_reserve(&kspan_sys_ring, sizeof(*pe), 0);
 		if (!pe) {
 			kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_RING_FULL);
 			return 0;
 		}
-		fill_off_cpu(&pe->ev, task, tgid, w, c, fd, f, kind, waited);
+		fill_off_cpu(&pe->ev, task, tgid, w, c, fd, f, kind, end, waited);
 		fill_path(pe, tgid, fd, f);
 		submit(pe);
 		return 0;
@@ -1403,7 +1421,7 @@ static __noinline int off_cpu_record(struct task_struct *task, const struct off_
 	struct kspan_syscall_event *e = rec_reserve(&pos);
 	if (!e || !pos)
 		return 0;
-	fill_off_cpu(e, task, tgid, w, c, fd, f, kind, waited);
+	fill_off_cpu(e, task, tgid, w, c, fd, f, kind, end, waited);
 	rec_commit(pos);
 	return 0;
 }
@@ -1427,7 +1445,7 @@ int BPF_PROG(kspan_sys_slow, bool preempt, struct task_struct *prev, struct task
 				 * it may take it on another CPU). */
 				struct off_cpu copy = *w;
 				w->tid = 0;
-				off_cpu_record(next, &copy, waited);
+				off_cpu_record(next, &copy, bpf_ktime_get_ns(), waited);
 			} else {
 				w->tid = 0;
 			}
@@ -1472,6 +1490,224 @@ int BPF_PROG(kspan_sys_slow, bool preempt, struct task_struct *prev, struct task
 	return 0;
 }
 
+/* ---- the host-wide slow-syscall watch by scan (iter/task, 5.15+) ----
+ *
+ * The same promise as kspan_sys_slow with no program on any per-event path:
+ * the agent runs this task iterator every scan interval (at most the slow
+ * threshold, so no wait that long falls between two scans), and it looks at
+ * every user thread of the host once. A thread asleep (off its run queue)
+ * inside a configured syscall of a process watched for slow syscalls only
+ * takes its slot of kspan_sys_wait, with the scheduler's own counters of it
+ * at that moment (struct off_cpu). As long as later scans find it has not
+ * come onto a CPU since (sched_info.pcount unchanged), the wait goes on; when
+ * one finds it has, the wait is over, and its length comes from the
+ * scheduler's clocks, not from when the scans happened to look:
+ *
+ *   left the CPU  = last_arrival + (sum_exec_runtime - prev_sum_exec_runtime)
+ *                   at the first scan: the start of its last run plus how
+ *                   long that run was;
+ *   woken         = last_arrival - (run_delay - delay0)
+ *                                - (prev_sum_exec_runtime - sum0)
+ *                   at the scan that finds it over: its latest arrival on a
+ *                   CPU less the time it has since waited on a run queue and
+ *                   run before that arrival; exact when it has not slept
+ *                   again in between (a sleep it is in now comes after that
+ *                   arrival), else late by those sleeps (typically short:
+ *                   the thread woke, slept briefly, and ran on), and never
+ *                   earlier than the last scan that saw it asleep.
+ *
+ * Both are run queue clock (sched_clock) times, converted to the monotonic
+ * clock by the offset between the two that each scan measures as it starts
+ * (this CPU's run queue clock, which the agent's own wake-up just updated).
+ * The record is the sched_switch watch's (KSPAN_SYSCALL_EV_OFF_CPU, no
+ * return value), emitted up to one scan interval after the wait ended, or
+ * when the thread exits before that scan (kspan_sys_gone, from the exiting
+ * thread's own counters). Needs CONFIG_SCHED_INFO (Debian's kernels have
+ * it; elsewhere the CO-RE relocations fail the load and the loader takes
+ * the sched_switch watch) and bpf_task_pt_regs (5.15+).
+ *
+ * What it cannot see, beyond the sched_switch watch's limits: a wait that
+ * began and ended between two scans (shorter than the interval, which is at
+ * most the threshold). What it costs is the agent's: an array read and a
+ * few loads per thread of the host per scan; no other process pays
+ * anything. */
+
+#define TASK_INTERRUPTIBLE 0x0001
+#define TASK_UNINTERRUPTIBLE 0x0002
+
+/* The fields older kernels named otherwise (task_struct::state before 5.14). */
+struct task_struct___pre514 {
+	long state;
+} __attribute__((preserve_access_index));
+
+static __always_inline unsigned int task_state(struct task_struct *t)
+{
+	if (bpf_core_field_exists(t->__state))
+		return BPF_CORE_READ(t, __state);
+	return (unsigned int)BPF_CORE_READ((struct task_struct___pre514 *)t, state);
+}
+
+/* Asleep inside the kernel: off its run queue, in an interruptible or
+ * uninterruptible sleep (a stopped or traced thread is neither). */
+static __always_inline bool task_asleep(struct task_struct *t)
+{
+	return !BPF_CORE_READ(t, on_rq) &&
+	       (task_state(t) & (TASK_INTERRUPTIBLE | TASK_UNINTERRUPTIBLE));
+}
+
+/* 1: the slow-syscall watch is the scan (the loader sets it). */
+const volatile __u8 slow_by_scan = 0;
+
+/* The monotonic clock less the run queue clock, measured as the latest scan
+ * started; 0 before the first. */
+__u64 scan_mono_off = 0;
+
+/* The wait in slot `w` of `task` is over (`now`: the run queue clock):
+ * record it when long enough. Probe reads only: `task` is also the exiting
+ * thread of kspan_sys_gone, an untyped pointer there. */
+static __noinline int scan_wait_over(struct task_struct *task, struct off_cpu *w, __u64 now)
+{
+	__u64 off = scan_mono_off;
+	if (!off)
+		return 0;
+	__u64 arrival = BPF_CORE_READ(task, sched_info.last_arrival);
+	__u64 delay = BPF_CORE_READ(task, sched_info.run_delay);
+	__u64 prev_sum = BPF_CORE_READ(task, se.prev_sum_exec_runtime);
+	__u64 ran = prev_sum > w->sum0 ? prev_sum - w->sum0 : 0;
+	__u64 queued = delay > w->delay0 ? delay - w->delay0 : 0;
+	__u64 woken = arrival > ran + queued ? arrival - ran - queued : 0;
+	if (woken < w->seen)
+		woken = w->seen; /* asleep then; prev_sum not kept (RT class)? */
+	if (woken > now)
+		woken = now;
+	if (woken <= w->out)
+		return 0;
+	__u64 waited = woken - w->out;
+	__u32 zero = 0;
+	struct kspan_filter_config *fc = bpf_map_lookup_elem(&kspan_cfg, &zero);
+	if (!fc || !fc->slow_threshold_ns || waited < fc->slow_threshold_ns)
+		return 0;
+	struct off_cpu copy = *w;
+	return off_cpu_record(task, &copy, woken + off, waited);
+}
+
+/* One thread of a pass (`now`: the run queue clock). */
+static __always_inline void scan_task(struct task_struct *task, __u64 now)
+{
+	__u32 tid = task->pid;
+	if (!tid || (task->flags & (PF_KTHREAD | PF_IO_WORKER)))
+		return;
+	__u32 idx = tid & infl_mask;
+	struct off_cpu *w = bpf_map_lookup_elem(&kspan_sys_wait, &idx);
+	if (!w)
+		return;
+	__u32 pcount = (__u32)BPF_CORE_READ(task, sched_info.pcount);
+	if (w->tid == tid) {
+		if (w->pcount0 == pcount) {
+			/* Not on a CPU since: the same wait goes on (still
+			 * asleep now, or woken and waiting for a CPU). */
+			if (task_asleep(task))
+				w->seen = now;
+			return;
+		}
+		scan_wait_over(task, w, now);
+		w->tid = 0;
+	}
+	/* A new wait? Asleep inside a configured syscall that is not an idle
+	 * wait, of a process watched for slow syscalls only. */
+	if (!task_asleep(task))
+		return;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	if (!regs)
+		return;
+	long nr = BPF_CORE_READ(regs, orig_ax);
+	struct kspan_syscall_config *c = sys_config(nr);
+	if (!c || c->syscall_class == KSPAN_SYSCALL_CLASS_WAIT)
+		return;
+	struct kspan_filter_config *fc = NULL;
+	if (kspan_cached_trace_level_of(&kspan_sys_lvl, task->tgid, task, &fc) !=
+	    KSPAN_TRACE_SLOW_ONLY)
+		return;
+	if (task->thread_info.status & TS_COMPAT)
+		return;
+	if (w->tid && w->tid != tid) {
+		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_ENTER_NO_SLOT);
+		return;
+	}
+	__u64 arrival = BPF_CORE_READ(task, sched_info.last_arrival);
+	__u64 sum = BPF_CORE_READ(task, se.sum_exec_runtime);
+	__u64 prev_sum = BPF_CORE_READ(task, se.prev_sum_exec_runtime);
+	__u64 out = arrival + (sum > prev_sum ? sum - prev_sum : 0);
+	w->out = out < now ? out : now;
+	w->seen = now;
+	w->sum0 = sum;
+	w->delay0 = BPF_CORE_READ(task, sched_info.run_delay);
+	w->pcount0 = pcount;
+	w->nr = (__u16)nr;
+	w->kind = 0;
+	w->file = 0;
+	if (c->flags & (KSPAN_SYSCALL_F_FD_ARG0 | KSPAN_SYSCALL_F_FD_AT_ENTER)) {
+		struct file *f = fd_file_of(task, (__u32)BPF_CORE_READ(regs, di));
+		w->file = (__u64)f;
+		w->kind = file_kind(f);
+	}
+	w->args[0] = BPF_CORE_READ(regs, di);
+	w->args[1] = BPF_CORE_READ(regs, si);
+	w->args[2] = BPF_CORE_READ(regs, dx);
+	w->args[3] = BPF_CORE_READ(regs, r10);
+	w->tid = tid;
+}
+
+/* The run queue clock at the start of a pass, and the offset of the
+ * monotonic clock from it: the agent has just come onto this CPU for the
+ * pass, so the run queue clock is fresh. */
+static __always_inline __u64 scan_start(void)
+{
+	__u64 mono = bpf_ktime_get_ns();
+	__u64 rq = switch_clock(bpf_get_current_task_btf());
+	scan_mono_off = mono - rq;
+	return rq;
+}
+
+/* The whole pass in one run (6.7+): the loader attaches it to iterate the
+ * agent's main thread only, and it walks every thread of the host with the
+ * open-coded task iterator, under RCU, without the seq_file iterator's cost
+ * per task (a pid lookup and a reference taken and dropped: some 500 ns a
+ * thread here, against some 100 ns for the walk and the checks). */
+extern int bpf_iter_task_new(struct bpf_iter_task *it, struct task_struct *task,
+			     unsigned int flags) __weak __ksym;
+extern struct task_struct *bpf_iter_task_next(struct bpf_iter_task *it) __weak __ksym;
+extern void bpf_iter_task_destroy(struct bpf_iter_task *it) __weak __ksym;
+
+SEC("iter/task")
+int kspan_sys_scan(struct bpf_iter__task *ctx)
+{
+	if (!ctx->task)
+		return 0;
+	__u64 now = scan_start();
+	struct bpf_iter_task it;
+	struct task_struct *t;
+	bpf_iter_task_new(&it, NULL, BPF_TASK_ITER_ALL_THREADS);
+	while ((t = bpf_iter_task_next(&it)))
+		scan_task(t, now);
+	bpf_iter_task_destroy(&it);
+	return 0;
+}
+
+/* The same pass, one run per thread of the seq_file task iterator
+ * (5.15-6.6: no open-coded iterator). */
+SEC("iter/task")
+int kspan_sys_scant(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+	if (!task)
+		return 0;
+	__u64 now = ctx->meta->seq_num == 0 ? scan_start()
+					    : switch_clock(bpf_get_current_task_btf());
+	scan_task(task, now);
+	return 0;
+}
+
 /* ---- level cache invalidation, on every variant ---- */
 
 static __always_inline int forget_level(void)
@@ -1490,11 +1726,19 @@ static __always_inline void forget_thread(void)
 	if (slot && slot->tid == tid)
 		slot->tid = 0;
 	bpf_map_delete_elem(&kspan_sys_spill, &tid);
-	/* A wait the slow watch saw begin and will not see end (detached in
-	 * between). */
+	/* A wait the slow watch saw begin and will not see end: the scan's
+	 * ended before the exit (a process that blocked, then exited before the
+	 * next scan); the sched_switch watch's was detached in between. */
 	struct off_cpu *w = bpf_map_lookup_elem(&kspan_sys_wait, &idx);
-	if (w && w->tid == tid)
+	if (w && w->tid == tid) {
+		if (slow_by_scan) {
+			__u64 off = scan_mono_off;
+			if (off)
+				scan_wait_over((struct task_struct *)bpf_get_current_task(), w,
+					       bpf_ktime_get_ns() - off);
+		}
 		w->tid = 0;
+	}
 }
 
 /* A syscall of `prev` between its enter and exit, kept in `cur` (see

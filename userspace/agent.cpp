@@ -111,6 +111,10 @@ absl::Status Agent::Start() {
     opts.pin_dir = pins_->path();
     opts.force_variant = ParseSyscallVariant(sys.variant);
     opts.watch_unselected = config_.capture.slow_threshold.count() > 0;
+    opts.slow_watch = ParseSlowWatch(config_.capture.slow_watch).value_or(SlowWatch::kScan);
+    opts.slow_scan_interval = config_.capture.slow_scan_interval.count() > 0
+                                  ? config_.capture.slow_scan_interval
+                                  : config_.capture.slow_threshold;
     opts.syscalls = sys.names;
     opts.class_min[KSPAN_SYSCALL_CLASS_FILE_IO] = sys.file_io_min;
     opts.class_min[KSPAN_SYSCALL_CLASS_SOCKET_IO] = sys.socket_io_min;
@@ -204,6 +208,7 @@ absl::Status Agent::Start() {
   if (tcp_ || syscalls_ || dns_ || http_) {
     if (auto s = reader_->Start(config_.capture.poll_interval); !s.ok()) return s;
   }
+  if (syscalls_) syscalls_->StartScan();  // a thread: after the capability drop
   last_totals_log_ = std::chrono::steady_clock::now();
   if (admin_) admin_->SetReady(true);
   return absl::OkStatus();
@@ -478,7 +483,7 @@ bool Agent::SyscallHooksWanted() const {
   // exit programs time the syscalls of every process while the threshold
   // is set.
   return filter_->HasSelection() ||
-         (!syscalls_->slow_watch_on_switch() && filter_->ReadConfig().slow_threshold_ns > 0);
+         (!syscalls_->slow_watch_off_cpu() && filter_->ReadConfig().slow_threshold_ns > 0);
 }
 
 absl::Status Agent::StartSyscallDemand() {
@@ -586,6 +591,20 @@ void Agent::RegisterCaptureMetrics() {
         "1 while the syscall enter/exit programs are attached (every syscall on the host pays "
         "for them), 0 while no process is selected or enrolled.",
         {}, [this] { return syscalls_->hooks_attached() ? 1.0 : 0.0; }, this);
+    if (syscalls_->slow_watch_taken() == SlowWatch::kScan) {
+      metrics_.AddCallbackCounter(
+          "kspan_syscall_slow_scans_total",
+          "Scans of every thread of the host for slow syscalls (capture.slow_watch: scan).", {},
+          [this] { return static_cast<double>(syscalls_->scan_stats().scans); }, this);
+      metrics_.AddCallbackCounter(
+          "kspan_syscall_slow_scan_seconds_total",
+          "Time the agent spent in those scans: what the slow-syscall watch costs the host.", {},
+          [this] { return syscalls_->scan_stats().nanoseconds / 1e9; }, this);
+      metrics_.AddCallbackCounter(
+          "kspan_syscall_slow_scan_failures_total",
+          "Scans that could not run (the iterator could not be created or read).", {},
+          [this] { return static_cast<double>(syscalls_->scan_stats().failures); }, this);
+    }
     static constexpr StatSlot kSysSlots[] = {
         {KSPAN_SYS_STAT_EMITTED, StatSlot::kEvent, "syscall"},
         {KSPAN_SYS_STAT_RING_FULL, StatSlot::kLost, "ring_full"},
@@ -799,6 +818,12 @@ std::string Agent::StatusJson() {
     f["hooks"] = {{"attach", config_.capture.syscalls.attach_always ? "always" : "on_demand"},
                   {"attached", syscalls_->hooks_attached()}};
     f["slow_watch"] = syscalls_->slow_watch();
+    if (syscalls_->slow_watch_taken() == SlowWatch::kScan) {
+      const auto scan = syscalls_->scan_stats();
+      f["slow_scan"] = {{"scans", scan.scans},
+                        {"seconds", scan.nanoseconds / 1e9},
+                        {"failures", scan.failures}};
+    }
     f["syscalls"] = syscalls_->EnabledSyscalls();
     f["events"] = {{"syscall", st[KSPAN_SYS_STAT_EMITTED]},
                    {"below_threshold", st[KSPAN_SYS_STAT_BELOW_THRESHOLD]},

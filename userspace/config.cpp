@@ -509,7 +509,8 @@ absl::Status ReadFile(const ConfigReader& r, const YAML::Node& root, AgentConfig
   if (const auto& cap = root["capture"]; cap) {
     KSPAN_RETURN_IF_ERROR(r.CheckKeys(cap, "capture",
                                       {"ring_buffer_bytes", "wakeup_bytes", "poll_interval", "tcp",
-                                       "processes", "slow_threshold", "syscalls", "dns", "http"}));
+                                       "processes", "slow_threshold", "slow_watch",
+                                       "slow_scan_interval", "syscalls", "dns", "http"}));
     KSPAN_RETURN_IF_ERROR(r.Bool(cap["dns"], "capture.dns", &c->capture.dns));
     if (const auto& h = cap["http"]; h) {
       auto& http = c->capture.http;
@@ -545,6 +546,18 @@ absl::Status ReadFile(const ConfigReader& r, const YAML::Node& root, AgentConfig
         r.Duration(cap["poll_interval"], "capture.poll_interval", &c->capture.poll_interval));
     KSPAN_RETURN_IF_ERROR(
         r.Duration(cap["slow_threshold"], "capture.slow_threshold", &c->capture.slow_threshold));
+    KSPAN_RETURN_IF_ERROR(
+        r.String(cap["slow_watch"], "capture.slow_watch", &c->capture.slow_watch));
+    if (!ParseSlowWatch(c->capture.slow_watch)) {
+      return r.Error(cap["slow_watch"], "capture.slow_watch", "scan or sched_switch");
+    }
+    KSPAN_RETURN_IF_ERROR(r.Duration(cap["slow_scan_interval"], "capture.slow_scan_interval",
+                                     &c->capture.slow_scan_interval));
+    if (c->capture.slow_scan_interval > c->capture.slow_threshold) {
+      return r.Error(cap["slow_scan_interval"], "capture.slow_scan_interval",
+                     "at most capture.slow_threshold (a wait that long could fall between two "
+                     "scans; 0: the threshold)");
+    }
     if (const auto& t = cap["tcp"]; t) {
       KSPAN_RETURN_IF_ERROR(r.CheckKeys(t, "capture.tcp", {"enabled", "scope", "variant"}));
       KSPAN_RETURN_IF_ERROR(r.Bool(t["enabled"], "capture.tcp.enabled", &c->capture.tcp.enabled));

@@ -51,6 +51,12 @@ struct AgentConfig {
 
     // Processes not selected record only syscalls slower than this (0: none).
     std::chrono::milliseconds slow_threshold{10};
+    // How those processes are watched: "scan" (the agent looks at every
+    // thread every slow_scan_interval; no program on any per-event path) or
+    // "sched_switch" (a program at every context switch; exact timing).
+    std::string slow_watch = "scan";
+    // scan: how often; 0 = the slow threshold. At most the threshold.
+    std::chrono::milliseconds slow_scan_interval{0};
 
     // DNS over UDP port 53 as client spans, for every process not denied.
     bool dns = true;

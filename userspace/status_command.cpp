@@ -100,6 +100,13 @@ void PrintHuman(const nlohmann::json& j, std::FILE* out) {
     if (f.contains("slow_watch")) {
       std::fprintf(out, "  slow syscalls of other processes: %s\n", Text(f, "slow_watch", "?").c_str());
     }
+    if (const auto& sc = At(f, "slow_scan"); sc.is_object()) {
+      const double scans = sc.value("scans", 0.0);
+      const double seconds = sc.value("seconds", 0.0);
+      std::fprintf(out, "  slow-syscall scan: %.0f passes, %.3f s in all (%.1f us a pass), %.0f failed\n",
+                   scans, seconds, scans > 0 ? 1e6 * seconds / scans : 0.0,
+                   sc.value("failures", 0.0));
+    }
     if (f.contains("syscalls")) {
       std::fprintf(out, "  syscalls (%zu):", At(f, "syscalls").size());
       for (const auto& p : At(f, "syscalls")) std::fprintf(out, " %s", Text(p).c_str());

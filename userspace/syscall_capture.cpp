@@ -5,6 +5,8 @@
 #include <bpf/libbpf.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -48,6 +50,21 @@ std::optional<SyscallVariant> ParseSyscallVariant(std::string_view name) {
   return std::nullopt;
 }
 
+std::string_view SlowWatchName(SlowWatch w) {
+  switch (w) {
+    case SlowWatch::kScan: return "scan";
+    case SlowWatch::kSwitch: return "sched_switch";
+    case SlowWatch::kHooks: return "sys_enter/sys_exit";
+  }
+  return "unknown";
+}
+
+std::optional<SlowWatch> ParseSlowWatch(std::string_view name) {
+  if (name == "scan") return SlowWatch::kScan;
+  if (name == "sched_switch") return SlowWatch::kSwitch;
+  return std::nullopt;
+}
+
 absl::Status SyscallCapture::ValidateSyscallNames(const std::vector<std::string>& names) {
   for (const auto& n : names) {
     if (FindSyscall(n) == nullptr) {
@@ -76,6 +93,7 @@ SyscallCapture::SyscallCapture(SyscallCaptureOptions options)
 SyscallCapture::~SyscallCapture() { Destroy(); }
 
 void SyscallCapture::Destroy() {
+  StopScan();  // before the link it reads goes
   syscalls_bpf::destroy(skel_);  // detaches links, closes maps; null-safe
   skel_ = nullptr;
 }
@@ -146,8 +164,9 @@ absl::Status SyscallCapture::Configure() {
   while (std::uint64_t{check} * 2 <= per_check && check < (1u << 16)) check <<= 1;
   skel_->rodata->wakeup_check_mask = check - 1;
   skel_->rodata->infl_mask = PerThreadSlots() - 1;
-  const bool slow = attempt_ == SyscallVariant::kTpBtf && attempt_slow_;
+  const bool slow = attempt_ == SyscallVariant::kTpBtf && attempt_watch_ != SlowWatch::kHooks;
   skel_->rodata->slow_by_switch = slow ? 1 : 0;
+  skel_->rodata->slow_by_scan = slow && attempt_watch_ == SlowWatch::kScan ? 1 : 0;
   const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
   struct {
     bpf_map* map;
@@ -192,7 +211,11 @@ absl::Status SyscallCapture::Configure() {
       {skel_->progs.kspan_sys_x_btf, tp_btf && !attempt_direct_},
       {skel_->progs.kspan_sys_x_ptr, tp_btf && attempt_direct_},
       {skel_->progs.kspan_sys_switch, tp_btf},
-      {skel_->progs.kspan_sys_slow, slow},
+      {skel_->progs.kspan_sys_slow, slow && attempt_watch_ == SlowWatch::kSwitch},
+      {skel_->progs.kspan_sys_scan,
+       slow && attempt_watch_ == SlowWatch::kScan && attempt_scan_whole_},
+      {skel_->progs.kspan_sys_scant,
+       slow && attempt_watch_ == SlowWatch::kScan && !attempt_scan_whole_},
   };
   for (const auto& [prog, load] : exits) {
     if (int err = bpf_program__set_autoload(prog, load)) {
@@ -218,10 +241,22 @@ absl::Status SyscallCapture::Attach() {
       {skel_->progs.kspan_sys_exec, &skel_->links.kspan_sys_exec},
       {skel_->progs.kspan_sys_gone, &skel_->links.kspan_sys_gone},
       {skel_->progs.kspan_sys_slow, &skel_->links.kspan_sys_slow},
+      {skel_->progs.kspan_sys_scan, &skel_->links.kspan_sys_scan},
+      {skel_->progs.kspan_sys_scant, &skel_->links.kspan_sys_scant},
   };
   for (const auto& o : always) {
     if (!bpf_program__autoload(o.prog)) continue;
-    *o.link = bpf_program__attach(o.prog);
+    if (o.prog == skel_->progs.kspan_sys_scan) {
+      // Runs once per pass: iterates one task (this process's main thread,
+      // which lives as long as it does) and walks every thread itself.
+      union bpf_iter_link_info info = {};
+      info.task.tid = static_cast<__u32>(getpid());
+      LIBBPF_OPTS(bpf_iter_attach_opts, iter, .link_info = &info,
+                  .link_info_len = sizeof(info));
+      *o.link = bpf_program__attach_iter(o.prog, &iter);
+    } else {
+      *o.link = bpf_program__attach(o.prog);
+    }
     if (*o.link == nullptr) {
       return Failed("attach", absl::StrCat(bpf_program__name(o.prog), " (variant ",
                                            std::string(SyscallVariantName(attempt_)), ")"),
@@ -231,7 +266,10 @@ absl::Status SyscallCapture::Attach() {
   if (auto s = AttachHooks(); !s.ok()) return s;
   variant_ = std::string(SyscallVariantName(attempt_));
   direct_walk_ = attempt_direct_;
-  slow_on_switch_ = skel_->links.kspan_sys_slow != nullptr;
+  slow_taken_ = skel_->links.kspan_sys_slow ? SlowWatch::kSwitch
+                : (skel_->links.kspan_sys_scan || skel_->links.kspan_sys_scant) ? SlowWatch::kScan
+                                                                                : SlowWatch::kHooks;
+  scan_whole_ = skel_->links.kspan_sys_scan != nullptr;
   return absl::OkStatus();
 }
 
@@ -330,36 +368,59 @@ absl::Status SyscallCapture::Start() {
   } else {
     variants.assign(kSyscallVariants.begin(), kSyscallVariants.end());
   }
-  // (variant, direct walk, slow watch on sched_switch): tp_btf with direct
-  // loads and the switch watch first where possible.
+  // (variant, direct walk, slow watch): tp_btf with direct loads and the
+  // configured watch first where possible, then the other watch, then the
+  // enter and exit programs timing slow-only processes. A kernel without
+  // what a watch reads (bpf_task_pt_regs; for the scan, the scheduler's
+  // CONFIG_SCHED_INFO fields, whose CO-RE relocations then fail the load)
+  // refuses it and the next is tried.
   const bool direct = options_.direct_walk && KernelBtfHas("bpf_rdonly_cast", BTF_KIND_FUNC);
-  bool slow = options_.watch_unselected && options_.slow_watch_on_switch &&
-              KernelHasBpfHelper("BPF_FUNC_task_pt_regs");
+  std::vector<SlowWatch> watches;
+  if (options_.watch_unselected && KernelHasBpfHelper("BPF_FUNC_task_pt_regs")) {
+    const SlowWatch preferred =
+        options_.slow_watch == SlowWatch::kHooks ? SlowWatch::kScan : options_.slow_watch;
+    if (options_.slow_watch != SlowWatch::kHooks) {
+      watches.push_back(preferred);
+      watches.push_back(preferred == SlowWatch::kScan ? SlowWatch::kSwitch : SlowWatch::kScan);
+    }
+  }
+  watches.push_back(SlowWatch::kHooks);
+  // The scan's whole pass in one run where the kernel has the open-coded
+  // task iterator (6.7+), else one run per thread.
+  const bool whole = KernelBtfHas("bpf_iter_task_new", BTF_KIND_FUNC);
   struct Candidate {
     SyscallVariant variant;
     bool direct;
-    bool slow;
+    SlowWatch watch;
+    bool whole;
   };
   std::vector<Candidate> candidates;
   for (auto v : variants) {
     if (v != SyscallVariant::kTpBtf) {
-      candidates.push_back({v, false, false});
+      candidates.push_back({v, false, SlowWatch::kHooks, false});
       continue;
     }
     for (bool d : {true, false}) {
       if (d && !direct) continue;
-      if (slow) candidates.push_back({v, d, true});
-      candidates.push_back({v, d, false});
+      for (SlowWatch w : watches) {
+        if (w == SlowWatch::kScan && whole) candidates.push_back({v, d, w, true});
+        candidates.push_back({v, d, w, false});
+      }
     }
   }
   std::vector<std::string> refused;
+  std::vector<std::pair<SlowWatch, bool>> watches_refused;
   absl::Status last;
-  for (const auto& [v, d, sl] : candidates) {
-    // Once refused, the switch watch is not tried with the other exits.
-    if (sl && !slow) continue;
+  for (const auto& [v, d, sl, wh] : candidates) {
+    // Once refused, a watch is not tried with the other exits.
+    if (std::find(watches_refused.begin(), watches_refused.end(), std::pair{sl, wh}) !=
+        watches_refused.end()) {
+      continue;
+    }
     attempt_ = v;
     attempt_direct_ = d;
-    attempt_slow_ = sl;
+    attempt_watch_ = sl;
+    attempt_scan_whole_ = wh;
     last = Open();
     if (last.ok()) last = Configure();
     if (last.ok()) last = Load();
@@ -379,8 +440,11 @@ absl::Status SyscallCapture::Start() {
     }
     if (last.code() == absl::StatusCode::kInvalidArgument) return last;  // not the kernel's fault
     refused.push_back(absl::StrCat(last.message(), d ? " (direct BTF loads)" : "",
-                                   sl ? " (slow watch on sched_switch)" : ""));
-    if (sl) slow = false;
+                                   sl != SlowWatch::kHooks
+                                       ? absl::StrCat(" (slow watch: ", std::string(SlowWatchName(sl)),
+                                                      wh ? ", whole pass in one run" : "", ")")
+                                       : ""));
+    if (sl != SlowWatch::kHooks) watches_refused.push_back({sl, wh});
     Destroy();
   }
   return absl::InternalError(
@@ -389,14 +453,93 @@ absl::Status SyscallCapture::Start() {
 
 void SyscallCapture::Detach() {
   if (skel_ == nullptr) return;
+  StopScan();
   DetachHooks();
   syscalls_bpf::detach(skel_);
 }
 
 std::string SyscallCapture::slow_watch() const {
   if (!options_.watch_unselected) return "off (capture.slow_threshold: 0)";
-  if (slow_on_switch_) return "sched_switch (kspan_sys_slow: only syscalls that wait pay)";
+  if (slow_taken_ == SlowWatch::kScan) {
+    return absl::StrCat("scan every ",
+                        std::chrono::duration_cast<std::chrono::microseconds>(
+                            options_.slow_scan_interval).count() / 1e3,
+                        scan_whole_ ? " ms (kspan_sys_scan" : " ms (kspan_sys_scant",
+                        ": the agent pays, no other process)");
+  }
+  if (slow_taken_ == SlowWatch::kSwitch) {
+    return "sched_switch (kspan_sys_slow: only syscalls that wait pay)";
+  }
   return "sys_enter/sys_exit (every configured syscall timed while the threshold is set)";
+}
+
+void SyscallCapture::StartScan() {
+  if (skel_ == nullptr || slow_taken_ != SlowWatch::kScan) return;
+  StopScan();
+  {
+    std::lock_guard lock(scan_mu_);
+    scan_stop_ = false;
+  }
+  bpf_link* link = scan_whole_ ? skel_->links.kspan_sys_scan : skel_->links.kspan_sys_scant;
+  scan_thread_ = std::thread(&SyscallCapture::ScanLoop, this, bpf_link__fd(link));
+}
+
+void SyscallCapture::StopScan() {
+  if (!scan_thread_.joinable()) return;
+  {
+    std::lock_guard lock(scan_mu_);
+    scan_stop_ = true;
+  }
+  scan_cv_.notify_all();
+  scan_thread_.join();
+}
+
+void SyscallCapture::ScanLoop(int link_fd) {
+  pthread_setname_np(pthread_self(), "kspan-sys-scan");
+  const auto interval = std::max<std::chrono::nanoseconds>(options_.slow_scan_interval,
+                                                           std::chrono::milliseconds(1));
+  auto next = std::chrono::steady_clock::now() + interval;
+  bool warned = false;
+  std::unique_lock lock(scan_mu_);
+  while (!scan_cv_.wait_until(lock, next, [&] { return scan_stop_; })) {
+    lock.unlock();
+    const auto start = std::chrono::steady_clock::now();
+    // Each read of a fresh iterator runs kspan_sys_scan over every thread
+    // of the host; the program writes nothing, so one read returns 0.
+    const int fd = bpf_iter_create(link_fd);
+    bool ok = fd >= 0;
+    if (ok) {
+      char buf[64];
+      ssize_t n;
+      while ((n = read(fd, buf, sizeof(buf))) > 0) {
+      }
+      ok = n == 0;
+      close(fd);
+    }
+    const auto end = std::chrono::steady_clock::now();
+    if (ok) {
+      scans_.fetch_add(1, std::memory_order_relaxed);
+      scan_ns_.fetch_add(
+          static_cast<std::uint64_t>(
+              std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count()),
+          std::memory_order_relaxed);
+    } else {
+      scan_failures_.fetch_add(1, std::memory_order_relaxed);
+      if (!warned) {
+        spdlog::warn("syscall capture: the slow-syscall scan failed: {}", std::strerror(errno));
+        warned = true;
+      }
+    }
+    // A scan that overran: the next one an interval after it ended.
+    next += interval;
+    if (next <= end) next = end + interval;
+    lock.lock();
+  }
+}
+
+SyscallCapture::ScanStats SyscallCapture::scan_stats() const {
+  return {scans_.load(std::memory_order_relaxed), scan_failures_.load(std::memory_order_relaxed),
+          scan_ns_.load(std::memory_order_relaxed)};
 }
 
 int SyscallCapture::ring_fd() const {

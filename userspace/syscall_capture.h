@@ -11,20 +11,24 @@
 // on the kernel's syscall tracing path while attached, so the agent detaches
 // them while no process is selected (SetHooksAttached, SyscallDemand). The
 // slow syscalls of processes that are not selected are then seen by the
-// slow-syscall watch on sched_switch (kspan_sys_slow, tp_btf on kernels with
-// bpf_task_pt_regs), which stays attached; where it cannot load, the hooks
-// time those processes' syscalls as before and stay attached while the
-// host-wide threshold is set.
+// slow-syscall watch, which stays on: by default a task iterator the agent
+// runs every scan interval (kspan_sys_scan, no program on any per-event
+// path), or a program on sched_switch (kspan_sys_slow), both on kernels with
+// tp_btf and bpf_task_pt_regs; where neither loads, the hooks time those
+// processes' syscalls as before and stay attached while the host-wide
+// threshold is set.
 #pragma once
 
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -48,6 +52,17 @@ std::optional<SyscallVariant> ParseSyscallVariant(std::string_view name);
 // The order Start() tries them in.
 inline constexpr std::array kSyscallVariants = {SyscallVariant::kTpBtf, SyscallVariant::kRawTp,
                                                 SyscallVariant::kTracepoint};
+
+// How the slow syscalls of processes that are not selected are watched
+// (capture.slow_watch).
+enum class SlowWatch {
+  kScan,    // kspan_sys_scan (iter/task) every scan interval: the agent pays, no other process
+  kSwitch,  // kspan_sys_slow (tp_btf/sched_switch): exact, a program at every context switch
+  kHooks,   // the enter and exit programs time every configured syscall (the fallback)
+};
+// "scan", "sched_switch", "sys_enter/sys_exit".
+std::string_view SlowWatchName(SlowWatch w);
+std::optional<SlowWatch> ParseSlowWatch(std::string_view name);  // "scan" or "sched_switch"
 
 using SyscallClassMinimums = std::array<std::chrono::nanoseconds, KSPAN_SYSCALL_CLASS_MAX>;
 
@@ -79,15 +94,17 @@ struct SyscallCaptureOptions {
   // loads instead of probe reads (several times cheaper per record), falling
   // back to the probe-read exit if the kernel refuses it. false: probe reads.
   bool direct_walk = true;
-  // tp_btf: watch processes that are not selected for slow syscalls at
-  // context switches (kspan_sys_slow) rather than timing their every
-  // syscall in the enter and exit programs, where the kernel has
-  // bpf_task_pt_regs (5.15+); falls back to the enter and exit programs
-  // if the kernel refuses it. false: the enter and exit programs.
-  bool slow_watch_on_switch = true;
+  // tp_btf, where the kernel has bpf_task_pt_regs (5.15+): how processes
+  // that are not selected are watched for slow syscalls rather than timing
+  // their every syscall in the enter and exit programs. The other watch is
+  // tried if the kernel refuses this one, then the enter and exit programs.
+  SlowWatch slow_watch = SlowWatch::kScan;
+  // kScan: how often the agent runs the scan; at most the slow threshold,
+  // so that no wait that long starts and ends between two scans.
+  std::chrono::nanoseconds slow_scan_interval = std::chrono::milliseconds(10);
   // Whether processes that are not selected are watched for slow syscalls
-  // at all (capture.slow_threshold > 0). false: kspan_sys_slow is not
-  // loaded, so a context switch pays nothing either.
+  // at all (capture.slow_threshold > 0). false: neither watch is loaded, so
+  // a context switch pays nothing and the agent does not scan.
   bool watch_unselected = true;
   // Syscall names to record (see KnownSyscalls()); empty = the default set.
   std::vector<std::string> syscalls;
@@ -117,6 +134,11 @@ class SyscallCapture {
   absl::Status Start();
   // Stops new records while the ring stays readable for a final drain.
   void Detach();
+  // Starts the scan thread where the scan was taken (slow_watch_taken()
+  // kScan; otherwise nothing): it runs kspan_sys_scan every
+  // slow_scan_interval until Detach. Separate from Start because the agent
+  // drops its capabilities while it has one thread only.
+  void StartScan();
 
   // Attaches or detaches the enter and exit programs (on tp_btf with the
   // switch program whose per-CPU entry they read), after Start, which
@@ -128,12 +150,23 @@ class SyscallCapture {
   bool hooks_attached() const { return hooks_attached_.load(); }
   // Whether SetHooksAttached(false) can work (not the tracepoint variant).
   bool hooks_detachable() const;
-  // Whether the slow-syscall watch of processes that are not selected runs
-  // on sched_switch (kspan_sys_slow); false: in the enter and exit programs,
-  // which that watch then needs attached.
-  bool slow_watch_on_switch() const { return slow_on_switch_; }
+  // The slow-syscall watch of processes that are not selected that was
+  // taken; kHooks: the enter and exit programs, which it then needs
+  // attached.
+  SlowWatch slow_watch_taken() const { return slow_taken_; }
+  // Whether that watch runs without the enter and exit programs (scan or
+  // sched_switch: its records are KSPAN_SYSCALL_EV_OFF_CPU).
+  bool slow_watch_off_cpu() const { return slow_taken_ != SlowWatch::kHooks; }
   // That choice in words, for the log and `kspan status`.
   std::string slow_watch() const;
+  // The scan's work so far: scans run, and the time they took (wall time
+  // of the agent's scan thread, nearly all of it kernel CPU).
+  struct ScanStats {
+    std::uint64_t scans = 0;
+    std::uint64_t failures = 0;
+    std::uint64_t nanoseconds = 0;
+  };
+  ScanStats scan_stats() const;
 
   // The BPF ring buffer of records with a path (files, openat).
   int ring_fd() const;
@@ -190,6 +223,8 @@ class SyscallCapture {
   absl::Status WriteEntry(std::uint32_t nr);  // mu_ held
   absl::Status WriteAll();                    // mu_ held
   void Destroy();
+  void StopScan();
+  void ScanLoop(int link_fd);
   // The enter and exit programs of the variant taken, and on tp_btf the
   // switch program first; their links into the skeleton.
   absl::Status AttachHooks();
@@ -201,8 +236,19 @@ class SyscallCapture {
   SyscallVariant attempt_;
   bool attempt_direct_ = false;  // tp_btf: kspan_sys_x_ptr instead of kspan_sys_x_btf
   bool direct_walk_ = false;
-  bool attempt_slow_ = false;  // tp_btf: load and attach kspan_sys_slow
-  bool slow_on_switch_ = false;
+  SlowWatch attempt_watch_ = SlowWatch::kHooks;  // tp_btf: kspan_sys_scan or kspan_sys_slow
+  // kScan: the whole pass in one run (kspan_sys_scan, open-coded task
+  // iterator, 6.7+) rather than one run per thread (kspan_sys_scant).
+  bool attempt_scan_whole_ = false;
+  bool scan_whole_ = false;
+  SlowWatch slow_taken_ = SlowWatch::kHooks;
+  std::thread scan_thread_;
+  std::mutex scan_mu_;
+  std::condition_variable scan_cv_;
+  bool scan_stop_ = false;  // scan_mu_
+  std::atomic<std::uint64_t> scans_{0};
+  std::atomic<std::uint64_t> scan_failures_{0};
+  std::atomic<std::uint64_t> scan_ns_{0};
   std::atomic<bool> hooks_attached_{false};  // read by /metrics and /status
   syscalls_bpf* skel_ = nullptr;
   std::string variant_;

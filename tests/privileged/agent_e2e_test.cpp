@@ -22,6 +22,7 @@
 #include "tests/privileged/privileged.h"
 #include "nlohmann/json.hpp"
 #include "tests/privileged/agent_process.h"
+#include "userspace/kernel_features.h"
 #include "tests/support/otlp_test_server.h"
 
 namespace kspan {
@@ -345,10 +346,11 @@ std::set<std::string> ProgramsHeldBy(pid_t pid) {
 // syscall of every process on the host pays for, are detached; a process
 // enrolled from its environment at exec attaches them, and a configured pid
 // keeps them attached from the start. With the host-wide slow threshold set
-// (the default) they are detached only where the slow-syscall watch runs on
-// sched_switch; elsewhere they time every process's syscalls. With the
-// threshold 0 (no host-wide watch) the sched_switch program is not loaded
-// either: a context switch pays nothing.
+// (the default) they are detached only where the slow-syscall watch runs
+// without them (the scan, by default, or sched_switch); elsewhere they time
+// every process's syscalls. With the threshold 0 (no host-wide watch)
+// neither watch is loaded: a context switch pays nothing, and the agent
+// does not scan.
 TEST(AgentEndToEnd, SyscallHooksFollowTheSelection) {
   KSPAN_REQUIRE_BPF();
   const std::string series = "kspan_syscall_hooks_attached";
@@ -367,6 +369,7 @@ TEST(AgentEndToEnd, SyscallHooksFollowTheSelection) {
     const auto held = ProgramsHeldBy(agent.pid());
     EXPECT_TRUE(held.count("kspan_sys_exec")) << "bpftool shows no programs of the agent";
     EXPECT_FALSE(held.count("kspan_sys_slow")) << agent.log();
+    EXPECT_FALSE(held.count("kspan_sys_scan") || held.count("kspan_sys_scant")) << agent.log();
     EXPECT_NE(agent.log().find("slow syscalls of every process: off (capture.slow_threshold: 0)"),
               std::string::npos)
         << agent.log();
@@ -395,9 +398,16 @@ TEST(AgentEndToEnd, SyscallHooksFollowTheSelection) {
         << agent.log();
     EXPECT_EQ(agent.Terminate(std::chrono::seconds(20)), 0) << agent.log();
   }
-  unlink(config.c_str());
-  {
-    AgentProcess agent({"--no-console"});
+  // The default watch (scan) and the other one (sched_switch): where the
+  // kernel has bpf_task_pt_regs (5.15+) the one configured, with the hooks
+  // detached; elsewhere the hooks.
+  for (const std::string want : {"scan", "sched_switch"}) {
+    std::vector<std::string> args = {"--no-console"};
+    if (want != "scan") {
+      std::ofstream(config) << "capture:\n  slow_watch: " << want << "\n";
+      args.insert(args.end(), {"-c", config});
+    }
+    AgentProcess agent(args);
     ASSERT_TRUE(agent.WaitReady(std::chrono::seconds(60))) << agent.log();
     httplib::Client admin("127.0.0.1", agent.admin_port());
     auto res = admin.Get("/status");
@@ -407,15 +417,36 @@ TEST(AgentEndToEnd, SyscallHooksFollowTheSelection) {
     for (const auto& f : status["capture"]) {
       if (f["family"] == "syscalls") watch = f.value("slow_watch", "");
     }
-    ::kspan::testing::ReportVariant("syscalls.slow_watch",
-                                    watch.rfind("sched_switch", 0) == 0 ? "sched_switch" : "hooks");
-    EXPECT_EQ(MetricValue(agent.Metrics(), series), watch.rfind("sched_switch", 0) == 0 ? 0.0 : 1.0)
+    const std::string taken = watch.rfind("scan", 0) == 0           ? "scan"
+                              : watch.rfind("sched_switch", 0) == 0 ? "sched_switch"
+                                                                    : "hooks";
+    ::kspan::testing::ReportVariant("syscalls.slow_watch." + want, taken);
+    if (KernelHasBpfHelper("BPF_FUNC_task_pt_regs")) {
+      EXPECT_EQ(taken, want) << agent.log();
+    }
+    EXPECT_EQ(MetricValue(agent.Metrics(), series), taken == "hooks" ? 1.0 : 0.0)
         << watch << "\n" << agent.log();
-    EXPECT_EQ(ProgramsHeldBy(agent.pid()).count("kspan_sys_slow"),
-              watch.rfind("sched_switch", 0) == 0 ? 1u : 0u)
+    const auto held = ProgramsHeldBy(agent.pid());
+    EXPECT_EQ(held.count("kspan_sys_slow"), taken == "sched_switch" ? 1u : 0u) << watch;
+    // The whole pass in one run (6.7+), or one run per thread.
+    EXPECT_EQ(held.count("kspan_sys_scan") + held.count("kspan_sys_scant"),
+              taken == "scan" ? 1u : 0u)
         << watch;
+    if (taken == "scan") {
+      // The scan runs, and what it costs is in the agent's metrics.
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      double scans = 0;
+      while ((scans = MetricValue(agent.Metrics(), "kspan_syscall_slow_scans_total")) < 5 &&
+             std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      EXPECT_GE(scans, 5) << agent.log();
+      EXPECT_GT(MetricValue(agent.Metrics(), "kspan_syscall_slow_scan_seconds_total"), 0.0);
+      EXPECT_EQ(MetricValue(agent.Metrics(), "kspan_syscall_slow_scan_failures_total"), 0.0);
+    }
     EXPECT_EQ(agent.Terminate(std::chrono::seconds(20)), 0) << agent.log();
   }
+  unlink(config.c_str());
   {
     AgentProcess agent({"--no-console", "--pid", std::to_string(getpid())});
     ASSERT_TRUE(agent.WaitReady(std::chrono::seconds(60))) << agent.log();

@@ -21,6 +21,7 @@
 #include <fstream>
 #include <functional>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <string>
 #include <thread>
@@ -30,6 +31,7 @@
 #include "userspace/capture_filter.h"
 #include "userspace/clock_sync.h"
 #include "userspace/event_decoder.h"
+#include "userspace/kernel_features.h"
 #include "userspace/percpu_ring.h"
 #include "userspace/pin_directory.h"
 #include "userspace/ring_reader.h"
@@ -169,6 +171,9 @@ class PinnedToThisCpu {
   bool pinned_ = false;
 };
 
+// A slow-only child's blocked read timed by the slow-syscall watch (below).
+void ExpectWaitTimedExactly(SyscallCollector& collector, bool exit_at_once);
+
 class SyscallSpans : public ::testing::TestWithParam<SyscallVariant> {
  protected:
   // Starts capture in the forced variant, this process fully traced, every
@@ -192,6 +197,8 @@ class SyscallSpans : public ::testing::TestWithParam<SyscallVariant> {
     opts.force_variant = GetParam();
     opts.direct_walk = direct_walk;
     opts.class_min = {0ns, 0ns, 0ns, 20ms};
+    opts.slow_watch = slow_watch_;
+    opts.slow_scan_interval = slow_scan_interval_;
     capture_ = std::make_unique<SyscallCapture>(opts);
     absl::Status started = capture_->Start();
     if (!started.ok()) {
@@ -201,6 +208,7 @@ class SyscallSpans : public ::testing::TestWithParam<SyscallVariant> {
       GTEST_SKIP() << "variant refused by this kernel: " << started;
     }
     ASSERT_EQ(capture_->variant(), SyscallVariantName(GetParam()));
+    capture_->StartScan();
     ::kspan::testing::ReportVariant("syscalls.forced", capture_->variant());
     if (GetParam() == SyscallVariant::kTpBtf) {
       ::kspan::testing::ReportVariant("syscalls.tp_btf_exit",
@@ -234,6 +242,33 @@ class SyscallSpans : public ::testing::TestWithParam<SyscallVariant> {
     pins_.reset();
   }
 
+  // ExpectWaitTimedExactly with watch `want`, the hooks detached. The
+  // watches run beside the tp_btf hooks only; elsewhere the hooks time
+  // slow-only processes.
+  void ExpectWatchTimesTheWaitItself(SlowWatch want) {
+    if (GetParam() != SyscallVariant::kTpBtf) return;
+    // Before capture: reading kernel BTF is thousands of traced reads.
+    const bool watches = KernelHasBpfHelper("BPF_FUNC_task_pt_regs");
+    slow_watch_ = want;
+    slow_scan_interval_ = 50ms;
+    StartCapture();
+    if (IsSkipped() || HasFatalFailure()) return;
+    if (!watches) {
+      EXPECT_EQ(capture_->slow_watch_taken(), SlowWatch::kHooks);
+      return;
+    }
+    ASSERT_EQ(capture_->slow_watch_taken(), want) << capture_->slow_watch();
+    ::kspan::testing::ReportVariant("syscalls.slow_watch", std::string(SlowWatchName(want)));
+    ASSERT_TRUE(filter_->SetSlowThreshold(50ms).ok());
+    ASSERT_TRUE(capture_->SetHooksAttached(false).ok());
+    ExpectWaitTimedExactly(collector_, false);
+    ExpectWaitTimedExactly(collector_, true);
+    if (want == SlowWatch::kScan) {
+      EXPECT_GT(capture_->scan_stats().scans, 0u);
+      EXPECT_EQ(capture_->scan_stats().failures, 0u);
+    }
+  }
+
   Span SpanOf(const Record& r) {
     return BuildSyscallSpan(r.e, r.path, clock_, resources_, ids_);
   }
@@ -264,6 +299,9 @@ class SyscallSpans : public ::testing::TestWithParam<SyscallVariant> {
   }
 
   bool expect_no_loss_ = true;
+  // The slow-syscall watch StartCapture asks for.
+  SlowWatch slow_watch_ = SlowWatch::kScan;
+  std::chrono::nanoseconds slow_scan_interval_ = 10ms;
   MetricsRegistry metrics_;
   SyscallCollector collector_;
   EventDecoder decoder_{collector_, metrics_};
@@ -664,7 +702,7 @@ TEST_P(SyscallSpans, SlowOnlyProcessRecordsOnlySlowSyscalls) {
   ASSERT_TRUE(slow.has_value()) << "the slow-only child's blocked pipe read was not recorded";
   EXPECT_EQ(slow->e.trace_level, KSPAN_TRACE_SLOW_ONLY);
   EXPECT_EQ(slow->e.fd_kind, KSPAN_FD_PIPE);
-  if (capture_->slow_watch_on_switch()) {
+  if (capture_->slow_watch_off_cpu()) {
     // Seen on sched_switch: the wait off the CPU, before the read returned.
     EXPECT_EQ(slow->e.flags, KSPAN_SYSCALL_EV_OFF_CPU);
     EXPECT_EQ(slow->e.fd, slow->e.args[0]);
@@ -706,6 +744,78 @@ TEST_P(SyscallSpans, SlowOnlyProcessRecordsOnlySlowSyscalls) {
       << "a traced process's 60 ms sleep was not recorded";
 }
 
+// The watch's figures are the scheduler's, not the moments it happened to
+// look: a process that is not selected blocks in a pipe read that a writer
+// ends at a known time, and the record starts when the read blocked and
+// ends when the write woke it (within 20 ms even on a loaded machine; a
+// fraction of a ms here), whether the watch finds the wait over while the
+// process lives on or only as it exits right after. The scan runs every
+// 50 ms here, so a record timed by its passes would be off by up to that.
+void ExpectWaitTimedExactly(SyscallCollector& collector, bool exit_at_once) {
+  struct Times {
+    std::uint64_t blocked = 0;  // the child, just before read()
+    std::uint64_t seen = 0;     // the writer, once /proc says it is asleep in read()
+    std::uint64_t written = 0;  // the writer, just before write()
+  };
+  void* shared = mmap(nullptr, sizeof(Times), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                      -1, 0);
+  ASSERT_NE(shared, MAP_FAILED);
+  auto* times = new (shared) Times;
+  Child child([times, exit_at_once] {
+    int p[2];
+    if (pipe(p) != 0) _exit(2);
+    const std::string syscall_file = "/proc/" + std::to_string(getpid()) + "/syscall";
+    const pid_t writer = fork();
+    if (writer == 0) {
+      // A loaded machine may run the child late: the wait starts when it
+      // is asleep in read() (syscall 0), whenever that is.
+      for (int i = 0; i < 5000 && times->seen == 0; ++i) {
+        std::ifstream in(syscall_file);
+        std::string nr;
+        if (in >> nr && nr == "0") times->seen = MonotonicNowNs();
+        if (times->seen == 0) SleepFor(1ms);
+      }
+      SleepFor(120ms);
+      times->written = MonotonicNowNs();
+      (void)!write(p[1], "w", 1);
+      _exit(0);
+    }
+    char c;
+    times->blocked = MonotonicNowNs();
+    if (read(p[0], &c, 1) != 1) _exit(3);
+    if (exit_at_once) _exit(0);  // the writer is reaped by init
+    waitpid(writer, nullptr, 0);
+    SleepFor(150ms);  // long enough for the scan's next pass
+    _exit(0);
+  });
+  ASSERT_TRUE(child.RunAndWait());
+  auto slow = collector.WaitFor(
+      [&](const Record& r) { return r.e.pid == child.pid() && r.e.nr == SYS_read; });
+  const Times t = *times;
+  munmap(shared, sizeof(Times));
+  ASSERT_TRUE(slow.has_value()) << "the blocked read was not recorded (exit at once: "
+                                << exit_at_once << ")";
+  EXPECT_EQ(slow->e.flags, KSPAN_SYSCALL_EV_OFF_CPU);
+  EXPECT_EQ(slow->e.fd_kind, KSPAN_FD_PIPE);
+  ASSERT_NE(t.seen, 0u) << "the child never blocked in read()";
+  // Back on a CPU (sched_switch) can wait for one on a loaded machine.
+  constexpr std::uint64_t kSlack = 20'000'000;
+  EXPECT_GE(slow->e.start_ns, t.blocked) << "exit at once: " << exit_at_once;
+  EXPECT_LE(slow->e.start_ns, t.seen) << "exit at once: " << exit_at_once;
+  EXPECT_GE(slow->e.end_ns, t.written) << "exit at once: " << exit_at_once;
+  EXPECT_LE(slow->e.end_ns, t.written + kSlack) << "exit at once: " << exit_at_once;
+}
+
+TEST_P(SyscallSpans, SlowWatchByScanTimesTheWaitItself) {
+  KSPAN_REQUIRE_BPF();
+  ExpectWatchTimesTheWaitItself(SlowWatch::kScan);
+}
+
+TEST_P(SyscallSpans, SlowWatchOnSwitchTimesTheWaitItself) {
+  KSPAN_REQUIRE_BPF();
+  ExpectWatchTimesTheWaitItself(SlowWatch::kSwitch);
+}
+
 // The agent detaches the enter and exit programs while no process is
 // selected (capture.syscalls.attach: on_demand): nothing of a selected
 // process is recorded while they are off, everything again once they are
@@ -735,7 +845,7 @@ TEST_P(SyscallSpans, HooksDetachedAndAttachedAgain) {
   Child child([] { close(BlockInPipeRead(100ms)); });
   ASSERT_TRUE(child.RunAndWait());
   const auto blocked = [&](const Record& r) { return r.e.pid == child.pid() && r.e.nr == SYS_read; };
-  if (capture_->slow_watch_on_switch()) {
+  if (capture_->slow_watch_off_cpu()) {
     auto slow = collector_.WaitFor(blocked);
     ASSERT_TRUE(slow.has_value()) << "a blocked read was not seen with the hooks detached";
     EXPECT_EQ(slow->e.flags, KSPAN_SYSCALL_EV_OFF_CPU);
@@ -755,7 +865,7 @@ TEST_P(SyscallSpans, HooksDetachedAndAttachedAgain) {
   SleepFor(200ms);
   EXPECT_EQ(collector_.Count(Mine(SYS_write, unseen, detached_at)), 0u)
       << "writes while the hooks were detached were recorded";
-  if (!capture_->slow_watch_on_switch()) {
+  if (!capture_->slow_watch_off_cpu()) {
     EXPECT_EQ(collector_.Count(blocked), 0u);
   }
   close(unseen);

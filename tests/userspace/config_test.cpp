@@ -84,11 +84,26 @@ TEST(Config, SyscallHooksAttachOnDemandUnlessAlways) {
   EXPECT_FALSE(c->capture.syscalls.attach_always);
 }
 
+TEST(Config, SlowWatchScanByDefaultAtTheThreshold) {
+  auto c = Parse("");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->capture.slow_watch, "scan");
+  EXPECT_EQ(c->capture.slow_scan_interval.count(), 0);  // the threshold
+  c = Parse("capture:\n  slow_watch: sched_switch\n  slow_threshold: 50ms\n"
+            "  slow_scan_interval: 20ms\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->capture.slow_watch, "sched_switch");
+  EXPECT_EQ(c->capture.slow_scan_interval, std::chrono::milliseconds(20));
+}
+
 TEST(Config, BadValuesNameTheKey) {
   for (const auto& [yaml, expect] : std::vector<std::pair<std::string, std::string>>{
            {"capture:\n  tcp: {enabled: maybe}\n", "capture.tcp.enabled: must be true or false"},
            {"capture:\n  tcp: {scope: some}\n", "capture.tcp.scope: must be all or selected"},
            {"capture:\n  tcp: {variant: kprobe}\n", "capture.tcp.variant: must be auto"},
+           {"capture:\n  slow_watch: kprobe\n", "capture.slow_watch: scan or sched_switch"},
+           {"capture:\n  slow_threshold: 10ms\n  slow_scan_interval: 20ms\n",
+            "capture.slow_scan_interval: at most capture.slow_threshold"},
            {"capture:\n  syscalls: {attach: lazily}\n",
             "capture.syscalls.attach: must be on_demand or always"},
            {"capture:\n  processes: {pids: [abc]}\n", "capture.processes.pids: must be a list"},

@@ -34,6 +34,7 @@ const std::string kHostileStatus = std::string(R"({
     "syscalls": ["read\u202e\nFORGED"],
     "hooks": {"attached": "yes\nFORGED", "attach": "on_demand\nFORGED"},
     "slow_watch": "sched_switch\u001b[2J\nFORGED",
+    "slow_scan": {"scans": 100, "seconds": 0.5, "failures": 0},
     "events": {"tcp_connect\nFORGED": 1},
     "lost": {"ring_full\u001b[1A\nFORGED": 0}
   }],
@@ -122,6 +123,10 @@ TEST(StatusCommand, PrintsEveryNameEscaped) {
             std::string::npos)
       << p.text;
   EXPECT_NE(p.text.find("slow syscalls of other processes: sched_switch\\x1b[2J\\x0aFORGED"),
+            std::string::npos)
+      << p.text;
+  EXPECT_NE(p.text.find("slow-syscall scan: 100 passes, 0.500 s in all (5000.0 us a pass), 0 "
+                        "failed\n"),
             std::string::npos)
       << p.text;
   EXPECT_NE(p.text.find("privileges: kept CAP_SYS_PTRACE\\x0aFORGED; dropped all others; "
