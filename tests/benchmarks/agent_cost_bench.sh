@@ -7,7 +7,7 @@
 #
 #   tests/benchmarks/agent_cost_bench.sh [--build-dir DIR] [--kspan BINARY]
 #       [--rounds N] [--family all|none|syscalls|tcp|dns|http|switch_floor]
-#       [--select-self] [--no-slow-watch]
+#       [--select-self] [--no-slow-watch] [--slow-watch scan|sched_switch]
 #       [--round-trips N]
 #
 # --family F     all: the agent's defaults; none: every capture family off
@@ -21,7 +21,8 @@
 #                process is selected, so the syscall enter/exit programs are
 #                attached; the ping-pong processes are still not traced)
 # --no-slow-watch  capture.slow_threshold: 0 (no host-wide slow-syscall
-#                watch: kspan_sys_slow is not loaded)
+#                watch: neither kspan_sys_scan nor kspan_sys_slow is loaded)
+# --slow-watch W capture.slow_watch: W (default: the agent's, scan)
 # Receivers on ephemeral loopback ports, pins under /sys/fs/bpf/kspan-bench.
 # Needs root.
 set -euo pipefail
@@ -32,6 +33,7 @@ ROUNDS=5
 FAMILY=all
 SELECT=0
 NO_SLOW=0
+WATCH=
 TRIPS=200000
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -41,6 +43,7 @@ while [ $# -gt 0 ]; do
     --family) FAMILY=$2; shift 2 ;;
     --select-self) SELECT=1; shift ;;
     --no-slow-watch) NO_SLOW=1; shift ;;
+    --slow-watch) WATCH=$2; shift 2 ;;
     --round-trips) TRIPS=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -65,6 +68,13 @@ if [ "$NO_SLOW" = 1 ]; then
     sed -i 's/^capture:$/capture:\n  slow_threshold: 0/' "$WORK/kspan.yaml"
   else
     printf 'capture:\n  slow_threshold: 0\n' >> "$WORK/kspan.yaml"
+  fi
+fi
+if [ -n "$WATCH" ]; then
+  if grep -q '^capture:' "$WORK/kspan.yaml"; then
+    sed -i "s/^capture:\$/capture:\n  slow_watch: $WATCH/" "$WORK/kspan.yaml"
+  else
+    printf 'capture:\n  slow_watch: %s\n' "$WATCH" >> "$WORK/kspan.yaml"
   fi
 fi
 extra=()
