@@ -4,6 +4,7 @@
 #include <zstd.h>
 
 #include "absl/strings/str_cat.h"
+#include "exporter/status_macros.h"
 
 namespace kspan {
 
@@ -55,7 +56,7 @@ absl::Status GzipInflater::Feed(std::string_view in, std::string* out, const May
     if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) return absl::InvalidArgumentError("invalid gzip data");
     const std::size_t n = sizeof(buf) - z.avail_out;
     if (n > 0) {
-      if (auto s = may_grow(n); !s.ok()) return s;
+      KSPAN_RETURN_IF_ERROR(may_grow(n));
       out->append(buf, n);
     }
     if (rc == Z_STREAM_END) {

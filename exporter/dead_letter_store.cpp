@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "exporter/status_macros.h"
 
 namespace kspan {
 
@@ -12,15 +13,12 @@ absl::StatusOr<std::unique_ptr<DeadLetterStore>> DeadLetterStore::Open(const std
   auto db = SqliteDb::Open(path, "FULL");
   if (!db.ok()) return db.status();
   std::unique_ptr<DeadLetterStore> store(new DeadLetterStore(max_bytes, *std::move(db)));
-  if (auto s = store->db_->Exec(
-          "CREATE TABLE IF NOT EXISTS dead_letters ("
-          " id INTEGER PRIMARY KEY AUTOINCREMENT,"
-          " destination TEXT NOT NULL, reason TEXT NOT NULL, code TEXT NOT NULL,"
-          " message TEXT NOT NULL, created_unix_ms INTEGER NOT NULL,"
-          " spans INTEGER NOT NULL, payload BLOB NOT NULL)");
-      !s.ok()) {
-    return s;
-  }
+  KSPAN_RETURN_IF_ERROR(
+      store->db_->Exec("CREATE TABLE IF NOT EXISTS dead_letters ("
+                       " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                       " destination TEXT NOT NULL, reason TEXT NOT NULL, code TEXT NOT NULL,"
+                       " message TEXT NOT NULL, created_unix_ms INTEGER NOT NULL,"
+                       " spans INTEGER NOT NULL, payload BLOB NOT NULL)"));
   auto st = store->db_->Prepare("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM dead_letters");
   if (!st.ok()) return st.status();
   if ((*st)->Step() == SQLITE_ROW) store->bytes_ = static_cast<std::size_t>((*st)->Int(0));
@@ -34,7 +32,7 @@ absl::StatusOr<std::size_t> DeadLetterStore::Put(const DeadLetter& meta,
     return absl::ResourceExhaustedError(absl::StrCat(
         db_->path(), ": batch of ", payload.size(), " bytes exceeds the dead-letter bound"));
   }
-  if (auto s = db_->Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  KSPAN_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
   auto fail = [&](absl::Status s) {
     (void)db_->Exec("ROLLBACK");
     return s;

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "exporter/otlp_transform.h"
+#include "exporter/status_macros.h"
 
 namespace kspan {
 
@@ -30,32 +31,28 @@ absl::StatusOr<std::unique_ptr<DiskQueue>> DiskQueue::Open(const DiskQueueOption
   auto db = SqliteDb::Open(options.path, FsyncPragma(options.fsync));
   if (!db.ok()) return db.status();
   std::unique_ptr<DiskQueue> q(new DiskQueue(options, *std::move(db)));
-  if (auto s = q->Prepare(); !s.ok()) return s;
+  KSPAN_RETURN_IF_ERROR(q->Prepare());
   return q;
 }
 
 absl::Status DiskQueue::Prepare() {
-  if (auto s = db_->Exec(
-          "CREATE TABLE IF NOT EXISTS batches ("
-          " id INTEGER PRIMARY KEY AUTOINCREMENT,"
-          " spans INTEGER NOT NULL,"
-          " attempts INTEGER NOT NULL DEFAULT 0,"
-          " payload BLOB NOT NULL)");
-      !s.ok()) {
-    return s;
-  }
+  KSPAN_RETURN_IF_ERROR(
+      db_->Exec("CREATE TABLE IF NOT EXISTS batches ("
+                " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " spans INTEGER NOT NULL,"
+                " attempts INTEGER NOT NULL DEFAULT 0,"
+                " payload BLOB NOT NULL)"));
   auto prep = [&](std::string_view sql, std::unique_ptr<SqliteStatement>* out) -> absl::Status {
     auto st = db_->Prepare(sql);
     if (!st.ok()) return st.status();
     *out = *std::move(st);
     return absl::OkStatus();
   };
-  if (auto s = prep("INSERT INTO batches(spans, payload) VALUES(?1, ?2)", &insert_); !s.ok()) return s;
-  if (auto s = prep("SELECT payload FROM batches WHERE id = ?1", &load_); !s.ok()) return s;
-  if (auto s = prep("UPDATE batches SET attempts = attempts + 1 WHERE id = ?1", &attempt_); !s.ok()) {
-    return s;
-  }
-  if (auto s = prep("DELETE FROM batches WHERE id = ?1", &remove_); !s.ok()) return s;
+  KSPAN_RETURN_IF_ERROR(prep("INSERT INTO batches(spans, payload) VALUES(?1, ?2)", &insert_));
+  KSPAN_RETURN_IF_ERROR(prep("SELECT payload FROM batches WHERE id = ?1", &load_));
+  KSPAN_RETURN_IF_ERROR(
+      prep("UPDATE batches SET attempts = attempts + 1 WHERE id = ?1", &attempt_));
+  KSPAN_RETURN_IF_ERROR(prep("DELETE FROM batches WHERE id = ?1", &remove_));
   auto total = db_->Prepare("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM batches");
   if (!total.ok()) return total.status();
   if ((*total)->Step() == SQLITE_ROW) {
@@ -73,7 +70,7 @@ absl::StatusOr<std::vector<std::int64_t>> DiskQueue::Append(const std::vector<It
     return absl::ResourceExhaustedError(absl::StrCat(options_.path, ": disk queue full (",
                                                      bytes_, " of ", options_.max_bytes, " bytes)"));
   }
-  if (auto s = db_->Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  KSPAN_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
   std::vector<std::int64_t> ids;
   ids.reserve(items.size());
   for (const auto& it : items) {

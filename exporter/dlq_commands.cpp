@@ -8,6 +8,7 @@
 #include "exporter/dead_letter_store.h"
 #include "exporter/export_pipeline.h"
 #include "exporter/otlp_transform.h"
+#include "exporter/status_macros.h"
 #include "exporter/terminal_text.h"
 
 namespace kspan {
@@ -92,7 +93,7 @@ absl::StatusOr<DlqReplaySummary> DlqReplay(const ExportConfig& config,
       batch.spans = FromExportRequest(request);
       const auto r = (*sender)->Send(batch, std::chrono::steady_clock::now() + timeout);
       if (r.outcome == ExportResult::Outcome::kSuccess) {
-        if (auto s = (*store)->Remove(e.id); !s.ok()) return s;
+        KSPAN_RETURN_IF_ERROR((*store)->Remove(e.id));
         ++summary.batches_sent;
         summary.spans_sent += batch.spans.size();
         summary.spans_rejected += static_cast<std::size_t>(std::max<std::int64_t>(r.rejected_spans, 0));

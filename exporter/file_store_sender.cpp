@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "exporter/otlp_json_writer.h"
 #include "exporter/private_files.h"
+#include "exporter/status_macros.h"
 #include "spdlog/spdlog.h"
 
 namespace kspan {
@@ -33,7 +34,7 @@ absl::StatusOr<std::unique_ptr<FileStoreSender>> FileStoreSender::Create(
     const FileStoreOptions& options) {
   if (options.path.empty()) return absl::InvalidArgumentError("file store: path is empty");
   std::unique_ptr<FileStoreSender> sender(new FileStoreSender(options));
-  if (auto s = sender->Open(); !s.ok()) return s;
+  KSPAN_RETURN_IF_ERROR(sender->Open());
   spdlog::info("file store: appending OTLP/JSON to {}", options.path);
   return sender;
 }

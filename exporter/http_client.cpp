@@ -7,8 +7,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "exporter/compression.h"
-#include "exporter/terminal_text.h"
 #include "exporter/retry.h"
+#include "exporter/status_macros.h"
+#include "exporter/terminal_text.h"
 
 namespace kspan {
 namespace {
@@ -113,7 +114,7 @@ absl::StatusOr<std::unique_ptr<HttpClient>> HttpClient::Create(const HttpClientO
   }
   EnsureCurlInitialized();
   std::unique_ptr<HttpClient> c(new HttpClient(options));
-  if (auto s = c->Init(); !s.ok()) return s;
+  KSPAN_RETURN_IF_ERROR(c->Init());
   return c;
 }
 

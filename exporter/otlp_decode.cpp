@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "exporter/otlp_json.h"
+#include "exporter/status_macros.h"
 #include "google/protobuf/arena.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
@@ -670,7 +671,7 @@ absl::StatusOr<DecodedSpans> DecodeWire(CodedInputStream& in, std::size_t size, 
                                         const SpanLimits& limits) {
   DecodedSpans out;
   WireDecoder decoder(in, limits, budget);
-  if (auto s = decoder.Decode(size, out); !s.ok()) return s;
+  KSPAN_RETURN_IF_ERROR(decoder.Decode(size, out));
   return out;
 }
 
@@ -695,7 +696,7 @@ absl::StatusOr<DecodedSpans> DecodeExportRequest(std::string_view body, OtlpEnco
     {
       google::protobuf::Arena arena;
       auto* request = google::protobuf::Arena::CreateMessage<otlp::ExportTraceServiceRequest>(&arena);
-      if (auto s = FromOtlpJson(body, *request, budget); !s.ok()) return s;
+      KSPAN_RETURN_IF_ERROR(FromOtlpJson(body, *request, budget));
       wire = request->SerializeAsString();
     }
     CodedInputStream in(reinterpret_cast<const std::uint8_t*>(wire.data()),

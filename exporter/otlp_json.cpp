@@ -16,6 +16,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "exporter/status_macros.h"
 #include "google/protobuf/descriptor.h"
 #include "nlohmann/json.hpp"
 
@@ -180,32 +181,32 @@ absl::Status SetFromJson(const InJson& v, Message& message, const FieldDescripto
   switch (field->cpp_type()) {
     case FieldDescriptor::CPPTYPE_INT32: {
       std::int32_t x = 0;
-      if (auto s = ToInteger(v, field, &x); !s.ok()) return s;
+      KSPAN_RETURN_IF_ERROR(ToInteger(v, field, &x));
       rep ? r->AddInt32(&message, field, x) : r->SetInt32(&message, field, x);
       return absl::OkStatus();
     }
     case FieldDescriptor::CPPTYPE_UINT32: {
       std::uint32_t x = 0;
-      if (auto s = ToInteger(v, field, &x); !s.ok()) return s;
+      KSPAN_RETURN_IF_ERROR(ToInteger(v, field, &x));
       rep ? r->AddUInt32(&message, field, x) : r->SetUInt32(&message, field, x);
       return absl::OkStatus();
     }
     case FieldDescriptor::CPPTYPE_INT64: {
       std::int64_t x = 0;
-      if (auto s = ToInteger(v, field, &x); !s.ok()) return s;
+      KSPAN_RETURN_IF_ERROR(ToInteger(v, field, &x));
       rep ? r->AddInt64(&message, field, x) : r->SetInt64(&message, field, x);
       return absl::OkStatus();
     }
     case FieldDescriptor::CPPTYPE_UINT64: {
       std::uint64_t x = 0;
-      if (auto s = ToInteger(v, field, &x); !s.ok()) return s;
+      KSPAN_RETURN_IF_ERROR(ToInteger(v, field, &x));
       rep ? r->AddUInt64(&message, field, x) : r->SetUInt64(&message, field, x);
       return absl::OkStatus();
     }
     case FieldDescriptor::CPPTYPE_DOUBLE:
     case FieldDescriptor::CPPTYPE_FLOAT: {
       double x = 0;
-      if (auto s = ToDouble(v, field, &x); !s.ok()) return s;
+      KSPAN_RETURN_IF_ERROR(ToDouble(v, field, &x));
       if (field->cpp_type() == FieldDescriptor::CPPTYPE_FLOAT) {
         rep ? r->AddFloat(&message, field, static_cast<float>(x)) : r->SetFloat(&message, field, static_cast<float>(x));
       } else {
@@ -276,7 +277,7 @@ absl::Status JsonToMessage(const InJson& json, Message& message, int depth) {
     if (field->is_repeated()) {
       if (!v.is_array()) return Bad(field, "expected an array");
       for (const auto& element : v) {
-        if (auto s = SetFromJson(element, message, field, depth); !s.ok()) return s;
+        KSPAN_RETURN_IF_ERROR(SetFromJson(element, message, field, depth));
       }
     } else if (auto s = SetFromJson(v, message, field, depth); !s.ok()) {
       return s;

@@ -21,19 +21,6 @@
 namespace kspan {
 namespace {
 
-bool IsAscii(std::string_view s) {
-  std::size_t i = 0;
-  for (; i + 8 <= s.size(); i += 8) {
-    std::uint64_t w;
-    std::memcpy(&w, s.data() + i, 8);
-    if ((w & 0x8080808080808080ull) != 0) return false;
-  }
-  for (; i < s.size(); ++i) {
-    if (static_cast<unsigned char>(s[i]) & 0x80) return false;
-  }
-  return true;
-}
-
 // Bytes a JSON string must escape: control characters, '"' and '\'.
 constexpr std::array<bool, 256> MakeEscapeTable() {
   std::array<bool, 256> t{};

@@ -3,6 +3,8 @@
 // pointer identity: the capture side shares one Resource per process.
 #pragma once
 
+#include <cstdint>
+#include <cstring>
 #include <optional>
 #include <span>
 #include <string>
@@ -41,6 +43,22 @@ std::vector<Span> FromExportRequest(const otlp::ExportTraceServiceRequest& reque
 // one) reject a whole request otherwise, while captured names and payload
 // excerpts can hold any bytes: invalid sequences become U+FFFD.
 std::string SanitizeUtf8(std::string_view in);
+
+// True when every byte of `s` is ASCII, eight at a time: the encoders' fast
+// path past IsValidUtf8 and SanitizeUtf8 for the usual all-ASCII string
+// (inline: it runs for every string the encoders write).
+inline bool IsAscii(std::string_view s) {
+  std::size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, s.data() + i, 8);
+    if ((w & 0x8080808080808080ull) != 0) return false;
+  }
+  for (; i < s.size(); ++i) {
+    if (static_cast<unsigned char>(s[i]) & 0x80) return false;
+  }
+  return true;
+}
 
 // True when `s` is valid UTF-8 (what proto3 requires of string fields).
 bool IsValidUtf8(std::string_view s);

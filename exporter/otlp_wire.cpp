@@ -43,19 +43,6 @@ std::uint8_t* WriteLengthHeader(int field, std::size_t body, std::uint8_t* p) {
   return CodedOutputStream::WriteVarint32ToArray(static_cast<std::uint32_t>(body), p);
 }
 
-bool IsAscii(std::string_view s) {
-  std::size_t i = 0;
-  for (; i + 8 <= s.size(); i += 8) {
-    std::uint64_t w;
-    std::memcpy(&w, s.data() + i, 8);
-    if ((w & 0x8080808080808080ull) != 0) return false;
-  }
-  for (; i < s.size(); ++i) {
-    if (static_cast<unsigned char>(s[i]) & 0x80) return false;
-  }
-  return true;
-}
-
 // A string as it goes on the wire: as is when ASCII (the common case, no
 // copy), otherwise through SanitizeUtf8, which returns valid UTF-8
 // unchanged and replaces invalid sequences exactly as the transform does.

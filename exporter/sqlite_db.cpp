@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "exporter/private_files.h"
+#include "exporter/status_macros.h"
 
 namespace kspan {
 
@@ -11,12 +12,12 @@ absl::StatusOr<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path
                                                          std::string_view synchronous) {
   const auto parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) {
-    if (auto s = CreatePrivateDirectories(parent.string()); !s.ok()) return s;
+    KSPAN_RETURN_IF_ERROR(CreatePrivateDirectories(parent.string()));
   }
   // SQLite creates a database 0644 (less the umask) and gives its -wal and
   // -shm the database's mode: created here 0600 first, all three are the
   // owner's only. An empty file is an empty database to SQLite.
-  if (auto s = CreatePrivateFile(path); !s.ok()) return s;
+  KSPAN_RETURN_IF_ERROR(CreatePrivateFile(path));
   sqlite3* raw = nullptr;
   const int rc = sqlite3_open_v2(path.c_str(), &raw,
                                  SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -26,10 +27,8 @@ absl::StatusOr<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path
   sqlite3_busy_timeout(raw, 5000);
   // WAL: a commit is one append to the log, readers never block the writer,
   // and a killed process leaves a log that the next open replays.
-  if (auto s = db->Exec("PRAGMA journal_mode=WAL"); !s.ok()) return s;
-  if (auto s = db->Exec(absl::StrCat("PRAGMA synchronous=", std::string(synchronous))); !s.ok()) {
-    return s;
-  }
+  KSPAN_RETURN_IF_ERROR(db->Exec("PRAGMA journal_mode=WAL"));
+  KSPAN_RETURN_IF_ERROR(db->Exec(absl::StrCat("PRAGMA synchronous=", std::string(synchronous))));
   return db;
 }
 

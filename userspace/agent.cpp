@@ -12,10 +12,11 @@
 #include "absl/strings/str_cat.h"
 #include "exporter/export_metrics.h"
 #include "exporter/private_files.h"
+#include "exporter/status_macros.h"
 #include "exporter/terminal_text.h"
 #include "nlohmann/json.hpp"
-#include "userspace/capture_filter.h"
 #include "spdlog/spdlog.h"
+#include "userspace/capture_filter.h"
 #include "userspace/kernel_features.h"
 #include "userspace/proc_files.h"
 
@@ -31,7 +32,7 @@ absl::Status Agent::Start() {
   MakeStateOwnerOnly();
   KernelRequirements req;
   req.btf_override = config_.bpf.btf;
-  if (auto s = CheckKernel(req); !s.ok()) return s;
+  KSPAN_RETURN_IF_ERROR(CheckKernel(req));
 
   // Two phases. First, with the capabilities kspan was started with and
   // no other thread: pins, BPF load and attach, the filter maps. Then the
@@ -39,7 +40,7 @@ absl::Status Agent::Start() {
   // after, see privileges.h). Then everything that starts threads or takes
   // input from others: the export pipeline, the correlator, the admin
   // server, the receiver and the ring reader.
-  if (auto s = EnsureBpffs(req); !s.ok()) return s;
+  KSPAN_RETURN_IF_ERROR(EnsureBpffs(req));
   auto pins = PinDirectory::Create(config_.bpf.pin_path);
   if (!pins.ok()) return pins.status();
   pins_.emplace(std::move(*pins));
@@ -82,7 +83,7 @@ absl::Status Agent::Start() {
   // First: the reader drains rings in the order they are added, so a
   // process's exec and exit are seen before the records it made after them.
   if (any_capture) {
-    if (auto s = StartProcessFamily(); !s.ok()) return s;
+    KSPAN_RETURN_IF_ERROR(StartProcessFamily());
   }
   if (config_.capture.tcp.enabled) {
     CaptureOptions opts;
@@ -96,10 +97,8 @@ absl::Status Agent::Start() {
     std::vector<TcpVariant> ladder = {TcpVariant::kTpBtf, TcpVariant::kRawTp,
                                       TcpVariant::kTracepoint};
     if (auto forced = ParseTcpVariant(config_.capture.tcp.variant)) ladder = {*forced};
-    if (auto s = tcp_->Start(ladder); !s.ok()) return s;
-    if (auto s = reader_->Add(tcp_->ring_fd(), "kspan_tcp_ring", decoder_.get()); !s.ok()) {
-      return s;
-    }
+    KSPAN_RETURN_IF_ERROR(tcp_->Start(ladder));
+    KSPAN_RETURN_IF_ERROR(reader_->Add(tcp_->ring_fd(), "kspan_tcp_ring", decoder_.get()));
   }
   if (config_.capture.syscalls.enabled) {
     const auto& sys = config_.capture.syscalls;
@@ -121,14 +120,10 @@ absl::Status Agent::Start() {
     opts.class_min[KSPAN_SYSCALL_CLASS_WAIT] = sys.wait_min;
     opts.class_min[KSPAN_SYSCALL_CLASS_OTHER] = sys.other_min;
     syscalls_ = std::make_unique<SyscallCapture>(opts);
-    if (auto s = syscalls_->Start(); !s.ok()) return s;
-    if (auto s = reader_->Add(syscalls_->ring_fd(), "kspan_sys_ring", decoder_.get()); !s.ok()) {
-      return s;
-    }
-    if (auto s = reader_->AddPerCpu(syscalls_->record_rings(), syscalls_->bell_fd(), decoder_.get());
-        !s.ok()) {
-      return s;
-    }
+    KSPAN_RETURN_IF_ERROR(syscalls_->Start());
+    KSPAN_RETURN_IF_ERROR(reader_->Add(syscalls_->ring_fd(), "kspan_sys_ring", decoder_.get()));
+    KSPAN_RETURN_IF_ERROR(
+        reader_->AddPerCpu(syscalls_->record_rings(), syscalls_->bell_fd(), decoder_.get()));
   }
   if (config_.capture.dns) {
     DnsCaptureOptions opts;
@@ -136,10 +131,8 @@ absl::Status Agent::Start() {
     opts.btf_path = config_.bpf.btf;
     opts.pin_dir = pins_->path();
     dns_ = std::make_unique<DnsCapture>(opts);
-    if (auto s = dns_->Start(); !s.ok()) return s;
-    if (auto s = reader_->Add(dns_->ring_fd(), "kspan_dns_ring", decoder_.get()); !s.ok()) {
-      return s;
-    }
+    KSPAN_RETURN_IF_ERROR(dns_->Start());
+    KSPAN_RETURN_IF_ERROR(reader_->Add(dns_->ring_fd(), "kspan_dns_ring", decoder_.get()));
   }
   if (config_.capture.http.enabled) {
     HttpCaptureOptions opts;
@@ -151,17 +144,15 @@ absl::Status Agent::Start() {
     opts.force_variant = ParseHttpVariant(config_.capture.http.variant);
     opts.root_per_second = static_cast<std::uint32_t>(config_.capture.http.root_spans_per_second);
     http_ = std::make_unique<HttpCapture>(opts);
-    if (auto s = http_->Start(); !s.ok()) return s;
-    if (auto s = reader_->Add(http_->ring_fd(), "kspan_http_ring", decoder_.get()); !s.ok()) {
-      return s;
-    }
+    KSPAN_RETURN_IF_ERROR(http_->Start());
+    KSPAN_RETURN_IF_ERROR(reader_->Add(http_->ring_fd(), "kspan_http_ring", decoder_.get()));
   }
   if (!tcp_ && !syscalls_ && !dns_ && !http_) {
     spdlog::warn("all capture disabled in config: kspan only exports");
   } else {
-    if (auto s = ApplyProcessFilter(); !s.ok()) return s;
-    if (auto s = SetEnvironmentEnrollment(); !s.ok()) return s;
-    if (auto s = StartSyscallDemand(); !s.ok()) return s;
+    KSPAN_RETURN_IF_ERROR(ApplyProcessFilter());
+    KSPAN_RETURN_IF_ERROR(SetEnvironmentEnrollment());
+    KSPAN_RETURN_IF_ERROR(StartSyscallDemand());
   }
   const bool from_environment =
       config_.correlation.enroll_from_environment != EnvironmentEnrollMode::kOff;
@@ -179,7 +170,7 @@ absl::Status Agent::Start() {
         std::set<std::uint32_t>(p.pids.begin(), p.pids.end()), metrics_,
         std::chrono::steady_clock::now, [this](std::uint32_t pid) { return Describe(pid); });
   }
-  if (auto s = DropPrivileges(); !s.ok()) return s;
+  KSPAN_RETURN_IF_ERROR(DropPrivileges());
 
   auto pipeline = ExportPipeline::Create(config_.exporter, metrics_);
   if (!pipeline.ok()) return pipeline.status();
@@ -200,13 +191,13 @@ absl::Status Agent::Start() {
   if (!config_.admin_listen.empty()) {
     admin_ = std::make_unique<AdminServer>(metrics_);
     admin_->SetStatusProvider([this] { return StatusJson(); });
-    if (auto s = admin_->Start(config_.admin_listen); !s.ok()) return s;
+    KSPAN_RETURN_IF_ERROR(admin_->Start(config_.admin_listen));
   }
   RegisterCaptureMetrics();
-  if (auto s = StartReceiver(); !s.ok()) return s;
+  KSPAN_RETURN_IF_ERROR(StartReceiver());
   StartEnvironmentEnrollment();
   if (tcp_ || syscalls_ || dns_ || http_) {
-    if (auto s = reader_->Start(config_.capture.poll_interval); !s.ok()) return s;
+    KSPAN_RETURN_IF_ERROR(reader_->Start(config_.capture.poll_interval));
   }
   if (syscalls_) syscalls_->StartScan();  // a thread: after the capability drop
   last_totals_log_ = std::chrono::steady_clock::now();
@@ -510,7 +501,7 @@ absl::Status Agent::StartSyscallDemand() {
                                          : "they watch every process for slow syscalls");
     return absl::OkStatus();
   }
-  if (auto s = syscalls_->SetHooksAttached(false); !s.ok()) return s;
+  KSPAN_RETURN_IF_ERROR(syscalls_->SetHooksAttached(false));
   syscall_demand_->Set(false);
   spdlog::info("syscall capture: enter/exit programs detached until a process is selected or "
                "enrolled; slow syscalls of every process: {}",
@@ -553,13 +544,13 @@ absl::Status Agent::ApplyProcessFilter() {
   filter_.emplace(std::move(*filter));
   const auto& p = config_.capture.processes;
   for (auto pid : p.pids) {
-    if (auto s = filter_->AllowPid(pid); !s.ok()) return s;
+    KSPAN_RETURN_IF_ERROR(filter_->AllowPid(pid));
   }
   for (auto pid : p.deny_pids) {
-    if (auto s = filter_->DenyPid(pid); !s.ok()) return s;
+    KSPAN_RETURN_IF_ERROR(filter_->DenyPid(pid));
   }
   for (const auto& comm : p.comms) {
-    if (auto s = filter_->AllowCommPrefix(comm); !s.ok()) return s;
+    KSPAN_RETURN_IF_ERROR(filter_->AllowCommPrefix(comm));
   }
   for (const auto& cgroup : p.cgroups) {
     if (auto s = filter_->AllowCgroup(cgroup); !s.ok()) {
@@ -567,7 +558,7 @@ absl::Status Agent::ApplyProcessFilter() {
           absl::StrCat("capture.processes.cgroups: ", std::string(s.message())));
     }
   }
-  if (auto s = filter_->SetSlowThreshold(config_.capture.slow_threshold); !s.ok()) return s;
+  KSPAN_RETURN_IF_ERROR(filter_->SetSlowThreshold(config_.capture.slow_threshold));
   spdlog::info("process filter: {} pid(s), {} comm prefix(es), {} cgroup(s) selected; {} denied; "
                "others: syscalls slower than {}ms",
                p.pids.size(), p.comms.size(), p.cgroups.size(), p.deny_pids.size(),

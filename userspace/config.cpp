@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "exporter/otlp_options.h"
+#include "exporter/status_macros.h"
 #include "userspace/http_capture.h"
 #include "userspace/syscall_capture.h"
 
@@ -159,11 +160,6 @@ class ConfigReader {
  private:
   std::string origin_;
 };
-
-#define KSPAN_RETURN_IF_ERROR(expr)     \
-  do {                                  \
-    if (auto _s = (expr); !_s.ok()) return _s; \
-  } while (0)
 
 // The export keys added with OTLP/HTTP, Zipkin, TLS, auth, the disk queue,
 // the circuit breaker and the dead-letter store.

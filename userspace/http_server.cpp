@@ -1,5 +1,7 @@
 #include "userspace/http_server.h"
 
+#include "exporter/status_macros.h"
+
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including it.
 #include <utility>
 
@@ -373,7 +375,7 @@ HttpServer::~HttpServer() { Stop(); }
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& address, HttpServerOptions options) {
   if (!options.handler) return absl::InvalidArgumentError("HTTP server: no handler");
   auto impl = std::make_unique<Impl>(std::move(options));
-  if (auto s = impl->Bind(address); !s.ok()) return s;
+  KSPAN_RETURN_IF_ERROR(impl->Bind(address));
   impl->Run();
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
 }

@@ -12,15 +12,16 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
-#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "exporter/status_macros.h"
 #include "spdlog/spdlog.h"
 
 namespace kspan {
@@ -142,7 +143,7 @@ absl::Status CheckRingBuffer() {
 }
 
 absl::Status CheckKernel(const KernelRequirements& req) {
-  if (auto s = CheckBtf(req); !s.ok()) return s;
+  KSPAN_RETURN_IF_ERROR(CheckBtf(req));
   return CheckRingBuffer();
 }
 

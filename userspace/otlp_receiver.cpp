@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "exporter/compression.h"
 #include "exporter/otlp_decode.h"
+#include "exporter/status_macros.h"
 #include "grpc/byte_buffer.h"
 #include "grpc/slice.h"
 #include "grpcpp/grpcpp.h"
@@ -27,7 +28,6 @@
 #include "userspace/http_server.h"
 #include "userspace/memory_budget.h"
 #include "userspace/protobuf_log.h"
-
 
 namespace kspan {
 
@@ -636,7 +636,7 @@ class OtlpReceiver::Impl {
     }
     if (options_.http_enabled) {
       http_ = std::make_unique<HttpTraceServer>(options_, sink_, http_metrics_, budget_);
-      if (auto s = http_->Bind(options_.http_address); !s.ok()) return s;
+      KSPAN_RETURN_IF_ERROR(http_->Bind(options_.http_address));
       spdlog::info("OTLP receiver: HTTP on {} (port {})", options_.http_address, http_->port());
     }
     return absl::OkStatus();

@@ -10,6 +10,7 @@
 #include <span>
 
 #include "absl/strings/str_cat.h"
+#include "exporter/status_macros.h"
 #include "spdlog/spdlog.h"
 
 namespace kspan {
@@ -76,13 +77,10 @@ absl::StatusOr<std::unique_ptr<PerCpuRing>> PerCpuRing::Open(const PerCpuRingSpe
     return absl::InvalidArgumentError(
         absl::StrCat("per-CPU ring ", n, ": ", spec.cpus, " CPUs x ", spec.slots_per_cpu, " slots do not fit a map"));
   }
-  if (auto s = CheckMap(n, "records", spec.records_fd, spec.slot_bytes, static_cast<std::uint32_t>(slots_total));
-      !s.ok()) {
-    return s;
-  }
-  if (auto s = CheckMap(n, "positions", spec.positions_fd, sizeof(kspan_percpu_pos), spec.cpus); !s.ok()) {
-    return s;
-  }
+  KSPAN_RETURN_IF_ERROR(CheckMap(n, "records", spec.records_fd, spec.slot_bytes,
+                                 static_cast<std::uint32_t>(slots_total)));
+  KSPAN_RETURN_IF_ERROR(
+      CheckMap(n, "positions", spec.positions_fd, sizeof(kspan_percpu_pos), spec.cpus));
   if ((spec.bell_every & (spec.bell_every - 1)) != 0 || spec.bell_every > spec.slots_per_cpu) {
     return absl::InvalidArgumentError(absl::StrCat("per-CPU ring ", n, ": a doorbell every ", spec.bell_every,
                                                    " records, expected a power of two up to ",

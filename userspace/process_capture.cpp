@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "exporter/status_macros.h"
 #include "process.skel.h"
 #include "spdlog/spdlog.h"
 #include "userspace/bpf_stats.h"
@@ -68,9 +69,9 @@ absl::Status ProcessCapture::Attach() {
 }
 
 absl::Status ProcessCapture::Start() {
-  if (auto s = Open(); !s.ok()) return s;
-  if (auto s = Configure(); !s.ok()) return s;
-  if (auto s = Load(); !s.ok()) return s;
+  KSPAN_RETURN_IF_ERROR(Open());
+  KSPAN_RETURN_IF_ERROR(Configure());
+  KSPAN_RETURN_IF_ERROR(Load());
   return Attach();
 }
 

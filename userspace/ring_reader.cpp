@@ -6,14 +6,15 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstring>
 #include <limits>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "exporter/status_macros.h"
 #include "spdlog/spdlog.h"
 #include "userspace/percpu_ring.h"
 
@@ -137,9 +138,8 @@ absl::Status RingReader::AddPerCpu(PerCpuRingSpec spec, int bell_ring_fd, EventS
     }
     // Rings that share a bell register it once: one epoll entry per map.
     if (std::find(bell_map_ids_.begin(), bell_map_ids_.end(), info.id) == bell_map_ids_.end()) {
-      if (auto s = AddRingBuffer(bell_ring_fd, absl::StrCat(spec.name, " doorbell"), nullptr); !s.ok()) {
-        return s;
-      }
+      KSPAN_RETURN_IF_ERROR(
+          AddRingBuffer(bell_ring_fd, absl::StrCat(spec.name, " doorbell"), nullptr));
       bell_map_ids_.push_back(info.id);
     }
   }

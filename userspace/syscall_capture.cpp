@@ -3,9 +3,8 @@
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
-#include <unistd.h>
-
 #include <pthread.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -13,10 +12,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "exporter/status_macros.h"
 #include "spdlog/spdlog.h"
+#include "syscalls.skel.h"
 #include "userspace/bpf_stats.h"
 #include "userspace/kernel_features.h"
-#include "syscalls.skel.h"
 #include "userspace/syscall_spans.h"
 
 namespace kspan {
@@ -102,7 +102,7 @@ absl::Status SyscallCapture::Open() {
   if (options_.pin_dir.empty()) {
     return absl::InvalidArgumentError("syscall capture: a pin directory is required");
   }
-  if (auto s = ValidateSyscallNames(options_.syscalls); !s.ok()) return s;
+  KSPAN_RETURN_IF_ERROR(ValidateSyscallNames(options_.syscalls));
   LIBBPF_OPTS(bpf_object_open_opts, opts);
   if (!options_.btf_path.empty()) opts.btf_custom_path = options_.btf_path.c_str();
   opts.pin_root_path = options_.pin_dir.c_str();
@@ -263,7 +263,7 @@ absl::Status SyscallCapture::Attach() {
                     errno);
     }
   }
-  if (auto s = AttachHooks(); !s.ok()) return s;
+  KSPAN_RETURN_IF_ERROR(AttachHooks());
   variant_ = std::string(SyscallVariantName(attempt_));
   direct_walk_ = attempt_direct_;
   slow_taken_ = skel_->links.kspan_sys_slow ? SlowWatch::kSwitch
@@ -616,13 +616,13 @@ absl::Status SyscallCapture::WriteEntry(std::uint32_t nr) {
 absl::Status SyscallCapture::WriteAll() {
   // Every slot, so a reused pin left by another configuration is overwritten.
   for (std::uint32_t nr = 0; nr < KSPAN_SYSCALL_NR_MAX; ++nr) {
-    if (auto s = WriteEntry(nr); !s.ok()) return s;
+    KSPAN_RETURN_IF_ERROR(WriteEntry(nr));
   }
   return absl::OkStatus();
 }
 
 absl::Status SyscallCapture::SetSyscalls(const std::vector<std::string>& names) {
-  if (auto s = ValidateSyscallNames(names); !s.ok()) return s;
+  KSPAN_RETURN_IF_ERROR(ValidateSyscallNames(names));
   std::lock_guard lock(mu_);
   std::array<bool, KSPAN_SYSCALL_NR_MAX> want{};
   for (const auto& n : names) want[FindSyscall(n)->nr] = true;

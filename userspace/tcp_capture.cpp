@@ -1,9 +1,9 @@
 #include "userspace/tcp_capture.h"
 
+#include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
-#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,10 +15,11 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "exporter/status_macros.h"
 #include "spdlog/spdlog.h"
+#include "tcp.skel.h"
 #include "userspace/bpf_stats.h"
 #include "userspace/kernel_features.h"
-#include "tcp.skel.h"
 
 namespace kspan {
 
@@ -216,7 +217,7 @@ absl::Status TcpCapture::Load() {
   if (int err = tcp_bpf::load(skel_)) {
     return Failed("load", absl::StrCat("tcp_bpf (", VariantName(chosen_), " variant)"), err);
   }
-  if (auto s = ApplyReceiverPorts(); !s.ok()) return s;
+  KSPAN_RETURN_IF_ERROR(ApplyReceiverPorts());
   rcv_peers_fd_.store(bpf_map__fd(skel_->maps.kspan_rcv_peers));
   return absl::OkStatus();
 }
