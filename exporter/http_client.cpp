@@ -6,6 +6,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "exporter/auth.h"
 #include "exporter/compression.h"
 #include "exporter/retry.h"
 #include "exporter/status_macros.h"
@@ -99,6 +100,25 @@ bool PermanentTransportError(CURLcode c) {
 void EnsureCurlInitialized() {
   static std::once_flag once;
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+std::string HttpClient::EndpointUrl(const NetworkOptions& options) {
+  if (options.endpoint.find("://") != std::string::npos) return options.endpoint;
+  return absl::StrCat(options.insecure ? "http://" : "https://", options.endpoint);
+}
+
+absl::StatusOr<std::unique_ptr<HttpClient>> HttpClient::ForDestination(
+    const NetworkOptions& options, std::string url, const EnvLookup& env) {
+  auto headers = HeadersWithAuth(options.headers, options.auth, env);
+  if (!headers.ok()) return headers.status();
+  HttpClientOptions h;
+  h.url = std::move(url);
+  h.headers = *std::move(headers);
+  h.timeout = options.timeout;
+  h.compression = options.compression.empty() ? "none" : options.compression;
+  h.ca_file = options.certificate_file;
+  h.tls = options.tls;
+  return Create(h);
 }
 
 absl::StatusOr<std::unique_ptr<HttpClient>> HttpClient::Create(const HttpClientOptions& options) {

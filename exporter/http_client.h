@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "exporter/export_config.h"
+#include "exporter/otlp_options.h"
 #include "exporter/sender.h"
 
 namespace kspan {
@@ -54,6 +55,15 @@ class HttpClient {
 
   // Fails on a URL that is not http(s), unknown compression, unreadable files.
   static absl::StatusOr<std::unique_ptr<HttpClient>> Create(const HttpClientOptions& options);
+  // The client of an HTTP destination (OTLP/HTTP, Zipkin): POSTs to `url`
+  // with the destination's headers and auth (credentials from `env`),
+  // timeout, compression and TLS.
+  static absl::StatusOr<std::unique_ptr<HttpClient>> ForDestination(const NetworkOptions& options,
+                                                                    std::string url,
+                                                                    const EnvLookup& env);
+  // A destination's endpoint as a URL: a scheme-less one is https://, or
+  // http:// with `insecure`.
+  static std::string EndpointUrl(const NetworkOptions& options);
   ~HttpClient();
 
   Response Post(std::string_view body, std::string_view content_type, Clock::time_point deadline);

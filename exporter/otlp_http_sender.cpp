@@ -37,26 +37,14 @@ absl::StatusOr<std::unique_ptr<OtlpHttpSender>> OtlpHttpSender::Create(
     return absl::InvalidArgumentError(absl::StrCat(
         "OTLP/HTTP protocol '", options.protocol, "': expected http/protobuf or http/json"));
   }
-  std::string url = options.endpoint;
   // A scheme-less endpoint: plaintext only when `insecure` says so.
-  if (url.find("://") == std::string::npos) {
-    url = absl::StrCat(options.insecure ? "http://" : "https://", url);
-  }
   OtlpGrpcOptions with_scheme = options;
-  with_scheme.endpoint = url;
-  auto headers = HeadersWithAuth(options.headers, options.auth, env);
-  if (!headers.ok()) return headers.status();
-  HttpClientOptions h;
-  h.url = OtlpHttpTracesUrl(with_scheme);
-  h.headers = *std::move(headers);
-  h.timeout = options.timeout;
-  h.compression = options.compression.empty() ? "none" : options.compression;
-  h.ca_file = options.certificate_file;
-  h.tls = options.tls;
-  auto client = HttpClient::Create(h);
+  with_scheme.endpoint = HttpClient::EndpointUrl(options);
+  auto client = HttpClient::ForDestination(options, OtlpHttpTracesUrl(with_scheme), env);
   if (!client.ok()) return client.status();
-  spdlog::info("OTLP/HTTP exporter: {} ({}{})", h.url, json ? "json" : "protobuf",
-               h.compression == "none" ? "" : ", " + h.compression);
+  const std::string compression = options.compression.empty() ? "none" : options.compression;
+  spdlog::info("OTLP/HTTP exporter: {} ({}{})", (*client)->url(), json ? "json" : "protobuf",
+               compression == "none" ? "" : ", " + compression);
   return std::unique_ptr<OtlpHttpSender>(new OtlpHttpSender(json, *std::move(client)));
 }
 

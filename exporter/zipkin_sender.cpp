@@ -113,26 +113,14 @@ std::string ToZipkinJson(std::span<const Span> spans) {
 
 absl::StatusOr<std::unique_ptr<ZipkinSender>> ZipkinSender::Create(const OtlpGrpcOptions& options,
                                                                    const EnvLookup& env) {
-  std::string url = options.endpoint;
-  if (url.find("://") == std::string::npos) {
-    url = absl::StrCat(options.insecure ? "http://" : "https://", url);
-  }
+  std::string url = HttpClient::EndpointUrl(options);
   const auto scheme = url.find("://");
   const auto slash = url.find('/', scheme + 3);
   if (slash == std::string::npos || slash + 1 >= url.size()) {
     if (!url.empty() && url.back() == '/') url.pop_back();
     url += "/api/v2/spans";
   }
-  auto headers = HeadersWithAuth(options.headers, options.auth, env);
-  if (!headers.ok()) return headers.status();
-  HttpClientOptions h;
-  h.url = url;
-  h.headers = *std::move(headers);
-  h.timeout = options.timeout;
-  h.compression = options.compression.empty() ? "none" : options.compression;
-  h.ca_file = options.certificate_file;
-  h.tls = options.tls;
-  auto client = HttpClient::Create(h);
+  auto client = HttpClient::ForDestination(options, url, env);
   if (!client.ok()) return client.status();
   spdlog::info("Zipkin exporter: {}", url);
   return std::unique_ptr<ZipkinSender>(new ZipkinSender(*std::move(client)));
