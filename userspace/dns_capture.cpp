@@ -10,22 +10,14 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "dns.skel.h"
 #include "spdlog/spdlog.h"
-#include "absl/strings/str_join.h"
 #include "userspace/bpf_stats.h"
+#include "userspace/capture_error.h"
 #include "userspace/kernel_features.h"
 
 namespace kspan {
-namespace {
-
-absl::Status Failed(const std::string& stage, int err) {
-  if (err < 0) err = -err;
-  return absl::InternalError(absl::StrCat("dns capture: ", stage, ": ", std::strerror(err)));
-}
-
-}  // namespace
-
 std::string_view DnsVariantName(DnsVariant v) {
   return v == DnsVariant::kTpBtf ? "tp_btf" : "tracepoint";
 }
@@ -52,7 +44,7 @@ absl::Status DnsCapture::Open() {
   if (!options_.btf_path.empty()) opts.btf_custom_path = options_.btf_path.c_str();
   opts.pin_root_path = options_.pin_dir.c_str();
   skel_ = dns_bpf::open(&opts);
-  if (skel_ == nullptr) return Failed("open dns_bpf", errno);
+  if (skel_ == nullptr) return CaptureError("dns", "open dns_bpf", errno);
   return absl::OkStatus();
 }
 
@@ -61,7 +53,7 @@ absl::Status DnsCapture::Configure() {
   std::size_t bytes = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
   while (bytes < options_.ring_buffer_bytes) bytes <<= 1;
   if (int err = bpf_map__set_max_entries(skel_->maps.kspan_dns_ring, bytes)) {
-    return Failed("configure kspan_dns_ring", err);
+    return CaptureError("dns", "configure kspan_dns_ring", err);
   }
   const bool tp_btf = attempt_ == DnsVariant::kTpBtf;
   for (bpf_program* p : {skel_->progs.kspan_dns_sk_tx, skel_->progs.kspan_dns_sk_rx}) {
@@ -77,14 +69,15 @@ absl::Status DnsCapture::Configure() {
 }
 
 absl::Status DnsCapture::Load() {
-  if (int err = dns_bpf::load(skel_)) return Failed("load dns_bpf", err);
+  if (int err = dns_bpf::load(skel_)) return CaptureError("dns", "load dns_bpf", err);
   return absl::OkStatus();
 }
 
 absl::Status DnsCapture::Attach() {
   const char* where = attempt_ == DnsVariant::kTpBtf ? "sock:sock_send_length/sock_recv_length"
                                                      : "syscalls:sys_*_send*/recv*";
-  if (int err = dns_bpf::attach(skel_)) return Failed(absl::StrCat("attach (", where, ")"), err);
+  if (int err = dns_bpf::attach(skel_))
+    return CaptureError("dns", absl::StrCat("attach (", where, ")"), err);
   variant_ = std::string(DnsVariantName(attempt_));
   return absl::OkStatus();
 }

@@ -15,18 +15,10 @@
 #include "http.skel.h"
 #include "spdlog/spdlog.h"
 #include "userspace/bpf_stats.h"
+#include "userspace/capture_error.h"
 #include "userspace/kernel_features.h"
 
 namespace kspan {
-namespace {
-
-absl::Status Failed(const std::string& stage, int err) {
-  if (err < 0) err = -err;
-  return absl::InternalError(absl::StrCat("http capture: ", stage, ": ", std::strerror(err)));
-}
-
-}  // namespace
-
 std::string_view HttpVariantName(HttpVariant v) {
   switch (v) {
     case HttpVariant::kTpBtf: return "tp_btf";
@@ -63,7 +55,7 @@ absl::Status HttpCapture::Open() {
   if (!options_.btf_path.empty()) opts.btf_custom_path = options_.btf_path.c_str();
   opts.pin_root_path = options_.pin_dir.c_str();
   skel_ = http_bpf::open(&opts);
-  if (skel_ == nullptr) return Failed("open http_bpf", errno);
+  if (skel_ == nullptr) return CaptureError("http", "open http_bpf", errno);
   return absl::OkStatus();
 }
 
@@ -74,7 +66,7 @@ absl::Status HttpCapture::Configure() {
   std::size_t bytes = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
   while (bytes < options_.ring_buffer_bytes) bytes <<= 1;
   if (int err = bpf_map__set_max_entries(skel_->maps.kspan_http_ring, bytes)) {
-    return Failed("configure kspan_http_ring", err);
+    return CaptureError("http", "configure kspan_http_ring", err);
   }
   // Per-thread in-flight slots and the socket-state hash only for the
   // syscall tracepoints; the tp_btf programs keep nothing between calls and
@@ -84,12 +76,12 @@ absl::Status HttpCapture::Configure() {
   const std::uint32_t slots = syscalls ? PerThreadSlots() : 1;
   skel_->rodata->infl_mask = slots - 1;
   if (int err = bpf_map__set_max_entries(skel_->maps.kspan_http_infl, slots)) {
-    return Failed("configure kspan_http_infl", err);
+    return CaptureError("http", "configure kspan_http_infl", err);
   }
   if (!syscalls) {
     for (bpf_map* unused : {skel_->maps.kspan_http_spill, skel_->maps.kspan_http_socks}) {
       if (int err = bpf_map__set_max_entries(unused, 1)) {
-        return Failed(absl::StrCat("configure ", bpf_map__name(unused)), err);
+        return CaptureError("http", absl::StrCat("configure ", bpf_map__name(unused)), err);
       }
     }
   }
@@ -103,18 +95,20 @@ absl::Status HttpCapture::Configure() {
     const bool is_syscall = sec.starts_with("tracepoint/syscalls/");
     if (!is_tp_btf && !is_syscall) continue;  // exec/exit hooks: both variants
     if (int err = bpf_program__set_autoload(prog, is_tp_btf ? !syscalls : syscalls)) {
-      return Failed(absl::StrCat("autoload ", bpf_program__name(prog)), err);
+      return CaptureError("http", absl::StrCat("autoload ", bpf_program__name(prog)), err);
     }
   }
   if (int err = bpf_map__set_max_entries(skel_->maps.kspan_http_lvl, PidMax())) {
-    return Failed("configure kspan_http_lvl", err);
+    return CaptureError("http", "configure kspan_http_lvl", err);
   }
   return absl::OkStatus();
 }
 
 absl::Status HttpCapture::Load() {
   if (int err = http_bpf::load(skel_)) {
-    return Failed(absl::StrCat("load http_bpf, variant ", std::string(HttpVariantName(attempt_))), err);
+    return CaptureError(
+        "http", absl::StrCat("load http_bpf, variant ", std::string(HttpVariantName(attempt_))),
+        err);
   }
   return absl::OkStatus();
 }
@@ -129,9 +123,10 @@ const char* AttachPoints(HttpVariant v) {
 
 absl::Status HttpCapture::Attach() {
   if (int err = http_bpf::attach(skel_)) {
-    return Failed(absl::StrCat("attach variant ", std::string(HttpVariantName(attempt_)), " (",
-                               AttachPoints(attempt_), ")"),
-                  err);
+    return CaptureError("http",
+                        absl::StrCat("attach variant ", std::string(HttpVariantName(attempt_)),
+                                     " (", AttachPoints(attempt_), ")"),
+                        err);
   }
   variant_ = std::string(HttpVariantName(attempt_));
   return absl::OkStatus();

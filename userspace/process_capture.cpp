@@ -12,17 +12,9 @@
 #include "process.skel.h"
 #include "spdlog/spdlog.h"
 #include "userspace/bpf_stats.h"
+#include "userspace/capture_error.h"
 
 namespace kspan {
-namespace {
-
-absl::Status Failed(const std::string& stage, int err) {
-  if (err < 0) err = -err;
-  return absl::InternalError(absl::StrCat("process capture: ", stage, ": ", std::strerror(err)));
-}
-
-}  // namespace
-
 ProcessCapture::ProcessCapture(ProcessCaptureOptions options) : options_(std::move(options)) {}
 
 ProcessCapture::~ProcessCapture() { process_bpf::destroy(skel_); }
@@ -35,7 +27,7 @@ absl::Status ProcessCapture::Open() {
   if (!options_.btf_path.empty()) opts.btf_custom_path = options_.btf_path.c_str();
   opts.pin_root_path = options_.pin_dir.c_str();
   skel_ = process_bpf::open(&opts);
-  if (skel_ == nullptr) return Failed("open process_bpf", errno);
+  if (skel_ == nullptr) return CaptureError("process", "open process_bpf", errno);
   return absl::OkStatus();
 }
 
@@ -46,20 +38,20 @@ absl::Status ProcessCapture::Configure() {
   std::size_t bytes = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
   while (bytes < options_.ring_buffer_bytes) bytes <<= 1;
   if (int err = bpf_map__set_max_entries(skel_->maps.kspan_proc_ring, bytes)) {
-    return Failed("configure kspan_proc_ring", err);
+    return CaptureError("process", "configure kspan_proc_ring", err);
   }
   return absl::OkStatus();
 }
 
 absl::Status ProcessCapture::Load() {
-  if (int err = process_bpf::load(skel_)) return Failed("load process_bpf", err);
+  if (int err = process_bpf::load(skel_)) return CaptureError("process", "load process_bpf", err);
   return absl::OkStatus();
 }
 
 absl::Status ProcessCapture::Attach() {
   attached_.clear();
   if (int err = process_bpf::attach(skel_)) {
-    return Failed("attach (sched:sched_process_exec, sched_process_exit)", err);
+    return CaptureError("process", "attach (sched:sched_process_exec, sched_process_exit)", err);
   }
   for (bpf_program* p : {skel_->progs.kspan_proc_exec, skel_->progs.kspan_proc_exit}) {
     attached_.push_back(bpf_program__name(p));

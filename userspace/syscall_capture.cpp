@@ -16,24 +16,11 @@
 #include "spdlog/spdlog.h"
 #include "syscalls.skel.h"
 #include "userspace/bpf_stats.h"
+#include "userspace/capture_error.h"
 #include "userspace/kernel_features.h"
 #include "userspace/syscall_spans.h"
 
 namespace kspan {
-namespace {
-
-absl::Status Failed(const std::string& stage, const std::string& object, int err) {
-  if (err < 0) err = -err;
-  std::string msg =
-      absl::StrCat("syscall capture: ", stage, " ", object, ": ", std::strerror(err));
-  if (err == EPERM || err == EACCES) {
-    absl::StrAppend(&msg, " (run as root, or with CAP_BPF and CAP_PERFMON)");
-  }
-  return absl::InternalError(msg);
-}
-
-}  // namespace
-
 std::string_view SyscallVariantName(SyscallVariant v) {
   switch (v) {
     case SyscallVariant::kTpBtf: return "tp_btf";
@@ -107,7 +94,7 @@ absl::Status SyscallCapture::Open() {
   if (!options_.btf_path.empty()) opts.btf_custom_path = options_.btf_path.c_str();
   opts.pin_root_path = options_.pin_dir.c_str();
   skel_ = syscalls_bpf::open(&opts);
-  if (skel_ == nullptr) return Failed("open", "syscalls_bpf object", errno);
+  if (skel_ == nullptr) return CaptureError("syscall", "open syscalls_bpf object", errno);
   return absl::OkStatus();
 }
 
@@ -142,7 +129,7 @@ absl::Status SyscallCapture::Configure() {
   skel_->rodata->kspan_self_tgid = options_.self_tgid;
   skel_->rodata->wakeup_bytes = options_.wakeup_bytes;
   const int possible = libbpf_num_possible_cpus();
-  if (possible <= 0) return Failed("configure", "possible CPUs", -possible);
+  if (possible <= 0) return CaptureError("syscall", "configure possible CPUs", -possible);
   cpus_ = static_cast<std::uint32_t>(possible);
   sizes_ = RecordRingSizesFor(options_.ring_buffer_bytes, options_.wakeup_bytes, cpus_);
   skel_->rodata->rec_slots_shift = sizes_.slots_shift;
@@ -187,7 +174,7 @@ absl::Status SyscallCapture::Configure() {
   };
   for (const auto& s : sizes) {
     if (int err = bpf_map__set_max_entries(s.map, static_cast<std::uint32_t>(s.entries))) {
-      return Failed("configure", absl::StrCat("map ", s.name), err);
+      return CaptureError("syscall", absl::StrCat("configure map ", s.name), err);
     }
   }
   struct {
@@ -202,7 +189,7 @@ absl::Status SyscallCapture::Configure() {
   };
   for (const auto& p : progs) {
     if (int err = bpf_program__set_autoload(p.prog, p.variant == attempt_)) {
-      return Failed("configure", bpf_program__name(p.prog), err);
+      return CaptureError("syscall", absl::StrCat("configure ", bpf_program__name(p.prog)), err);
     }
   }
   // tp_btf has two exit programs; the other variants' never load either.
@@ -219,7 +206,7 @@ absl::Status SyscallCapture::Configure() {
   };
   for (const auto& [prog, load] : exits) {
     if (int err = bpf_program__set_autoload(prog, load)) {
-      return Failed("configure", bpf_program__name(prog), err);
+      return CaptureError("syscall", absl::StrCat("configure ", bpf_program__name(prog)), err);
     }
   }
   return absl::OkStatus();
@@ -227,7 +214,8 @@ absl::Status SyscallCapture::Configure() {
 
 absl::Status SyscallCapture::Load() {
   if (int err = syscalls_bpf::load(skel_)) {
-    return Failed("load", absl::StrCat("variant ", std::string(SyscallVariantName(attempt_))), err);
+    return CaptureError(
+        "syscall", absl::StrCat("load variant ", std::string(SyscallVariantName(attempt_))), err);
   }
   std::lock_guard lock(mu_);
   return WriteAll();
@@ -258,9 +246,10 @@ absl::Status SyscallCapture::Attach() {
       *o.link = bpf_program__attach(o.prog);
     }
     if (*o.link == nullptr) {
-      return Failed("attach", absl::StrCat(bpf_program__name(o.prog), " (variant ",
-                                           std::string(SyscallVariantName(attempt_)), ")"),
-                    errno);
+      return CaptureError("syscall",
+                          absl::StrCat("attach ", bpf_program__name(o.prog), " (variant ",
+                                       std::string(SyscallVariantName(attempt_)), ")"),
+                          errno);
     }
   }
   KSPAN_RETURN_IF_ERROR(AttachHooks());
@@ -303,23 +292,24 @@ absl::Status SyscallCapture::AttachHooks() {
   if (attempt_ == SyscallVariant::kTpBtf && skel_->links.kspan_sys_switch == nullptr) {
     skel_->links.kspan_sys_switch = bpf_program__attach(skel_->progs.kspan_sys_switch);
     if (skel_->links.kspan_sys_switch == nullptr) {
-      return Failed("attach", "kspan_sys_switch (variant tp_btf)", errno);
+      return CaptureError("syscall", "attach kspan_sys_switch (variant tp_btf)", errno);
     }
     // A per-CPU value is laid out every round_up(value_size, 8) bytes.
     const std::size_t value = (bpf_map__value_size(skel_->maps.kspan_sys_cur) + 7) / 8 * 8;
     std::vector<std::byte> zeros(value * cpus_);
     const std::uint32_t zero = 0;
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.kspan_sys_cur), &zero, zeros.data(), BPF_ANY)) {
-      return Failed("attach", "clear kspan_sys_cur", errno);
+      return CaptureError("syscall", "attach clear kspan_sys_cur", errno);
     }
   }
   for (auto [prog, link] : {std::pair{exit, exit_link}, std::pair{enter, enter_link}}) {
     if (*link != nullptr) continue;
     *link = bpf_program__attach(prog);
     if (*link == nullptr) {
-      return Failed("attach", absl::StrCat(bpf_program__name(prog), " (variant ",
-                                           std::string(SyscallVariantName(attempt_)), ")"),
-                    errno);
+      return CaptureError("syscall",
+                          absl::StrCat("attach ", bpf_program__name(prog), " (variant ",
+                                       std::string(SyscallVariantName(attempt_)), ")"),
+                          errno);
     }
   }
   hooks_attached_ = true;
@@ -608,7 +598,7 @@ absl::Status SyscallCapture::WriteEntry(std::uint32_t nr) {
     if (!has_fd) c.socket_min_ns = c.min_duration_ns;
   }
   if (bpf_map_update_elem(fd, &nr, &c, BPF_ANY) != 0) {
-    return Failed("update", absl::StrCat("kspan_sys_cfg[", nr, "]"), errno);
+    return CaptureError("syscall", absl::StrCat("update kspan_sys_cfg[", nr, "]"), errno);
   }
   return absl::OkStatus();
 }

@@ -19,6 +19,7 @@
 #include "spdlog/spdlog.h"
 #include "tcp.skel.h"
 #include "userspace/bpf_stats.h"
+#include "userspace/capture_error.h"
 #include "userspace/kernel_features.h"
 
 namespace kspan {
@@ -33,16 +34,6 @@ static_assert(offsetof(kspan_rcv_peer, netns) == 8);
 static_assert(offsetof(kspan_rcv_peer, established_ns) == 16);
 
 namespace {
-
-absl::Status Failed(const std::string& stage, const std::string& object, int err) {
-  if (err < 0) err = -err;
-  std::string msg = absl::StrCat("tcp capture: ", stage, " ", object, ": ", std::strerror(err));
-  if (err == EPERM || err == EACCES) {
-    absl::StrAppend(&msg, " (needs root, or CAP_BPF and CAP_PERFMON; a security policy or "
-                          "lockdown can also refuse a program type)");
-  }
-  return absl::InternalError(msg);
-}
 
 // The programs of one variant: the state change and the three notes.
 struct VariantPrograms {
@@ -171,7 +162,7 @@ absl::Status TcpCapture::Open() {
   if (!options_.btf_path.empty()) opts.btf_custom_path = options_.btf_path.c_str();
   opts.pin_root_path = options_.pin_dir.c_str();
   skel_ = tcp_bpf::open(&opts);
-  if (skel_ == nullptr) return Failed("open", "tcp_bpf object", errno);
+  if (skel_ == nullptr) return CaptureError("tcp", "open tcp_bpf object", errno);
   return absl::OkStatus();
 }
 
@@ -187,7 +178,7 @@ absl::Status TcpCapture::Configure(TcpVariant variant, AcceptVariant accept) {
   std::size_t bytes = page;
   while (bytes < options_.ring_buffer_bytes) bytes <<= 1;
   if (int err = bpf_map__set_max_entries(skel_->maps.kspan_tcp_ring, bytes)) {
-    return Failed("configure", "map kspan_tcp_ring", err);
+    return CaptureError("tcp", "configure map kspan_tcp_ring", err);
   }
   for (auto v : {TcpVariant::kTpBtf, TcpVariant::kRawTp, TcpVariant::kTracepoint}) {
     const auto progs = ProgramsOf(skel_, v);
@@ -215,7 +206,8 @@ absl::Status TcpCapture::Load() {
   // Maps declared with pinning by name (filters, stats) are created and
   // pinned here, or reused when another family pinned them first.
   if (int err = tcp_bpf::load(skel_)) {
-    return Failed("load", absl::StrCat("tcp_bpf (", VariantName(chosen_), " variant)"), err);
+    return CaptureError("tcp", absl::StrCat("load tcp_bpf (", VariantName(chosen_), " variant)"),
+                        err);
   }
   KSPAN_RETURN_IF_ERROR(ApplyReceiverPorts());
   rcv_peers_fd_.store(bpf_map__fd(skel_->maps.kspan_rcv_peers));
@@ -256,13 +248,13 @@ absl::Status TcpCapture::ApplyReceiverPorts() {
   }
   for (std::uint16_t port : stale) {
     if (bpf_map_delete_elem(fd, &port) != 0 && errno != ENOENT) {
-      return Failed("remove receiver port from", "map kspan_rcv_ports", errno);
+      return CaptureError("tcp", "remove receiver port from map kspan_rcv_ports", errno);
     }
   }
   const std::uint8_t one = 1;
   for (std::uint16_t port : receiver_ports_) {
     if (bpf_map_update_elem(fd, &port, &one, BPF_ANY) != 0) {
-      return Failed("add receiver port to", "map kspan_rcv_ports", errno);
+      return CaptureError("tcp", "add receiver port to map kspan_rcv_ports", errno);
     }
   }
   // The programs look ports up only while this is non-zero.
@@ -286,13 +278,15 @@ absl::Status TcpCapture::Attach() {
   attached_.clear();
   const auto progs = ProgramsOf(skel_, chosen_);
   for (bpf_program* p : {progs.state, progs.retransmit, progs.reset_sent, progs.reset_received}) {
-    if (AttachInSkeleton(skel_, p) == nullptr) return Failed("attach", bpf_program__name(p), errno);
+    if (AttachInSkeleton(skel_, p) == nullptr)
+      return CaptureError("tcp", absl::StrCat("attach ", bpf_program__name(p)), errno);
     attached_.push_back(bpf_program__name(p));
   }
   if (accept_ == AcceptVariant::kFexit) {
     bpf_program* p = bpf_program__autoload(skel_->progs.kspan_acc_fx2) ? skel_->progs.kspan_acc_fx2
                                                                        : skel_->progs.kspan_acc_fx4;
-    if (AttachInSkeleton(skel_, p) == nullptr) return Failed("attach", bpf_program__name(p), errno);
+    if (AttachInSkeleton(skel_, p) == nullptr)
+      return CaptureError("tcp", absl::StrCat("attach ", bpf_program__name(p)), errno);
     attached_.push_back(bpf_program__name(p));
     accept_attached_ = true;
     accept_variant_ = "fexit";
@@ -300,7 +294,8 @@ absl::Status TcpCapture::Attach() {
   }
   if (accept_ == AcceptVariant::kSocketData) {
     for (bpf_program* p : {skel_->progs.kspan_acc_rx, skel_->progs.kspan_acc_tx}) {
-      if (AttachInSkeleton(skel_, p) == nullptr) return Failed("attach", bpf_program__name(p), errno);
+      if (AttachInSkeleton(skel_, p) == nullptr)
+        return CaptureError("tcp", absl::StrCat("attach ", bpf_program__name(p)), errno);
       attached_.push_back(bpf_program__name(p));
     }
     accept_attached_ = true;
