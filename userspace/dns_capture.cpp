@@ -12,10 +12,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "dns.skel.h"
+#include "exporter/status_macros.h"
 #include "spdlog/spdlog.h"
 #include "userspace/bpf_stats.h"
 #include "userspace/capture_error.h"
 #include "userspace/kernel_features.h"
+#include "userspace/variant_ladder.h"
 
 namespace kspan {
 std::string_view DnsVariantName(DnsVariant v) {
@@ -84,7 +86,7 @@ absl::Status DnsCapture::Attach() {
 
 absl::Status DnsCapture::Start() {
   std::vector<DnsVariant> candidates;
-  std::vector<std::string> refused;
+  VariantLadder ladder;
   if (options_.force_variant) {
     candidates.push_back(*options_.force_variant);
   } else {
@@ -93,33 +95,25 @@ absl::Status DnsCapture::Start() {
         KernelHasBpfHelper("BPF_FUNC_task_pt_regs")) {
       candidates.push_back(DnsVariant::kTpBtf);
     } else {
-      refused.push_back("tp_btf: the kernel has no sock_send_length/sock_recv_length tracepoints");
+      ladder.NotTried("tp_btf: the kernel has no sock_send_length/sock_recv_length tracepoints");
     }
     candidates.push_back(DnsVariant::kTracepoint);
   }
-  absl::Status last;
-  for (DnsVariant v : candidates) {
-    attempt_ = v;
-    last = Open();
-    if (last.ok()) last = Configure();
-    if (last.ok()) last = Load();
-    if (last.ok()) last = Attach();
-    if (last.ok()) {
-      if (v == DnsVariant::kTpBtf) {
-        spdlog::info("dns capture: variant tp_btf (socket layer: sock_send_length/sock_recv_length)");
-      } else {
-        // Named so that an operator knows what every process pays.
-        spdlog::warn("dns capture: variant tracepoint (per-syscall tracepoints: every syscall of "
-                     "every process takes the kernel's syscall tracing path){}{}",
-                     refused.empty() ? "" : "; ", absl::StrJoin(refused, "; "));
-      }
-      return absl::OkStatus();
-    }
-    if (last.code() == absl::StatusCode::kInvalidArgument) return last;
-    refused.push_back(absl::StrCat(std::string(DnsVariantName(v)), ": ", last.message()));
-    Destroy();
+  auto taken = ladder.ClimbStages(
+      candidates.size(), *this, [&](std::size_t i) { attempt_ = candidates[i]; },
+      [this] { Destroy(); },
+      [&](std::size_t i) { return std::string(DnsVariantName(candidates[i])); });
+  if (!taken.ok()) return taken.status();
+  if (candidates[*taken] == DnsVariant::kTpBtf) {
+    spdlog::info("dns capture: variant tp_btf (socket layer: sock_send_length/sock_recv_length)");
+  } else {
+    // Named so that an operator knows what every process pays.
+    spdlog::warn(
+        "dns capture: variant tracepoint (per-syscall tracepoints: every syscall of "
+        "every process takes the kernel's syscall tracing path){}{}",
+        ladder.any_refused() ? "; " : "", ladder.refused());
   }
-  return last;
+  return absl::OkStatus();
 }
 
 void DnsCapture::Detach() {

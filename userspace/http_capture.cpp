@@ -12,11 +12,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "exporter/status_macros.h"
 #include "http.skel.h"
 #include "spdlog/spdlog.h"
 #include "userspace/bpf_stats.h"
 #include "userspace/capture_error.h"
 #include "userspace/kernel_features.h"
+#include "userspace/variant_ladder.h"
 
 namespace kspan {
 std::string_view HttpVariantName(HttpVariant v) {
@@ -140,34 +142,26 @@ absl::Status HttpCapture::Start() {
     if (KernelHasSockLengthTracepoints()) candidates.push_back(HttpVariant::kTpBtf);
     candidates.push_back(HttpVariant::kTracepoint);
   }
-  std::vector<std::string> refused;
+  VariantLadder ladder;
   if (!options_.force_variant && candidates.front() != HttpVariant::kTpBtf) {
-    refused.push_back("tp_btf: the kernel has no sock_recv_length/sock_send_length tracepoints");
+    ladder.NotTried("tp_btf: the kernel has no sock_recv_length/sock_send_length tracepoints");
   }
-  absl::Status last;
-  for (HttpVariant v : candidates) {
-    attempt_ = v;
-    last = Open();
-    if (last.ok()) last = Configure();
-    if (last.ok()) last = Load();
-    if (last.ok()) last = Attach();
-    if (last.ok()) {
-      if (refused.empty()) {
-        spdlog::info("http capture: variant {} ({})", variant_, AttachPoints(v));
-      } else if (v == candidates.front()) {  // the kernel lacks the tracepoints
-        spdlog::info("http capture: variant {} ({}); not taken: {}", variant_, AttachPoints(v),
-                     absl::StrJoin(refused, "; "));
-      } else {
-        spdlog::warn("http capture: variant {} ({}); refused: {}", variant_, AttachPoints(v),
-                     absl::StrJoin(refused, "; "));
-      }
-      return absl::OkStatus();
-    }
-    if (last.code() == absl::StatusCode::kInvalidArgument) return last;  // not the kernel's fault
-    refused.push_back(std::string(last.message()));
-    Destroy();
+  auto taken = ladder.ClimbStages(
+      candidates.size(), *this, [&](std::size_t i) { attempt_ = candidates[i]; },
+      [this] { Destroy(); },
+      [&](std::size_t i) { return std::string(HttpVariantName(candidates[i])); });
+  if (!taken.ok()) return taken.status();
+  const HttpVariant v = candidates[*taken];
+  if (!ladder.any_refused()) {
+    spdlog::info("http capture: variant {} ({})", variant_, AttachPoints(v));
+  } else if (*taken == 0) {  // the kernel lacks the tracepoints
+    spdlog::info("http capture: variant {} ({}); not taken: {}", variant_, AttachPoints(v),
+                 ladder.refused());
+  } else {
+    spdlog::warn("http capture: variant {} ({}); refused: {}", variant_, AttachPoints(v),
+                 ladder.refused());
   }
-  return last;
+  return absl::OkStatus();
 }
 
 void HttpCapture::Detach() {

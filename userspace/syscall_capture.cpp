@@ -19,6 +19,7 @@
 #include "userspace/capture_error.h"
 #include "userspace/kernel_features.h"
 #include "userspace/syscall_spans.h"
+#include "userspace/variant_ladder.h"
 
 namespace kspan {
 std::string_view SyscallVariantName(SyscallVariant v) {
@@ -398,47 +399,54 @@ absl::Status SyscallCapture::Start() {
       }
     }
   }
-  std::vector<std::string> refused;
+  VariantLadder ladder;
   std::vector<std::pair<SlowWatch, bool>> watches_refused;
-  absl::Status last;
-  for (const auto& [v, d, sl, wh] : candidates) {
-    // Once refused, a watch is not tried with the other exits.
-    if (std::find(watches_refused.begin(), watches_refused.end(), std::pair{sl, wh}) !=
-        watches_refused.end()) {
-      continue;
-    }
-    attempt_ = v;
-    attempt_direct_ = d;
-    attempt_watch_ = sl;
-    attempt_scan_whole_ = wh;
-    last = Open();
-    if (last.ok()) last = Configure();
-    if (last.ok()) last = Load();
-    if (last.ok()) last = Attach();
-    if (last.ok()) {
-      const char* walk = direct_walk_ ? ", direct BTF loads" : "";
-      const std::string watch = absl::StrCat("; slow syscalls of other processes: ",
-                                             slow_watch());
-      if (refused.empty()) {
-        spdlog::info("syscall capture: variant {} (raw_syscalls sys_enter/sys_exit{}){}", variant_,
-                     walk, watch);
-      } else {
-        spdlog::warn("syscall capture: variant {} (raw_syscalls sys_enter/sys_exit{}){}; refused: {}",
-                     variant_, walk, watch, absl::StrJoin(refused, "; "));
-      }
-      return absl::OkStatus();
-    }
-    if (last.code() == absl::StatusCode::kInvalidArgument) return last;  // not the kernel's fault
-    refused.push_back(absl::StrCat(last.message(), d ? " (direct BTF loads)" : "",
-                                   sl != SlowWatch::kHooks
-                                       ? absl::StrCat(" (slow watch: ", std::string(SlowWatchName(sl)),
-                                                      wh ? ", whole pass in one run" : "", ")")
-                                       : ""));
-    if (sl != SlowWatch::kHooks) watches_refused.push_back({sl, wh});
-    Destroy();
+  auto taken = ladder.Climb(
+      candidates.size(),
+      [&](std::size_t i) {
+        // Once refused, a watch is not tried with the other exits.
+        const auto& c = candidates[i];
+        return std::find(watches_refused.begin(), watches_refused.end(),
+                         std::pair{c.watch, c.whole}) != watches_refused.end();
+      },
+      [&](std::size_t i) {
+        const auto& c = candidates[i];
+        attempt_ = c.variant;
+        attempt_direct_ = c.direct;
+        attempt_watch_ = c.watch;
+        attempt_scan_whole_ = c.whole;
+        absl::Status s = Open();
+        if (s.ok()) s = Configure();
+        if (s.ok()) s = Load();
+        if (s.ok()) s = Attach();
+        if (!s.ok() && c.watch != SlowWatch::kHooks) watches_refused.push_back({c.watch, c.whole});
+        return s;
+      },
+      [this] { Destroy(); },
+      [&](std::size_t i) {
+        const auto& c = candidates[i];
+        return absl::StrCat(std::string(SyscallVariantName(c.variant)),
+                            c.direct ? ", direct BTF loads" : "",
+                            c.watch != SlowWatch::kHooks
+                                ? absl::StrCat(", slow watch ", std::string(SlowWatchName(c.watch)),
+                                               c.whole ? " (whole pass in one run)" : "")
+                                : "");
+      });
+  if (!taken.ok()) {
+    if (taken.status().code() == absl::StatusCode::kInvalidArgument) return taken.status();
+    return absl::InternalError(
+        absl::StrCat("syscall capture: no variant could be loaded: ", ladder.refused()));
   }
-  return absl::InternalError(
-      absl::StrCat("syscall capture: no variant could be loaded: ", absl::StrJoin(refused, "; ")));
+  const char* walk = direct_walk_ ? ", direct BTF loads" : "";
+  const std::string watch = absl::StrCat("; slow syscalls of other processes: ", slow_watch());
+  if (!ladder.any_refused()) {
+    spdlog::info("syscall capture: variant {} (raw_syscalls sys_enter/sys_exit{}){}", variant_,
+                 walk, watch);
+  } else {
+    spdlog::warn("syscall capture: variant {} (raw_syscalls sys_enter/sys_exit{}){}; refused: {}",
+                 variant_, walk, watch, ladder.refused());
+  }
+  return absl::OkStatus();
 }
 
 void SyscallCapture::Detach() {

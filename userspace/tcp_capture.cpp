@@ -21,6 +21,7 @@
 #include "userspace/bpf_stats.h"
 #include "userspace/capture_error.h"
 #include "userspace/kernel_features.h"
+#include "userspace/variant_ladder.h"
 
 namespace kspan {
 
@@ -319,55 +320,69 @@ absl::Status TcpCapture::Attach() {
 }
 
 absl::Status TcpCapture::Start(std::vector<TcpVariant> ladder) {
-  absl::Status last = absl::InvalidArgumentError("tcp capture: no variant to try");
-  std::string refused;
+  VariantLadder climb;
   bool try_fexit = options_.accept_fexit;
   bool try_socket_data = options_.accept_socket_data &&
                          KernelBtfHas("btf_trace_sock_recv_length", BTF_KIND_TYPEDEF) &&
                          KernelBtfHas("btf_trace_sock_send_length", BTF_KIND_TYPEDEF);
   if (options_.accept_socket_data && !try_socket_data) {
-    refused = "accept socket_data: the kernel has no sock_recv_length/sock_send_length tracepoints";
+    climb.NotTried(
+        "accept socket_data: the kernel has no sock_recv_length/sock_send_length "
+        "tracepoints");
   }
+  // Within one state-change variant: the fexit accept first, where
+  // allowed, then the socket data tracepoints; once the kernel refuses
+  // one, it is not tried again.
+  std::vector<std::pair<TcpVariant, AcceptVariant>> candidates;
   for (TcpVariant v : ladder) {
-    // Within one state-change variant: the fexit accept first, where
-    // allowed, then the socket data tracepoints; once the kernel refuses
-    // one, it is not tried again.
     for (AcceptVariant a :
          {AcceptVariant::kFexit, AcceptVariant::kSocketData, AcceptVariant::kSyscallTracepoint}) {
-      if (a == AcceptVariant::kFexit && !try_fexit) continue;
-      if (a == AcceptVariant::kSocketData && !try_socket_data) continue;
-      last = Open();
-      if (last.ok()) last = Configure(v, a);
-      if (last.ok()) last = Load();
-      if (last.ok()) last = Attach();
-      if (last.ok()) {
-        variant_ = VariantName(v);
-        if (accept_variant_ == "tracepoint") {
-          // Named so that an operator knows what every process pays.
-          spdlog::warn("tcp capture: variant {} (accept: tracepoint, syscalls:sys_exit_accept*: "
-                       "every syscall of every process takes the kernel's syscall tracing "
-                       "path){}{}",
-                       variant_, refused.empty() ? "" : "; ", refused);
-        } else if (refused.empty()) {
-          spdlog::info("tcp capture: variant {} (accept: {})", variant_, accept_variant_);
-        } else {
-          spdlog::warn("tcp capture: variant {} (accept: {}) taken; {}", variant_, accept_variant_,
-                       refused);
-        }
-        return absl::OkStatus();
-      }
-      spdlog::debug("{}", std::string(last.message()));
-      absl::StrAppend(&refused, refused.empty() ? "" : "; ", VariantName(v),
-                      a == AcceptVariant::kFexit        ? "+fexit"
-                      : a == AcceptVariant::kSocketData ? "+socket_data"
-                                                        : "",
-                      " refused: ", std::string(last.message()));
-      if (a == AcceptVariant::kFexit) try_fexit = false;
-      if (a == AcceptVariant::kSocketData) try_socket_data = false;
-      Destroy();
+      candidates.push_back({v, a});
     }
   }
-  return last;
+  if (candidates.empty()) return absl::InvalidArgumentError("tcp capture: no variant to try");
+  auto taken = climb.Climb(
+      candidates.size(),
+      [&](std::size_t i) {
+        const AcceptVariant a = candidates[i].second;
+        return (a == AcceptVariant::kFexit && !try_fexit) ||
+               (a == AcceptVariant::kSocketData && !try_socket_data);
+      },
+      [&](std::size_t i) {
+        const auto [v, a] = candidates[i];
+        absl::Status s = Open();
+        if (s.ok()) s = Configure(v, a);
+        if (s.ok()) s = Load();
+        if (s.ok()) s = Attach();
+        if (!s.ok() && a == AcceptVariant::kFexit) try_fexit = false;
+        if (!s.ok() && a == AcceptVariant::kSocketData) try_socket_data = false;
+        return s;
+      },
+      [this] { Destroy(); },
+      [&](std::size_t i) {
+        const AcceptVariant a = candidates[i].second;
+        return absl::StrCat(VariantName(candidates[i].first),
+                            a == AcceptVariant::kFexit        ? "+fexit"
+                            : a == AcceptVariant::kSocketData ? "+socket_data"
+                                                              : "",
+                            " refused");
+      });
+  if (!taken.ok()) return taken.status();
+  variant_ = VariantName(candidates[*taken].first);
+  if (accept_variant_ == "tracepoint") {
+    // Named so that an operator knows what every process pays.
+    spdlog::warn(
+        "tcp capture: variant {} (accept: tracepoint, syscalls:sys_exit_accept*: "
+        "every syscall of every process takes the kernel's syscall tracing "
+        "path){}{}",
+        variant_, climb.any_refused() ? "; " : "", climb.refused());
+  } else if (!climb.any_refused()) {
+    spdlog::info("tcp capture: variant {} (accept: {})", variant_, accept_variant_);
+  } else {
+    spdlog::warn("tcp capture: variant {} (accept: {}) taken; {}", variant_, accept_variant_,
+                 climb.refused());
+  }
+  return absl::OkStatus();
 }
 
 void TcpCapture::Detach() {
