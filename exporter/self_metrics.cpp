@@ -123,7 +123,11 @@ std::uint64_t MetricsRegistry::CounterTotal(std::string_view name) const {
   if (it == families_.end()) return 0;
   std::uint64_t total = 0;
   for (const auto& s : it->second.series) {
-    if (s.counter) total += s.counter->Value();
+    if (s.counter) {
+      total += s.counter->Value();
+    } else if (s.callback && it->second.type == "counter") {
+      total += static_cast<std::uint64_t>(s.callback());
+    }
   }
   return total;
 }

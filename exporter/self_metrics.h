@@ -56,7 +56,8 @@ class MetricsRegistry {
                           std::function<double()> callback, const void* owner = nullptr);
   void RemoveCallbacks(const void* owner);
 
-  // Sum of a counter family over all label sets (used by tests and `status`).
+  // Sum of a counter family over all label sets, callback counters evaluated
+  // now (used by tests, `status` and the agent's totals line).
   std::uint64_t CounterTotal(std::string_view name) const;
   // One counter's value, 0 when it was never registered.
   std::uint64_t CounterValue(std::string_view name, const MetricLabels& labels) const;

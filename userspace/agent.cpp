@@ -696,17 +696,10 @@ void Agent::RegisterStatSlots(const char* family, std::span<const StatSlot> slot
 }
 
 void Agent::LogTotals() {
-  const auto st = tcp_ ? tcp_->ReadStats() : TcpStats{};
-  const auto sys = syscalls_ ? syscalls_->ReadStats() : SyscallStats{};
-  const auto dns = dns_ ? dns_->ReadStats() : DnsStats{};
-  const std::uint64_t events = st[KSPAN_TCP_STAT_CONNECT_EMITTED] +
-                               st[KSPAN_TCP_STAT_ACCEPT_EMITTED] +
-                               st[KSPAN_TCP_STAT_CONN_EMITTED] + st[KSPAN_TCP_STAT_NOTE_EMITTED] +
-                               sys[KSPAN_SYS_STAT_EMITTED] + dns[KSPAN_DNS_STAT_QUERY_EMITTED] +
-                               dns[KSPAN_DNS_STAT_RESPONSE_EMITTED];
-  const std::uint64_t lost = st[KSPAN_TCP_STAT_RING_FULL] + st[KSPAN_TCP_STAT_START_TABLE_FULL] +
-                             st[KSPAN_TCP_STAT_CONN_TABLE_FULL] + sys[KSPAN_SYS_STAT_RING_FULL] +
-                             sys[KSPAN_SYS_STAT_ENTER_NO_SLOT] + dns[KSPAN_DNS_STAT_RING_FULL];
+  // Every family's slots as registered for /metrics (RegisterCaptureMetrics),
+  // so the line and the metrics cannot disagree.
+  const std::uint64_t events = metrics_.CounterTotal("kspan_bpf_events_total");
+  const std::uint64_t lost = metrics_.CounterTotal("kspan_bpf_dropped_total");
   const std::uint64_t spans = metrics_.CounterTotal("kspan_spans_assembled_total");
   if (spans == last_logged_spans_ && lost == last_logged_lost_) return;
   last_logged_spans_ = spans;

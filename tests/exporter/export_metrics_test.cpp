@@ -1,4 +1,5 @@
 #include "exporter/export_metrics.h"
+#include "exporter/self_metrics.h"
 
 #include <gtest/gtest.h>
 
@@ -29,6 +30,23 @@ class CapturedLog {
   std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink_;
   std::shared_ptr<spdlog::logger> saved_;
 };
+
+// CounterTotal sums a family over its label sets, including counters whose
+// value lives elsewhere (a BPF stats map), evaluated at the call; a gauge
+// family of the same shape is not a counter.
+TEST(MetricsRegistryTest, CounterTotalIncludesCallbackCounters) {
+  MetricsRegistry m;
+  m.GetCounter("kspan_x_total", "x", {{"family", "a"}}).Add(3);
+  std::uint64_t kernel = 4;
+  m.AddCallbackCounter("kspan_x_total", "x", {{"family", "b"}},
+                       [&kernel] { return static_cast<double>(kernel); });
+  EXPECT_EQ(m.CounterTotal("kspan_x_total"), 7u);
+  kernel = 10;
+  EXPECT_EQ(m.CounterTotal("kspan_x_total"), 13u);
+  m.AddCallbackGauge("kspan_depth", "d", {}, [] { return 5.0; });
+  EXPECT_EQ(m.CounterTotal("kspan_depth"), 0u);
+  EXPECT_EQ(m.CounterTotal("kspan_absent_total"), 0u);
+}
 
 TEST(DropLogTest, LogsAtMostOncePerIntervalWithCounts) {
   CapturedLog log;
