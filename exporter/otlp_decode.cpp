@@ -421,6 +421,32 @@ class WireDecoder {
     return true;
   }
 
+  // A link dropped by the limit, read only for the lengths of its ids (the
+  // last of each, as for a kept link), nothing built or charged.
+  bool LinkIdsValid(bool* valid_ids) {
+    CodedInputStream::Limit outer;
+    if (!Enter(&outer)) return false;
+    std::size_t trace_len = 0, span_len = 0;
+    for (;;) {
+      std::uint32_t tag = 0;
+      if (!NextTag(&tag)) return false;
+      if (tag == 0) break;
+      if (tag == Tag(1, kLengthDelimited) || tag == Tag(2, kLengthDelimited)) {
+        std::uint32_t len = 0;
+        if (!in_.ReadVarint32(&len) || len > static_cast<std::uint32_t>(INT_MAX) ||
+            static_cast<int>(len) > in_.BytesUntilLimit() || !in_.Skip(static_cast<int>(len))) {
+          return Malformed();
+        }
+        (tag == Tag(1, kLengthDelimited) ? trace_len : span_len) = len;
+      } else if (!Skip(tag)) {
+        return false;
+      }
+    }
+    Leave(outer);
+    *valid_ids = trace_len == 16 && span_len == 8;
+    return true;
+  }
+
   // Status: message = 2, code = 3.
   bool StatusMessage(Span* s) {
     CodedInputStream::Limit outer;
@@ -494,8 +520,12 @@ class WireDecoder {
         case Tag(12, kVarint): ok = ReadVarint32(&s.dropped_events_count); break;
         case Tag(13, kLengthDelimited):
           if (s.links.size() >= limits_.span_link_count) {
+            // Dropped, but its ids still decide the span, so that a limit
+            // drops parts of spans and never a whole one.
             ++dropped_links;
-            ok = SkipLengthDelimited();
+            bool valid = true;
+            ok = LinkIdsValid(&valid);
+            links_valid = links_valid && valid;
           } else {
             bool valid = true;
             SpanLink* l = Append(s.links);

@@ -441,6 +441,39 @@ TEST(OtlpDecodeLimitsTest, WhatIsOverALimitIsDroppedAndCountedAsAnSdkWould) {
   ExpectSameSpans(a, b2, "json with limits");
 }
 
+// A link with an invalid id refuses its span whether or not the link limit
+// drops the link: limits drop parts of spans, never a whole span (found by
+// the long fuzzing run: the limit used to drop such a link unread, keeping
+// a span the default limits refused).
+TEST(OtlpDecodeLimitsTest, ALinkOverTheLimitStillHasItsIdsChecked) {
+  otlp::ExportTraceServiceRequest request = RichRequest();
+  auto* span = request.mutable_resource_spans(0)->mutable_scope_spans(0)->mutable_spans(0);
+  span->clear_links();
+  auto* good = span->add_links();
+  good->set_trace_id(std::string(16, '\x01'));
+  good->set_span_id(std::string(8, '\x02'));
+  auto* bad = span->add_links();
+  bad->set_trace_id(std::string(15, '\x01'));  // one byte short
+  bad->set_span_id(std::string(8, '\x02'));
+  SpanLimits one_link;
+  one_link.span_link_count = 1;
+  const std::string body = request.SerializeAsString();
+  auto all = DecodeExportRequest(body, OtlpEncoding::kProtobuf);
+  auto limited = DecodeExportRequest(body, OtlpEncoding::kProtobuf, one_link);
+  ASSERT_TRUE(all.ok() && limited.ok());
+  EXPECT_EQ(all->invalid_spans, 1);
+  EXPECT_EQ(limited->invalid_spans, 1);
+  EXPECT_EQ(limited->spans.size(), all->spans.size());
+  // A valid link over the limit is dropped and counted, its span kept.
+  bad->set_trace_id(std::string(16, '\x01'));
+  limited = DecodeExportRequest(request.SerializeAsString(), OtlpEncoding::kProtobuf, one_link);
+  ASSERT_TRUE(limited.ok());
+  EXPECT_EQ(limited->invalid_spans, 0);
+  ASSERT_FALSE(limited->spans.empty());
+  EXPECT_EQ(limited->spans[0].links.size(), 1u);
+  EXPECT_EQ(limited->spans[0].dropped_links_count, span->dropped_links_count() + 1u);
+}
+
 TEST(OtlpDecodeLimitsTest, DefaultsKeepSdkSpansIntactAndChargeWhatIsBuilt) {
   // RichRequest round-trips (above) with the defaults; here the budget
   // accounting: what the decoder charged covers what the queues count.
