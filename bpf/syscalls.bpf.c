@@ -1371,9 +1371,13 @@ static __always_inline void fill_off_cpu(struct kspan_syscall_event *e, struct t
 /* The record of a wait `waited` ns long that ended at `end` (monotonic
  * clock), of thread `task` (not the current task: next at a switch, whose
  * fd table is not prev's; any thread in the scan). Out of line: it runs once
- * per slow syscall, not per switch or per thread scanned. */
+ * per slow syscall, not per switch or per thread scanned. `preemptible`:
+ * the caller may be preempted (the scan's iterator runs with migration,
+ * not preemption, disabled), so the record goes to the ring buffer, whose
+ * reserve takes a lock, never to this CPU's record ring, whose single
+ * writer per CPU another program could interleave with. */
 static __noinline int off_cpu_record(struct task_struct *task, const struct off_cpu *w,
-				     __u64 end, __u64 waited)
+				     __u64 end, __u64 waited, bool preemptible)
 {
 	struct kspan_syscall_config *c = sys_config(w->nr);
 	if (!c)
@@ -1417,6 +1421,16 @@ static __noinline int off_cpu_record(struct task_struct *task, const struct off_
 		submit(pe);
 		return 0;
 	}
+	if (preemptible) {
+		struct kspan_syscall_event *re = bpf_ringbuf_reserve(&kspan_sys_ring, sizeof(*re), 0);
+		if (!re) {
+			kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_RING_FULL);
+			return 0;
+		}
+		fill_off_cpu(re, task, tgid, w, c, fd, f, kind, end, waited);
+		submit(re);
+		return 0;
+	}
 	struct kspan_percpu_pos *pos = NULL;
 	struct kspan_syscall_event *e = rec_reserve(&pos);
 	if (!e || !pos)
@@ -1445,7 +1459,7 @@ int BPF_PROG(kspan_sys_slow, bool preempt, struct task_struct *prev, struct task
 				 * it may take it on another CPU). */
 				struct off_cpu copy = *w;
 				w->tid = 0;
-				off_cpu_record(next, &copy, bpf_ktime_get_ns(), waited);
+				off_cpu_record(next, &copy, bpf_ktime_get_ns(), waited, false);
 			} else {
 				w->tid = 0;
 			}
@@ -1588,7 +1602,7 @@ static __noinline int scan_wait_over(struct task_struct *task, struct off_cpu *w
 	if (!fc || !fc->slow_threshold_ns || waited < fc->slow_threshold_ns)
 		return 0;
 	struct off_cpu copy = *w;
-	return off_cpu_record(task, &copy, woken + off, waited);
+	return off_cpu_record(task, &copy, woken + off, waited, true);
 }
 
 /* One thread of a pass (`now`: the run queue clock). */
