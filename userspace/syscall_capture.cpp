@@ -367,13 +367,11 @@ absl::Status SyscallCapture::Start() {
   // refuses it and the next is tried.
   const bool direct = options_.direct_walk && KernelBtfHas("bpf_rdonly_cast", BTF_KIND_FUNC);
   std::vector<SlowWatch> watches;
-  if (options_.watch_unselected && KernelHasBpfHelper("BPF_FUNC_task_pt_regs")) {
-    const SlowWatch preferred =
-        options_.slow_watch == SlowWatch::kHooks ? SlowWatch::kScan : options_.slow_watch;
-    if (options_.slow_watch != SlowWatch::kHooks) {
-      watches.push_back(preferred);
-      watches.push_back(preferred == SlowWatch::kScan ? SlowWatch::kSwitch : SlowWatch::kScan);
-    }
+  if (options_.watch_unselected && options_.slow_watch != SlowWatch::kHooks &&
+      KernelHasBpfHelper("BPF_FUNC_task_pt_regs")) {
+    watches.push_back(options_.slow_watch);
+    watches.push_back(options_.slow_watch == SlowWatch::kScan ? SlowWatch::kSwitch
+                                                              : SlowWatch::kScan);
   }
   watches.push_back(SlowWatch::kHooks);
   // The scan's whole pass in one run where the kernel has the open-coded
