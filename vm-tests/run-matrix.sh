@@ -497,6 +497,24 @@ report() { # <kernel labels...>
     grep -s '=absent$' "$d/modules.txt" | sed "s/=absent\$//; s/^/- $k: requested module not in this kernel: /"
     awk -F'\t' '$3 != "pass" { print "- '"$k"': " $2 ": " $3 }' "$d/tests.tsv"
   done
+  # What each failed test said, so a CI log alone tells why: the assertion
+  # lines of gtest's output, a few per test.
+  for k in "${ks[@]}"; do
+    d=$VM_RESULTS_DIR/$k
+    [[ -s $d/gtest.out ]] && awk -F'\t' '$3 == "fail"' "$d/tests.tsv" | grep -q . || continue
+    echo
+    echo "$k, the failures' first lines:"
+    echo
+    echo '```'
+    awk 'BEGIN { shown = 99 }
+      index($0, "[ RUN      ] ") { name = substr($0, index($0, "[ RUN      ] ") + 13); n = 0; shown = 99; next }
+      / Failure$/ { shown = 0 }
+      shown < 7 {
+        if (n < 16) { print name ": " substr($0, 1, 240); n++ }
+        shown++
+      }' "$d/gtest.out" | head -n 48
+    echo '```'
+  done
   if [[ -n $first_refusal ]]; then
     echo
     echo "kspan without kernel BTF ($first_refusal, exit $(cat "$VM_RESULTS_DIR/$first_refusal/refusal.rc")):"

@@ -91,6 +91,7 @@ std::map<int, ThreadCaps> CapsOfEveryThread(pid_t pid) {
     if (e->d_name[0] == '.') continue;
     std::ifstream in(dir + "/" + e->d_name + "/status");
     ThreadCaps c;
+    bool read = false;  // a thread that exited after readdir has no status left
     std::string line;
     while (std::getline(in, line)) {
       auto hex = [&line](const char* key, std::uint64_t* v) {
@@ -101,9 +102,14 @@ std::map<int, ThreadCaps> CapsOfEveryThread(pid_t pid) {
       hex("CapEff:", &c.eff);
       hex("CapBnd:", &c.bnd);
       hex("CapAmb:", &c.amb);
-      if (line.rfind("NoNewPrivs:", 0) == 0) c.no_new_privs = std::stoi(line.substr(11));
+      if (line.rfind("NoNewPrivs:", 0) == 0) {
+        c.no_new_privs = std::stoi(line.substr(11));
+        read = true;  // the last of the lines read, after the Cap* lines
+      }
     }
-    out[std::atoi(e->d_name)] = c;
+    // gRPC's and libcurl's short-lived threads come and go: one that ended
+    // between the listing and the read is not a thread the agent runs.
+    if (read) out[std::atoi(e->d_name)] = c;
   }
   closedir(d);
   return out;
