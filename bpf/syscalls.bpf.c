@@ -1294,7 +1294,11 @@ int kspan_sys_x_tp(struct trace_event_raw_sys_exit *ctx)
 
 /* A thread switched out inside a configured syscall. */
 struct off_cpu {
-	__u64 out; /* switch_clock() when it left the CPU */
+	/* When it left the CPU: the sched_switch watch's monotonic clock (the
+	 * thread may come back on another CPU, whose run queue clock need not
+	 * agree: it does not where the TSC is unstable, as in emulated
+	 * guests); the scan's run queue clock of the pass (switch_clock). */
+	__u64 out;
 	__u32 tid; /* owner of the slot; 0: free */
 	__u16 nr;
 	__u8 kind; /* the scan's: what the fd was while it waited (0: not known) */
@@ -1320,9 +1324,10 @@ struct {
 	__type(value, struct off_cpu);
 } kspan_sys_wait SEC(".maps");
 
-/* The time of this switch: the clock of this CPU's run queue, which
- * __schedule() has just updated (sched_clock, the same on every CPU where
- * the TSC is stable), reached through `t`, the task leaving or entering
+/* The scan's clock: the clock of this CPU's run queue, which __schedule()
+ * has just updated (sched_clock, the same on every CPU only where the TSC is
+ * stable; the sched_switch watch, whose waits end on another CPU than they
+ * began, takes the monotonic clock instead), reached through `t`, the task leaving or entering
  * this CPU (its CFS run queue's rq: three loads, no helper; the per-CPU
  * `runqueues` symbol would need kallsyms of data, which kernels without
  * CONFIG_KALLSYMS_ALL refuse); else the monotonic clock (a helper call,
@@ -1450,7 +1455,7 @@ int BPF_PROG(kspan_sys_slow, bool preempt, struct task_struct *prev, struct task
 		__u32 idx = ntid & infl_mask;
 		struct off_cpu *w = bpf_map_lookup_elem(&kspan_sys_wait, &idx);
 		if (w && w->tid == ntid) {
-			now = switch_clock(next);
+			now = bpf_ktime_get_ns();
 			__u64 waited = now - w->out;
 			__u32 zero = 0;
 			struct kspan_filter_config *fc = bpf_map_lookup_elem(&kspan_cfg, &zero);
@@ -1494,7 +1499,7 @@ int BPF_PROG(kspan_sys_slow, bool preempt, struct task_struct *prev, struct task
 		kspan_count(&kspan_sys_stats, KSPAN_SYS_STAT_ENTER_NO_SLOT);
 		return 0;
 	}
-	w->out = now ? now : switch_clock(prev);
+	w->out = now ? now : bpf_ktime_get_ns();
 	w->nr = (__u16)nr;
 	w->args[0] = regs->di;
 	w->args[1] = regs->si;
