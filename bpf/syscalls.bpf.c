@@ -1325,10 +1325,10 @@ struct {
 } kspan_sys_wait SEC(".maps");
 
 /* The scan's clock: the clock of this CPU's run queue, which __schedule()
- * has just updated (sched_clock, the same on every CPU only where the TSC is
- * stable; the sched_switch watch, whose waits end on another CPU than they
- * began, takes the monotonic clock instead), reached through `t`, the task leaving or entering
- * this CPU (its CFS run queue's rq: three loads, no helper; the per-CPU
+ * has just updated (sched_clock, the same on every CPU only where the TSC
+ * is stable; the sched_switch watch, whose waits end on another CPU than
+ * they began, takes the monotonic clock instead), reached through `t`, the
+ * task leaving or entering this CPU (its CFS run queue's rq: three loads, no helper; the per-CPU
  * `runqueues` symbol would need kallsyms of data, which kernels without
  * CONFIG_KALLSYMS_ALL refuse); else the monotonic clock (a helper call,
  * some 45 ns here). Only differences are taken. */

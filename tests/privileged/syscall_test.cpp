@@ -752,6 +752,15 @@ TEST_P(SyscallSpans, SlowOnlyProcessRecordsOnlySlowSyscalls) {
 // fraction of a ms here), whether the watch finds the wait over while the
 // process lives on or only as it exits right after. The scan runs every
 // 50 ms here, so a record timed by its passes would be off by up to that.
+// The state letter of /proc/<pid>/stat (R, S, D...), or 0.
+char ProcessState(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(in, line);
+  const auto paren = line.rfind(") ");
+  return paren == std::string::npos || paren + 2 >= line.size() ? 0 : line[paren + 2];
+}
+
 void ExpectWaitTimedExactly(SyscallCollector& collector, bool exit_at_once) {
   struct Times {
     std::uint64_t blocked = 0;  // the child, just before read()
@@ -765,15 +774,20 @@ void ExpectWaitTimedExactly(SyscallCollector& collector, bool exit_at_once) {
   Child child([times, exit_at_once] {
     int p[2];
     if (pipe(p) != 0) _exit(2);
-    const std::string syscall_file = "/proc/" + std::to_string(getpid()) + "/syscall";
+    const pid_t reader = getpid();
+    const std::string syscall_file = "/proc/" + std::to_string(reader) + "/syscall";
     const pid_t writer = fork();
     if (writer == 0) {
       // A loaded machine may run the child late: the wait starts when it
-      // is asleep in read() (syscall 0), whenever that is.
+      // is asleep in read() (syscall 0, state S), whenever that is. Not
+      // only syscall 0: a thread preempted inside read() before it slept
+      // shows that too, in state R, and its wait starts later.
       for (int i = 0; i < 5000 && times->seen == 0; ++i) {
         std::ifstream in(syscall_file);
         std::string nr;
-        if (in >> nr && nr == "0") times->seen = MonotonicNowNs();
+        if (in >> nr && nr == "0" && ProcessState(reader) == 'S') {
+          times->seen = MonotonicNowNs();
+        }
         if (times->seen == 0) SleepFor(1ms);
       }
       SleepFor(120ms);
